@@ -1,0 +1,159 @@
+"""``consentry log``: checkpoints, proofs, offline proof verification, full verify."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from consentry.cli.common import DbOpt, HomeOpt, JsonOpt, emit_json, fail, open_registry
+from consentry.errors import InputError
+from consentry.registry import checkpoint as cp
+from consentry.registry.offline import verify_consistency_bundle, verify_inclusion_bundle
+from consentry.registry.signing import load_public_key
+
+__all__ = ["app"]
+
+app = typer.Typer(help="The transparency log: checkpoints, proofs, verification.",
+                  no_args_is_help=True)
+
+
+def _read_text(path: Path, what: str) -> str:
+    try:
+        return path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read {what} {path}: {exc}") from exc
+
+
+@app.command("checkpoint")
+def checkpoint(home: HomeOpt = None, db: DbOpt = None, as_json: JsonOpt = False) -> None:
+    """Sign a checkpoint of the log now and print it (signed-note text)."""
+    with open_registry(home, db) as registry:
+        note = registry.checkpoint()
+    if as_json:
+        parsed, _ = cp.parse_checkpoint(note)
+        emit_json({"origin": parsed.origin, "tree_size": parsed.tree_size,
+                   "root_hash": parsed.root_hash.hex(), "note": note})
+    else:
+        typer.echo(note, nl=False)
+
+
+@app.command("show")
+def show(index: int, home: HomeOpt = None, db: DbOpt = None) -> None:
+    """Print one log entry (canonical JSON leaf)."""
+    with open_registry(home, db) as registry:
+        entry = registry.entry(index)
+    emit_json({"index": entry.idx, "kind": entry.kind, "record_id": entry.record_id,
+               "leaf_hash": entry.leaf_hash, "leaf": json.loads(entry.leaf_json)})
+
+
+@app.command("proof")
+def proof(
+    index: int,
+    checkpoint_file: Annotated[
+        Path | None,
+        typer.Option("--checkpoint", help="Prove against this checkpoint (default: latest)."),
+    ] = None,
+    home: HomeOpt = None,
+    db: DbOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Inclusion proof of entry INDEX against the latest (or a given) checkpoint."""
+    note = _read_text(checkpoint_file, "checkpoint") if checkpoint_file else None
+    with open_registry(home, db) as registry:
+        bundle = registry.inclusion_proof(index, note).to_json()
+    bundle["type"] = "inclusion"
+    if as_json:
+        emit_json(bundle)
+        return
+    typer.echo(f"entry {bundle['index']} of {bundle['tree_size']}")
+    typer.echo(f"leaf hash: {bundle['leaf_hash']}")
+    for value in bundle["hashes"]:
+        typer.echo(f"  {value}")
+
+
+@app.command("consistency")
+def consistency(
+    old_checkpoint: Annotated[Path, typer.Argument(help="An earlier checkpoint (note file).")],
+    home: HomeOpt = None,
+    db: DbOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Consistency proof from an earlier checkpoint to the latest one."""
+    old_note = _read_text(old_checkpoint, "checkpoint")
+    old, _ = cp.parse_checkpoint(old_note)
+    with open_registry(home, db) as registry:
+        new_note = registry.latest_checkpoint()
+        new, _ = cp.parse_checkpoint(new_note)
+        hashes = registry.consistency_proof(old.tree_size, new.tree_size) if old.tree_size else []
+    bundle: dict[str, Any] = {
+        "type": "consistency",
+        "old_checkpoint": old_note,
+        "new_checkpoint": new_note,
+        "hashes": [h.hex() for h in hashes],
+    }
+    if as_json:
+        emit_json(bundle)
+    else:
+        typer.echo(f"{old.tree_size} -> {new.tree_size}")
+        for value in bundle["hashes"]:
+            typer.echo(f"  {value}")
+
+
+@app.command("verify-proof")
+def verify_proof(
+    proof_file: Annotated[Path, typer.Argument(help="A proof from 'log proof --json' or "
+                                                    "'log consistency --json'.")],
+    public_key: Annotated[
+        list[Path],
+        typer.Option("--public-key", help="Trusted operator public key (PEM); repeatable."),
+    ],
+    as_json: JsonOpt = False,
+) -> None:
+    """Verify a proof offline, with only the operator's public key. Exit 1 if it fails."""
+    try:
+        bundle = json.loads(_read_text(proof_file, "proof"))
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{proof_file} is not JSON: {exc}") from exc
+    if not isinstance(bundle, dict):
+        raise InputError(f"{proof_file} is not a proof object")
+    keys = [load_public_key(p) for p in public_key]
+    if bundle.get("type") == "consistency":
+        old, new = verify_consistency_bundle(bundle, keys)
+        result = {"ok": True, "type": "consistency", "old_size": old.tree_size,
+                  "new_size": new.tree_size, "root_hash": new.root_hash.hex()}
+        text = f"OK: the tree of size {new.tree_size} extends the tree of size {old.tree_size}"
+    else:
+        checkpoint = verify_inclusion_bundle(bundle, keys)
+        result = {"ok": True, "type": "inclusion", "index": bundle["index"],
+                  "tree_size": checkpoint.tree_size, "root_hash": checkpoint.root_hash.hex()}
+        text = f"OK: entry {bundle['index']} is in the signed tree of size {checkpoint.tree_size}"
+    if as_json:
+        emit_json(result)
+    else:
+        typer.echo(text)
+
+
+@app.command("verify")
+def verify(home: HomeOpt = None, db: DbOpt = None, as_json: JsonOpt = False) -> None:
+    """Recompute every leaf from the rows, check every signature and checkpoint.
+
+    Exit 0 when everything verifies, 1 naming every record that does not.
+    """
+    with open_registry(home, db) as registry:
+        report = registry.verify_log()
+    if as_json:
+        emit_json({"ok": report.ok, "size": report.size, "root_hash": report.root.hex(),
+                   "checkpoints": report.checkpoints, "problems": report.problems})
+    elif report.ok:
+        typer.echo(f"OK: {report.size} entries, {report.checkpoints} checkpoints, "
+                   f"root {report.root.hex()}")
+    else:
+        for problem in report.problems:
+            typer.echo(f"FAIL: {problem}", err=True)
+    if not report.ok:
+        if not as_json:
+            fail(f"log verification failed with {len(report.problems)} problem(s)")
+        raise typer.Exit(1)

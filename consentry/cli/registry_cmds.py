@@ -1,0 +1,351 @@
+"""Subjects, grantees, grants, revocations and priors on the command line.
+
+Every command that changes the registry also signs a fresh checkpoint, so the
+home's witness copy always covers the newest entry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from consentry.cli.common import DbOpt, HomeOpt, JsonOpt, emit_json, open_registry
+from consentry.errors import InputError
+from consentry.registry.models import Grant, Grantee, Prior, Subject
+from consentry.registry.signing import SigningKey, load_public_key
+from consentry.registry.statements import parse_time
+from consentry.registry.store import GrantStatus
+
+__all__ = ["grant_json", "register"]
+
+subject_app = typer.Typer(help="Register and inspect subjects.", no_args_is_help=True)
+grantee_app = typer.Typer(help="Register and inspect grantees.", no_args_is_help=True)
+prior_app = typer.Typer(help="Register and inspect personalised priors.", no_args_is_help=True)
+
+SubjectKeyOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--subject-key",
+        help="The subject's private key file, when the subject holds a key.",
+        exists=False,
+    ),
+]
+
+
+def subject_json(row: Subject) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "display_name": row.display_name,
+        "aliases": row.aliases,
+        "public_key": row.public_key,
+        "created_at": row.created_at,
+        "log_index": row.log_index,
+    }
+
+
+def grantee_json(row: Grantee) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "name": row.name,
+        "public_key": row.public_key,
+        "created_at": row.created_at,
+        "log_index": row.log_index,
+    }
+
+
+def grant_json(row: Grant, status: GrantStatus | None = None) -> dict[str, Any]:
+    value: dict[str, Any] = {
+        "id": row.id,
+        "subject": row.subject_id,
+        "grantee": row.grantee_id,
+        "purposes": row.purposes,
+        "priors": row.priors,
+        "not_before": row.not_before,
+        "not_after": row.not_after,
+        "constraints": row.constraints,
+        "evidence_sha256": row.evidence_sha256,
+        "issuer_key_id": row.issuer_key_id,
+        "subject_key_id": row.subject_key_id,
+        "created_at": row.created_at,
+        "log_index": row.log_index,
+    }
+    if status is not None:
+        value["status"] = status
+    return value
+
+
+def prior_json(row: Prior) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "subject": row.subject_id,
+        "kind": row.kind,
+        "base_model_id": row.base_model_id,
+        "sha256": row.sha256,
+        "size": row.size,
+        "created_at": row.created_at,
+        "log_index": row.log_index,
+    }
+
+
+def _subject_key(path: Path | None) -> SigningKey | None:
+    return None if path is None else SigningKey.load(path)
+
+
+def _time(value: str | None) -> datetime | None:
+    return None if value is None else parse_time(value)
+
+
+# ---------------------------------------------------------------- subject
+@subject_app.command("add")
+def subject_add(
+    name: str,
+    alias: Annotated[list[str] | None, typer.Option("--alias", help="Another name.")] = None,
+    public_key: Annotated[
+        Path | None,
+        typer.Option("--public-key", help="The subject's Ed25519 public key (PEM)."),
+    ] = None,
+    home: HomeOpt = None,
+    db: DbOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Register a subject; with --public-key their grants need their signature too."""
+    key = load_public_key(public_key) if public_key is not None else None
+    with open_registry(home, db) as registry:
+        row = registry.add_subject(name, alias or [], key)
+        registry.checkpoint()
+    if as_json:
+        emit_json(subject_json(row))
+    else:
+        typer.echo(row.id)
+
+
+@subject_app.command("list")
+def subject_list(home: HomeOpt = None, db: DbOpt = None, as_json: JsonOpt = False) -> None:
+    """List subjects in registration order."""
+    with open_registry(home, db) as registry:
+        rows = registry.list_subjects()
+    if as_json:
+        emit_json([subject_json(r) for r in rows])
+        return
+    for row in rows:
+        aliases = f" (aka {', '.join(row.aliases)})" if row.aliases else ""
+        keyed = " [holds key]" if row.public_key else ""
+        typer.echo(f"{row.id}  {row.display_name}{aliases}{keyed}")
+
+
+@subject_app.command("show")
+def subject_show(
+    subject: str, home: HomeOpt = None, db: DbOpt = None, as_json: JsonOpt = False
+) -> None:
+    """Show one subject (by id or unique name) with their grants and priors."""
+    with open_registry(home, db) as registry:
+        row = registry.get_subject(subject)
+        grants = registry.list_grants(subject=row.id)
+        priors = registry.list_priors(row.id)
+    value = subject_json(row) | {
+        "grants": [grant_json(g, s) for g, s in grants],
+        "priors": [prior_json(p) for p in priors],
+    }
+    if as_json:
+        emit_json(value)
+        return
+    typer.echo(f"id:           {row.id}")
+    typer.echo(f"name:         {row.display_name}")
+    typer.echo(f"aliases:      {', '.join(row.aliases) or '-'}")
+    typer.echo(f"holds key:    {'yes' if row.public_key else 'no'}")
+    typer.echo(f"registered:   {row.created_at} (log index {row.log_index})")
+    for grant, status in grants:
+        typer.echo(f"grant:        {grant.id} to {grant.grantee_id} {grant.purposes} {status}")
+    for prior in priors:
+        typer.echo(f"prior:        {prior.id} {prior.kind} sha256 {prior.sha256}")
+
+
+# ---------------------------------------------------------------- grantee
+@grantee_app.command("add")
+def grantee_add(
+    name: str,
+    public_key: Annotated[
+        Path | None, typer.Option("--public-key", help="The grantee's Ed25519 public key (PEM).")
+    ] = None,
+    home: HomeOpt = None,
+    db: DbOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Register a grantee and print its API key (shown once, stored only hashed)."""
+    key = load_public_key(public_key) if public_key is not None else None
+    with open_registry(home, db) as registry:
+        row, api_key = registry.add_grantee(name, key)
+        registry.checkpoint()
+    if as_json:
+        emit_json(grantee_json(row) | {"api_key": api_key})
+        return
+    typer.echo(f"grantee id: {row.id}")
+    typer.echo(f"API key:    {api_key}")
+    typer.echo("Store the API key now: it is not shown again.", err=True)
+
+
+@grantee_app.command("list")
+def grantee_list(home: HomeOpt = None, db: DbOpt = None, as_json: JsonOpt = False) -> None:
+    """List grantees."""
+    with open_registry(home, db) as registry:
+        rows = registry.list_grantees()
+    if as_json:
+        emit_json([grantee_json(r) for r in rows])
+        return
+    for row in rows:
+        typer.echo(f"{row.id}  {row.name}")
+
+
+# ---------------------------------------------------------------- grants
+def grant_command(
+    subject: Annotated[str, typer.Argument(help="Subject id or unique name.")],
+    to: Annotated[str, typer.Option("--to", help="Grantee id or unique name.")],
+    purpose: Annotated[
+        list[str], typer.Option("--purpose", help="restore, generate or train (repeatable).")
+    ],
+    prior: Annotated[
+        list[str] | None, typer.Option("--prior", help="SHA-256 of a prior the grant covers.")
+    ] = None,
+    start: Annotated[
+        str | None, typer.Option("--from", help="Start, ISO 8601 (default: now).")
+    ] = None,
+    until: Annotated[str | None, typer.Option("--until", help="End, ISO 8601.")] = None,
+    evidence: Annotated[
+        Path | None, typer.Option("--evidence", help="Consent evidence file (hashed, not kept).")
+    ] = None,
+    constraints: Annotated[
+        str | None, typer.Option("--constraints", help="Constraints as a JSON object.")
+    ] = None,
+    subject_key: SubjectKeyOpt = None,
+    home: HomeOpt = None,
+    db: DbOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Grant a grantee the use of a subject's likeness; prints the grant id."""
+    evidence_sha256 = None
+    if evidence is not None:
+        try:
+            evidence_sha256 = hashlib.sha256(evidence.read_bytes()).hexdigest()
+        except OSError as exc:
+            raise InputError(f"cannot read evidence {evidence}: {exc.strerror}") from exc
+    parsed_constraints: dict[str, Any] | None = None
+    if constraints is not None:
+        try:
+            parsed_constraints = json.loads(constraints)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"--constraints is not JSON: {exc}") from exc
+        if not isinstance(parsed_constraints, dict):
+            raise InputError("--constraints must be a JSON object")
+    with open_registry(home, db) as registry:
+        row = registry.grant(
+            subject,
+            to,
+            purpose,
+            priors=prior or [],
+            not_before=_time(start),
+            not_after=_time(until),
+            constraints=parsed_constraints,
+            evidence_sha256=evidence_sha256,
+            subject_key=_subject_key(subject_key),
+        )
+        registry.checkpoint()
+    if as_json:
+        emit_json(grant_json(row, "active" if start is None else None))
+    else:
+        typer.echo(row.id)
+
+
+def revoke_command(
+    grant_id: Annotated[str, typer.Argument(help="The grant to revoke.")],
+    reason: Annotated[str, typer.Option("--reason", help="Why (recorded in the log).")],
+    subject_key: SubjectKeyOpt = None,
+    home: HomeOpt = None,
+    db: DbOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Revoke a grant; prints the revocation id."""
+    with open_registry(home, db) as registry:
+        row = registry.revoke(grant_id, reason, _subject_key(subject_key))
+        registry.checkpoint()
+    if as_json:
+        emit_json({"id": row.id, "grant": row.grant_id, "reason": row.reason,
+                   "created_at": row.created_at, "log_index": row.log_index})
+    else:
+        typer.echo(row.id)
+
+
+def grants_command(
+    subject: Annotated[str | None, typer.Option("--subject", help="Subject id or name.")] = None,
+    grantee: Annotated[str | None, typer.Option("--grantee", help="Grantee id or name.")] = None,
+    active: Annotated[bool, typer.Option("--active", help="Only grants active now.")] = False,
+    home: HomeOpt = None,
+    db: DbOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List grants with their status now."""
+    with open_registry(home, db) as registry:
+        rows = registry.list_grants(subject, grantee, active_only=active)
+    if as_json:
+        emit_json([grant_json(g, s) for g, s in rows])
+        return
+    for grant, status in rows:
+        until = grant.not_after or "no end"
+        typer.echo(
+            f"{grant.id}  {grant.subject_id} -> {grant.grantee_id}  "
+            f"{','.join(grant.purposes)}  {grant.not_before}..{until}  {status}"
+        )
+
+
+# ---------------------------------------------------------------- priors
+@prior_app.command("add")
+def prior_add(
+    subject: str,
+    file: Annotated[Path, typer.Argument(help="The prior's file (hashed with SHA-256).")],
+    kind: Annotated[
+        str, typer.Option("--kind", help="textual_inversion, lora, dreambooth or exemplars.")
+    ],
+    base_model: Annotated[str, typer.Option("--base-model", help="Base model id.")] = "",
+    home: HomeOpt = None,
+    db: DbOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Register a personalised prior file for a subject; prints the prior id."""
+    with open_registry(home, db) as registry:
+        row = registry.add_prior(subject, kind.replace("-", "_"), base_model, file)
+        registry.checkpoint()
+    if as_json:
+        emit_json(prior_json(row))
+    else:
+        typer.echo(row.id)
+
+
+@prior_app.command("list")
+def prior_list(
+    subject: Annotated[str | None, typer.Option("--subject")] = None,
+    home: HomeOpt = None,
+    db: DbOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List registered priors."""
+    with open_registry(home, db) as registry:
+        rows = registry.list_priors(subject)
+    if as_json:
+        emit_json([prior_json(r) for r in rows])
+        return
+    for row in rows:
+        typer.echo(f"{row.id}  {row.subject_id}  {row.kind}  {row.sha256}")
+
+
+def register(app: typer.Typer) -> None:
+    """Attach this module's commands to the root app."""
+    app.add_typer(subject_app, name="subject")
+    app.add_typer(grantee_app, name="grantee")
+    app.add_typer(prior_app, name="prior")
+    app.command("grant")(grant_command)
+    app.command("revoke")(revoke_command)
+    app.command("grants")(grants_command)

@@ -1,0 +1,139 @@
+"""One exception tree for all of Consentry.
+
+Every error a caller can act on derives from :class:`ConsentryError`. Each class
+carries the process exit code the CLI uses for it: ``1`` when a check failed or
+a request was refused, ``2`` when the input or the usage was wrong.
+
+::
+
+    ConsentryError
+    ├── InputError                    (2) bad argument, file or value
+    │   ├── ConfigError               (2) missing or unreadable home / settings
+    │   └── NotFoundError             (2) no such subject, grantee, grant, entry
+    │       └── AmbiguousNameError    (2) a name matches several records
+    ├── RegistryError                 (1) the registry refused a change
+    │   └── DuplicateError            (1) the record already exists
+    ├── SignatureError                (1) a signature or envelope does not verify
+    │   ├── UnknownKeyError           (1) signed by a key the registry does not know
+    │   ├── RetiredKeyError           (1) signed by a key retired by rotation
+    │   └── NonCanonicalError         (1) signed bytes are not RFC 8785 canonical JSON
+    ├── GrantError                    (1) a grant does not authorise the request
+    │   ├── GrantExpiredError
+    │   ├── GrantNotYetValidError
+    │   └── GrantRevokedError
+    └── LogError                      (1) the transparency log does not verify
+        ├── ProofError                (1) an inclusion or consistency proof fails
+        ├── CheckpointError           (1) a checkpoint is malformed or badly signed
+        │   └── RollbackError         (1) a checkpoint is older than one already seen,
+        │                                 or differs at the same size (split view)
+        └── TamperError               (1) a row and its log leaf disagree
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AmbiguousNameError",
+    "CheckpointError",
+    "ConfigError",
+    "ConsentryError",
+    "DuplicateError",
+    "GrantError",
+    "GrantExpiredError",
+    "GrantNotYetValidError",
+    "GrantRevokedError",
+    "InputError",
+    "LogError",
+    "NonCanonicalError",
+    "NotFoundError",
+    "ProofError",
+    "RegistryError",
+    "RetiredKeyError",
+    "RollbackError",
+    "SignatureError",
+    "TamperError",
+    "UnknownKeyError",
+]
+
+
+class ConsentryError(Exception):
+    """Base of every Consentry error; ``exit_code`` is what the CLI exits with."""
+
+    exit_code: int = 1
+
+
+class InputError(ConsentryError):
+    """The caller gave a bad argument, file or value."""
+
+    exit_code = 2
+
+
+class ConfigError(InputError):
+    """The home folder or its settings are missing or unreadable."""
+
+
+class NotFoundError(InputError):
+    """A named record (subject, grantee, grant, log entry, key) does not exist."""
+
+
+class AmbiguousNameError(NotFoundError):
+    """A name matches more than one record; use the id instead."""
+
+
+class RegistryError(ConsentryError):
+    """The registry refused a state change."""
+
+
+class DuplicateError(RegistryError):
+    """The record already exists (same id or same unique name)."""
+
+
+class SignatureError(ConsentryError):
+    """A signature or a signed envelope does not verify."""
+
+
+class UnknownKeyError(SignatureError):
+    """The envelope is signed by a key the registry does not know."""
+
+
+class RetiredKeyError(SignatureError):
+    """The key was retired by a rotation and may no longer sign."""
+
+
+class NonCanonicalError(SignatureError):
+    """The signed payload is not RFC 8785 canonical JSON (or has duplicate keys)."""
+
+
+class GrantError(ConsentryError):
+    """A grant does not authorise the request."""
+
+
+class GrantExpiredError(GrantError):
+    """The grant's ``not_after`` lies in the past."""
+
+
+class GrantNotYetValidError(GrantError):
+    """The grant's ``not_before`` lies in the future."""
+
+
+class GrantRevokedError(GrantError):
+    """The grant was revoked."""
+
+
+class LogError(ConsentryError):
+    """The transparency log does not verify."""
+
+
+class ProofError(LogError):
+    """An inclusion or consistency proof does not verify."""
+
+
+class CheckpointError(LogError):
+    """A checkpoint is malformed or its signature does not verify."""
+
+
+class RollbackError(CheckpointError):
+    """A checkpoint is smaller than one already trusted, or differs at equal size."""
+
+
+class TamperError(LogError):
+    """A database row and the log leaf that records it disagree."""

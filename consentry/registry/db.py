@@ -1,0 +1,111 @@
+"""Database engines for SQLite (WAL) and PostgreSQL, and the writer lock.
+
+Invariant: every write transaction holds the registry's single writer lock
+from its first statement to its commit, so log indexes are assigned gap-free
+and without duplicates by concurrent processes. On SQLite this is
+``BEGIN IMMEDIATE`` on the writer engine; on PostgreSQL a transaction-scoped
+advisory lock. Readers never take the lock.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import event, text
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlmodel import Session, SQLModel, create_engine
+
+from consentry.errors import ConfigError
+from consentry.registry import models  # noqa: F401  (registers the tables)
+
+__all__ = ["Database"]
+
+_WRITER_LOCK_ID = 0x436F6E73  # "Cons": the advisory lock every PostgreSQL writer takes
+
+
+def _sqlalchemy_url(url: str) -> str:
+    if url.startswith("postgresql://") or url.startswith("postgres://"):
+        return "postgresql+psycopg://" + url.split("://", 1)[1]
+    return url
+
+
+def _sqlite_engine(url: str, immediate: bool) -> Engine:
+    engine = create_engine(url, connect_args={"timeout": 60, "check_same_thread": False})
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: sqlite3.Connection, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # we issue BEGIN ourselves
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=60000")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+    return engine
+
+
+@dataclass
+class Database:
+    """A reader engine and a writer engine over one registry database."""
+
+    url: str
+    reader: Engine
+    writer: Engine
+
+    @classmethod
+    def connect(cls, url: str) -> Database:
+        sa_url = _sqlalchemy_url(url)
+        try:
+            if sa_url.startswith("sqlite"):
+                return cls(url, _sqlite_engine(sa_url, False), _sqlite_engine(sa_url, True))
+            if sa_url.startswith("postgresql+psycopg://"):
+                engine = create_engine(sa_url, pool_pre_ping=True)
+                return cls(url, engine, engine)
+        except ArgumentError as exc:
+            raise ConfigError(f"bad database URL {url!r}: {exc}") from exc
+        raise ConfigError(f"unsupported database URL {url!r}: use sqlite:/// or postgresql://")
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.writer.dialect.name == "postgresql"
+
+    def create_schema(self) -> None:
+        try:
+            SQLModel.metadata.create_all(self.writer)
+        except OperationalError as exc:
+            raise ConfigError(f"cannot open database {self.url}: {exc.orig}") from exc
+
+    def read(self) -> Session:
+        return Session(self.reader, expire_on_commit=False)
+
+    @contextmanager
+    def write(self) -> Iterator[Session]:
+        """A session holding the writer lock; commits on success, rolls back on error."""
+        with Session(self.writer, expire_on_commit=False) as session:
+            if self.is_postgres:
+                session.execute(
+                    text("SELECT pg_advisory_xact_lock(:k)"), {"k": _WRITER_LOCK_ID}
+                )
+            else:
+                session.execute(text("SELECT 1"))  # opens BEGIN IMMEDIATE now
+            try:
+                yield session
+                session.commit()
+            except BaseException:
+                session.rollback()
+                raise
+
+    def dispose(self) -> None:
+        self.reader.dispose()
+        if self.writer is not self.reader:
+            self.writer.dispose()

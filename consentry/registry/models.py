@@ -1,0 +1,169 @@
+"""SQLModel tables of the registry.
+
+Invariants
+- Every row except log entries and checkpoints was written in the same
+  transaction as the log leaf that records it; ``log_index`` points at it.
+- Lists and objects are stored as RFC 8785 canonical JSON text, and times as
+  ``YYYY-MM-DDTHH:MM:SSZ`` text, so a row rebuilds byte-for-byte the statement
+  that was signed, on SQLite and PostgreSQL alike.
+- The tables are a cache of the log: ``statement_of(row)`` must equal the
+  signed statement in the row's leaf, or ``log verify`` reports tampering.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from sqlalchemy import Column, Text
+from sqlmodel import Field, SQLModel
+
+__all__ = [
+    "CheckpointRow",
+    "Grant",
+    "Grantee",
+    "LogEntry",
+    "OperatorKey",
+    "Prior",
+    "PriorKind",
+    "Purpose",
+    "Revocation",
+    "Subject",
+]
+
+Purpose = str  # one of PURPOSES in statements.py
+PriorKind = str  # one of PRIOR_KINDS in statements.py
+
+
+def _text() -> Any:
+    return Field(sa_column=Column(Text, nullable=False))
+
+
+class Subject(SQLModel, table=True):
+    """A person whose likeness is registered."""
+
+    __tablename__ = "subjects"
+
+    id: str = Field(primary_key=True, max_length=40)
+    display_name: str
+    aliases_json: str = _text()
+    public_key: str | None = Field(default=None, max_length=64)
+    created_at: str = Field(max_length=20)
+    log_index: int = Field(index=True)
+
+    @property
+    def aliases(self) -> list[str]:
+        return list(json.loads(self.aliases_json))
+
+
+class Grantee(SQLModel, table=True):
+    """An organisation or person that may be granted the use of a likeness."""
+
+    __tablename__ = "grantees"
+
+    id: str = Field(primary_key=True, max_length=40)
+    name: str = Field(unique=True, index=True)
+    api_key_sha256: str = Field(max_length=64)
+    public_key: str | None = Field(default=None, max_length=64)
+    created_at: str = Field(max_length=20)
+    log_index: int = Field(index=True)
+
+
+class Grant(SQLModel, table=True):
+    """Consent by a subject for a grantee to use their likeness."""
+
+    __tablename__ = "grants"
+
+    id: str = Field(primary_key=True, max_length=40)
+    subject_id: str = Field(foreign_key="subjects.id", index=True, max_length=40)
+    grantee_id: str = Field(foreign_key="grantees.id", index=True, max_length=40)
+    purposes_json: str = _text()
+    priors_json: str = _text()
+    not_before: str = Field(max_length=20)
+    not_after: str | None = Field(default=None, max_length=20)
+    constraints_json: str = _text()
+    evidence_sha256: str | None = Field(default=None, max_length=64)
+    issuer_key_id: str = Field(max_length=64)
+    subject_key_id: str | None = Field(default=None, max_length=64)
+    created_at: str = Field(max_length=20)
+    log_index: int = Field(index=True)
+
+    @property
+    def purposes(self) -> list[str]:
+        return list(json.loads(self.purposes_json))
+
+    @property
+    def priors(self) -> list[str]:
+        return list(json.loads(self.priors_json))
+
+    @property
+    def constraints(self) -> dict[str, Any]:
+        return dict(json.loads(self.constraints_json))
+
+
+class Revocation(SQLModel, table=True):
+    """The withdrawal of a grant. A grant has at most one revocation."""
+
+    __tablename__ = "revocations"
+
+    id: str = Field(primary_key=True, max_length=40)
+    grant_id: str = Field(foreign_key="grants.id", unique=True, max_length=40)
+    reason: str = _text()
+    issuer_key_id: str = Field(max_length=64)
+    subject_key_id: str | None = Field(default=None, max_length=64)
+    created_at: str = Field(max_length=20)
+    log_index: int = Field(index=True)
+
+
+class Prior(SQLModel, table=True):
+    """A personalised generative prior, bound to its file by SHA-256."""
+
+    __tablename__ = "priors"
+
+    id: str = Field(primary_key=True, max_length=40)
+    subject_id: str = Field(foreign_key="subjects.id", index=True, max_length=40)
+    kind: str = Field(max_length=32)
+    base_model_id: str
+    sha256: str = Field(index=True, max_length=64)
+    size: int
+    created_at: str = Field(max_length=20)
+    log_index: int = Field(index=True)
+
+
+class OperatorKey(SQLModel, table=True):
+    """An operator signing key; ``retired_at_index`` is set by a rotation."""
+
+    __tablename__ = "keys"
+
+    key_id: str = Field(primary_key=True, max_length=64)
+    public_key: str = Field(max_length=64)
+    role: str = Field(default="operator", max_length=16)
+    created_at: str = Field(max_length=20)
+    log_index: int = Field(index=True)
+    retired_at_index: int | None = Field(default=None)
+    successor_key_id: str | None = Field(default=None, max_length=64)
+
+
+class LogEntry(SQLModel, table=True):
+    """One leaf of the transparency log: canonical JSON holding a signed envelope."""
+
+    __tablename__ = "log_entries"
+
+    idx: int = Field(primary_key=True)
+    kind: str = Field(max_length=32)
+    record_id: str = Field(max_length=64, index=True)
+    leaf_json: str = _text()
+    leaf_hash: str = Field(max_length=64)
+    created_at: str = Field(max_length=20)
+
+
+class CheckpointRow(SQLModel, table=True):
+    """A signed checkpoint (signed-note text) of the log at ``tree_size``."""
+
+    __tablename__ = "checkpoints"
+
+    tree_size: int = Field(primary_key=True)
+    root_hash: str = Field(max_length=64)
+    note: str = _text()
+    key_id: str = Field(max_length=64)
+    created_at: str = Field(max_length=20)

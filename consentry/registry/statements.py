@@ -1,0 +1,146 @@
+"""The signed statements behind every registry row, and time formatting.
+
+Invariant: ``statement_of(row)`` is a pure function of the row's columns
+(never of ``log_index``), and is exactly the JSON object that was signed and
+logged when the row was written. Statement types are ``consentry.<kind>`` with
+``version`` 1; the payload type bound into each signature carries both.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from consentry.errors import InputError
+from consentry.registry.models import (
+    Grant,
+    Grantee,
+    OperatorKey,
+    Prior,
+    Revocation,
+    Subject,
+)
+
+__all__ = [
+    "KIND_OF_TYPE",
+    "PRIOR_KINDS",
+    "PURPOSES",
+    "STATEMENT_VERSION",
+    "format_time",
+    "parse_time",
+    "rotation_statement",
+    "statement_of",
+]
+
+STATEMENT_VERSION = 1
+PURPOSES: tuple[str, ...] = ("restore", "generate", "train")
+PRIOR_KINDS: tuple[str, ...] = ("textual_inversion", "lora", "dreambooth", "exemplars")
+
+Row = Subject | Grantee | Grant | Revocation | Prior | OperatorKey
+
+KIND_OF_TYPE: dict[str, str] = {
+    "consentry.operator-key": "key",
+    "consentry.key-rotation": "key-rotation",
+    "consentry.subject": "subject",
+    "consentry.grantee": "grantee",
+    "consentry.grant": "grant",
+    "consentry.revocation": "revocation",
+    "consentry.prior": "prior",
+}
+
+_TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+
+
+def format_time(moment: datetime) -> str:
+    """UTC, whole seconds, ``Z`` suffix; naive datetimes are refused."""
+    if moment.tzinfo is None:
+        raise InputError("times must be timezone-aware")
+    return moment.astimezone(UTC).strftime(_TIME_FORMAT)
+
+
+def parse_time(text: str) -> datetime:
+    """Parse ISO 8601 (``Z`` or an offset; a bare date means midnight UTC)."""
+    value = text.strip()
+    if value.endswith(("Z", "z")):
+        value = value[:-1] + "+00:00"
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise InputError(f"not an ISO 8601 time: {text!r}") from exc
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).replace(microsecond=0)
+
+
+def _base(kind: str) -> dict[str, Any]:
+    return {"type": f"consentry.{kind}", "version": STATEMENT_VERSION}
+
+
+def statement_of(row: Row) -> dict[str, Any]:
+    """The signed statement a row stands for."""
+    if isinstance(row, Subject):
+        return _base("subject") | {
+            "id": row.id,
+            "display_name": row.display_name,
+            "aliases": json.loads(row.aliases_json),
+            "public_key": row.public_key,
+            "time": row.created_at,
+        }
+    if isinstance(row, Grantee):
+        return _base("grantee") | {
+            "id": row.id,
+            "name": row.name,
+            "api_key_sha256": row.api_key_sha256,
+            "public_key": row.public_key,
+            "time": row.created_at,
+        }
+    if isinstance(row, Grant):
+        return _base("grant") | {
+            "id": row.id,
+            "subject": row.subject_id,
+            "grantee": row.grantee_id,
+            "purposes": json.loads(row.purposes_json),
+            "priors": json.loads(row.priors_json),
+            "not_before": row.not_before,
+            "not_after": row.not_after,
+            "constraints": json.loads(row.constraints_json),
+            "evidence_sha256": row.evidence_sha256,
+            "issuer": row.issuer_key_id,
+            "subject_key": row.subject_key_id,
+            "time": row.created_at,
+        }
+    if isinstance(row, Revocation):
+        return _base("revocation") | {
+            "id": row.id,
+            "grant": row.grant_id,
+            "reason": row.reason,
+            "issuer": row.issuer_key_id,
+            "subject_key": row.subject_key_id,
+            "time": row.created_at,
+        }
+    if isinstance(row, Prior):
+        return _base("prior") | {
+            "id": row.id,
+            "subject": row.subject_id,
+            "kind": row.kind,
+            "base_model": row.base_model_id,
+            "sha256": row.sha256,
+            "size": row.size,
+            "time": row.created_at,
+        }
+    return _base("operator-key") | {
+        "key_id": row.key_id,
+        "public_key": row.public_key,
+        "time": row.created_at,
+    }
+
+
+def rotation_statement(old: OperatorKey, new: OperatorKey) -> dict[str, Any]:
+    """The statement that retires ``old`` in favour of ``new`` (signed by both)."""
+    return _base("key-rotation") | {
+        "old_key_id": old.key_id,
+        "new_key_id": new.key_id,
+        "new_public_key": new.public_key,
+        "time": new.created_at,
+    }

@@ -1,0 +1,700 @@
+"""The :class:`Registry` facade: subjects, grantees, grants, revocations, priors, keys.
+
+Invariants
+- Every state change is a signed envelope appended to the transparency log in
+  the same database transaction as its row (``Database.write``), so after any
+  crash both exist or neither does.
+- Signing keys: the operator's current key signs every statement; a subject
+  that holds a key co-signs every grant and revocation that concerns them.
+  A key retired by rotation signs nothing more.
+- A grant is *active* at time t iff ``not_before <= t < not_after`` (no upper
+  bound when ``not_after`` is null) and it has no revocation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import re
+import secrets
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from sqlalchemy import func
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col, select
+
+from consentry.config import Home, resolve_db_url, resolve_home
+from consentry.errors import (
+    AmbiguousNameError,
+    ConfigError,
+    DuplicateError,
+    GrantExpiredError,
+    GrantNotYetValidError,
+    GrantRevokedError,
+    InputError,
+    NotFoundError,
+    RetiredKeyError,
+    SignatureError,
+)
+from consentry.registry import checkpoint as cp
+from consentry.registry import merkle
+from consentry.registry.db import Database
+from consentry.registry.models import (
+    CheckpointRow,
+    Grant,
+    Grantee,
+    LogEntry,
+    OperatorKey,
+    Prior,
+    Revocation,
+    Subject,
+)
+from consentry.registry.signing import (
+    Envelope,
+    SigningKey,
+    canonical_json,
+    checkpoint_key_name,
+    key_id_of,
+    public_key_from_hex,
+    public_key_hex,
+    sha256_hex,
+)
+from consentry.registry.statements import (
+    PRIOR_KINDS,
+    PURPOSES,
+    format_time,
+    parse_time,
+    rotation_statement,
+    statement_of,
+)
+from consentry.registry.verify import LogReport, verify_log
+
+__all__ = ["GrantStatus", "InclusionProof", "Registry", "leaf_bytes", "parse_until"]
+
+GrantStatus = Literal["active", "expired", "not-yet-valid", "revoked"]
+Clock = Callable[[], datetime]
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC).replace(microsecond=0)
+
+
+def _new_id(prefix: str) -> str:
+    return f"{prefix}_{secrets.token_hex(10)}"
+
+
+def leaf_bytes(kind: str, record_id: str, envelope: Envelope) -> bytes:
+    """The canonical JSON of one log leaf (what RFC 9162 ``leaf_hash`` hashes)."""
+    return canonical_json(
+        {
+            "type": "consentry.log-leaf",
+            "version": 1,
+            "kind": kind,
+            "id": record_id,
+            "envelope": envelope.to_json(),
+        }
+    )
+
+
+@dataclass(frozen=True)
+class InclusionProof:
+    """Everything an offline verifier needs to check one entry against a checkpoint."""
+
+    index: int
+    tree_size: int
+    leaf_hash: bytes
+    hashes: list[bytes]
+    checkpoint: str
+    leaf: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "index": self.index,
+            "tree_size": self.tree_size,
+            "leaf_hash": self.leaf_hash.hex(),
+            "hashes": [h.hex() for h in self.hashes],
+            "checkpoint": self.checkpoint,
+            "leaf": self.leaf,
+        }
+
+
+class Registry:
+    """A consent registry in one home folder, over SQLite or PostgreSQL."""
+
+    def __init__(self, home: Home, db: Database, key: SigningKey, clock: Clock) -> None:
+        self.home = home
+        self.db = db
+        self._key = key
+        self._clock = clock
+
+    # ------------------------------------------------------------------ opening
+    @classmethod
+    def init(
+        cls,
+        home: Path | str | None = None,
+        db_url: str | None = None,
+        clock: Clock = _utcnow,
+    ) -> Registry:
+        """Create a registry: operator key (0600), schema, genesis entry, checkpoint."""
+        root = Home(resolve_home(home))
+        if root.exists() or root.operator_key.exists():
+            raise DuplicateError(f"a registry already exists at {root.root}")
+        url = db_url or resolve_db_url(root)
+        root.root.mkdir(parents=True, exist_ok=True)
+        db = Database.connect(url)
+        db.create_schema()
+        with db.read() as session:
+            if session.exec(select(LogEntry).limit(1)).first() is not None:
+                raise DuplicateError(f"database {url} already holds a registry log")
+        key = SigningKey.generate()
+        root.root.mkdir(parents=True, exist_ok=True)
+        key.save(root.operator_key)
+        key.save_public(root.operator_public)
+        origin = f"consentry.registry/{key.key_id[:16]}"
+        root.write_config({"db_url": url, "origin": origin})
+        registry = cls(root, db, key, clock)
+        now = format_time(clock())
+        row = OperatorKey(
+            key_id=key.key_id, public_key=key.public_hex, created_at=now, log_index=0
+        )
+        with db.write() as session:
+            registry._append(session, row, "key", key.key_id, Envelope.sign(statement_of(row), [key]))
+        registry.checkpoint()
+        return registry
+
+    @classmethod
+    def open(
+        cls,
+        home: Path | str | None = None,
+        db_url: str | None = None,
+        clock: Clock = _utcnow,
+    ) -> Registry:
+        root = Home(resolve_home(home))
+        config = root.read_config()
+        db = Database.connect(db_url or resolve_db_url(root))
+        db.create_schema()
+        if not root.operator_key.exists():
+            raise ConfigError(f"operator key missing: {root.operator_key}")
+        key = SigningKey.load(root.operator_key)
+        registry = cls(root, db, key, clock)
+        registry._origin = config.get("origin", "")
+        return registry
+
+    def close(self) -> None:
+        self.db.dispose()
+
+    def __enter__(self) -> Registry:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    _origin: str = ""
+
+    @property
+    def origin(self) -> str:
+        if not self._origin:
+            self._origin = self.home.read_config().get("origin", "")
+        return self._origin
+
+    @property
+    def key_id(self) -> str:
+        """The current operator key id."""
+        return self._key.key_id
+
+    def now(self) -> datetime:
+        return self._clock()
+
+    # ------------------------------------------------------------------ writing
+    def _signing_key(self, session: Session) -> SigningKey:
+        row = session.get(OperatorKey, self._key.key_id)
+        if row is None:
+            raise SignatureError(f"operator key {self._key.key_id[:16]} is not in this registry")
+        if row.retired_at_index is not None:
+            raise RetiredKeyError(
+                f"operator key {self._key.key_id[:16]} was retired at log index "
+                f"{row.retired_at_index} and can no longer sign"
+            )
+        return self._key
+
+    def _append(
+        self,
+        session: Session,
+        row: Subject | Grantee | Grant | Revocation | Prior | OperatorKey | None,
+        kind: str,
+        record_id: str,
+        envelope: Envelope,
+    ) -> int:
+        """Append one leaf (and its row) inside the caller's write transaction."""
+        last = session.exec(select(func.max(LogEntry.idx))).one()
+        index = 0 if last is None else int(last) + 1
+        data = leaf_bytes(kind, record_id, envelope)
+        entry = LogEntry(
+            idx=index,
+            kind=kind,
+            record_id=record_id,
+            leaf_json=data.decode(),
+            leaf_hash=merkle.leaf_hash(data).hex(),
+            created_at=format_time(self._clock()),
+        )
+        if row is not None:
+            row.log_index = index
+            session.add(row)
+        session.add(entry)
+        try:
+            session.flush()
+        except IntegrityError as exc:
+            raise DuplicateError(f"{kind} {record_id} conflicts with an existing record") from exc
+        return index
+
+    def _sign_and_append(
+        self,
+        row: Subject | Grantee | Grant | Revocation | Prior,
+        kind: str,
+        extra_keys: Sequence[SigningKey] = (),
+        before: Callable[[Session], None] | None = None,
+    ) -> None:
+        with self.db.write() as session:
+            if before is not None:
+                before(session)
+            key = self._signing_key(session)
+            if isinstance(row, (Grant, Revocation)):
+                row.issuer_key_id = key.key_id
+            envelope = Envelope.sign(statement_of(row), [key, *extra_keys])
+            self._append(session, row, kind, row.id, envelope)
+
+    # ------------------------------------------------------------------ subjects
+    def add_subject(
+        self,
+        display_name: str,
+        aliases: Iterable[str] = (),
+        public_key: Ed25519PublicKey | None = None,
+    ) -> Subject:
+        """Register a subject; with ``public_key`` their grants need their signature."""
+        name = display_name.strip()
+        if not name:
+            raise InputError("a subject needs a non-empty name")
+        clean = sorted({a.strip() for a in aliases if a.strip()})
+        row = Subject(
+            id=_new_id("sub"),
+            display_name=name,
+            aliases_json=json.dumps(clean),
+            public_key=public_key_hex(public_key) if public_key is not None else None,
+            created_at=format_time(self._clock()),
+            log_index=-1,
+        )
+        self._sign_and_append(row, "subject")
+        return row
+
+    def list_subjects(self) -> list[Subject]:
+        with self.db.read() as session:
+            return list(session.exec(select(Subject).order_by(col(Subject.log_index))))
+
+    def get_subject(self, ref: str) -> Subject:
+        """A subject by id, or by a display name that matches exactly one subject."""
+        with self.db.read() as session:
+            row = session.get(Subject, ref)
+            if row is not None:
+                return row
+            matches = list(session.exec(select(Subject).where(Subject.display_name == ref)))
+        if not matches:
+            raise NotFoundError(f"no subject {ref!r}: see 'consentry subject list'")
+        if len(matches) > 1:
+            raise AmbiguousNameError(f"{len(matches)} subjects are named {ref!r}: use the id")
+        return matches[0]
+
+    # ------------------------------------------------------------------ grantees
+    def add_grantee(
+        self, name: str, public_key: Ed25519PublicKey | None = None
+    ) -> tuple[Grantee, str]:
+        """Register a grantee; returns it with its API key (shown once, stored hashed)."""
+        clean = name.strip()
+        if not clean:
+            raise InputError("a grantee needs a non-empty name")
+        api_key = "csk_" + secrets.token_urlsafe(32)
+        row = Grantee(
+            id=_new_id("gte"),
+            name=clean,
+            api_key_sha256=sha256_hex(api_key.encode()),
+            public_key=public_key_hex(public_key) if public_key is not None else None,
+            created_at=format_time(self._clock()),
+            log_index=-1,
+        )
+
+        def unique(session: Session) -> None:
+            if session.exec(select(Grantee).where(Grantee.name == clean)).first():
+                raise DuplicateError(f"a grantee named {clean!r} already exists")
+
+        self._sign_and_append(row, "grantee", before=unique)
+        return row, api_key
+
+    def list_grantees(self) -> list[Grantee]:
+        with self.db.read() as session:
+            return list(session.exec(select(Grantee).order_by(col(Grantee.log_index))))
+
+    def get_grantee(self, ref: str) -> Grantee:
+        """A grantee by id or by its unique name."""
+        with self.db.read() as session:
+            row = session.get(Grantee, ref)
+            if row is None:
+                row = session.exec(select(Grantee).where(Grantee.name == ref)).first()
+        if row is None:
+            raise NotFoundError(f"no grantee {ref!r}: see 'consentry grantee list'")
+        return row
+
+    def authenticate_grantee(self, api_key: str) -> Grantee:
+        """The grantee holding ``api_key`` (constant-time comparison of hashes)."""
+        digest = sha256_hex(api_key.encode())
+        with self.db.read() as session:
+            rows = list(session.exec(select(Grantee)))
+        for row in rows:
+            if hmac.compare_digest(row.api_key_sha256, digest):
+                return row
+        raise SignatureError("unknown API key")
+
+    # ------------------------------------------------------------------ grants
+    def _subject_cosigner(
+        self, subject: Subject, subject_key: SigningKey | None, action: str
+    ) -> list[SigningKey]:
+        if subject.public_key is None:
+            if subject_key is not None:
+                raise InputError(f"subject {subject.id} holds no key; drop --subject-key")
+            return []
+        if subject_key is None:
+            raise SignatureError(
+                f"subject {subject.id} holds a key: the {action} needs their signature "
+                "(--subject-key FILE)"
+            )
+        if subject_key.public_hex != subject.public_key:
+            raise SignatureError(
+                f"--subject-key is not the key of subject {subject.id} "
+                f"(expected key {key_id_of(public_key_from_hex(subject.public_key))[:16]})"
+            )
+        return [subject_key]
+
+    def grant(
+        self,
+        subject: str,
+        grantee: str,
+        purposes: Iterable[str],
+        *,
+        priors: Iterable[str] = (),
+        not_before: datetime | None = None,
+        not_after: datetime | None = None,
+        constraints: dict[str, Any] | None = None,
+        evidence_sha256: str | None = None,
+        subject_key: SigningKey | None = None,
+    ) -> Grant:
+        """Record consent of ``subject`` for ``grantee`` to use their likeness."""
+        subject_row = self.get_subject(subject)
+        grantee_row = self.get_grantee(grantee)
+        wanted = sorted(set(purposes))
+        if not wanted:
+            raise InputError("a grant needs at least one purpose")
+        bad = [p for p in wanted if p not in PURPOSES]
+        if bad:
+            raise InputError(f"unknown purpose {bad[0]!r}: choose from {', '.join(PURPOSES)}")
+        prior_list = sorted({p.lower() for p in priors})
+        for value in [*prior_list, *([evidence_sha256] if evidence_sha256 else [])]:
+            if not _SHA256.match(value):
+                raise InputError(f"not a SHA-256 in hex: {value!r}")
+        start = not_before or self._clock()
+        if not_after is not None and not_after <= start:
+            raise InputError("the grant would end before it starts (--until before --from)")
+        cosigners = self._subject_cosigner(subject_row, subject_key, "grant")
+        row = Grant(
+            id=_new_id("grt"),
+            subject_id=subject_row.id,
+            grantee_id=grantee_row.id,
+            purposes_json=json.dumps(wanted),
+            priors_json=json.dumps(prior_list),
+            not_before=format_time(start),
+            not_after=format_time(not_after) if not_after is not None else None,
+            constraints_json=canonical_json(constraints or {}).decode(),
+            evidence_sha256=evidence_sha256,
+            issuer_key_id=self._key.key_id,
+            subject_key_id=cosigners[0].key_id if cosigners else None,
+            created_at=format_time(self._clock()),
+            log_index=-1,
+        )
+        self._sign_and_append(row, "grant", cosigners)
+        return row
+
+    def get_grant(self, grant_id: str) -> Grant:
+        with self.db.read() as session:
+            row = session.get(Grant, grant_id)
+        if row is None:
+            raise NotFoundError(f"no grant {grant_id!r}: see 'consentry grants'")
+        return row
+
+    def revoke(
+        self, grant_id: str, reason: str, subject_key: SigningKey | None = None
+    ) -> Revocation:
+        """Revoke a grant. Revocation is final and wins every race with a job."""
+        if not reason.strip():
+            raise InputError("a revocation needs a reason")
+        grant = self.get_grant(grant_id)
+        subject = self.get_subject(grant.subject_id)
+        cosigners = self._subject_cosigner(subject, subject_key, "revocation")
+        row = Revocation(
+            id=_new_id("rev"),
+            grant_id=grant.id,
+            reason=reason.strip(),
+            issuer_key_id=self._key.key_id,
+            subject_key_id=cosigners[0].key_id if cosigners else None,
+            created_at=format_time(self._clock()),
+            log_index=-1,
+        )
+
+        def not_revoked(session: Session) -> None:
+            if session.exec(select(Revocation).where(Revocation.grant_id == grant.id)).first():
+                raise DuplicateError(f"grant {grant.id} is already revoked")
+
+        self._sign_and_append(row, "revocation", cosigners, before=not_revoked)
+        return row
+
+    def revocation_of(self, grant_id: str) -> Revocation | None:
+        with self.db.read() as session:
+            return session.exec(select(Revocation).where(Revocation.grant_id == grant_id)).first()
+
+    @staticmethod
+    def grant_status(
+        grant: Grant, revocation: Revocation | None, at: datetime
+    ) -> GrantStatus:
+        if revocation is not None:
+            return "revoked"
+        moment = format_time(at)
+        if moment < grant.not_before:
+            return "not-yet-valid"
+        if grant.not_after is not None and moment >= grant.not_after:
+            return "expired"
+        return "active"
+
+    def check_grant(self, grant_id: str, at: datetime | None = None) -> Grant:
+        """Return the grant if active at ``at`` (default now); else raise a GrantError."""
+        grant = self.get_grant(grant_id)
+        moment = at or self._clock()
+        status = self.grant_status(grant, self.revocation_of(grant.id), moment)
+        if status == "revoked":
+            raise GrantRevokedError(f"grant {grant.id} was revoked")
+        if status == "expired":
+            raise GrantExpiredError(f"grant {grant.id} expired at {grant.not_after}")
+        if status == "not-yet-valid":
+            raise GrantNotYetValidError(f"grant {grant.id} is valid from {grant.not_before}")
+        return grant
+
+    def list_grants(
+        self,
+        subject: str | None = None,
+        grantee: str | None = None,
+        active_only: bool = False,
+        at: datetime | None = None,
+    ) -> list[tuple[Grant, GrantStatus]]:
+        """Grants in log order with their status at ``at`` (default now)."""
+        moment = at or self._clock()
+        query = select(Grant).order_by(col(Grant.log_index))
+        if subject is not None:
+            query = query.where(Grant.subject_id == self.get_subject(subject).id)
+        if grantee is not None:
+            query = query.where(Grant.grantee_id == self.get_grantee(grantee).id)
+        with self.db.read() as session:
+            grants = list(session.exec(query))
+            revoked = {r.grant_id: r for r in session.exec(select(Revocation))}
+        result = [(g, self.grant_status(g, revoked.get(g.id), moment)) for g in grants]
+        return [(g, s) for g, s in result if not active_only or s == "active"]
+
+    # ------------------------------------------------------------------ priors
+    def add_prior(
+        self,
+        subject: str,
+        kind: str,
+        base_model_id: str,
+        path: Path | None = None,
+        *,
+        sha256: str | None = None,
+        size: int | None = None,
+    ) -> Prior:
+        """Register a personalised prior, bound to its bytes by SHA-256."""
+        if kind not in PRIOR_KINDS:
+            raise InputError(f"unknown prior kind {kind!r}: choose from {', '.join(PRIOR_KINDS)}")
+        if path is not None:
+            sha256, size = _hash_file(path)
+        if sha256 is None or size is None or not _SHA256.match(sha256):
+            raise InputError("a prior needs a file, or its SHA-256 and size")
+        subject_row = self.get_subject(subject)
+        row = Prior(
+            id=_new_id("pri"),
+            subject_id=subject_row.id,
+            kind=kind,
+            base_model_id=base_model_id,
+            sha256=sha256,
+            size=size,
+            created_at=format_time(self._clock()),
+            log_index=-1,
+        )
+        self._sign_and_append(row, "prior")
+        return row
+
+    def list_priors(self, subject: str | None = None) -> list[Prior]:
+        query = select(Prior).order_by(col(Prior.log_index))
+        if subject is not None:
+            query = query.where(Prior.subject_id == self.get_subject(subject).id)
+        with self.db.read() as session:
+            return list(session.exec(query))
+
+    # ------------------------------------------------------------------ keys
+    def operator_keys(self) -> list[OperatorKey]:
+        with self.db.read() as session:
+            return list(session.exec(select(OperatorKey).order_by(col(OperatorKey.log_index))))
+
+    def rotate_key(self) -> OperatorKey:
+        """Replace the operator key: a rotation entry signed by old and new keys.
+
+        The old key is retired (it can sign nothing more); entries it signed
+        before stay verifiable. The new private key replaces the old key file.
+        """
+        new_key = SigningKey.generate()
+        with self.db.write() as session:
+            old_key = self._signing_key(session)
+            old_row = session.get(OperatorKey, old_key.key_id)
+            assert old_row is not None
+            new_row = OperatorKey(
+                key_id=new_key.key_id,
+                public_key=new_key.public_hex,
+                created_at=format_time(self._clock()),
+                log_index=-1,
+            )
+            envelope = Envelope.sign(rotation_statement(old_row, new_row), [old_key, new_key])
+            index = self._append(session, new_row, "key-rotation", new_key.key_id, envelope)
+            old_row.retired_at_index = index
+            old_row.successor_key_id = new_key.key_id
+            session.add(old_row)
+            staged = self.home.keys_dir / f".operator-{new_key.key_id[:16]}.key"
+            new_key.save(staged)
+            # the commit happens when this block exits; only then does the file move
+        staged.replace(self.home.operator_key)
+        new_key.save_public(self.home.operator_public)
+        self._key = new_key
+        self.checkpoint()
+        return new_row
+
+    def trusted_keys(self) -> dict[str, Ed25519PublicKey]:
+        return {k.key_id: public_key_from_hex(k.public_key) for k in self.operator_keys()}
+
+    # ------------------------------------------------------------------ log
+    def log_size(self) -> int:
+        with self.db.read() as session:
+            last = session.exec(select(func.max(LogEntry.idx))).one()
+        return 0 if last is None else int(last) + 1
+
+    def leaf_hashes(self, size: int | None = None) -> list[bytes]:
+        query = select(LogEntry.leaf_hash).order_by(col(LogEntry.idx))
+        if size is not None:
+            query = query.where(col(LogEntry.idx) < size)
+        with self.db.read() as session:
+            return [bytes.fromhex(h) for h in session.exec(query)]
+
+    def entry(self, index: int) -> LogEntry:
+        with self.db.read() as session:
+            row = session.get(LogEntry, index)
+        if row is None:
+            raise NotFoundError(f"no log entry {index}")
+        return row
+
+    def checkpoint(self) -> str:
+        """Sign a checkpoint of the whole log now, store it and the home's witness copy."""
+        with self.db.write() as session:
+            key = self._signing_key(session)
+            hashes = [
+                bytes.fromhex(h)
+                for h in session.exec(select(LogEntry.leaf_hash).order_by(col(LogEntry.idx)))
+            ]
+            size = len(hashes)
+            existing = session.get(CheckpointRow, size)
+            if existing is not None:
+                note = existing.note
+            else:
+                root = merkle.root_hash(hashes)
+                checkpoint = cp.Checkpoint(self.origin, size, root, self._clock())
+                note = cp.sign_checkpoint(checkpoint, checkpoint_key_name(key.key_id), key.private_key)
+                session.add(
+                    CheckpointRow(
+                        tree_size=size,
+                        root_hash=root.hex(),
+                        note=note,
+                        key_id=key.key_id,
+                        created_at=format_time(self._clock()),
+                    )
+                )
+        self.home.witness_checkpoint.write_text(note)
+        return note
+
+    def latest_checkpoint(self) -> str:
+        with self.db.read() as session:
+            row = session.exec(
+                select(CheckpointRow).order_by(col(CheckpointRow.tree_size).desc())
+            ).first()
+        if row is None:
+            raise NotFoundError("the log has no checkpoint yet: run 'consentry log checkpoint'")
+        return row.note
+
+    def inclusion_proof(self, index: int, checkpoint_note: str | None = None) -> InclusionProof:
+        """Proof that entry ``index`` is in the tree of the given (default: latest) checkpoint."""
+        note = checkpoint_note or self.latest_checkpoint()
+        checkpoint, _ = cp.parse_checkpoint(note)
+        if not 0 <= index < checkpoint.tree_size:
+            raise NotFoundError(
+                f"entry {index} is not covered by the checkpoint of size {checkpoint.tree_size}:"
+                " run 'consentry log checkpoint' first"
+            )
+        hashes = self.leaf_hashes(checkpoint.tree_size)
+        entry = self.entry(index)
+        return InclusionProof(
+            index=index,
+            tree_size=checkpoint.tree_size,
+            leaf_hash=hashes[index],
+            hashes=merkle.inclusion_proof(hashes, index),
+            checkpoint=note,
+            leaf=entry.leaf_json,
+        )
+
+    def verify_log(self) -> LogReport:
+        """Verify every row, leaf, signature and checkpoint (see ``registry.verify``)."""
+        witness_file = self.home.witness_checkpoint
+        witness = witness_file.read_text() if witness_file.exists() else None
+        with self.db.read() as session:
+            return verify_log(session, witness)
+
+    def consistency_proof(self, old_size: int, new_size: int | None = None) -> list[bytes]:
+        hashes = self.leaf_hashes(new_size)
+        if new_size is not None and len(hashes) != new_size:
+            raise NotFoundError(f"the log has only {len(hashes)} entries")
+        if not 0 < old_size <= len(hashes):
+            raise InputError(f"old size must be between 1 and {len(hashes)}")
+        return merkle.consistency_proof(hashes, old_size)
+
+
+def _hash_file(path: Path) -> tuple[str, int]:
+    digest = hashlib.sha256()
+    size = 0
+    try:
+        with path.open("rb") as handle:
+            while chunk := handle.read(1 << 20):
+                digest.update(chunk)
+                size += len(chunk)
+    except OSError as exc:
+        raise InputError(f"cannot read {path}: {exc.strerror}") from exc
+    return digest.hexdigest(), size
+
+
+def parse_until(text: str | None) -> datetime | None:
+    """``--until`` / ``--from`` values: ISO 8601, or None."""
+    return None if text is None else parse_time(text)
+

@@ -1,0 +1,306 @@
+"""``log verify``: recompute the log from the rows and check everything.
+
+What is checked, in one pass over the log in index order:
+
+1. indexes run 0..n-1 without a gap; each stored leaf hash is
+   ``leaf_hash(leaf_json)`` and each leaf is canonical JSON;
+2. each leaf's envelope verifies: canonical payload, payload type, and a
+   signature by the operator key active at that index (the genesis key, then
+   each rotation's successor); grants and revocations of a subject holding a
+   key also carry that subject's signature; a retired key signs nothing later;
+3. each leaf's statement equals ``statement_of`` its row (so any edited column
+   is named), the row points back at the leaf, and every row has a leaf;
+4. every stored checkpoint verifies under an operator key and its root equals
+   the root of the log prefix of its size; so does the home's witness
+   checkpoint, so a truncated or rewritten log is caught even when the
+   checkpoints table was edited too.
+
+Problems are collected, not raised, so one run names every bad record.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from sqlmodel import Session, col, select
+
+from consentry.errors import ConsentryError
+from consentry.registry import checkpoint as cp
+from consentry.registry import merkle
+from consentry.registry.models import (
+    CheckpointRow,
+    Grant,
+    Grantee,
+    LogEntry,
+    OperatorKey,
+    Prior,
+    Revocation,
+    Subject,
+)
+from consentry.registry.signing import (
+    Envelope,
+    checkpoint_key_name,
+    key_id_of,
+    parse_canonical,
+    public_key_from_hex,
+)
+from consentry.registry.statements import KIND_OF_TYPE, rotation_statement, statement_of
+
+__all__ = ["LogReport", "prefix_roots", "verify_log"]
+
+_ROW_TYPES: dict[str, type[Subject | Grantee | Grant | Revocation | Prior | OperatorKey]] = {
+    "subject": Subject,
+    "grantee": Grantee,
+    "grant": Grant,
+    "revocation": Revocation,
+    "prior": Prior,
+    "key": OperatorKey,
+    "key-rotation": OperatorKey,
+}
+
+
+@dataclass
+class LogReport:
+    """The outcome of ``verify_log``: ``ok`` iff ``problems`` is empty."""
+
+    size: int = 0
+    root: bytes = b""
+    checkpoints: int = 0
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def prefix_roots(leaf_hashes: Sequence[bytes], sizes: Iterable[int]) -> dict[int, bytes]:
+    """RFC 9162 roots of the first k leaves for each k in ``sizes``, in one O(n) pass.
+
+    Keeps the compact range of perfect subtrees; the root of a prefix folds it
+    right to left.
+    """
+    wanted = {s for s in sizes if 0 <= s <= len(leaf_hashes)}
+    roots: dict[int, bytes] = {}
+    if 0 in wanted:
+        roots[0] = merkle.root_hash([])
+    stack: list[tuple[int, bytes]] = []  # (height, hash), heights strictly decreasing
+    for count, leaf in enumerate(leaf_hashes, start=1):
+        node, height = leaf, 0
+        while stack and stack[-1][0] == height:
+            node = merkle.node_hash(stack.pop()[1], node)
+            height += 1
+        stack.append((height, node))
+        if count in wanted:
+            acc = stack[-1][1]
+            for _, left in reversed(stack[:-1]):
+                acc = merkle.node_hash(left, acc)
+            roots[count] = acc
+    return roots
+
+
+class _Verifier:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self.report = LogReport()
+        self.rows: dict[str, dict[str, Any]] = {
+            kind: {getattr(r, "key_id", None) or r.id: r for r in session.exec(select(table))}  # type: ignore[union-attr]
+            for kind, table in _ROW_TYPES.items()
+            if kind != "key-rotation"
+        }
+        self.seen: dict[str, set[str]] = {kind: set() for kind in self.rows}
+        self.keys: dict[str, Ed25519PublicKey] = {}  # every operator key ever introduced
+        self.active_key: str | None = None
+        self.subject_keys: dict[str, str | None] = {}  # subject id -> logged public key hex
+        self.grant_subject: dict[str, str] = {}
+
+    def problem(self, text: str) -> None:
+        self.report.problems.append(text)
+
+    def check_entries(self) -> list[bytes]:
+        hashes: list[bytes] = []
+        entries = self.session.exec(select(LogEntry).order_by(col(LogEntry.idx)))
+        for expected, entry in enumerate(entries):
+            if entry.idx != expected:
+                self.problem(f"log entry {expected} is missing (next is {entry.idx}): gap in log")
+                break
+            leaf = entry.leaf_json.encode()
+            computed = merkle.leaf_hash(leaf)
+            if computed.hex() != entry.leaf_hash:
+                self.problem(f"log entry {entry.idx}: stored leaf hash differs from its content")
+            hashes.append(computed)
+            try:
+                self.check_leaf(entry, leaf)
+            except ConsentryError as exc:
+                self.problem(f"{entry.kind} {entry.record_id} (log index {entry.idx}): {exc}")
+        self.report.size = len(hashes)
+        return hashes
+
+    def check_leaf(self, entry: LogEntry, leaf: bytes) -> None:
+        body = parse_canonical(leaf)
+        envelope = Envelope.from_json(body.get("envelope", {}))
+        statement = envelope.statement
+        kind = KIND_OF_TYPE.get(str(statement.get("type")))
+        if kind is None or kind != body.get("kind") or kind != entry.kind:
+            raise ConsentryError(f"leaf kind {body.get('kind')!r} does not match its statement")
+        if body.get("id") != entry.record_id:
+            raise ConsentryError("leaf id differs from the entry's record id")
+        if kind == "key":
+            self.check_genesis(entry, envelope, statement)
+        elif kind == "key-rotation":
+            self.check_rotation(entry, envelope, statement)
+        else:
+            self.check_record(entry, kind, envelope, statement)
+
+    def required_operator(self, envelope: Envelope, statement: dict[str, Any]) -> str:
+        active = self.active_key
+        if active is None:
+            raise ConsentryError("no operator key is active (missing genesis entry)")
+        signers = set(envelope.key_ids)
+        if active not in signers:
+            retired = signers & set(self.keys)
+            if retired:
+                raise ConsentryError(
+                    f"signed by retired operator key {sorted(retired)[0][:16]}"
+                    f" (active key is {active[:16]})"
+                )
+            raise ConsentryError("not signed by the active operator key")
+        issuer = statement.get("issuer", active)
+        if issuer != active:
+            raise ConsentryError(f"issuer {str(issuer)[:16]} is not the active operator key")
+        return active
+
+    def check_genesis(self, entry: LogEntry, envelope: Envelope, statement: dict[str, Any]) -> None:
+        if entry.idx != 0 or self.active_key is not None:
+            raise ConsentryError("an operator-key entry may only open the log")
+        public = public_key_from_hex(str(statement.get("public_key")))
+        key_id = str(statement.get("key_id"))
+        envelope.verify({key_id: public}, [key_id])
+        self.keys[key_id] = public
+        self.active_key = key_id
+        self.compare_row(entry, "key", key_id, statement)
+
+    def check_rotation(self, entry: LogEntry, envelope: Envelope, statement: dict[str, Any]) -> None:
+        old = self.required_operator(envelope, {})
+        if statement.get("old_key_id") != old:
+            raise ConsentryError("rotation does not start from the active key")
+        new_id = str(statement.get("new_key_id"))
+        public = public_key_from_hex(str(statement.get("new_public_key")))
+        envelope.verify({**self.keys, new_id: public}, [old, new_id])
+        self.keys[new_id] = public
+        self.active_key = new_id
+        self.seen["key"].add(new_id)
+        old_row = self.rows["key"].get(old)
+        new_row = self.rows["key"].get(new_id)
+        if new_row is None or old_row is None:
+            raise ConsentryError("key row missing")
+        if rotation_statement(old_row, new_row) != statement:
+            raise ConsentryError("key rows differ from the signed rotation")
+        if old_row.retired_at_index != entry.idx or new_row.log_index != entry.idx:
+            raise ConsentryError("key rows do not point at the rotation entry")
+
+    def check_record(
+        self, entry: LogEntry, kind: str, envelope: Envelope, statement: dict[str, Any]
+    ) -> None:
+        operator = self.required_operator(envelope, statement)
+        required = [operator]
+        subject_id: str | None = None
+        if kind == "grant":
+            subject_id = str(statement.get("subject"))
+            self.grant_subject[str(statement.get("id"))] = subject_id
+        elif kind == "revocation":
+            subject_id = self.grant_subject.get(str(statement.get("grant")))
+            if subject_id is None:
+                raise ConsentryError("revokes a grant that is not earlier in the log")
+        trusted = dict(self.keys)
+        if subject_id is not None:
+            if subject_id not in self.subject_keys:
+                raise ConsentryError(f"names subject {subject_id} not earlier in the log")
+            subject_key = self.subject_keys[subject_id]
+            if subject_key is not None:
+                public = public_key_from_hex(subject_key)
+                subject_key_id = key_id_of(public)
+                if statement.get("subject_key") != subject_key_id:
+                    raise ConsentryError("lacks the signature of the subject's key")
+                trusted[subject_key_id] = public
+                required.append(subject_key_id)
+        envelope.verify(trusted, required)
+        if kind == "subject":
+            self.subject_keys[str(statement.get("id"))] = statement.get("public_key")
+        self.compare_row(entry, kind, str(statement.get("id")), statement)
+
+    def compare_row(self, entry: LogEntry, kind: str, record_id: str, statement: dict[str, Any]) -> None:
+        self.seen[kind].add(record_id)
+        row = self.rows[kind].get(record_id)
+        if row is None:
+            raise ConsentryError("row missing (deleted from its table)")
+        expected = statement_of(row)
+        if expected != statement:
+            fields = sorted(k for k in statement.keys() | expected.keys()
+                            if statement.get(k) != expected.get(k))
+            raise ConsentryError(f"row differs from its signed log entry in {', '.join(fields)}")
+        if row.log_index != entry.idx:
+            raise ConsentryError(f"row claims log index {row.log_index}")
+
+    def check_unlogged_rows(self) -> None:
+        for kind, rows in self.rows.items():
+            for record_id in rows.keys() - self.seen[kind]:
+                self.problem(f"{kind} {record_id}: row has no log entry (inserted outside the log)")
+
+    def check_checkpoints(self, hashes: list[bytes], witness: str | None) -> None:
+        notes = [(f"checkpoint {r.tree_size}", r.note) for r in self.session.exec(
+            select(CheckpointRow).order_by(col(CheckpointRow.tree_size)))]
+        if witness is not None:
+            notes.append(("witness checkpoint", witness))
+        parsed: list[tuple[str, cp.Checkpoint]] = []
+        for label, note in notes:
+            checkpoint = self.verify_note(label, note)
+            if checkpoint is not None:
+                parsed.append((label, checkpoint))
+        roots = prefix_roots(hashes, [c.tree_size for _, c in parsed])
+        latest: cp.Checkpoint | None = None
+        for label, checkpoint in parsed:
+            if checkpoint.tree_size > len(hashes):
+                self.problem(
+                    f"{label}: covers {checkpoint.tree_size} entries but the log has "
+                    f"{len(hashes)}: log truncated"
+                )
+                continue
+            if roots[checkpoint.tree_size] != checkpoint.root_hash:
+                self.problem(f"{label}: root differs from the log's (log rewritten, or split view)")
+                continue
+            if latest is None or checkpoint.tree_size >= latest.tree_size:
+                latest = checkpoint
+            self.report.checkpoints += 1
+        if latest is None and hashes:
+            self.problem("no valid checkpoint covers the log")
+
+    def verify_note(self, label: str, note: str) -> cp.Checkpoint | None:
+        try:
+            checkpoint, signatures = cp.parse_checkpoint(note)
+        except ConsentryError as exc:
+            self.problem(f"{label}: {exc}")
+            return None
+        for signature in signatures:
+            for key_id, public in self.keys.items():
+                if signature.key_name == checkpoint_key_name(key_id):
+                    try:
+                        return cp.verify_checkpoint(note, signature.key_name, public)
+                    except ConsentryError as exc:
+                        self.problem(f"{label}: {exc}")
+                        return None
+        self.problem(f"{label}: not signed by any operator key of this registry")
+        return None
+
+
+def verify_log(session: Session, witness: str | None = None) -> LogReport:
+    """Verify the whole registry; see the module docstring for what is checked."""
+    verifier = _Verifier(session)
+    hashes = verifier.check_entries()
+    verifier.check_unlogged_rows()
+    verifier.check_checkpoints(hashes, witness)
+    verifier.report.root = merkle.root_hash(hashes)
+    return verifier.report
+
