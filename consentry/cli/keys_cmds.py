@@ -22,17 +22,25 @@ def list_keys(home: HomeOpt = None, db: DbOpt = None, as_json: JsonOpt = False) 
     with open_registry(home, db) as registry:
         rows = registry.operator_keys()
     values = [
-        {"key_id": r.key_id, "public_key": r.public_key, "created_at": r.created_at,
-         "log_index": r.log_index, "retired_at_index": r.retired_at_index,
-         "successor_key_id": r.successor_key_id}
+        {
+            "key_id": r.key_id,
+            "public_key": r.public_key,
+            "created_at": r.created_at,
+            "log_index": r.log_index,
+            "retired_at_index": r.retired_at_index,
+            "successor_key_id": r.successor_key_id,
+        }
         for r in rows
     ]
     if as_json:
         emit_json(values)
         return
     for value in values:
-        state = "active" if value["retired_at_index"] is None else (
-            f"retired at log index {value['retired_at_index']}")
+        state = (
+            "active"
+            if value["retired_at_index"] is None
+            else (f"retired at log index {value['retired_at_index']}")
+        )
         typer.echo(f"{value['key_id']}  {state}")
 
 

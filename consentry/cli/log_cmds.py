@@ -16,8 +16,9 @@ from consentry.registry.signing import load_public_key
 
 __all__ = ["app"]
 
-app = typer.Typer(help="The transparency log: checkpoints, proofs, verification.",
-                  no_args_is_help=True)
+app = typer.Typer(
+    help="The transparency log: checkpoints, proofs, verification.", no_args_is_help=True
+)
 
 
 def _read_text(path: Path, what: str) -> str:
@@ -34,8 +35,14 @@ def checkpoint(home: HomeOpt = None, db: DbOpt = None, as_json: JsonOpt = False)
         note = registry.checkpoint()
     if as_json:
         parsed, _ = cp.parse_checkpoint(note)
-        emit_json({"origin": parsed.origin, "tree_size": parsed.tree_size,
-                   "root_hash": parsed.root_hash.hex(), "note": note})
+        emit_json(
+            {
+                "origin": parsed.origin,
+                "tree_size": parsed.tree_size,
+                "root_hash": parsed.root_hash.hex(),
+                "note": note,
+            }
+        )
     else:
         typer.echo(note, nl=False)
 
@@ -45,8 +52,15 @@ def show(index: int, home: HomeOpt = None, db: DbOpt = None) -> None:
     """Print one log entry (canonical JSON leaf)."""
     with open_registry(home, db) as registry:
         entry = registry.entry(index)
-    emit_json({"index": entry.idx, "kind": entry.kind, "record_id": entry.record_id,
-               "leaf_hash": entry.leaf_hash, "leaf": json.loads(entry.leaf_json)})
+    emit_json(
+        {
+            "index": entry.idx,
+            "kind": entry.kind,
+            "record_id": entry.record_id,
+            "leaf_hash": entry.leaf_hash,
+            "leaf": json.loads(entry.leaf_json),
+        }
+    )
 
 
 @app.command("proof")
@@ -104,8 +118,9 @@ def consistency(
 
 @app.command("verify-proof")
 def verify_proof(
-    proof_file: Annotated[Path, typer.Argument(help="A proof from 'log proof --json' or "
-                                                    "'log consistency --json'.")],
+    proof_file: Annotated[
+        Path, typer.Argument(help="A proof from 'log proof --json' or 'log consistency --json'.")
+    ],
     public_key: Annotated[
         list[Path],
         typer.Option("--public-key", help="Trusted operator public key (PEM); repeatable."),
@@ -122,13 +137,23 @@ def verify_proof(
     keys = [load_public_key(p) for p in public_key]
     if bundle.get("type") == "consistency":
         old, new = verify_consistency_bundle(bundle, keys)
-        result = {"ok": True, "type": "consistency", "old_size": old.tree_size,
-                  "new_size": new.tree_size, "root_hash": new.root_hash.hex()}
+        result = {
+            "ok": True,
+            "type": "consistency",
+            "old_size": old.tree_size,
+            "new_size": new.tree_size,
+            "root_hash": new.root_hash.hex(),
+        }
         text = f"OK: the tree of size {new.tree_size} extends the tree of size {old.tree_size}"
     else:
         checkpoint = verify_inclusion_bundle(bundle, keys)
-        result = {"ok": True, "type": "inclusion", "index": bundle["index"],
-                  "tree_size": checkpoint.tree_size, "root_hash": checkpoint.root_hash.hex()}
+        result = {
+            "ok": True,
+            "type": "inclusion",
+            "index": bundle["index"],
+            "tree_size": checkpoint.tree_size,
+            "root_hash": checkpoint.root_hash.hex(),
+        }
         text = f"OK: entry {bundle['index']} is in the signed tree of size {checkpoint.tree_size}"
     if as_json:
         emit_json(result)
@@ -145,11 +170,19 @@ def verify(home: HomeOpt = None, db: DbOpt = None, as_json: JsonOpt = False) -> 
     with open_registry(home, db) as registry:
         report = registry.verify_log()
     if as_json:
-        emit_json({"ok": report.ok, "size": report.size, "root_hash": report.root.hex(),
-                   "checkpoints": report.checkpoints, "problems": report.problems})
+        emit_json(
+            {
+                "ok": report.ok,
+                "size": report.size,
+                "root_hash": report.root.hex(),
+                "checkpoints": report.checkpoints,
+                "problems": report.problems,
+            }
+        )
     elif report.ok:
-        typer.echo(f"OK: {report.size} entries, {report.checkpoints} checkpoints, "
-                   f"root {report.root.hex()}")
+        typer.echo(
+            f"OK: {report.size} entries, {report.checkpoints} checkpoints, root {report.root.hex()}"
+        )
     else:
         for problem in report.problems:
             typer.echo(f"FAIL: {problem}", err=True)

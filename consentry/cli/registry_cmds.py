@@ -273,8 +273,15 @@ def revoke_command(
         row = registry.revoke(grant_id, reason, _subject_key(subject_key))
         registry.checkpoint()
     if as_json:
-        emit_json({"id": row.id, "grant": row.grant_id, "reason": row.reason,
-                   "created_at": row.created_at, "log_index": row.log_index})
+        emit_json(
+            {
+                "id": row.id,
+                "grant": row.grant_id,
+                "reason": row.reason,
+                "created_at": row.created_at,
+                "log_index": row.log_index,
+            }
+        )
     else:
         typer.echo(row.id)
 

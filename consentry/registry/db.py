@@ -93,9 +93,7 @@ class Database:
         """A session holding the writer lock; commits on success, rolls back on error."""
         with Session(self.writer, expire_on_commit=False) as session:
             if self.is_postgres:
-                session.execute(
-                    text("SELECT pg_advisory_xact_lock(:k)"), {"k": _WRITER_LOCK_ID}
-                )
+                session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _WRITER_LOCK_ID})
             else:
                 session.execute(text("SELECT 1"))  # opens BEGIN IMMEDIATE now
             try:

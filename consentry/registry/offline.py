@@ -41,7 +41,9 @@ def _checkpoint(note: Any, public_keys: Sequence[Ed25519PublicKey]) -> cp.Checkp
     raise CheckpointError("the checkpoint is not signed by any of the given public keys")
 
 
-def verify_inclusion_bundle(bundle: dict[str, Any], public_keys: Sequence[Ed25519PublicKey]) -> cp.Checkpoint:
+def verify_inclusion_bundle(
+    bundle: dict[str, Any], public_keys: Sequence[Ed25519PublicKey]
+) -> cp.Checkpoint:
     """Check the checkpoint's signature, the leaf's hash and its audit path."""
     try:
         index = int(bundle["index"])

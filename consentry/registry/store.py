@@ -161,11 +161,11 @@ class Registry:
         root.write_config({"db_url": url, "origin": origin})
         registry = cls(root, db, key, clock)
         now = format_time(clock())
-        row = OperatorKey(
-            key_id=key.key_id, public_key=key.public_hex, created_at=now, log_index=0
-        )
+        row = OperatorKey(key_id=key.key_id, public_key=key.public_hex, created_at=now, log_index=0)
         with db.write() as session:
-            registry._append(session, row, "key", key.key_id, Envelope.sign(statement_of(row), [key]))
+            registry._append(
+                session, row, "key", key.key_id, Envelope.sign(statement_of(row), [key])
+            )
         registry.checkpoint()
         return registry
 
@@ -465,9 +465,7 @@ class Registry:
             return session.exec(select(Revocation).where(Revocation.grant_id == grant_id)).first()
 
     @staticmethod
-    def grant_status(
-        grant: Grant, revocation: Revocation | None, at: datetime
-    ) -> GrantStatus:
+    def grant_status(grant: Grant, revocation: Revocation | None, at: datetime) -> GrantStatus:
         if revocation is not None:
             return "revoked"
         moment = format_time(at)
@@ -623,7 +621,9 @@ class Registry:
             else:
                 root = merkle.root_hash(hashes)
                 checkpoint = cp.Checkpoint(self.origin, size, root, self._clock())
-                note = cp.sign_checkpoint(checkpoint, checkpoint_key_name(key.key_id), key.private_key)
+                note = cp.sign_checkpoint(
+                    checkpoint, checkpoint_key_name(key.key_id), key.private_key
+                )
                 session.add(
                     CheckpointRow(
                         tree_size=size,
@@ -697,4 +697,3 @@ def _hash_file(path: Path) -> tuple[str, int]:
 def parse_until(text: str | None) -> datetime | None:
     """``--until`` / ``--from`` values: ISO 8601, or None."""
     return None if text is None else parse_time(text)
-

@@ -101,12 +101,16 @@ def prefix_roots(leaf_hashes: Sequence[bytes], sizes: Iterable[int]) -> dict[int
     return roots
 
 
+def _record_id(row: Any) -> str:
+    return str(row.key_id if isinstance(row, OperatorKey) else row.id)
+
+
 class _Verifier:
     def __init__(self, session: Session) -> None:
         self.session = session
         self.report = LogReport()
         self.rows: dict[str, dict[str, Any]] = {
-            kind: {getattr(r, "key_id", None) or r.id: r for r in session.exec(select(table))}  # type: ignore[union-attr]
+            kind: {_record_id(r): r for r in session.exec(select(table))}
             for kind, table in _ROW_TYPES.items()
             if kind != "key-rotation"
         }
@@ -182,7 +186,9 @@ class _Verifier:
         self.active_key = key_id
         self.compare_row(entry, "key", key_id, statement)
 
-    def check_rotation(self, entry: LogEntry, envelope: Envelope, statement: dict[str, Any]) -> None:
+    def check_rotation(
+        self, entry: LogEntry, envelope: Envelope, statement: dict[str, Any]
+    ) -> None:
         old = self.required_operator(envelope, {})
         if statement.get("old_key_id") != old:
             raise ConsentryError("rotation does not start from the active key")
@@ -231,15 +237,18 @@ class _Verifier:
             self.subject_keys[str(statement.get("id"))] = statement.get("public_key")
         self.compare_row(entry, kind, str(statement.get("id")), statement)
 
-    def compare_row(self, entry: LogEntry, kind: str, record_id: str, statement: dict[str, Any]) -> None:
+    def compare_row(
+        self, entry: LogEntry, kind: str, record_id: str, statement: dict[str, Any]
+    ) -> None:
         self.seen[kind].add(record_id)
         row = self.rows[kind].get(record_id)
         if row is None:
             raise ConsentryError("row missing (deleted from its table)")
         expected = statement_of(row)
         if expected != statement:
-            fields = sorted(k for k in statement.keys() | expected.keys()
-                            if statement.get(k) != expected.get(k))
+            fields = sorted(
+                k for k in statement.keys() | expected.keys() if statement.get(k) != expected.get(k)
+            )
             raise ConsentryError(f"row differs from its signed log entry in {', '.join(fields)}")
         if row.log_index != entry.idx:
             raise ConsentryError(f"row claims log index {row.log_index}")
@@ -250,8 +259,10 @@ class _Verifier:
                 self.problem(f"{kind} {record_id}: row has no log entry (inserted outside the log)")
 
     def check_checkpoints(self, hashes: list[bytes], witness: str | None) -> None:
-        notes = [(f"checkpoint {r.tree_size}", r.note) for r in self.session.exec(
-            select(CheckpointRow).order_by(col(CheckpointRow.tree_size)))]
+        notes = [
+            (f"checkpoint {r.tree_size}", r.note)
+            for r in self.session.exec(select(CheckpointRow).order_by(col(CheckpointRow.tree_size)))
+        ]
         if witness is not None:
             notes.append(("witness checkpoint", witness))
         parsed: list[tuple[str, cp.Checkpoint]] = []
@@ -279,7 +290,7 @@ class _Verifier:
 
     def verify_note(self, label: str, note: str) -> cp.Checkpoint | None:
         try:
-            checkpoint, signatures = cp.parse_checkpoint(note)
+            _, signatures = cp.parse_checkpoint(note)
         except ConsentryError as exc:
             self.problem(f"{label}: {exc}")
             return None
@@ -303,4 +314,3 @@ def verify_log(session: Session, witness: str | None = None) -> LogReport:
     verifier.check_checkpoints(hashes, witness)
     verifier.report.root = merkle.root_hash(hashes)
     return verifier.report
-
