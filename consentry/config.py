@@ -9,6 +9,7 @@ Layout::
     HOME/config.json          {"db_url": ..., "origin": ...}
     HOME/keys/operator.key    current operator Ed25519 key (PKCS#8 PEM, 0600)
     HOME/keys/operator.pub    its public key (PEM), what offline verifiers need
+    HOME/keys/master.key      32-byte master key wrapping subject data keys (0600)
     HOME/witness.checkpoint   the newest checkpoint this home has seen
     HOME/registry.db          the SQLite database (default store)
 """
@@ -58,6 +59,10 @@ class Home:
     @property
     def operator_public(self) -> Path:
         return self.keys_dir / "operator.pub"
+
+    @property
+    def master_key(self) -> Path:
+        return self.keys_dir / "master.key"
 
     @property
     def witness_checkpoint(self) -> Path:

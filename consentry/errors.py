@@ -12,7 +12,9 @@ a request was refused, ``2`` when the input or the usage was wrong.
     │   └── NotFoundError             (2) no such subject, grantee, grant, entry
     │       └── AmbiguousNameError    (2) a name matches several records
     ├── RegistryError                 (1) the registry refused a change
-    │   └── DuplicateError            (1) the record already exists
+    │   ├── DuplicateError            (1) the record already exists
+    │   ├── ErasedError               (1) the subject's biometric data was erased
+    │   └── VaultError                (1) encrypted data does not decrypt (tampered/erased)
     ├── SignatureError                (1) a signature or envelope does not verify
     │   ├── UnknownKeyError           (1) signed by a key the registry does not know
     │   ├── RetiredKeyError           (1) signed by a key retired by rotation
@@ -37,6 +39,7 @@ __all__ = [
     "ConfigError",
     "ConsentryError",
     "DuplicateError",
+    "ErasedError",
     "GrantError",
     "GrantExpiredError",
     "GrantNotYetValidError",
@@ -52,6 +55,7 @@ __all__ = [
     "SignatureError",
     "TamperError",
     "UnknownKeyError",
+    "VaultError",
 ]
 
 
@@ -85,6 +89,14 @@ class RegistryError(ConsentryError):
 
 class DuplicateError(RegistryError):
     """The record already exists (same id or same unique name)."""
+
+
+class ErasedError(RegistryError):
+    """The subject's biometric data was erased; it cannot be used or re-enrolled from."""
+
+
+class VaultError(RegistryError):
+    """Encrypted biometric data does not decrypt: tampered, moved, or its key erased."""
 
 
 class SignatureError(ConsentryError):

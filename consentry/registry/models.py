@@ -15,11 +15,15 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from sqlalchemy import Column, Text
+from sqlalchemy import Column, LargeBinary, Text
 from sqlmodel import Field, SQLModel
 
 __all__ = [
+    "BiometricBlob",
+    "Calibration",
     "CheckpointRow",
+    "Enrollment",
+    "Erasure",
     "Grant",
     "Grantee",
     "LogEntry",
@@ -29,6 +33,7 @@ __all__ = [
     "Purpose",
     "Revocation",
     "Subject",
+    "SubjectDataKey",
 ]
 
 Purpose = str  # one of PURPOSES in statements.py
@@ -167,3 +172,85 @@ class CheckpointRow(SQLModel, table=True):
     note: str = _text()
     key_id: str = Field(max_length=64)
     created_at: str = Field(max_length=20)
+
+
+class SubjectDataKey(SQLModel, table=True):
+    """A subject's data key, wrapped by the master key. Deleted on erasure."""
+
+    __tablename__ = "subject_data_keys"
+
+    subject_id: str = Field(primary_key=True, foreign_key="subjects.id", max_length=40)
+    wrapped_key: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    created_at: str = Field(max_length=20)
+
+
+class Enrollment(SQLModel, table=True):
+    """One enrollment of a subject's photos by one engine; holds hashes only."""
+
+    __tablename__ = "enrollments"
+
+    id: str = Field(primary_key=True, max_length=40)
+    subject_id: str = Field(foreign_key="subjects.id", index=True, max_length=40)
+    engine: str = Field(max_length=32, index=True)
+    engine_version: str
+    model_hashes_json: str = _text()
+    blobs_json: str = _text()  # [{"id", "kind", "photo_sha256", "sha256"}] in order
+    created_at: str = Field(max_length=20)
+    log_index: int = Field(index=True)
+
+    @property
+    def blobs(self) -> list[dict[str, Any]]:
+        return list(json.loads(self.blobs_json))
+
+
+class BiometricBlob(SQLModel, table=True):
+    """An encrypted embedding or kept photo. Deleted on erasure.
+
+    ``vector_id`` is the FAISS id of an embedding: enrollment log index * 1000
+    + position, unique and stable across processes.
+    """
+
+    __tablename__ = "biometric_blobs"
+
+    id: str = Field(primary_key=True, max_length=40)
+    enrollment_id: str = Field(foreign_key="enrollments.id", index=True, max_length=40)
+    subject_id: str = Field(index=True, max_length=40)
+    kind: str = Field(max_length=16)  # "embedding" | "photo"
+    engine: str = Field(max_length=32, index=True)
+    vector_id: int = Field(index=True)
+    photo_sha256: str = Field(max_length=64)
+    ciphertext: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    sha256: str = Field(max_length=64)
+
+
+class Erasure(SQLModel, table=True):
+    """A subject's biometric data destroyed (crypto-erasure)."""
+
+    __tablename__ = "erasures"
+
+    id: str = Field(primary_key=True, max_length=40)
+    subject_id: str = Field(foreign_key="subjects.id", unique=True, max_length=40)
+    enrollments_json: str = _text()
+    reason: str = _text()
+    created_at: str = Field(max_length=20)
+    log_index: int = Field(index=True)
+
+
+class Calibration(SQLModel, table=True):
+    """A measured match threshold for one engine; the newest one is in force."""
+
+    __tablename__ = "calibrations"
+
+    id: str = Field(primary_key=True, max_length=40)
+    engine: str = Field(max_length=32, index=True)
+    engine_version: str
+    threshold: float
+    fmr_target: float
+    fmr: float
+    fnmr: float
+    eer: float
+    genuine_pairs: int
+    impostor_pairs: int
+    dataset_sha256: str = Field(max_length=64)
+    created_at: str = Field(max_length=20)
+    log_index: int = Field(index=True)

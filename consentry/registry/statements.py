@@ -14,6 +14,9 @@ from typing import Any
 
 from consentry.errors import InputError
 from consentry.registry.models import (
+    Calibration,
+    Enrollment,
+    Erasure,
     Grant,
     Grantee,
     OperatorKey,
@@ -26,6 +29,7 @@ __all__ = [
     "KIND_OF_TYPE",
     "PRIOR_KINDS",
     "PURPOSES",
+    "Row",
     "STATEMENT_VERSION",
     "format_time",
     "parse_time",
@@ -37,7 +41,17 @@ STATEMENT_VERSION = 1
 PURPOSES: tuple[str, ...] = ("restore", "generate", "train")
 PRIOR_KINDS: tuple[str, ...] = ("textual_inversion", "lora", "dreambooth", "exemplars")
 
-Row = Subject | Grantee | Grant | Revocation | Prior | OperatorKey
+Row = (
+    Subject
+    | Grantee
+    | Grant
+    | Revocation
+    | Prior
+    | OperatorKey
+    | Enrollment
+    | Erasure
+    | Calibration
+)
 
 KIND_OF_TYPE: dict[str, str] = {
     "consentry.operator-key": "key",
@@ -47,6 +61,9 @@ KIND_OF_TYPE: dict[str, str] = {
     "consentry.grant": "grant",
     "consentry.revocation": "revocation",
     "consentry.prior": "prior",
+    "consentry.enrollment": "enrollment",
+    "consentry.erasure": "erasure",
+    "consentry.calibration": "calibration",
 }
 
 _TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
@@ -127,6 +144,39 @@ def statement_of(row: Row) -> dict[str, Any]:
             "base_model": row.base_model_id,
             "sha256": row.sha256,
             "size": row.size,
+            "time": row.created_at,
+        }
+    if isinstance(row, Enrollment):
+        return _base("enrollment") | {
+            "id": row.id,
+            "subject": row.subject_id,
+            "engine": row.engine,
+            "engine_version": row.engine_version,
+            "model_hashes": json.loads(row.model_hashes_json),
+            "blobs": json.loads(row.blobs_json),
+            "time": row.created_at,
+        }
+    if isinstance(row, Erasure):
+        return _base("erasure") | {
+            "id": row.id,
+            "subject": row.subject_id,
+            "enrollments": json.loads(row.enrollments_json),
+            "reason": row.reason,
+            "time": row.created_at,
+        }
+    if isinstance(row, Calibration):
+        return _base("calibration") | {
+            "id": row.id,
+            "engine": row.engine,
+            "engine_version": row.engine_version,
+            "threshold": row.threshold,
+            "fmr_target": row.fmr_target,
+            "fmr": row.fmr,
+            "fnmr": row.fnmr,
+            "eer": row.eer,
+            "genuine_pairs": row.genuine_pairs,
+            "impostor_pairs": row.impostor_pairs,
+            "dataset_sha256": row.dataset_sha256,
             "time": row.created_at,
         }
     return _base("operator-key") | {

@@ -70,9 +70,11 @@ from consentry.registry.statements import (
     PURPOSES,
     format_time,
     parse_time,
+    Row,
     rotation_statement,
     statement_of,
 )
+from consentry.registry.vault import MasterKey
 from consentry.registry.verify import LogReport, verify_log
 
 __all__ = ["GrantStatus", "InclusionProof", "Registry", "leaf_bytes", "parse_until"]
@@ -133,6 +135,7 @@ class Registry:
         self.db = db
         self._key = key
         self._clock = clock
+        self._master: MasterKey | None = None
 
     # ------------------------------------------------------------------ opening
     @classmethod
@@ -157,13 +160,14 @@ class Registry:
         root.root.mkdir(parents=True, exist_ok=True)
         key.save(root.operator_key)
         key.save_public(root.operator_public)
+        MasterKey.create(root.master_key)
         origin = f"consentry.registry/{key.key_id[:16]}"
         root.write_config({"db_url": url, "origin": origin})
         registry = cls(root, db, key, clock)
         now = format_time(clock())
         row = OperatorKey(key_id=key.key_id, public_key=key.public_hex, created_at=now, log_index=0)
         with db.write() as session:
-            registry._append(
+            registry.append(
                 session, row, "key", key.key_id, Envelope.sign(statement_of(row), [key])
             )
         registry.checkpoint()
@@ -212,8 +216,21 @@ class Registry:
     def now(self) -> datetime:
         return self._clock()
 
+    @staticmethod
+    def new_id(prefix: str) -> str:
+        """A fresh random record id such as ``grt_3f2a...``."""
+        return _new_id(prefix)
+
+    @property
+    def master_key(self) -> MasterKey:
+        """The master key wrapping subject data keys (created on first use)."""
+        if self._master is None:
+            path = self.home.master_key
+            self._master = MasterKey.load(path) if path.exists() else MasterKey.create(path)
+        return self._master
+
     # ------------------------------------------------------------------ writing
-    def _signing_key(self, session: Session) -> SigningKey:
+    def signing_key(self, session: Session) -> SigningKey:
         row = session.get(OperatorKey, self._key.key_id)
         if row is None:
             raise SignatureError(f"operator key {self._key.key_id[:16]} is not in this registry")
@@ -224,10 +241,10 @@ class Registry:
             )
         return self._key
 
-    def _append(
+    def append(
         self,
         session: Session,
-        row: Subject | Grantee | Grant | Revocation | Prior | OperatorKey | None,
+        row: Row | None,
         kind: str,
         record_id: str,
         envelope: Envelope,
@@ -264,11 +281,11 @@ class Registry:
         with self.db.write() as session:
             if before is not None:
                 before(session)
-            key = self._signing_key(session)
+            key = self.signing_key(session)
             if isinstance(row, (Grant, Revocation)):
                 row.issuer_key_id = key.key_id
             envelope = Envelope.sign(statement_of(row), [key, *extra_keys])
-            self._append(session, row, kind, row.id, envelope)
+            self.append(session, row, kind, row.id, envelope)
 
     # ------------------------------------------------------------------ subjects
     def add_subject(
@@ -560,7 +577,7 @@ class Registry:
         """
         new_key = SigningKey.generate()
         with self.db.write() as session:
-            old_key = self._signing_key(session)
+            old_key = self.signing_key(session)
             old_row = session.get(OperatorKey, old_key.key_id)
             assert old_row is not None
             new_row = OperatorKey(
@@ -570,7 +587,7 @@ class Registry:
                 log_index=-1,
             )
             envelope = Envelope.sign(rotation_statement(old_row, new_row), [old_key, new_key])
-            index = self._append(session, new_row, "key-rotation", new_key.key_id, envelope)
+            index = self.append(session, new_row, "key-rotation", new_key.key_id, envelope)
             old_row.retired_at_index = index
             old_row.successor_key_id = new_key.key_id
             session.add(old_row)
@@ -609,7 +626,7 @@ class Registry:
     def checkpoint(self) -> str:
         """Sign a checkpoint of the whole log now, store it and the home's witness copy."""
         with self.db.write() as session:
-            key = self._signing_key(session)
+            key = self.signing_key(session)
             hashes = [
                 bytes.fromhex(h)
                 for h in session.exec(select(LogEntry.leaf_hash).order_by(col(LogEntry.idx)))

@@ -31,7 +31,11 @@ from consentry.errors import ConsentryError
 from consentry.registry import checkpoint as cp
 from consentry.registry import merkle
 from consentry.registry.models import (
+    BiometricBlob,
+    Calibration,
     CheckpointRow,
+    Enrollment,
+    Erasure,
     Grant,
     Grantee,
     LogEntry,
@@ -39,6 +43,7 @@ from consentry.registry.models import (
     Prior,
     Revocation,
     Subject,
+    SubjectDataKey,
 )
 from consentry.registry.signing import (
     Envelope,
@@ -46,12 +51,13 @@ from consentry.registry.signing import (
     key_id_of,
     parse_canonical,
     public_key_from_hex,
+    sha256_hex,
 )
 from consentry.registry.statements import KIND_OF_TYPE, rotation_statement, statement_of
 
 __all__ = ["LogReport", "prefix_roots", "verify_log"]
 
-_ROW_TYPES: dict[str, type[Subject | Grantee | Grant | Revocation | Prior | OperatorKey]] = {
+_ROW_TYPES: dict[str, type[Any]] = {
     "subject": Subject,
     "grantee": Grantee,
     "grant": Grant,
@@ -59,6 +65,9 @@ _ROW_TYPES: dict[str, type[Subject | Grantee | Grant | Revocation | Prior | Oper
     "prior": Prior,
     "key": OperatorKey,
     "key-rotation": OperatorKey,
+    "enrollment": Enrollment,
+    "erasure": Erasure,
+    "calibration": Calibration,
 }
 
 
@@ -119,6 +128,7 @@ class _Verifier:
         self.active_key: str | None = None
         self.subject_keys: dict[str, str | None] = {}  # subject id -> logged public key hex
         self.grant_subject: dict[str, str] = {}
+        self.erased: set[str] = set()
 
     def problem(self, text: str) -> None:
         self.report.problems.append(text)
@@ -220,6 +230,14 @@ class _Verifier:
             subject_id = self.grant_subject.get(str(statement.get("grant")))
             if subject_id is None:
                 raise ConsentryError("revokes a grant that is not earlier in the log")
+        elif kind in ("enrollment", "erasure", "prior"):
+            named = str(statement.get("subject"))
+            if named not in self.subject_keys:
+                raise ConsentryError(f"names subject {named} not earlier in the log")
+            if named in self.erased:
+                raise ConsentryError(f"names subject {named}, erased earlier in the log")
+            if kind == "erasure":
+                self.erased.add(named)
         trusted = dict(self.keys)
         if subject_id is not None:
             if subject_id not in self.subject_keys:
@@ -257,6 +275,35 @@ class _Verifier:
         for kind, rows in self.rows.items():
             for record_id in rows.keys() - self.seen[kind]:
                 self.problem(f"{kind} {record_id}: row has no log entry (inserted outside the log)")
+
+    def check_biometrics(self) -> None:
+        """Every enrollment of a subject not erased keeps exactly its logged blobs;
+        an erased subject keeps no blob and no data key."""
+        blobs = {b.id: b for b in self.session.exec(select(BiometricBlob))}
+        keyed = set(self.session.exec(select(SubjectDataKey.subject_id)))
+        expected: set[str] = set()
+        for enrollment in self.rows["enrollment"].values():
+            if enrollment.subject_id in self.erased:
+                continue
+            for item in enrollment.blobs:
+                expected.add(item["id"])
+                blob = blobs.get(item["id"])
+                if blob is None:
+                    self.problem(
+                        f"enrollment {enrollment.id}: {item['kind']} {item['id']} is missing "
+                        "(deleted outside an erasure)"
+                    )
+                elif (blob.sha256, blob.enrollment_id, blob.subject_id, blob.kind) != (
+                    item["sha256"],
+                    enrollment.id,
+                    enrollment.subject_id,
+                    item["kind"],
+                ) or sha256_hex(blob.ciphertext) != blob.sha256:
+                    self.problem(f"enrollment {enrollment.id}: {item['id']} differs from the log")
+        for blob_id in blobs.keys() - expected:
+            self.problem(f"biometric {blob_id}: not recorded by a live enrollment")
+        for subject_id in sorted(self.erased & keyed):
+            self.problem(f"subject {subject_id}: erased, but its data key still exists")
 
     def check_checkpoints(self, hashes: list[bytes], witness: str | None) -> None:
         notes = [
@@ -311,6 +358,7 @@ def verify_log(session: Session, witness: str | None = None) -> LogReport:
     verifier = _Verifier(session)
     hashes = verifier.check_entries()
     verifier.check_unlogged_rows()
+    verifier.check_biometrics()
     verifier.check_checkpoints(hashes, witness)
     verifier.report.root = merkle.root_hash(hashes)
     return verifier.report
