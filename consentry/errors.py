@@ -9,8 +9,14 @@ a request was refused, ``2`` when the input or the usage was wrong.
     ConsentryError
     ├── InputError                    (2) bad argument, file or value
     │   ├── ConfigError               (2) missing or unreadable home / settings
-    │   └── NotFoundError             (2) no such subject, grantee, grant, entry
-    │       └── AmbiguousNameError    (2) a name matches several records
+    │   ├── EnrollmentRejectedError   (2) photos failed the enrollment quality gates
+    │   ├── NotFoundError             (2) no such subject, grantee, grant, entry
+    │   │   └── AmbiguousNameError    (2) a name matches several records
+    │   └── ImageError                (2) an image is unreadable, hostile, too large
+    │       │                             or not an allowed format
+    │       ├── UnsupportedImageError (2) not JPEG, PNG, WebP or TIFF (by magic bytes)
+    │       ├── ImageTooLargeError    (2) too many bytes or pixels (decompression bomb)
+    │       └── CorruptImageError     (2) empty, truncated or undecodable
     ├── RegistryError                 (1) the registry refused a change
     │   ├── DuplicateError            (1) the record already exists
     │   ├── ErasedError               (1) the subject's biometric data was erased
@@ -19,6 +25,9 @@ a request was refused, ``2`` when the input or the usage was wrong.
     │   ├── UnknownKeyError           (1) signed by a key the registry does not know
     │   ├── RetiredKeyError           (1) signed by a key retired by rotation
     │   └── NonCanonicalError         (1) signed bytes are not RFC 8785 canonical JSON
+    ├── EngineError                   (2) a face engine or its model files are missing,
+    │   │                                 incomplete or fail verification
+    │   └── ModelHashError            (2) a model file's SHA-256 is not the pinned one
     ├── GrantError                    (1) a grant does not authorise the request
     │   ├── GrantExpiredError
     │   ├── GrantNotYetValidError
@@ -38,14 +47,20 @@ __all__ = [
     "CheckpointError",
     "ConfigError",
     "ConsentryError",
+    "CorruptImageError",
     "DuplicateError",
+    "EngineError",
+    "EnrollmentRejectedError",
     "ErasedError",
     "GrantError",
     "GrantExpiredError",
     "GrantNotYetValidError",
     "GrantRevokedError",
+    "ImageError",
+    "ImageTooLargeError",
     "InputError",
     "LogError",
+    "ModelHashError",
     "NonCanonicalError",
     "NotFoundError",
     "ProofError",
@@ -75,12 +90,40 @@ class ConfigError(InputError):
     """The home folder or its settings are missing or unreadable."""
 
 
+class EnrollmentRejectedError(InputError):
+    """Photos failed the enrollment quality gates; nothing was enrolled.
+
+    ``rejected`` lists ``(photo, reason)`` for every failing photo.
+    """
+
+    def __init__(self, rejected: list[tuple[str, str]]) -> None:
+        self.rejected = rejected
+        lines = "; ".join(f"{photo}: {reason}" for photo, reason in rejected)
+        super().__init__(f"{len(rejected)} photo(s) rejected, nothing enrolled: {lines}")
+
+
 class NotFoundError(InputError):
     """A named record (subject, grantee, grant, log entry, key) does not exist."""
 
 
 class AmbiguousNameError(NotFoundError):
     """A name matches more than one record; use the id instead."""
+
+
+class ImageError(InputError):
+    """An image is unreadable, hostile, too large, or not an allowed format."""
+
+
+class UnsupportedImageError(ImageError):
+    """The data is not one of the allowed image formats (judged by its magic bytes)."""
+
+
+class ImageTooLargeError(ImageError):
+    """The file has too many bytes, or its header declares too many pixels."""
+
+
+class CorruptImageError(ImageError):
+    """The file is empty, truncated, or cannot be decoded."""
 
 
 class RegistryError(ConsentryError):
@@ -113,6 +156,16 @@ class RetiredKeyError(SignatureError):
 
 class NonCanonicalError(SignatureError):
     """The signed payload is not RFC 8785 canonical JSON (or has duplicate keys)."""
+
+
+class EngineError(ConsentryError):
+    """A face engine or its model files are missing, incomplete or fail verification."""
+
+    exit_code = 2
+
+
+class ModelHashError(EngineError):
+    """A model file's SHA-256 differs from the digest pinned in the code."""
 
 
 class GrantError(ConsentryError):

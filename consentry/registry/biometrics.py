@@ -198,6 +198,9 @@ def erase_subject(registry: Registry, subject: str, reason: str) -> Erasure:
         )
         key = registry.signing_key(session)
         registry.append(session, row, "erasure", row.id, Envelope.sign(statement_of(row), [key]))
+    # persisted index caches hold the vectors (encrypted under the master key): purge them
+    for cache in (registry.home.root / "cache").glob("index-*.bin"):
+        cache.unlink(missing_ok=True)
     return row
 
 

@@ -1,0 +1,285 @@
+"""The identity index: FAISS over every registered embedding of one engine.
+
+Invariants
+- Exact search (``IndexIDMap2(IndexFlatIP)``) over unit vectors: a refusal
+  gate must not miss. One index holds one engine's embeddings, never a mix.
+- The index follows the log: ``refresh()`` applies every entry after the last
+  one it saw (enrollments add vectors, erasures remove every vector of the
+  subject, calibrations move the threshold), so a change made by any process
+  is seen by the next ``refresh()``; ``follow()`` refreshes in a background
+  thread every ``interval`` seconds.
+- The persisted cache is encrypted and authenticated with a key derived from
+  the master key (it holds biometric vectors), records the log size and root
+  it reflects, and is used only if that root is still the root of the log's
+  prefix of that size; otherwise the index is rebuilt from the registry.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import faiss
+import numpy as np
+from sqlmodel import col, select
+
+from consentry.errors import ConsentryError, InputError, NotFoundError
+from consentry.registry import merkle
+from consentry.registry.biometrics import calibration_for, decrypt_embeddings
+from consentry.registry.models import Enrollment, Erasure, LogEntry
+from consentry.registry.store import Registry
+from consentry.registry.vault import seal, unseal
+
+__all__ = ["DEFAULT_THRESHOLDS", "IdentityIndex", "SubjectMatch"]
+
+# Cosine similarity thresholds used until `consentry calibrate` records one.
+# sface: FMR <= 1e-3 on shared/faces (DESIGN.md section 2); dlib: its customary
+# Euclidean 0.6 on unit vectors is cosine 0.82, which accepts impostors there,
+# so the calibrated 0.578 distance (cosine 0.833) is the default.
+DEFAULT_THRESHOLDS: dict[str, float] = {"sface": 0.365, "dlib": 0.833, "insightface": 0.40}
+
+_CACHE_MAGIC = b"CSIX1"
+
+
+@dataclass(frozen=True)
+class SubjectMatch:
+    """A registered subject whose embedding is within the threshold of a face."""
+
+    subject_id: str
+    similarity: float
+    vector_id: int
+
+
+class IdentityIndex:
+    """FAISS index of one engine's registered identities, kept in step with the log."""
+
+    def __init__(self, registry: Registry, engine: str, dim: int, cache: bool = True) -> None:
+        self.registry = registry
+        self.engine = engine
+        self.dim = dim
+        self._lock = threading.RLock()
+        self._index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+        self._subject_of: dict[int, str] = {}
+        self._vectors: dict[int, np.ndarray] = {}
+        self._log_size = 0
+        self._threshold = DEFAULT_THRESHOLDS.get(engine, 0.5)
+        self._cache_path = registry.home.root / "cache" / f"index-{engine}.bin"
+        self._use_cache = cache
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        if cache:
+            self._load_cache()
+        self.refresh()
+
+    # ------------------------------------------------------------------ state
+    @property
+    def log_size(self) -> int:
+        return self._log_size
+
+    @property
+    def threshold(self) -> float:
+        return self._threshold
+
+    def __len__(self) -> int:
+        return int(self._index.ntotal)
+
+    def subjects(self) -> set[str]:
+        with self._lock:
+            return set(self._subject_of.values())
+
+    # ------------------------------------------------------------------ following
+    def refresh(self) -> int:
+        """Apply every log entry after the last one seen; returns how many."""
+        with self._lock:
+            with self.registry.db.read() as session:
+                entries = list(
+                    session.exec(
+                        select(LogEntry.idx, LogEntry.kind, LogEntry.record_id)
+                        .where(col(LogEntry.idx) >= self._log_size)
+                        .order_by(col(LogEntry.idx))
+                    )
+                )
+                enrollments = {
+                    e.id: e
+                    for e in session.exec(
+                        select(Enrollment).where(
+                            col(Enrollment.id).in_([r for _, k, r in entries if k == "enrollment"])
+                        )
+                    )
+                }
+                erasures = {
+                    e.id: e.subject_id
+                    for e in session.exec(
+                        select(Erasure).where(
+                            col(Erasure.id).in_([r for _, k, r in entries if k == "erasure"])
+                        )
+                    )
+                }
+            pending: list[str] = []
+            for index, kind, record_id in entries:
+                if kind == "enrollment":
+                    enrollment = enrollments.get(record_id)
+                    if enrollment is not None and enrollment.engine == self.engine:
+                        pending.append(record_id)
+                elif kind == "erasure":
+                    self._add(pending)
+                    pending = []
+                    self._remove_subject(erasures.get(record_id, ""))
+                self._log_size = index + 1
+            self._add(pending)
+            if any(kind == "calibration" for _, kind, _ in entries):
+                self._reload_threshold()
+            if entries and self._use_cache:
+                self._save_cache()
+            return len(entries)
+
+    def _add(self, enrollment_ids: list[str]) -> None:
+        if not enrollment_ids:
+            return
+        stored = [
+            s
+            for s in decrypt_embeddings(self.registry, self.engine, enrollment_ids)
+            if s.vector_id not in self._subject_of
+        ]
+        if not stored:
+            return
+        matrix = np.stack([s.embedding for s in stored]).astype(np.float32)
+        if matrix.shape[1] != self.dim:
+            raise InputError(
+                f"engine {self.engine} embeddings have {matrix.shape[1]} dimensions, "
+                f"the index {self.dim}"
+            )
+        ids = np.array([s.vector_id for s in stored], dtype=np.int64)
+        self._index.add_with_ids(matrix, ids)
+        for item, vector in zip(stored, matrix, strict=True):
+            self._subject_of[item.vector_id] = item.subject_id
+            self._vectors[item.vector_id] = vector
+
+    def _remove_subject(self, subject_id: str) -> None:
+        ids = [i for i, s in self._subject_of.items() if s == subject_id]
+        if ids:
+            self._index.remove_ids(faiss.IDSelectorBatch(np.array(ids, dtype=np.int64)))
+            for i in ids:
+                del self._subject_of[i]
+                del self._vectors[i]
+
+    def _reload_threshold(self) -> None:
+        try:
+            self._threshold = calibration_for(self.registry, self.engine).threshold
+        except NotFoundError:
+            self._threshold = DEFAULT_THRESHOLDS.get(self.engine, 0.5)
+
+    def follow(self, interval: float = 0.2) -> None:
+        """Refresh in a daemon thread every ``interval`` seconds until ``stop()``."""
+        if self._thread is not None:
+            return
+
+        def loop() -> None:
+            while not self._stop.wait(interval):
+                try:
+                    self.refresh()
+                except ConsentryError:
+                    continue  # a transient read error; the next tick retries
+
+        self._thread = threading.Thread(target=loop, name=f"index-{self.engine}", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    # ------------------------------------------------------------------ search
+    def search(
+        self, vectors: np.ndarray, k: int = 5, threshold: float | None = None
+    ) -> list[list[SubjectMatch]]:
+        """For each query vector, the subjects at or above the threshold, best first.
+
+        A subject appears once per query, with their best similarity.
+        """
+        queries = np.ascontiguousarray(np.atleast_2d(vectors), dtype=np.float32)
+        limit = self._threshold if threshold is None else threshold
+        with self._lock:
+            if self._index.ntotal == 0:
+                return [[] for _ in range(len(queries))]
+            depth = min(int(self._index.ntotal), max(k * 4, 16))
+            scores, ids = self._index.search(queries, depth)
+            results: list[list[SubjectMatch]] = []
+            for row_scores, row_ids in zip(scores, ids, strict=True):
+                best: dict[str, SubjectMatch] = {}
+                for score, vector_id in zip(row_scores, row_ids, strict=True):
+                    if vector_id < 0 or score < limit:
+                        continue
+                    subject = self._subject_of[int(vector_id)]
+                    if subject not in best:
+                        best[subject] = SubjectMatch(subject, float(score), int(vector_id))
+                results.append(list(best.values())[:k])
+        return results
+
+    # ------------------------------------------------------------------ cache
+    def _cache_key(self) -> bytes:
+        return self.registry.master_key.derive(f"index-cache:{self.engine}")
+
+    def _save_cache(self) -> None:
+        ids = sorted(self._vectors)
+        header = json.dumps(
+            {
+                "engine": self.engine,
+                "dim": self.dim,
+                "log_size": self._log_size,
+                "root": merkle.root_hash(self.registry.leaf_hashes(self._log_size)).hex(),
+                "ids": ids,
+                "subjects": [self._subject_of[i] for i in ids],
+                "threshold": self._threshold,
+            }
+        ).encode()
+        matrix = np.stack([self._vectors[i] for i in ids]).astype("<f4").tobytes() if ids else b""
+        payload = struct.pack(">I", len(header)) + header + matrix
+        blob = _CACHE_MAGIC + seal(self._cache_key(), payload, _CACHE_MAGIC + self.engine.encode())
+        self._cache_path.parent.mkdir(parents=True, exist_ok=True)
+        staged = self._cache_path.with_suffix(".tmp")
+        staged.write_bytes(blob)
+        staged.chmod(0o600)
+        staged.replace(self._cache_path)
+
+    def _load_cache(self) -> bool:
+        """Load the cache if it authenticates and still matches the log; else ignore it."""
+        try:
+            blob = self._cache_path.read_bytes()
+        except OSError:
+            return False
+        try:
+            if not blob.startswith(_CACHE_MAGIC):
+                return False
+            payload = unseal(
+                self._cache_key(), blob[len(_CACHE_MAGIC) :], _CACHE_MAGIC + self.engine.encode()
+            )
+            (length,) = struct.unpack(">I", payload[:4])
+            header = json.loads(payload[4 : 4 + length])
+            size = int(header["log_size"])
+            if header["engine"] != self.engine or int(header["dim"]) != self.dim:
+                return False
+            hashes = self.registry.leaf_hashes(size)
+            if len(hashes) != size or merkle.root_hash(hashes).hex() != header["root"]:
+                return False  # the log was rewritten or truncated since: rebuild
+            ids = [int(i) for i in header["ids"]]
+            matrix = np.frombuffer(payload[4 + length :], dtype="<f4").reshape(len(ids), self.dim)
+        except (ConsentryError, ValueError, KeyError, struct.error, json.JSONDecodeError):
+            return False
+        if ids:
+            self._index.add_with_ids(
+                np.ascontiguousarray(matrix, dtype=np.float32), np.array(ids, dtype=np.int64)
+            )
+        for i, subject, vector in zip(ids, header["subjects"], matrix, strict=True):
+            self._subject_of[i] = str(subject)
+            self._vectors[i] = np.array(vector, dtype=np.float32)
+        self._log_size = size
+        self._threshold = float(header.get("threshold", self._threshold))
+        return True
+
+    def cache_path(self) -> Path:
+        return self._cache_path
