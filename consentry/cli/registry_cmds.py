@@ -14,6 +14,7 @@ from typing import Annotated, Any
 
 import typer
 
+from consentry.cli import faces_cmds
 from consentry.cli.common import DbOpt, HomeOpt, JsonOpt, emit_json, open_registry
 from consentry.errors import InputError
 from consentry.registry.models import Grant, Grantee, Prior, Subject
@@ -350,6 +351,7 @@ def prior_list(
 
 def register(app: typer.Typer) -> None:
     """Attach this module's commands to the root app."""
+    faces_cmds.register(app, subject_app)
     app.add_typer(subject_app, name="subject")
     app.add_typer(grantee_app, name="grantee")
     app.add_typer(prior_app, name="prior")
