@@ -68,9 +68,9 @@ from consentry.registry.signing import (
 from consentry.registry.statements import (
     PRIOR_KINDS,
     PURPOSES,
+    Row,
     format_time,
     parse_time,
-    Row,
     rotation_statement,
     statement_of,
 )

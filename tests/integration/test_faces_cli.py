@@ -1,0 +1,107 @@
+"""Enroll, match, erase, reenroll and calibrate through the real CLI, on shipped photos."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from consentry import Registry
+from tests.integration.test_cli import Cli, _initialised
+
+DATA = Path(__file__).resolve().parents[2] / "consentry" / "data" / "faces"
+
+
+@pytest.fixture
+def cli(tmp_path: Path, sqlite_url: str) -> Cli:
+    runner = _initialised(tmp_path / "home", sqlite_url)
+    runner.ok("subject", "add", "Barack Obama")
+    runner.ok("subject", "add", "Joe Biden")
+    return runner
+
+
+def matches(cli: Cli, image: Path, *extra: str) -> list[str]:
+    result = cli.json("match", str(image), *extra)
+    assert isinstance(result, list)
+    return [m["name"] for face in result[0]["faces"] for m in face["matches"]]
+
+
+def test_enroll_match_erase_cycle(cli: Cli) -> None:
+    out = cli.json("subject", "enroll", "Barack Obama", str(DATA / "obama.jpg"), "--keep-photos")
+    assert isinstance(out, dict) and out["photos"] == 1 and out["kept_photos"] == 1
+    cli.ok("subject", "enroll", "Joe Biden", str(DATA / "biden.jpg"))
+    assert matches(cli, DATA / "obama2.jpg") == ["Barack Obama"]  # another photo of him
+    assert matches(cli, DATA / "astronaut.jpg") == []  # unregistered person
+    scan = cli.json("match", str(DATA / "astronaut.jpg"))
+    assert isinstance(scan, list) and len(scan[0]["faces"]) == 1  # the face is still reported
+    cli.ok("subject", "erase", "Barack Obama", "--reason", "subject asked")
+    assert matches(cli, DATA / "obama2.jpg") == []
+    assert "OK:" in cli.ok("log", "verify")
+    with Registry.open(cli.home) as registry:
+        leaves = [registry.entry(i).leaf_json for i in range(registry.log_size())]
+    assert not any("embedding\":[" in leaf for leaf in leaves)  # hashes, never vectors
+
+
+def test_reenroll_with_dlib_from_kept_photos(cli: Cli) -> None:
+    cli.ok("subject", "enroll", "Barack Obama", str(DATA / "obama.jpg"), "--keep-photos")
+    out = cli.json("subject", "reenroll", "Barack Obama", "--engine", "dlib")
+    assert isinstance(out, dict) and out["engine"] == "dlib" and out["photos"] == 1
+    assert matches(cli, DATA / "obama2.jpg", "--engine", "dlib") == ["Barack Obama"]
+    assert matches(cli, DATA / "biden.jpg", "--engine", "dlib") == []
+
+
+def test_reenroll_without_kept_photos_is_refused(cli: Cli) -> None:
+    cli.ok("subject", "enroll", "Barack Obama", str(DATA / "obama.jpg"))
+    result = cli("subject", "reenroll", "Barack Obama", "--engine", "dlib")
+    assert result.code == 2 and "--keep-photos" in result.err
+
+
+def test_bad_photos_are_rejected_one_line_each_and_nothing_is_enrolled(
+    cli: Cli, tmp_path: Path
+) -> None:
+    blank = tmp_path / "blank.png"
+    Image.fromarray(np.full((400, 400, 3), 128, np.uint8)).save(blank)
+    corrupt = tmp_path / "corrupt.jpg"
+    corrupt.write_bytes((DATA / "obama.jpg").read_bytes()[:2000])
+    text = tmp_path / "notes.png"
+    text.write_text("not an image")
+    with Registry.open(cli.home) as registry:
+        size = registry.log_size()
+    result = cli("subject", "enroll", "Barack Obama", str(DATA / "obama.jpg"),
+                 str(blank), str(corrupt), str(text))
+    assert result.code == 2 and "Traceback" not in result.err
+    assert "3 photo(s) rejected" in result.err
+    for name, reason in [("blank.png", "no face"), ("corrupt.jpg", ""), ("notes.png", "")]:
+        assert name in result.err and reason in result.err
+    with Registry.open(cli.home) as registry:
+        assert registry.log_size() == size
+
+
+def test_match_reports_unreadable_image_as_input_error(cli: Cli, tmp_path: Path) -> None:
+    bad = tmp_path / "x.jpg"
+    bad.write_bytes(b"")
+    result = cli("match", str(bad))
+    assert result.code == 2 and "Traceback" not in result.err
+
+
+def test_calibrate_records_a_threshold_in_force(cli: Cli, tmp_path: Path) -> None:
+    folder = tmp_path / "labelled"
+    for identity, files in {"obama": ["obama.jpg", "obama2.jpg"], "biden": ["biden.jpg"],
+                            "collins": ["astronaut.jpg"]}.items():
+        (folder / identity).mkdir(parents=True)
+        for name in files:
+            shutil.copy(DATA / name, folder / identity / name)
+    out = cli.json("calibrate", str(folder), "--fmr", "0.2")
+    assert isinstance(out, dict)
+    assert (out["genuine_pairs"], out["impostor_pairs"]) == (1, 5)
+    assert out["fmr"] <= 0.2 and out["fnmr"] == 0.0
+    cli.ok("subject", "enroll", "Barack Obama", str(DATA / "obama.jpg"))
+    scan = cli.json("match", str(DATA / "obama2.jpg"))
+    assert isinstance(scan, list)
+    assert scan[0]["threshold"] == pytest.approx(out["threshold"])
+    assert "OK:" in cli.ok("log", "verify")
+    assert json.loads(cli.ok("log", "verify", "--json"))["ok"] is True
