@@ -32,10 +32,14 @@ Invariants
   the 5 shape points, which the shape predictor recomputes from ``face.bbox``
   (cheap, and exactly what ``detect`` used). The 128-d descriptor is L2-normalised
   so that :func:`~consentry.faces.engine.cosine` works like for every engine.
-  dlib's customary rule, Euclidean distance < 0.6 on *raw* descriptors, is not a
-  cosine threshold on normalised ones (raw descriptors are not unit length), and
-  on ``shared/faces`` 0.6 already accepts impostors: calibrate a cosine threshold
-  for this engine instead of converting 0.6.
+  dlib's customary rule, Euclidean distance < 0.6 on *raw* descriptors, does not
+  carry over: raw descriptors are not unit length (norms about 1.3 to 1.6), so
+  ``1 - d**2 / 2`` is not their cosine. Measured on ``shared/faces`` (125 photos):
+  raw distance 0.6 accepts 13 of 7513 impostor pairs; on the normalised vectors
+  cosine 0.922 gives FMR <= 1e-3 (FNMR 0.8%), while 0.833, the cosine that raw
+  distance 0.578 would mean for unit vectors, accepts 47% of impostor pairs.
+  Normalised dlib vectors all sit high (different people average 0.83, the same
+  person 0.96): calibrate this engine's threshold, never convert 0.6.
 - One engine may be shared between threads: every dlib call runs under a lock.
 """
 

@@ -69,7 +69,7 @@ class Database:
             if sa_url.startswith("sqlite"):
                 return cls(url, _sqlite_engine(sa_url, False), _sqlite_engine(sa_url, True))
             if sa_url.startswith("postgresql+psycopg://"):
-                engine = create_engine(sa_url, pool_pre_ping=True)
+                engine = create_engine(sa_url, pool_recycle=300)
                 return cls(url, engine, engine)
         except ArgumentError as exc:
             raise ConfigError(f"bad database URL {url!r}: {exc}") from exc

@@ -16,9 +16,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import multiprocessing
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +39,7 @@ __all__ = [
     "PAYLOAD_TYPE_PREFIX",
     "Envelope",
     "EnvelopeSignature",
+    "PendingSignature",
     "SigningKey",
     "canonical_json",
     "checkpoint_key_name",
@@ -45,13 +49,43 @@ __all__ = [
     "public_key_from_hex",
     "public_key_hex",
     "sha256_hex",
+    "verify_batch",
 ]
 
 PAYLOAD_TYPE_PREFIX = "application/vnd.consentry."
 
 
+_MAX_SAFE_INT = 2**53 - 1
+
+
+def _plain(value: Any) -> bool:
+    """True when ``json.dumps(sort_keys=True)`` spells ``value`` exactly as RFC 8785 does:
+    no floats, integers within IEEE-754's exact range, ASCII keys (so code-point and
+    UTF-16 key orders agree), and strings without lone surrogates."""
+    if value is None or isinstance(value, bool):
+        return True
+    if isinstance(value, str):
+        return value.isascii() or not any(0xD800 <= ord(c) <= 0xDFFF for c in value)
+    if isinstance(value, int):
+        return -_MAX_SAFE_INT <= value <= _MAX_SAFE_INT
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and k.isascii() and _plain(v) for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return all(_plain(v) for v in value)
+    return False
+
+
 def canonical_json(value: Any) -> bytes:
-    """Serialise ``value`` as RFC 8785 (JCS) canonical JSON bytes."""
+    """Serialise ``value`` as RFC 8785 (JCS) canonical JSON bytes.
+
+    Values without floats take the standard library's encoder, whose output for
+    them is byte-identical to JCS (tested against ``rfc8785``); others go through
+    ``rfc8785`` itself.
+    """
+    if _plain(value):
+        return json.dumps(
+            value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+        ).encode()
     return bytes(rfc8785.dumps(value))
 
 
@@ -175,20 +209,55 @@ class SigningKey:
         )
         path.write_bytes(pem)
 
-    @property
+    @cached_property
     def public_key(self) -> Ed25519PublicKey:
         return self.private_key.public_key()
 
-    @property
+    @cached_property
     def key_id(self) -> str:
         return key_id_of(self.public_key)
 
-    @property
+    @cached_property
     def public_hex(self) -> str:
         return public_key_hex(self.public_key)
 
     def sign(self, data: bytes) -> bytes:
         return self.private_key.sign(data)
+
+
+@dataclass(frozen=True)
+class PendingSignature:
+    """An Ed25519 check collected for :func:`verify_batch`."""
+
+    public_key: bytes  # raw 32 bytes
+    signature: bytes
+    message: bytes
+
+
+def _verify_chunk(chunk: list[PendingSignature]) -> list[bool]:
+    results = []
+    for item in chunk:
+        try:
+            Ed25519PublicKey.from_public_bytes(item.public_key).verify(item.signature, item.message)
+            results.append(True)
+        except (InvalidSignature, ValueError):
+            results.append(False)
+    return results
+
+
+def verify_batch(items: Sequence[PendingSignature], workers: int | None = None) -> list[bool]:
+    """Check many Ed25519 signatures; True where valid. Large batches use every core
+    (Ed25519 verification holds the GIL, so threads would not help)."""
+    count = workers or os.cpu_count() or 1
+    if count < 2 or len(items) < 4096:
+        return _verify_chunk(list(items))
+    size = -(-len(items) // (count * 4))
+    chunks = [list(items[i : i + size]) for i in range(0, len(items), size)]
+    context = multiprocessing.get_context(
+        "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    )
+    with ProcessPoolExecutor(max_workers=count, mp_context=context) as pool:
+        return [ok for part in pool.map(_verify_chunk, chunks) for ok in part]
 
 
 def _pae(payload_type: str, payload: bytes) -> bytes:
@@ -244,15 +313,26 @@ class Envelope:
     def key_ids(self) -> list[str]:
         return [s.key_id for s in self.signatures]
 
-    def verify(self, trusted: Mapping[str, Ed25519PublicKey], required: Iterable[str]) -> None:
+    def verify(
+        self,
+        trusted: Mapping[str, Ed25519PublicKey],
+        required: Iterable[str],
+        *,
+        statement: Mapping[str, Any] | None = None,
+        deferred: list[PendingSignature] | None = None,
+    ) -> None:
         """Check canonical form, domain separation and a valid signature by every
         key id in ``required``.
 
         ``trusted`` maps key ids to public keys. Signatures by unknown keys are
         ignored unless required; a required key missing from ``trusted`` raises
         :class:`UnknownKeyError`. Returns None; raises on any failure.
+        ``statement``: the payload already parsed by the caller (not parsed again).
+        ``deferred``: collect the Ed25519 checks there instead of running them, for
+        :func:`verify_batch`; everything else is still checked here.
         """
-        statement = parse_canonical(self.payload)
+        if statement is None:
+            statement = parse_canonical(self.payload)
         ptype = payload_type_for(str(statement.get("type")), int(statement.get("version", -1)))
         if ptype != self.payload_type:
             raise SignatureError(
@@ -269,6 +349,9 @@ class Envelope:
             signature = by_key.get(key_id)
             if signature is None:
                 raise SignatureError(f"missing required signature by key {key_id[:16]}")
+            if deferred is not None:
+                deferred.append(PendingSignature(_raw_public(public), signature, message))
+                continue
             try:
                 public.verify(signature, message)
             except InvalidSignature as exc:

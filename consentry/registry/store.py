@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from sqlalchemy import func
+from sqlalchemy import func, insert
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
@@ -231,13 +231,16 @@ class Registry:
 
     # ------------------------------------------------------------------ writing
     def signing_key(self, session: Session) -> SigningKey:
-        row = session.get(OperatorKey, self._key.key_id)
-        if row is None:
+        """The operator key, after checking (in ``session``) that it is not retired."""
+        found = session.execute(
+            select(OperatorKey.retired_at_index).where(OperatorKey.key_id == self._key.key_id)
+        ).first()
+        if found is None:
             raise SignatureError(f"operator key {self._key.key_id[:16]} is not in this registry")
-        if row.retired_at_index is not None:
+        if found[0] is not None:
             raise RetiredKeyError(
                 f"operator key {self._key.key_id[:16]} was retired at log index "
-                f"{row.retired_at_index} and can no longer sign"
+                f"{found[0]} and can no longer sign"
             )
         return self._key
 
@@ -249,24 +252,30 @@ class Registry:
         record_id: str,
         envelope: Envelope,
     ) -> int:
-        """Append one leaf (and its row) inside the caller's write transaction."""
-        last = session.exec(select(func.max(LogEntry.idx))).one()
+        """Append one leaf (and insert its row) inside the caller's write transaction.
+
+        The caller holds the writer lock (``Database.write``), so ``max(idx) + 1``
+        is the next free index. Rows go in through Core inserts: no ORM flush.
+        """
+        with session.no_autoflush:
+            last = session.execute(select(func.max(LogEntry.idx))).scalar()
         index = 0 if last is None else int(last) + 1
         data = leaf_bytes(kind, record_id, envelope)
-        entry = LogEntry(
-            idx=index,
-            kind=kind,
-            record_id=record_id,
-            leaf_json=data.decode(),
-            leaf_hash=merkle.leaf_hash(data).hex(),
-            created_at=format_time(self._clock()),
-        )
-        if row is not None:
-            row.log_index = index
-            session.add(row)
-        session.add(entry)
         try:
-            session.flush()
+            if row is not None:
+                row.log_index = index
+                table = type(row).__table__  # type: ignore[union-attr]
+                session.execute(insert(table).values(**row.model_dump()))
+            session.execute(
+                insert(LogEntry.__table__).values(  # type: ignore[attr-defined]
+                    idx=index,
+                    kind=kind,
+                    record_id=record_id,
+                    leaf_json=data.decode(),
+                    leaf_hash=merkle.leaf_hash(data).hex(),
+                    created_at=format_time(self._clock()),
+                )
+            )
         except IntegrityError as exc:
             raise DuplicateError(f"{kind} {record_id} conflicts with an existing record") from exc
         return index
@@ -317,10 +326,14 @@ class Registry:
     def get_subject(self, ref: str) -> Subject:
         """A subject by id, or by a display name that matches exactly one subject."""
         with self.db.read() as session:
-            row = session.get(Subject, ref)
-            if row is not None:
-                return row
-            matches = list(session.exec(select(Subject).where(Subject.display_name == ref)))
+            return self._find_subject(session, ref)
+
+    @staticmethod
+    def _find_subject(session: Session, ref: str) -> Subject:
+        row = session.get(Subject, ref)
+        if row is not None:
+            return row
+        matches = list(session.exec(select(Subject).where(Subject.display_name == ref)))
         if not matches:
             raise NotFoundError(f"no subject {ref!r}: see 'consentry subject list'")
         if len(matches) > 1:
@@ -359,9 +372,13 @@ class Registry:
     def get_grantee(self, ref: str) -> Grantee:
         """A grantee by id or by its unique name."""
         with self.db.read() as session:
-            row = session.get(Grantee, ref)
-            if row is None:
-                row = session.exec(select(Grantee).where(Grantee.name == ref)).first()
+            return self._find_grantee(session, ref)
+
+    @staticmethod
+    def _find_grantee(session: Session, ref: str) -> Grantee:
+        row = session.get(Grantee, ref)
+        if row is None:
+            row = session.exec(select(Grantee).where(Grantee.name == ref)).first()
         if row is None:
             raise NotFoundError(f"no grantee {ref!r}: see 'consentry grantee list'")
         return row
@@ -410,8 +427,6 @@ class Registry:
         subject_key: SigningKey | None = None,
     ) -> Grant:
         """Record consent of ``subject`` for ``grantee`` to use their likeness."""
-        subject_row = self.get_subject(subject)
-        grantee_row = self.get_grantee(grantee)
         wanted = sorted(set(purposes))
         if not wanted:
             raise InputError("a grant needs at least one purpose")
@@ -425,23 +440,28 @@ class Registry:
         start = not_before or self._clock()
         if not_after is not None and not_after <= start:
             raise InputError("the grant would end before it starts (--until before --from)")
-        cosigners = self._subject_cosigner(subject_row, subject_key, "grant")
-        row = Grant(
-            id=_new_id("grt"),
-            subject_id=subject_row.id,
-            grantee_id=grantee_row.id,
-            purposes_json=json.dumps(wanted),
-            priors_json=json.dumps(prior_list),
-            not_before=format_time(start),
-            not_after=format_time(not_after) if not_after is not None else None,
-            constraints_json=canonical_json(constraints or {}).decode(),
-            evidence_sha256=evidence_sha256,
-            issuer_key_id=self._key.key_id,
-            subject_key_id=cosigners[0].key_id if cosigners else None,
-            created_at=format_time(self._clock()),
-            log_index=-1,
-        )
-        self._sign_and_append(row, "grant", cosigners)
+        with self.db.write() as session:
+            subject_row = self._find_subject(session, subject)
+            grantee_row = self._find_grantee(session, grantee)
+            cosigners = self._subject_cosigner(subject_row, subject_key, "grant")
+            key = self.signing_key(session)
+            row = Grant(
+                id=_new_id("grt"),
+                subject_id=subject_row.id,
+                grantee_id=grantee_row.id,
+                purposes_json=json.dumps(wanted),
+                priors_json=json.dumps(prior_list),
+                not_before=format_time(start),
+                not_after=format_time(not_after) if not_after is not None else None,
+                constraints_json=canonical_json(constraints or {}).decode(),
+                evidence_sha256=evidence_sha256,
+                issuer_key_id=key.key_id,
+                subject_key_id=cosigners[0].key_id if cosigners else None,
+                created_at=format_time(self._clock()),
+                log_index=-1,
+            )
+            envelope = Envelope.sign(statement_of(row), [key, *cosigners])
+            self.append(session, row, "grant", row.id, envelope)
         return row
 
     def get_grant(self, grant_id: str) -> Grant:

@@ -47,11 +47,13 @@ from consentry.registry.models import (
 )
 from consentry.registry.signing import (
     Envelope,
+    PendingSignature,
     checkpoint_key_name,
     key_id_of,
     parse_canonical,
     public_key_from_hex,
     sha256_hex,
+    verify_batch,
 )
 from consentry.registry.statements import KIND_OF_TYPE, rotation_statement, statement_of
 
@@ -129,6 +131,27 @@ class _Verifier:
         self.subject_keys: dict[str, str | None] = {}  # subject id -> logged public key hex
         self.grant_subject: dict[str, str] = {}
         self.erased: set[str] = set()
+        self.pending: list[PendingSignature] = []
+        self.pending_labels: list[str] = []
+
+    def verify_envelope(
+        self,
+        entry: LogEntry,
+        envelope: Envelope,
+        statement: dict[str, Any],
+        trusted: dict[str, Ed25519PublicKey],
+        required: list[str],
+    ) -> None:
+        """Structural checks now; the Ed25519 checks are batched (``check_signatures``)."""
+        before = len(self.pending)
+        envelope.verify(trusted, required, statement=statement, deferred=self.pending)
+        label = f"{entry.kind} {entry.record_id} (log index {entry.idx})"
+        self.pending_labels.extend([label] * (len(self.pending) - before))
+
+    def check_signatures(self) -> None:
+        for label, ok in zip(self.pending_labels, verify_batch(self.pending), strict=True):
+            if not ok:
+                self.problem(f"{label}: bad signature")
 
     def problem(self, text: str) -> None:
         self.report.problems.append(text)
@@ -191,7 +214,7 @@ class _Verifier:
             raise ConsentryError("an operator-key entry may only open the log")
         public = public_key_from_hex(str(statement.get("public_key")))
         key_id = str(statement.get("key_id"))
-        envelope.verify({key_id: public}, [key_id])
+        self.verify_envelope(entry, envelope, statement, {key_id: public}, [key_id])
         self.keys[key_id] = public
         self.active_key = key_id
         self.compare_row(entry, "key", key_id, statement)
@@ -204,7 +227,9 @@ class _Verifier:
             raise ConsentryError("rotation does not start from the active key")
         new_id = str(statement.get("new_key_id"))
         public = public_key_from_hex(str(statement.get("new_public_key")))
-        envelope.verify({**self.keys, new_id: public}, [old, new_id])
+        self.verify_envelope(
+            entry, envelope, statement, {**self.keys, new_id: public}, [old, new_id]
+        )
         self.keys[new_id] = public
         self.active_key = new_id
         self.seen["key"].add(new_id)
@@ -250,7 +275,7 @@ class _Verifier:
                     raise ConsentryError("lacks the signature of the subject's key")
                 trusted[subject_key_id] = public
                 required.append(subject_key_id)
-        envelope.verify(trusted, required)
+        self.verify_envelope(entry, envelope, statement, trusted, required)
         if kind == "subject":
             self.subject_keys[str(statement.get("id"))] = statement.get("public_key")
         self.compare_row(entry, kind, str(statement.get("id")), statement)
@@ -359,6 +384,7 @@ def verify_log(session: Session, witness: str | None = None) -> LogReport:
     hashes = verifier.check_entries()
     verifier.check_unlogged_rows()
     verifier.check_biometrics()
+    verifier.check_signatures()
     verifier.check_checkpoints(hashes, witness)
     verifier.report.root = merkle.root_hash(hashes)
     return verifier.report

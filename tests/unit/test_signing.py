@@ -7,6 +7,9 @@ import stat
 from pathlib import Path
 
 import pytest
+import rfc8785
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from cryptography.hazmat.primitives import serialization
 
 from consentry.errors import (
@@ -128,3 +131,24 @@ def test_statement_without_type_and_version_cannot_be_signed() -> None:
 def test_malformed_envelope_is_a_signature_error(text: str) -> None:
     with pytest.raises(SignatureError):
         Envelope.loads(text)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.recursive(
+        st.none()
+        | st.booleans()
+        | st.integers(min_value=-(2**60), max_value=2**60)
+        | st.floats(allow_nan=False, allow_infinity=False)
+        | st.text(),
+        lambda children: st.lists(children, max_size=4)
+        | st.dictionaries(st.text(max_size=6), children, max_size=4),
+        max_leaves=12,
+    )
+)
+def test_canonical_json_fast_path_equals_rfc8785(value: object) -> None:
+    try:
+        expected = bytes(rfc8785.dumps(value))
+    except (rfc8785.CanonicalizationError, UnicodeEncodeError, ValueError):
+        return  # not representable in JCS at all (e.g. lone surrogates, huge ints)
+    assert canonical_json(value) == expected
