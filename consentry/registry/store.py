@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from sqlalchemy import func, insert
+from sqlalchemy import bindparam, func, insert
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
@@ -82,6 +82,24 @@ __all__ = ["GrantStatus", "InclusionProof", "Registry", "leaf_bytes", "parse_unt
 GrantStatus = Literal["active", "expired", "not-yet-valid", "revoked"]
 Clock = Callable[[], datetime]
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+_MAX_INDEX = select(func.max(LogEntry.idx))
+_SUBJECT_BY_ID = select(*Subject.__table__.columns).where(  # type: ignore[attr-defined]
+    Subject.__table__.c.id == bindparam("id")  # type: ignore[attr-defined]
+)
+_GRANTEE_BY_ID = select(*Grantee.__table__.columns).where(  # type: ignore[attr-defined]
+    Grantee.__table__.c.id == bindparam("id")  # type: ignore[attr-defined]
+)
+_INSERTS: dict[type[Any], Any] = {}
+
+
+def _insert_for(model: type[Any]) -> Any:
+    """A cached Core INSERT for ``model``'s table (built once per process)."""
+    statement = _INSERTS.get(model)
+    if statement is None:
+        statement = _INSERTS[model] = insert(model.__table__)
+    return statement
 
 
 def _utcnow() -> datetime:
@@ -258,23 +276,23 @@ class Registry:
         is the next free index. Rows go in through Core inserts: no ORM flush.
         """
         with session.no_autoflush:
-            last = session.execute(select(func.max(LogEntry.idx))).scalar()
+            last = session.execute(_MAX_INDEX).scalar()
         index = 0 if last is None else int(last) + 1
         data = leaf_bytes(kind, record_id, envelope)
         try:
             if row is not None:
                 row.log_index = index
-                table = type(row).__table__  # type: ignore[union-attr]
-                session.execute(insert(table).values(**row.model_dump()))
+                session.execute(_insert_for(type(row)), row.model_dump())
             session.execute(
-                insert(LogEntry.__table__).values(  # type: ignore[attr-defined]
-                    idx=index,
-                    kind=kind,
-                    record_id=record_id,
-                    leaf_json=data.decode(),
-                    leaf_hash=merkle.leaf_hash(data).hex(),
-                    created_at=format_time(self._clock()),
-                )
+                _insert_for(LogEntry),
+                {
+                    "idx": index,
+                    "kind": kind,
+                    "record_id": record_id,
+                    "leaf_json": data.decode(),
+                    "leaf_hash": merkle.leaf_hash(data).hex(),
+                    "created_at": format_time(self._clock()),
+                },
             )
         except IntegrityError as exc:
             raise DuplicateError(f"{kind} {record_id} conflicts with an existing record") from exc
@@ -330,9 +348,9 @@ class Registry:
 
     @staticmethod
     def _find_subject(session: Session, ref: str) -> Subject:
-        row = session.get(Subject, ref)
-        if row is not None:
-            return row
+        found = session.execute(_SUBJECT_BY_ID, {"id": ref}).first()
+        if found is not None:
+            return Subject.model_construct(**found._asdict())
         matches = list(session.exec(select(Subject).where(Subject.display_name == ref)))
         if not matches:
             raise NotFoundError(f"no subject {ref!r}: see 'consentry subject list'")
@@ -376,9 +394,10 @@ class Registry:
 
     @staticmethod
     def _find_grantee(session: Session, ref: str) -> Grantee:
-        row = session.get(Grantee, ref)
-        if row is None:
-            row = session.exec(select(Grantee).where(Grantee.name == ref)).first()
+        found = session.execute(_GRANTEE_BY_ID, {"id": ref}).first()
+        if found is not None:
+            return Grantee.model_construct(**found._asdict())
+        row = session.exec(select(Grantee).where(Grantee.name == ref)).first()
         if row is None:
             raise NotFoundError(f"no grantee {ref!r}: see 'consentry grantee list'")
         return row
