@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 import rfc8785
+from cryptography.hazmat.primitives import serialization
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from cryptography.hazmat.primitives import serialization
 
 from consentry.errors import (
     InputError,
