@@ -32,6 +32,10 @@ a request was refused, ``2`` when the input or the usage was wrong.
     │   ├── GrantExpiredError
     │   ├── GrantNotYetValidError
     │   └── GrantRevokedError
+    ├── ProvenanceError               (1) provenance could not be created or does not verify
+    │   ├── CertificateError          (2) a certificate or chain is unusable: expired,
+    │   │                                 wrong usage, out of order
+    │   └── ManifestError             (1) a C2PA manifest cannot be built, embedded or read
     └── LogError                      (1) the transparency log does not verify
         ├── ProofError                (1) an inclusion or consistency proof fails
         ├── CheckpointError           (1) a checkpoint is malformed or badly signed
@@ -44,6 +48,7 @@ from __future__ import annotations
 
 __all__ = [
     "AmbiguousNameError",
+    "CertificateError",
     "CheckpointError",
     "ConfigError",
     "ConsentryError",
@@ -60,10 +65,12 @@ __all__ = [
     "ImageTooLargeError",
     "InputError",
     "LogError",
+    "ManifestError",
     "ModelHashError",
     "NonCanonicalError",
     "NotFoundError",
     "ProofError",
+    "ProvenanceError",
     "RegistryError",
     "RetiredKeyError",
     "RollbackError",
@@ -182,6 +189,20 @@ class GrantNotYetValidError(GrantError):
 
 class GrantRevokedError(GrantError):
     """The grant was revoked."""
+
+
+class ProvenanceError(ConsentryError):
+    """Provenance could not be created or does not verify."""
+
+
+class CertificateError(ProvenanceError):
+    """A certificate or chain is unusable: expired, wrong usage, out of order."""
+
+    exit_code = 2
+
+
+class ManifestError(ProvenanceError):
+    """A C2PA manifest cannot be built, embedded in the asset, or read from it."""
 
 
 class LogError(ConsentryError):

@@ -105,16 +105,29 @@ def parse_canonical(data: bytes) -> dict[str, Any]:
     number or string spellings that differ from RFC 8785.
     """
     try:
-        value = json.loads(data.decode("utf-8"), object_pairs_hook=_reject_duplicates)
+        value = json.loads(
+            data.decode("utf-8"),
+            object_pairs_hook=_reject_duplicates,
+            parse_constant=_reject_constant,
+        )
     except NonCanonicalError:
         raise
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise NonCanonicalError(f"payload is not valid JSON: {exc}") from exc
     if not isinstance(value, dict):
         raise NonCanonicalError("payload is not a JSON object")
-    if canonical_json(value) != data:
+    try:
+        canonical = canonical_json(value)
+    except (ValueError, OverflowError, UnicodeEncodeError) as exc:
+        # rfc8785's domain errors (huge integers, lone surrogates, inf) derive from ValueError
+        raise NonCanonicalError(f"payload is outside the JCS domain: {exc}") from exc
+    if canonical != data:
         raise NonCanonicalError("payload is not RFC 8785 canonical JSON")
     return value
+
+
+def _reject_constant(name: str) -> Any:
+    raise NonCanonicalError(f"{name} is not JSON")
 
 
 def checkpoint_key_name(key_id: str) -> str:

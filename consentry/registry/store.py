@@ -40,6 +40,7 @@ from consentry.errors import (
     InputError,
     NotFoundError,
     RetiredKeyError,
+    RollbackError,
     SignatureError,
 )
 from consentry.registry import checkpoint as cp
@@ -350,7 +351,7 @@ class Registry:
     def _find_subject(session: Session, ref: str) -> Subject:
         found = session.execute(_SUBJECT_BY_ID, {"id": ref}).first()
         if found is not None:
-            return Subject.model_construct(**found._asdict())
+            return Subject(**found._asdict())
         matches = list(session.exec(select(Subject).where(Subject.display_name == ref)))
         if not matches:
             raise NotFoundError(f"no subject {ref!r}: see 'consentry subject list'")
@@ -396,7 +397,7 @@ class Registry:
     def _find_grantee(session: Session, ref: str) -> Grantee:
         found = session.execute(_GRANTEE_BY_ID, {"id": ref}).first()
         if found is not None:
-            return Grantee.model_construct(**found._asdict())
+            return Grantee(**found._asdict())
         row = session.exec(select(Grantee).where(Grantee.name == ref)).first()
         if row is None:
             raise NotFoundError(f"no grantee {ref!r}: see 'consentry grantee list'")
@@ -663,7 +664,12 @@ class Registry:
         return row
 
     def checkpoint(self) -> str:
-        """Sign a checkpoint of the whole log now, store it and the home's witness copy."""
+        """Sign a checkpoint of the whole log now; store it and the home's witness copy.
+
+        Refuses (``RollbackError``) when the log no longer extends the witness
+        checkpoint this home saw last, or a stored checkpoint of the same size has
+        another root: a truncated or rewritten log is never re-signed.
+        """
         with self.db.write() as session:
             key = self.signing_key(session)
             hashes = [
@@ -671,11 +677,17 @@ class Registry:
                 for h in session.exec(select(LogEntry.leaf_hash).order_by(col(LogEntry.idx)))
             ]
             size = len(hashes)
+            self._check_witness(session, hashes)
+            root = merkle.root_hash(hashes)
             existing = session.get(CheckpointRow, size)
             if existing is not None:
+                if existing.root_hash != root.hex():
+                    raise RollbackError(
+                        f"a stored checkpoint of size {size} has another root: "
+                        "the log was rewritten; run 'consentry log verify'"
+                    )
                 note = existing.note
             else:
-                root = merkle.root_hash(hashes)
                 checkpoint = cp.Checkpoint(self.origin, size, root, self._clock())
                 note = cp.sign_checkpoint(
                     checkpoint, checkpoint_key_name(key.key_id), key.private_key
@@ -689,8 +701,36 @@ class Registry:
                         created_at=format_time(self._clock()),
                     )
                 )
-        self.home.witness_checkpoint.write_text(note)
+        staged = self.home.witness_checkpoint.with_suffix(".tmp")
+        staged.write_text(note)
+        staged.replace(self.home.witness_checkpoint)
         return note
+
+    def _check_witness(self, session: Session, hashes: list[bytes]) -> None:
+        """The log must extend the newest checkpoint this home has witnessed."""
+        path = self.home.witness_checkpoint
+        if not path.exists():
+            return
+        note = path.read_text()
+        keys = {
+            checkpoint_key_name(k.key_id): public_key_from_hex(k.public_key)
+            for k in session.exec(select(OperatorKey))
+        }
+        _, signatures = cp.parse_checkpoint(note)
+        names = [s.key_name for s in signatures if s.key_name in keys]
+        if not names:
+            raise RollbackError("the witness checkpoint is not signed by this registry's keys")
+        witness = cp.verify_checkpoint(note, names[0], keys[names[0]])
+        if witness.tree_size > len(hashes):
+            raise RollbackError(
+                f"the log has {len(hashes)} entries but this home witnessed "
+                f"{witness.tree_size}: log truncated; run 'consentry log verify'"
+            )
+        if merkle.root_hash(hashes[: witness.tree_size]) != witness.root_hash:
+            raise RollbackError(
+                "the log's first entries differ from the witnessed checkpoint: "
+                "log rewritten; run 'consentry log verify'"
+            )
 
     def latest_checkpoint(self) -> str:
         with self.db.read() as session:

@@ -132,6 +132,9 @@ class _Verifier:
         self.grant_subject: dict[str, str] = {}
         self.erased: set[str] = set()
         self.pending: list[PendingSignature] = []
+        # key id -> (log index introducing it, log index retiring it or None)
+        self.key_span: dict[str, tuple[int, int | None]] = {}
+        self.rotations: dict[str, tuple[int, str]] = {}  # old key id -> (index, new key id)
         self.pending_labels: list[str] = []
 
     def verify_envelope(
@@ -143,10 +146,12 @@ class _Verifier:
         required: list[str],
     ) -> None:
         """Structural checks now; the Ed25519 checks are batched (``check_signatures``)."""
-        before = len(self.pending)
-        envelope.verify(trusted, required, statement=statement, deferred=self.pending)
+        collected: list[PendingSignature] = []
+        envelope.verify(trusted, required, statement=statement, deferred=collected)
+        # only an envelope that passed every other check queues its signatures
         label = f"{entry.kind} {entry.record_id} (log index {entry.idx})"
-        self.pending_labels.extend([label] * (len(self.pending) - before))
+        self.pending.extend(collected)
+        self.pending_labels.extend([label] * len(collected))
 
     def check_signatures(self) -> None:
         for label, ok in zip(self.pending_labels, verify_batch(self.pending), strict=True):
@@ -216,6 +221,7 @@ class _Verifier:
         key_id = str(statement.get("key_id"))
         self.verify_envelope(entry, envelope, statement, {key_id: public}, [key_id])
         self.keys[key_id] = public
+        self.key_span[key_id] = (entry.idx, None)
         self.active_key = key_id
         self.compare_row(entry, "key", key_id, statement)
 
@@ -231,6 +237,9 @@ class _Verifier:
             entry, envelope, statement, {**self.keys, new_id: public}, [old, new_id]
         )
         self.keys[new_id] = public
+        self.key_span[old] = (self.key_span[old][0], entry.idx)
+        self.key_span[new_id] = (entry.idx, None)
+        self.rotations[old] = (entry.idx, new_id)
         self.active_key = new_id
         self.seen["key"].add(new_id)
         old_row = self.rows["key"].get(old)
@@ -295,6 +304,16 @@ class _Verifier:
             raise ConsentryError(f"row differs from its signed log entry in {', '.join(fields)}")
         if row.log_index != entry.idx:
             raise ConsentryError(f"row claims log index {row.log_index}")
+
+    def check_key_rows(self) -> None:
+        """A key is marked retired only by a rotation entry that retires it."""
+        for key_id, row in self.rows["key"].items():
+            expected = self.rotations.get(key_id, (None, None))
+            if (row.retired_at_index, row.successor_key_id) != expected:
+                self.problem(
+                    f"key {key_id}: retirement columns differ from the log "
+                    f"(row says retired at {row.retired_at_index}, log says {expected[0]})"
+                )
 
     def check_unlogged_rows(self) -> None:
         for kind, rows in self.rows.items():
@@ -370,10 +389,21 @@ class _Verifier:
             for key_id, public in self.keys.items():
                 if signature.key_name == checkpoint_key_name(key_id):
                     try:
-                        return cp.verify_checkpoint(note, signature.key_name, public)
+                        checkpoint = cp.verify_checkpoint(note, signature.key_name, public)
                     except ConsentryError as exc:
                         self.problem(f"{label}: {exc}")
                         return None
+                    start, retired = self.key_span[key_id]
+                    # a key may sign trees that contain its introduction and not its retirement
+                    if checkpoint.tree_size <= start or (
+                        retired is not None and checkpoint.tree_size > retired
+                    ):
+                        self.problem(
+                            f"{label}: signed by key {key_id[:16]}, which was not the operator "
+                            f"key for a tree of size {checkpoint.tree_size}"
+                        )
+                        return None
+                    return checkpoint
         self.problem(f"{label}: not signed by any operator key of this registry")
         return None
 
@@ -383,6 +413,7 @@ def verify_log(session: Session, witness: str | None = None) -> LogReport:
     verifier = _Verifier(session)
     hashes = verifier.check_entries()
     verifier.check_unlogged_rows()
+    verifier.check_key_rows()
     verifier.check_biometrics()
     verifier.check_signatures()
     verifier.check_checkpoints(hashes, witness)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import time
 from collections.abc import Callable, Sequence
 from functools import cache, partial
 
@@ -562,25 +561,14 @@ def test_property_consistency_at_other_sizes_fails_unless_shape_is_equal(
 # --- speed ---------------------------------------------------------------------------------
 
 
-def best_of(runs: int, fn: Callable[[], object]) -> float:
-    best = float("inf")
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best
-
-
-def test_large_tree_is_linear_time() -> None:
-    # Generous bounds (the machine may be busy); these catch O(n log n) or worse
-    # work per call, not small slowdowns. Hashing is about 1 us per node here.
+def test_large_tree_proofs_verify() -> None:
+    # speed is measured in bench/, not asserted here; this checks correctness at size
     n = 100_000
     d = [leaf_hash(i.to_bytes(8, "big")) for i in range(n)]
-    assert best_of(2, lambda: root_hash(d)) < 1.0
-    assert best_of(2, lambda: inclusion_proof(d, 54_321)) < 0.5
-    assert best_of(2, lambda: consistency_proof(d, 77_777)) < 0.5
     tree = MerkleTree(d)
     assert tree.root == root_hash(d)
-    assert best_of(3, lambda: tree.inclusion_proof(54_321)) < 0.01
+    verify_inclusion(d[54_321], 54_321, n, inclusion_proof(d, 54_321), tree.root)
+    assert tree.inclusion_proof(54_321) == inclusion_proof(d, 54_321)
     proof = tree.consistency_proof(77_777)
+    assert proof == consistency_proof(d, 77_777)
     verify_consistency(77_777, n, root_hash(d[:77_777]), tree.root, proof)
