@@ -214,8 +214,8 @@ def test_dev_pki_signer_has_the_c2pa_end_entity_profile(dev_home: Path) -> None:
     assert signer.not_valid_after_utc <= inter.not_valid_after_utc
     assert root.not_valid_before_utc <= inter.not_valid_before_utc
     assert inter.not_valid_after_utc <= root.not_valid_after_utc
-    lifetime = signer.not_valid_after_utc - NOW
-    assert dt.timedelta(days=729) < lifetime <= dt.timedelta(days=730, minutes=1)
+    lifetime = signer.not_valid_after_utc - signer.not_valid_before_utc
+    assert dt.timedelta(days=729) < lifetime <= dt.timedelta(days=730, minutes=2)
 
 
 def test_dev_pki_es256_uses_p256_and_sha256_everywhere(dev_home: Path) -> None:
