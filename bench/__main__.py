@@ -18,6 +18,8 @@ from bench._common import DEFAULT_OUT, machine_info, print_header, write_json
 
 BENCHMARKS: dict[str, str] = {
     "registry": "bench.registry",
+    "faces": "bench.faces",
+    "provenance": "bench.provenance",
 }
 
 

@@ -36,10 +36,10 @@ from consentry.registry.vault import seal, unseal
 __all__ = ["DEFAULT_THRESHOLDS", "IdentityIndex", "SubjectMatch"]
 
 # Cosine similarity thresholds used until `consentry calibrate` records one.
-# Both measured at FMR <= 1e-3 on shared/faces: sface 0.365 (FNMR 2.1%), dlib
+# Both measured at FMR <= 1e-3 on shared/faces: sface 0.3652 (FNMR 2.1%), dlib
 # 0.922 on its L2-normalised descriptors (FNMR 0.8%; raw descriptors are not unit
 # length, so dlib's customary Euclidean 0.6 does not translate to a cosine).
-DEFAULT_THRESHOLDS: dict[str, float] = {"sface": 0.365, "dlib": 0.922, "insightface": 0.40}
+DEFAULT_THRESHOLDS: dict[str, float] = {"sface": 0.3652, "dlib": 0.922, "insightface": 0.40}
 
 _CACHE_MAGIC = b"CSIX1"
 
