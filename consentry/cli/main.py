@@ -6,9 +6,17 @@ import sys
 
 import typer
 
-from consentry.cli import keys_cmds, log_cmds, registry_cmds
+from consentry.cli import (
+    audit_cmds,
+    certs_cmds,
+    keys_cmds,
+    log_cmds,
+    provenance_cmds,
+    registry_cmds,
+)
 from consentry.cli.common import DbOpt, HomeOpt
 from consentry.errors import ConsentryError
+from consentry.provenance.certs import create_dev_pki
 from consentry.registry.store import Registry
 
 __all__ = ["app", "run"]
@@ -24,13 +32,15 @@ app = typer.Typer(
 
 @app.command("init")
 def init(home: HomeOpt = None, db: DbOpt = None) -> None:
-    """Create a registry: operator key, database and the first signed checkpoint."""
+    """Create a registry: operator key, database, first signed checkpoint, dev PKI."""
     registry = Registry.init(home, db)
     try:
+        pki = create_dev_pki(registry.home.root)
         typer.echo(f"registry created at {registry.home.root}")
         typer.echo(f"database:         {registry.db.url}")
         typer.echo(f"operator key id:  {registry.key_id}")
         typer.echo(f"public key:       {registry.home.operator_public}")
+        typer.echo(f"C2PA root cert:   {pki.root_cert} (development PKI; see 'consentry certs')")
     finally:
         registry.close()
 
@@ -38,6 +48,9 @@ def init(home: HomeOpt = None, db: DbOpt = None) -> None:
 registry_cmds.register(app)
 app.add_typer(log_cmds.app, name="log")
 app.add_typer(keys_cmds.app, name="keys")
+app.add_typer(certs_cmds.app, name="certs")
+provenance_cmds.register(app)
+audit_cmds.register(app)
 
 
 def run() -> None:

@@ -149,6 +149,8 @@ def sign_asset(
     manifest: Mapping[str, Any],
     signer: ManifestSigner,
     thumbnail: bool = False,
+    *,
+    ingredient_data: Mapping[str, tuple[str, bytes]] | None = None,
 ) -> bytes:
     """Return ``data`` with ``manifest`` signed by ``signer`` embedded in it.
 
@@ -156,12 +158,28 @@ def sign_asset(
     The signer's chain is checked first (CertificateError). Thumbnails are off unless
     asked for (they cost time and hundreds of KB per image). c2pa verifies the result
     after signing, so a signer that returns a wrong signature fails here.
+
+    ``ingredient_data`` maps the ``label`` of an entry of the manifest's ``ingredients``
+    to ``(mime, bytes)``: that ingredient is added from those bytes (c2pa hashes them
+    and takes in any manifest they carry), e.g. the input image of an edit.
     """
     kind = _check_mime(mime)
     if not data:
         raise ManifestError("cannot sign an empty asset")
     definition = dict(manifest)
     definition["format"] = kind
+    streamed: list[tuple[str, str, bytes]] = []
+    if ingredient_data:
+        declared = [dict(i) for i in definition.get("ingredients") or ()]
+        labels = {i.get("label") for i in declared}
+        missing = sorted(set(ingredient_data) - labels)
+        if missing:
+            raise ManifestError(f"no ingredient labelled {missing[0]!r} in the manifest")
+        definition["ingredients"] = [i for i in declared if i.get("label") not in ingredient_data]
+        for item in declared:
+            if item.get("label") in ingredient_data:
+                item_mime, item_data = ingredient_data[str(item["label"])]
+                streamed.append((json.dumps(item), _check_mime(item_mime), item_data))
     try:
         definition_json = json.dumps(definition)
     except (TypeError, ValueError) as exc:
@@ -178,6 +196,8 @@ def sign_asset(
             c2pa.Context.from_dict(settings) as context,
             c2pa.Builder(definition_json, context=context) as builder,
         ):
+            for item_json, item_mime, item_data in streamed:
+                builder.add_ingredient(item_json, item_mime, io.BytesIO(item_data))
             builder.sign(native, kind, io.BytesIO(data), out)
     except c2pa.C2paError as exc:
         if bridge.error is not None:

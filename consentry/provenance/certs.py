@@ -58,6 +58,7 @@ __all__ = [
     "create_dev_pki",
     "export_root",
     "load_signing_identity",
+    "root_pem",
     "use_chain",
 ]
 
@@ -663,6 +664,19 @@ def certs_info(home_root: Path | str) -> dict[str, Any]:
         "chain": chain,
         "root": root,
     }
+
+
+def root_pem(home_root: Path | str) -> bytes:
+    """The active identity's root certificate (PEM): the trust anchor for this home's outputs.
+
+    ConfigError if the home has no root (a custom chain installed without ``root_file``).
+    """
+    paths = PkiPaths.of(home_root)
+    kind = str(_active_record(paths).get("kind", "dev"))
+    root_path = _root_file(paths, kind)
+    if root_path is None:
+        raise ConfigError(f"no root certificate in {paths.dir} for the {kind} identity")
+    return _read(root_path, "root")
 
 
 def export_root(home_root: Path | str, out: Path | str) -> Path:

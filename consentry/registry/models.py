@@ -22,6 +22,7 @@ __all__ = [
     "BiometricBlob",
     "Calibration",
     "CheckpointRow",
+    "Decision",
     "Enrollment",
     "Erasure",
     "Grant",
@@ -254,3 +255,47 @@ class Calibration(SQLModel, table=True):
     dataset_sha256: str = Field(max_length=64)
     created_at: str = Field(max_length=20)
     log_index: int = Field(index=True)
+
+
+class Decision(SQLModel, table=True):
+    """A gateway decision (allow or refuse) and what it was about: ids and hashes only.
+
+    ``grants_json`` and ``subjects_json`` name records earlier in the log;
+    ``inputs_json`` and ``outputs_json`` are SHA-256 hex lists of the images read
+    and released; ``reasons_json`` lists why (every reason of a refusal).
+    """
+
+    __tablename__ = "decisions"
+
+    id: str = Field(primary_key=True, max_length=40)
+    grantee_id: str = Field(foreign_key="grantees.id", index=True, max_length=40)
+    purpose: str = Field(max_length=32)
+    allowed: bool
+    reasons_json: str = _text()
+    grants_json: str = _text()
+    subjects_json: str = _text()
+    prior_sha256: str | None = Field(default=None, max_length=64)
+    inputs_json: str = _text()
+    outputs_json: str = _text()
+    created_at: str = Field(max_length=20)
+    log_index: int = Field(index=True)
+
+    @property
+    def reasons(self) -> list[str]:
+        return list(json.loads(self.reasons_json))
+
+    @property
+    def grants(self) -> list[str]:
+        return list(json.loads(self.grants_json))
+
+    @property
+    def subjects(self) -> list[str]:
+        return list(json.loads(self.subjects_json))
+
+    @property
+    def inputs(self) -> list[str]:
+        return list(json.loads(self.inputs_json))
+
+    @property
+    def outputs(self) -> list[str]:
+        return list(json.loads(self.outputs_json))

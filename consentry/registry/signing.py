@@ -19,7 +19,7 @@ import json
 import multiprocessing
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -40,6 +40,7 @@ __all__ = [
     "Envelope",
     "EnvelopeSignature",
     "PendingSignature",
+    "SignatureBatcher",
     "SigningKey",
     "canonical_json",
     "checkpoint_key_name",
@@ -258,19 +259,52 @@ def _verify_chunk(chunk: list[PendingSignature]) -> list[bool]:
     return results
 
 
+def _pool_context() -> multiprocessing.context.BaseContext:
+    methods = multiprocessing.get_all_start_methods()
+    return multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+
+
+class SignatureBatcher:
+    """Checks Ed25519 signatures in worker processes while the caller keeps working.
+
+    Ed25519 verification holds the GIL, so threads would not help: chunks of
+    ``chunk`` signatures go to a process pool (one worker fewer than the cores,
+    the caller keeps one) as soon as they fill. Fewer than ``chunk`` signatures
+    in all are checked inline. ``results()`` returns one bool per ``add``, in order.
+    """
+
+    def __init__(self, chunk: int = 4096, workers: int | None = None) -> None:
+        self._chunk = chunk
+        self._workers = workers if workers is not None else max(1, (os.cpu_count() or 1) - 1)
+        self._buffer: list[PendingSignature] = []
+        self._futures: list[Future[list[bool]]] = []
+        self._pool: ProcessPoolExecutor | None = None
+
+    def add(self, item: PendingSignature) -> None:
+        self._buffer.append(item)
+        if len(self._buffer) >= self._chunk:
+            if self._pool is None:
+                self._pool = ProcessPoolExecutor(self._workers, mp_context=_pool_context())
+            self._futures.append(self._pool.submit(_verify_chunk, self._buffer))
+            self._buffer = []
+
+    def results(self) -> list[bool]:
+        if self._pool is None:
+            return _verify_chunk(self._buffer)
+        try:
+            done = [ok for future in self._futures for ok in future.result()]
+            return done + _verify_chunk(self._buffer)
+        finally:
+            self._pool.shutdown()
+            self._pool = None
+
+
 def verify_batch(items: Sequence[PendingSignature], workers: int | None = None) -> list[bool]:
-    """Check many Ed25519 signatures; True where valid. Large batches use every core
-    (Ed25519 verification holds the GIL, so threads would not help)."""
-    count = workers or os.cpu_count() or 1
-    if count < 2 or len(items) < 4096:
-        return _verify_chunk(list(items))
-    size = -(-len(items) // (count * 4))
-    chunks = [list(items[i : i + size]) for i in range(0, len(items), size)]
-    context = multiprocessing.get_context(
-        "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-    )
-    with ProcessPoolExecutor(max_workers=count, mp_context=context) as pool:
-        return [ok for part in pool.map(_verify_chunk, chunks) for ok in part]
+    """Check many Ed25519 signatures; True where valid (see :class:`SignatureBatcher`)."""
+    batcher = SignatureBatcher(workers=workers)
+    for item in items:
+        batcher.add(item)
+    return batcher.results()
 
 
 def _pae(payload_type: str, payload: bytes) -> bytes:

@@ -15,6 +15,7 @@ from typing import Any
 from consentry.errors import InputError
 from consentry.registry.models import (
     Calibration,
+    Decision,
     Enrollment,
     Erasure,
     Grant,
@@ -51,6 +52,7 @@ Row = (
     | Enrollment
     | Erasure
     | Calibration
+    | Decision
 )
 
 KIND_OF_TYPE: dict[str, str] = {
@@ -64,6 +66,7 @@ KIND_OF_TYPE: dict[str, str] = {
     "consentry.enrollment": "enrollment",
     "consentry.erasure": "erasure",
     "consentry.calibration": "calibration",
+    "consentry.decision": "decision",
 }
 
 _TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
@@ -177,6 +180,20 @@ def statement_of(row: Row) -> dict[str, Any]:
             "genuine_pairs": row.genuine_pairs,
             "impostor_pairs": row.impostor_pairs,
             "dataset_sha256": row.dataset_sha256,
+            "time": row.created_at,
+        }
+    if isinstance(row, Decision):
+        return _base("decision") | {
+            "id": row.id,
+            "grantee": row.grantee_id,
+            "purpose": row.purpose,
+            "allowed": bool(row.allowed),
+            "reasons": json.loads(row.reasons_json),
+            "grants": json.loads(row.grants_json),
+            "subjects": json.loads(row.subjects_json),
+            "prior_sha256": row.prior_sha256,
+            "inputs": json.loads(row.inputs_json),
+            "outputs": json.loads(row.outputs_json),
             "time": row.created_at,
         }
     return _base("operator-key") | {

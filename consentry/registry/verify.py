@@ -34,6 +34,7 @@ from consentry.registry.models import (
     BiometricBlob,
     Calibration,
     CheckpointRow,
+    Decision,
     Enrollment,
     Erasure,
     Grant,
@@ -48,12 +49,12 @@ from consentry.registry.models import (
 from consentry.registry.signing import (
     Envelope,
     PendingSignature,
+    SignatureBatcher,
     checkpoint_key_name,
     key_id_of,
     parse_canonical,
     public_key_from_hex,
     sha256_hex,
-    verify_batch,
 )
 from consentry.registry.statements import KIND_OF_TYPE, rotation_statement, statement_of
 
@@ -70,6 +71,7 @@ _ROW_TYPES: dict[str, type[Any]] = {
     "enrollment": Enrollment,
     "erasure": Erasure,
     "calibration": Calibration,
+    "decision": Decision,
 }
 
 
@@ -131,7 +133,7 @@ class _Verifier:
         self.subject_keys: dict[str, str | None] = {}  # subject id -> logged public key hex
         self.grant_subject: dict[str, str] = {}
         self.erased: set[str] = set()
-        self.pending: list[PendingSignature] = []
+        self.signatures = SignatureBatcher()
         # key id -> (log index introducing it, log index retiring it or None)
         self.key_span: dict[str, tuple[int, int | None]] = {}
         self.rotations: dict[str, tuple[int, str]] = {}  # old key id -> (index, new key id)
@@ -150,11 +152,12 @@ class _Verifier:
         envelope.verify(trusted, required, statement=statement, deferred=collected)
         # only an envelope that passed every other check queues its signatures
         label = f"{entry.kind} {entry.record_id} (log index {entry.idx})"
-        self.pending.extend(collected)
-        self.pending_labels.extend([label] * len(collected))
+        for item in collected:
+            self.signatures.add(item)
+            self.pending_labels.append(label)
 
     def check_signatures(self) -> None:
-        for label, ok in zip(self.pending_labels, verify_batch(self.pending), strict=True):
+        for label, ok in zip(self.pending_labels, self.signatures.results(), strict=True):
             if not ok:
                 self.problem(f"{label}: bad signature")
 
@@ -272,6 +275,8 @@ class _Verifier:
                 raise ConsentryError(f"names subject {named}, erased earlier in the log")
             if kind == "erasure":
                 self.erased.add(named)
+        elif kind == "decision":
+            self.check_decision_names(statement)
         trusted = dict(self.keys)
         if subject_id is not None:
             if subject_id not in self.subject_keys:
@@ -288,6 +293,18 @@ class _Verifier:
         if kind == "subject":
             self.subject_keys[str(statement.get("id"))] = statement.get("public_key")
         self.compare_row(entry, kind, str(statement.get("id")), statement)
+
+    def check_decision_names(self, statement: dict[str, Any]) -> None:
+        """A decision names only a grantee, subjects and grants earlier in the log."""
+        grantee = str(statement.get("grantee"))
+        if grantee not in self.seen["grantee"]:
+            raise ConsentryError(f"names grantee {grantee} not earlier in the log")
+        for named in statement.get("subjects") or ():
+            if named not in self.subject_keys:
+                raise ConsentryError(f"names subject {named} not earlier in the log")
+        for named in statement.get("grants") or ():
+            if named not in self.grant_subject:
+                raise ConsentryError(f"names grant {named} not earlier in the log")
 
     def compare_row(
         self, entry: LogEntry, kind: str, record_id: str, statement: dict[str, Any]

@@ -20,6 +20,8 @@ from consentry.errors import (
 )
 from consentry.registry.signing import (
     Envelope,
+    PendingSignature,
+    SignatureBatcher,
     SigningKey,
     canonical_json,
     key_id_of,
@@ -152,3 +154,19 @@ def test_canonical_json_fast_path_equals_rfc8785(value: object) -> None:
     except (rfc8785.CanonicalizationError, UnicodeEncodeError, ValueError):
         return  # not representable in JCS at all (e.g. lone surrogates, huge ints)
     assert canonical_json(value) == expected
+
+
+def test_signature_batcher_checks_in_workers_and_keeps_order() -> None:
+    key = SigningKey.generate()
+    raw = key.public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    items = []
+    for i in range(11):
+        message = f"message {i}".encode()
+        signature = key.sign(message)
+        if i in (3, 9):  # forged
+            signature = bytes([signature[0] ^ 1]) + signature[1:]
+        items.append(PendingSignature(raw, signature, message))
+    batcher = SignatureBatcher(chunk=4, workers=2)  # 2 chunks to the pool, 3 inline
+    for item in items:
+        batcher.add(item)
+    assert batcher.results() == [i not in (3, 9) for i in range(11)]

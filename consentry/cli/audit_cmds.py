@@ -1,0 +1,76 @@
+"""``consentry audit``: provenance, consent and registered faces across media."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from consentry.cli.common import DbOpt, HomeOpt, open_registry
+
+__all__ = ["register"]
+
+
+def audit_command(
+    paths: Annotated[list[Path], typer.Argument(help="Files and folders to audit.")],
+    json_file: Annotated[
+        Path | None, typer.Option("--json", help="Write the JSON report to this file.")
+    ] = None,
+    html_file: Annotated[
+        Path | None, typer.Option("--html", help="Write the HTML report to this file.")
+    ] = None,
+    engine: Annotated[str, typer.Option("--engine", help="Face engine.")] = "sface",
+    home: HomeOpt = None,
+    db: DbOpt = None,
+) -> None:
+    """Check every image: manifest, consent, and registered faces lacking provenance.
+
+    Exit 1 when there are findings or unreadable files, 0 when everything is clean.
+    """
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from consentry.faces.engines import get_engine
+    from consentry.provenance.audit import audit_paths, write_reports
+
+    face_engine = get_engine(engine)
+    with (
+        open_registry(home, db) as registry,
+        Progress(
+            TextColumn("auditing"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.description}"),
+            transient=True,
+            console=Console(stderr=True),
+        ) as progress,
+    ):
+        task = progress.add_task("", total=None)
+
+        def tick(done: int, total: int, path: str) -> None:
+            progress.update(task, completed=done, total=total, description=Path(path).name[:40])
+
+        report = audit_paths(registry, face_engine, paths, tick)
+    write_reports(report, json_file, html_file)
+    for item in report.items:
+        if item.error:
+            typer.echo(f"UNREADABLE {item.path}: {item.error}")
+            continue
+        for finding in item.findings:
+            typer.echo(
+                f"FINDING {item.path}: {finding.name or finding.subject_id} "
+                f"(similarity {finding.similarity:.3f}): {finding.reason}"
+            )
+    typer.echo(
+        f"{len(report.items)} file(s), {report.findings} finding(s), "
+        f"{report.unreadable} unreadable"
+        + (f"; JSON {json_file}" if json_file else "")
+        + (f"; HTML {html_file}" if html_file else "")
+    )
+    if report.findings or report.unreadable:
+        raise typer.Exit(1)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("audit")(audit_command)

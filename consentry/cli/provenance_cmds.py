@@ -1,0 +1,52 @@
+"""``consentry verify FILE``: check a released image's C2PA manifest and its consent."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from consentry.cli.common import DbOpt, HomeOpt, JsonOpt, emit_json, fail, open_registry
+
+__all__ = ["register", "verify"]
+
+
+def verify(
+    file: Annotated[Path, typer.Argument(help="The image to verify (JPEG, PNG or WebP).")],
+    home: HomeOpt = None,
+    db: DbOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Verify an output: trusted C2PA manifest and consent at the time of its decision.
+
+    Exit 0 only if both hold; 1 with the C2PA status codes and the consent reason
+    otherwise; 2 if the file is not a readable image.
+    """
+    # imported here: c2pa, numpy and Pillow would slow every other command's start
+    from consentry.provenance.verify import read_media, verify_media
+
+    data, mime = read_media(file)
+    with open_registry(home, db) as registry:
+        result = verify_media(registry, data, mime)
+    if as_json:
+        emit_json(result.to_json())
+        if not result.ok:
+            raise typer.Exit(1)
+        return
+    codes = ", ".join(result.codes) if result.codes else "no failure codes"
+    typer.echo(f"c2pa:     {result.c2pa_state} ({codes})")
+    typer.echo(f"consent:  {'ok' if result.consent_ok else 'FAILED'}: {result.consent_reason}")
+    if result.decision_id is not None:
+        typer.echo(f"decision: {result.decision_id} (log index {result.log_index})")
+    if result.grant_ids:
+        typer.echo(f"grants:   {', '.join(result.grant_ids)}")
+    if result.subject_ids:
+        typer.echo(f"subjects: {', '.join(result.subject_ids)}")
+    if not result.ok:
+        fail(f"{file} does not verify: {result.consent_reason}")
+
+
+def register(app: typer.Typer) -> None:
+    """Attach ``verify`` to the root app."""
+    app.command("verify")(verify)

@@ -1,0 +1,324 @@
+"""Verify a released output: its C2PA manifest, then the consent it claims.
+
+:func:`verify_media` passes (``ok``) only when both hold:
+
+1. **C2PA**: the manifest validates and its chain ends at this registry's root
+   (the active identity's root in ``HOME/pki``): state ``"trusted"``, nothing less.
+2. **Consent** (the ``org.consentry.consent`` assertion of that trusted manifest):
+
+   - its checkpoint is signed by one of the registry's operator keys, for this log's
+     origin, and is consistent with the registry's log now (its root is the root of
+     the log's first ``tree_size`` entries);
+   - the inclusion proof leads from the leaf at ``log_index`` of this log to that
+     checkpoint's root, and that leaf is the decision named, signed by an operator key;
+   - the decision was an ``allow``, and the assertion's purpose, grants, prior and
+     (pseudonymous) subjects are the decision's;
+   - every grant was valid at the decision's log index (appended before it, in its
+     time window at the decision time, not revoked before it), is for the decision's
+     grantee and purpose, every subject has one, and one of them names the prior.
+
+A revocation appended after the decision does not fail an output released under it:
+consent is judged at the time of the decision.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from consentry.errors import (
+    CheckpointError,
+    ConsentryError,
+    CorruptImageError,
+    ImageError,
+    ImageTooLargeError,
+    UnsupportedImageError,
+)
+from consentry.faces.images import MAX_BYTES_DEFAULT, load_image_bytes
+from consentry.provenance.c2pa_io import ManifestState, read_asset
+from consentry.provenance.certs import root_pem
+from consentry.provenance.manifest import (
+    CONSENT_LABEL,
+    CONSENT_VERSION,
+    pseudonym_key,
+    subject_pseudonym,
+)
+from consentry.registry import checkpoint as cp
+from consentry.registry import merkle
+from consentry.registry.decisions import grant_valid_at_index
+from consentry.registry.offline import verify_inclusion_bundle
+from consentry.registry.signing import Envelope, checkpoint_key_name, parse_canonical
+
+if TYPE_CHECKING:
+    from consentry.registry.store import Registry
+
+__all__ = ["VerifyResult", "mime_of", "mime_of_bytes", "read_media", "verify_media"]
+
+_JPEG_MAGIC = b"\xff\xd8\xff"
+_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@dataclass
+class VerifyResult:
+    """What :func:`verify_media` found; ``ok`` iff C2PA is ``trusted`` and consent holds."""
+
+    ok: bool
+    c2pa_state: ManifestState
+    codes: list[str] = field(default_factory=list)
+    consent_ok: bool = False
+    consent_reason: str = ""
+    decision_id: str | None = None
+    grant_ids: list[str] = field(default_factory=list)
+    subject_ids: list[str] = field(default_factory=list)
+    log_index: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class _ConsentFailedError(Exception):
+    """One consent rule failed; the message is the reason reported."""
+
+
+# -- input -------------------------------------------------------------------------------
+
+
+def mime_of_bytes(data: bytes) -> str:
+    """``image/jpeg``, ``image/png`` or ``image/webp`` by magic bytes; ImageError otherwise."""
+    if not data:
+        raise CorruptImageError("the file is empty")
+    if data.startswith(_JPEG_MAGIC):
+        return "image/jpeg"
+    if data.startswith(_PNG_MAGIC):
+        return "image/png"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp"
+    raise UnsupportedImageError("not a JPEG, PNG or WebP image (by its magic bytes)")
+
+
+def _read_capped(path: Path, max_bytes: int) -> bytes:
+    try:
+        with path.open("rb") as handle:
+            info = os.fstat(handle.fileno())
+            if not stat.S_ISREG(info.st_mode):
+                raise ImageError(f"{path}: not a regular file")
+            if info.st_size > max_bytes:
+                raise ImageTooLargeError(
+                    f"{path}: file is {info.st_size} bytes, more than the limit of {max_bytes}"
+                )
+            data = handle.read(max_bytes + 1)
+    except OSError as exc:
+        raise ImageError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+    if len(data) > max_bytes:
+        raise ImageTooLargeError(f"{path}: file is more than the limit of {max_bytes} bytes")
+    return data
+
+
+def mime_of(path: Path | str, max_bytes: int = MAX_BYTES_DEFAULT) -> str:
+    """The media type of the image file at ``path`` by its magic bytes (size-capped read)."""
+    return mime_of_bytes(_read_capped(Path(path), max_bytes))
+
+
+def read_media(path: Path | str, max_bytes: int = MAX_BYTES_DEFAULT) -> tuple[bytes, str]:
+    """Read an image file to verify: size cap, magic bytes, and a safe decode.
+
+    Returns ``(data, mime)``; raises an ImageError subclass (exit code 2) for anything
+    that is not a readable JPEG, PNG or WebP within the limits.
+    """
+    data = _read_capped(Path(path), max_bytes)
+    mime = mime_of_bytes(data)
+    load_image_bytes(data, max_bytes=max_bytes)
+    return data, mime
+
+
+# -- consent -----------------------------------------------------------------------------
+
+
+def _field(data: dict[str, Any], name: str, kind: type | tuple[type, ...]) -> Any:
+    value = data.get(name)
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+        raise _ConsentFailedError(f"the consent assertion's {name!r} is missing or malformed")
+    return value
+
+
+def _str_list(data: dict[str, Any], name: str) -> list[str]:
+    value = _field(data, name, list)
+    if not all(isinstance(v, str) for v in value):
+        raise _ConsentFailedError(f"the consent assertion's {name!r} is malformed")
+    return list(value)
+
+
+def _checkpoint(
+    note: str, origin: str, keys: dict[str, Ed25519PublicKey]
+) -> tuple[cp.Checkpoint, str]:
+    """The checkpoint, verified under one of this registry's keys, and that key's id."""
+    try:
+        _, signatures = cp.parse_checkpoint(note)
+        names = {s.key_name for s in signatures}
+        for key_id, public in keys.items():
+            if checkpoint_key_name(key_id) in names:
+                checkpoint = cp.verify_checkpoint(note, checkpoint_key_name(key_id), public)
+                if checkpoint.origin != origin:
+                    raise _ConsentFailedError(
+                        f"the checkpoint is of log {checkpoint.origin!r}, not this registry's"
+                    )
+                return checkpoint, key_id
+    except CheckpointError as exc:
+        raise _ConsentFailedError(f"the checkpoint does not verify: {exc}") from exc
+    raise _ConsentFailedError("the checkpoint is not signed by this registry (another log?)")
+
+
+def _check_log(registry: Registry, checkpoint: cp.Checkpoint) -> None:
+    hashes = registry.leaf_hashes(checkpoint.tree_size)
+    if len(hashes) < checkpoint.tree_size:
+        raise _ConsentFailedError(
+            f"the checkpoint covers {checkpoint.tree_size} entries but this registry's log "
+            f"has {len(hashes)} (truncated log?)"
+        )
+    if merkle.root_hash(hashes) != checkpoint.root_hash:
+        raise _ConsentFailedError(
+            f"the checkpoint of size {checkpoint.tree_size} is not consistent with this "
+            "registry's log (rewritten log or split view)"
+        )
+
+
+def _decision_statement(
+    registry: Registry, claim: dict[str, Any], keys: dict[str, Ed25519PublicKey]
+) -> dict[str, Any]:
+    decision_id = _field(claim, "decision", str)
+    index = _field(claim, "log_index", int)
+    proof = _field(claim, "inclusion_proof", dict)
+    note = _field(claim, "checkpoint", str)
+    checkpoint, key_id = _checkpoint(note, registry.origin, keys)
+    if proof.get("index") != index:
+        raise _ConsentFailedError("the inclusion proof is not for the decision's log index")
+    if not 0 <= index < checkpoint.tree_size:
+        raise _ConsentFailedError(f"log index {index} is outside the checkpoint's tree")
+    _check_log(registry, checkpoint)
+    leaf = registry.entry(index).leaf_json
+    bundle = {**proof, "checkpoint": note, "leaf": leaf}
+    if "leaf_hash" not in proof:
+        raise _ConsentFailedError("the inclusion proof has no leaf hash")
+    try:
+        verify_inclusion_bundle(bundle, [keys[key_id]])
+    except ConsentryError as exc:
+        raise _ConsentFailedError(f"the inclusion proof does not verify: {exc}") from exc
+    try:
+        body = parse_canonical(leaf.encode())
+        envelope = Envelope.from_json(body.get("envelope", {}))
+        signers = [k for k in envelope.key_ids if k in keys]
+        if not signers:
+            raise _ConsentFailedError(f"log entry {index} is not signed by an operator key")
+        envelope.verify(keys, signers[:1])
+        statement = envelope.statement
+    except ConsentryError as exc:
+        raise _ConsentFailedError(f"log entry {index} does not verify: {exc}") from exc
+    if body.get("kind") != "decision" or statement.get("type") != "consentry.decision":
+        raise _ConsentFailedError(f"log entry {index} is a {body.get('kind')}, not a decision")
+    if statement.get("id") != decision_id or body.get("id") != decision_id:
+        raise _ConsentFailedError(
+            f"log entry {index} is decision {statement.get('id')}, not {decision_id}"
+        )
+    return statement
+
+
+def _resolve_subjects(registry: Registry, pseudonyms: list[str]) -> list[str]:
+    key = pseudonym_key(registry)
+    known = {subject_pseudonym(key, s.id): s.id for s in registry.list_subjects()}
+    missing = [p for p in pseudonyms if p not in known]
+    if missing:
+        raise _ConsentFailedError(f"subject {missing[0][:16]}... is not a subject of this registry")
+    return [known[p] for p in pseudonyms]
+
+
+def _check_grants(registry: Registry, statement: dict[str, Any], index: int) -> None:
+    at = str(statement.get("time"))
+    covered: set[str] = set()
+    priors: set[str] = set()
+    for grant_id in statement.get("grants") or ():
+        valid, why = grant_valid_at_index(registry, str(grant_id), index, at)
+        if not valid:
+            raise _ConsentFailedError(why)
+        grant = registry.get_grant(str(grant_id))
+        if grant.grantee_id != statement.get("grantee"):
+            raise _ConsentFailedError(f"grant {grant.id} is for another grantee")
+        if statement.get("purpose") not in grant.purposes:
+            raise _ConsentFailedError(f"grant {grant.id} does not cover {statement.get('purpose')}")
+        covered.add(grant.subject_id)
+        priors.update(grant.priors)
+    for subject_id in statement.get("subjects") or ():
+        if subject_id not in covered:
+            raise _ConsentFailedError(f"subject {subject_id} has no grant in the decision")
+    prior = statement.get("prior_sha256")
+    if prior is not None and prior not in priors:
+        raise _ConsentFailedError(f"no grant of the decision names prior {str(prior)[:16]}...")
+
+
+def _check_consent(registry: Registry, claim: Any, result: VerifyResult) -> None:
+    if not isinstance(claim, dict):
+        raise _ConsentFailedError(f"the manifest has no {CONSENT_LABEL} assertion")
+    if claim.get("version") != CONSENT_VERSION:
+        raise _ConsentFailedError(f"unknown consent assertion version {claim.get('version')!r}")
+    result.decision_id = _field(claim, "decision", str)
+    result.log_index = _field(claim, "log_index", int)
+    result.grant_ids = _str_list(claim, "grants")
+    pseudonyms = _str_list(claim, "subjects")
+    keys = registry.trusted_keys()
+    statement = _decision_statement(registry, claim, keys)
+    if statement.get("allowed") is not True:
+        reasons = "; ".join(str(r) for r in statement.get("reasons") or ()) or "no reason"
+        raise _ConsentFailedError(f"decision {result.decision_id} was a refusal ({reasons})")
+    for name, logged in (
+        ("purpose", statement.get("purpose")),
+        ("grants", statement.get("grants")),
+        ("prior_sha256", statement.get("prior_sha256")),
+    ):
+        if claim.get(name) != logged:
+            raise _ConsentFailedError(f"the consent assertion's {name} do not match the decision's")
+    result.subject_ids = _resolve_subjects(registry, pseudonyms)
+    if result.subject_ids != list(statement.get("subjects") or ()):
+        raise _ConsentFailedError("the consent assertion's subjects do not match the decision's")
+    _check_grants(registry, statement, result.log_index)
+
+
+def verify_media(registry: Registry, data: bytes, mime: str) -> VerifyResult:
+    """Check an output's C2PA manifest and its consent; see the module docstring.
+
+    Never raises for a bad or hostile manifest (that is a failed result). Raises
+    ImageTooLargeError for data over the size cap, ManifestError for an unsupported
+    ``mime``, ConfigError when the registry has no root certificate.
+    """
+    if len(data) > MAX_BYTES_DEFAULT:
+        raise ImageTooLargeError(f"{len(data)} bytes, more than the limit of {MAX_BYTES_DEFAULT}")
+    report = read_asset(data, mime, root_pem(registry.home.root))
+    result = VerifyResult(ok=False, c2pa_state=report.state, codes=list(report.codes))
+    if report.state != "trusted":
+        why = {
+            "none": "the image carries no C2PA manifest",
+            "valid_untrusted": "the C2PA manifest is not signed by this registry's PKI",
+            "invalid": "the C2PA manifest does not validate",
+        }[report.state]
+        result.consent_reason = f"not checked: {why}"
+        return result
+    try:
+        if f"{CONSENT_LABEL}__2" in report.assertions:
+            raise _ConsentFailedError(f"the manifest has more than one {CONSENT_LABEL} assertion")
+        _check_consent(registry, report.assertions.get(CONSENT_LABEL), result)
+    except _ConsentFailedError as exc:
+        result.consent_reason = str(exc)
+        return result
+    except ConsentryError as exc:  # e.g. a log entry or grant the registry lacks
+        result.consent_reason = f"consent check failed: {exc}"
+        return result
+    result.consent_ok = True
+    result.consent_reason = (
+        f"decision {result.decision_id} at log index {result.log_index} allowed it; "
+        f"{len(result.grant_ids)} grant(s) valid at that index"
+    )
+    result.ok = True
+    return result

@@ -1,0 +1,142 @@
+"""``consentry audit`` on real media: signed, unsigned, wrongly covered, unreadable."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from consentry import Registry
+from consentry.faces.engines import get_engine
+from consentry.faces.enroll import enroll_photos
+from consentry.provenance.audit import audit_paths, render_html
+from consentry.provenance.sign import sign_output
+from consentry.registry.decisions import record_decision
+from tests.integration.test_cli import Cli
+
+DATA = Path(__file__).resolve().parents[2] / "consentry" / "data" / "faces"
+
+
+@pytest.fixture
+def media(tmp_path: Path) -> tuple[Cli, Path]:
+    """A registry (made by the CLI, so the dev PKI exists) with Obama and Biden
+    enrolled, and a folder of media to audit."""
+    cli = Cli(tmp_path / "home")
+    cli.ok("init", "--home", str(cli.home))
+    engine = get_engine("sface")
+    folder = tmp_path / "media"
+    folder.mkdir()
+    with Registry.open(cli.home) as registry:
+        obama = registry.add_subject("Barack Obama")
+        biden = registry.add_subject("Joe Biden")
+        enroll_photos(registry, engine, obama.id, [DATA / "obama.jpg"])
+        enroll_photos(registry, engine, biden.id, [DATA / "biden.jpg"])
+        registry.add_grantee("Studio")
+        grant = registry.grant(obama.id, "Studio", ["generate"])
+        photo = (DATA / "obama2.jpg").read_bytes()
+        decision = record_decision(
+            registry,
+            "Studio",
+            "generate",
+            True,
+            ["grant covers every subject"],
+            [grant.id],
+            [obama.id],
+            None,
+            [],
+            [hashlib.sha256(photo).hexdigest()],
+        )
+        signed = sign_output(
+            registry,
+            photo,
+            "image/jpeg",
+            action="generate",
+            decision=decision,
+            grants=[grant],
+            prior=None,
+        )
+        (folder / "obama_signed.jpg").write_bytes(signed)
+        # the same consent record attached to a picture of someone else
+        wrong = sign_output(
+            registry,
+            (DATA / "biden.jpg").read_bytes(),
+            "image/jpeg",
+            action="generate",
+            decision=decision,
+            grants=[grant],
+            prior=None,
+        )
+        (folder / "biden_under_obama_consent.jpg").write_bytes(wrong)
+    shutil.copy(DATA / "obama2.jpg", folder / "obama_unsigned.jpg")
+    shutil.copy(DATA / "astronaut.jpg", folder / "stranger.jpg")
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    (folder / "notes.txt").write_text("not media: folders yield image files only")
+    return cli, folder
+
+
+def test_audit_findings_per_file(media: tuple[Cli, Path]) -> None:
+    cli, folder = media
+    with Registry.open(cli.home) as registry:
+        report = audit_paths(registry, get_engine("sface"), [folder])
+    items = {Path(i.path).name: i for i in report.items}
+    assert set(items) == {
+        "obama_signed.jpg",
+        "biden_under_obama_consent.jpg",
+        "obama_unsigned.jpg",
+        "stranger.jpg",
+        "broken.jpg",
+    }
+    assert items["obama_signed.jpg"].manifest_state == "trusted"
+    assert items["obama_signed.jpg"].consent == "ok"
+    assert items["obama_signed.jpg"].findings == []
+    unsigned = items["obama_unsigned.jpg"]
+    assert unsigned.manifest_state == "none"
+    assert [f.name for f in unsigned.findings] == ["Barack Obama"]
+    assert unsigned.findings[0].reason == "no C2PA manifest"
+    wrong = items["biden_under_obama_consent.jpg"]
+    assert wrong.manifest_state == "trusted"
+    assert [f.name for f in wrong.findings] == ["Joe Biden"]
+    assert "does not cover" in wrong.findings[0].reason
+    assert items["stranger.jpg"].faces == 1 and items["stranger.jpg"].findings == []
+    assert items["broken.jpg"].error and "broken.jpg" in items["broken.jpg"].error
+    assert report.findings == 2 and report.unreadable == 1
+
+
+def test_audit_cli_writes_json_and_html_and_exits_1(
+    media: tuple[Cli, Path], tmp_path: Path
+) -> None:
+    cli, folder = media
+    hostile = folder / "<img src=x onerror=alert(1)>.jpg"
+    shutil.copy(DATA / "obama2.jpg", hostile)
+    out_json, out_html = tmp_path / "audit.json", tmp_path / "audit.html"
+    result = cli("audit", str(folder), "--json", str(out_json), "--html", str(out_html))
+    assert result.code == 1, result.err
+    assert "3 finding(s)" in result.out and "1 unreadable" in result.out
+    data = json.loads(out_json.read_text())
+    assert data["findings"] == 3 and data["files"] == 6
+    page = out_html.read_text()
+    assert "<img src=x" not in page
+    assert "&lt;img src=x onerror=alert(1)&gt;.jpg" in page
+    assert page.count("data:image/png;base64,") == 3
+    clean = cli("audit", str(folder / "obama_signed.jpg"))
+    assert clean.code == 0 and "0 finding(s)" in clean.out
+
+
+def test_render_html_escapes_reasons() -> None:
+    from consentry.provenance.audit import AuditItem, AuditReport, Finding
+
+    report = AuditReport(
+        [
+            AuditItem(
+                path="a.jpg",
+                findings=[
+                    Finding("sub_1", "<b>Eve</b>", 0.9, [0, 0, 1, 1], "<img src=x onerror=1>")
+                ],
+            )
+        ]
+    )
+    page = render_html(report)
+    assert "<b>Eve</b>" not in page and "<img src=x" not in page
