@@ -11,6 +11,7 @@ on two cores).
 from __future__ import annotations
 
 import multiprocessing
+import time
 from multiprocessing.context import ForkServerProcess
 from multiprocessing.synchronize import Barrier, Event
 from typing import Any
@@ -46,6 +47,10 @@ def churn(
         for n in range(rounds):
             grant = registry.grant(subject, grantee, ["generate"])
             registry.revoke(grant.id, f"churn {me} {n}")
+            # SQLite's busy handler is not fair: a writer that just committed can take
+            # the lock again at once. A short pause lets the siblings in, so the test
+            # really exercises interleaved writers.
+            time.sleep(0.002)
 
 
 def crash(home: str, url: str, subject: str, grantee: str, ready: Event) -> None:
