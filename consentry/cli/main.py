@@ -9,6 +9,7 @@ import typer
 from consentry.cli import (
     audit_cmds,
     certs_cmds,
+    gateway_cmds,
     keys_cmds,
     log_cmds,
     provenance_cmds,
@@ -51,6 +52,7 @@ app.add_typer(keys_cmds.app, name="keys")
 app.add_typer(certs_cmds.app, name="certs")
 provenance_cmds.register(app)
 audit_cmds.register(app)
+gateway_cmds.register(app)
 
 
 def run() -> None:

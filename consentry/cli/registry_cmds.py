@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -310,6 +311,15 @@ def grants_command(
 
 
 # ---------------------------------------------------------------- priors
+def _store_prior(home: Path, sha256: str, source: Path) -> None:
+    """Keep the prior's file in the home, named by its SHA-256 (the gateway hashes it
+    again on every load, so a swapped file is refused)."""
+    target = home / "priors" / f"{sha256}.safetensors"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if not target.exists():
+        shutil.copyfile(source, target)
+
+
 @prior_app.command("add")
 def prior_add(
     subject: str,
@@ -326,6 +336,7 @@ def prior_add(
     with open_registry(home, db) as registry:
         row = registry.add_prior(subject, kind.replace("-", "_"), base_model, file)
         registry.checkpoint()
+        _store_prior(registry.home.root, row.sha256, file)
     if as_json:
         emit_json(prior_json(row))
     else:
