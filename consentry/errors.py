@@ -20,6 +20,7 @@ a request was refused, ``2`` when the input or the usage was wrong.
     ├── RegistryError                 (1) the registry refused a change
     │   ├── DuplicateError            (1) the record already exists
     │   ├── ErasedError               (1) the subject's biometric data was erased
+    │   ├── PriorHashMismatchError    (1) a prior file is not the registered one
     │   └── VaultError                (1) encrypted data does not decrypt (tampered/erased)
     ├── SignatureError                (1) a signature or envelope does not verify
     │   ├── UnknownKeyError           (1) signed by a key the registry does not know
@@ -46,6 +47,8 @@ a request was refused, ``2`` when the input or the usage was wrong.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 __all__ = [
     "AmbiguousNameError",
     "CertificateError",
@@ -69,6 +72,7 @@ __all__ = [
     "ModelHashError",
     "NonCanonicalError",
     "NotFoundError",
+    "PriorHashMismatchError",
     "ProofError",
     "ProvenanceError",
     "RegistryError",
@@ -147,6 +151,19 @@ class ErasedError(RegistryError):
 
 class VaultError(RegistryError):
     """Encrypted biometric data does not decrypt: tampered, moved, or its key erased."""
+
+
+class PriorHashMismatchError(RegistryError):
+    """A prior file's SHA-256 is not the one the registry recorded; nothing was loaded."""
+
+    def __init__(self, path: Path, expected: str, actual: str) -> None:
+        self.path = path
+        self.expected = expected
+        self.actual = actual
+        super().__init__(
+            f"prior file {path} has SHA-256 {actual}, but the registry recorded {expected}: "
+            "refusing to load it"
+        )
 
 
 class SignatureError(ConsentryError):

@@ -35,6 +35,10 @@ import pytest
 
 from tests.pgserver import PostgresServer, ThrowawayPostgres
 
+# Nothing in the suite may reach a model hub: huggingface_hub reads this on first import.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
 PG_URL_ENV = "CONSENTRY_TEST_PG_URL"
 
 
