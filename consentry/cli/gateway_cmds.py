@@ -53,5 +53,125 @@ def check_command(
         raise typer.Exit(1)
 
 
+def _run(
+    purpose: str,
+    requester: str,
+    prompt: str,
+    model: Path,
+    out: Path,
+    image: Path | None,
+    prior: str | None,
+    steps: int,
+    size: int,
+    seed: int,
+    engine: str,
+    home: Path | None,
+    db: str | None,
+    as_json: bool,
+) -> None:
+    from consentry.errors import InputError
+    from consentry.faces.engines import get_engine
+    from consentry.generation.gateway import Gateway, RunRequest, run_job
+
+    if not requester:
+        raise InputError("give --as GRANTEE")
+    if out.exists():
+        raise InputError(f"{out} exists; not overwriting")
+    with open_registry(home, db) as registry:
+        gateway = Gateway(registry, get_engine(engine))
+        receipt = run_job(
+            gateway,
+            RunRequest(requester, purpose, prompt, model, image, prior, steps, size, seed),
+        )
+    written: list[str] = []
+    for number, data in enumerate(receipt.outputs):
+        target = out if len(receipt.outputs) == 1 else out.with_name(f"{out.stem}-{number}.png")
+        target.write_bytes(data)
+        written.append(str(target))
+    if as_json:
+        emit_json(receipt.to_json() | {"written": written})
+    else:
+        typer.echo(("RELEASED " + ", ".join(written)) if receipt.allowed else "REFUSED")
+        typer.echo(f"  decision {receipt.decision_id} (log index {receipt.log_index})")
+        for reason in receipt.reasons:
+            typer.echo(f"  {reason}")
+    if not receipt.allowed:
+        raise typer.Exit(1)
+
+
+def generate_command(
+    requester: Annotated[str, typer.Option("--as", help="Grantee id or unique name.")] = "",
+    prompt: Annotated[str, typer.Option("--prompt", help="What to generate.")] = "",
+    model: Annotated[Path, typer.Option("--model", help="Local diffusers model folder.")] = Path(),
+    out: Annotated[Path, typer.Option("-o", "--out", help="Output PNG (signed).")] = Path(
+        "out.png"
+    ),
+    prior: Annotated[str | None, typer.Option("--prior", help="Registered prior id.")] = None,
+    steps: Annotated[int, typer.Option("--steps")] = 20,
+    size: Annotated[int, typer.Option("--size")] = 512,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    engine: Annotated[str, typer.Option("--engine", help="Face engine.")] = "sface",
+    home: HomeOpt = None,
+    db: DbOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Generate through the gateway: checked, post-checked, logged and signed."""
+    _run(
+        "generate",
+        requester,
+        prompt,
+        model,
+        out,
+        None,
+        prior,
+        steps,
+        size,
+        seed,
+        engine,
+        home,
+        db,
+        as_json,
+    )
+
+
+def restore_command(
+    image: Annotated[Path, typer.Argument(help="The image to restore.")],
+    requester: Annotated[str, typer.Option("--as", help="Grantee id or unique name.")] = "",
+    model: Annotated[Path, typer.Option("--model", help="Local diffusers model folder.")] = Path(),
+    out: Annotated[Path, typer.Option("-o", "--out", help="Output PNG (signed).")] = Path(
+        "out.png"
+    ),
+    prior: Annotated[str | None, typer.Option("--prior", help="Registered prior id.")] = None,
+    prompt: Annotated[str, typer.Option("--prompt")] = "a sharp photo",
+    steps: Annotated[int, typer.Option("--steps")] = 20,
+    size: Annotated[int, typer.Option("--size")] = 512,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    engine: Annotated[str, typer.Option("--engine", help="Face engine.")] = "sface",
+    home: HomeOpt = None,
+    db: DbOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Restore an image through the gateway (diffusers img2img; personalised exemplar
+    restoration comes with the priors issue)."""
+    _run(
+        "restore",
+        requester,
+        prompt,
+        model,
+        out,
+        image,
+        prior,
+        steps,
+        size,
+        seed,
+        engine,
+        home,
+        db,
+        as_json,
+    )
+
+
 def register(app: typer.Typer) -> None:
     app.command("check")(check_command)
+    app.command("generate")(generate_command)
+    app.command("restore")(restore_command)

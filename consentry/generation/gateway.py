@@ -15,11 +15,14 @@ Invariants
 from __future__ import annotations
 
 import hashlib
+import io
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+from PIL import Image
 from sqlmodel import col, select
 
 from consentry.errors import ConsentryError, InputError, NotFoundError
@@ -27,6 +30,7 @@ from consentry.faces.engine import FaceEngine
 from consentry.faces.images import LoadedImage, load_image
 from consentry.faces.index import IdentityIndex
 from consentry.generation.aliases import AliasMatcher
+from consentry.generation.backends.base import Backend, PriorRef
 from consentry.generation.policy import (
     FaceFact,
     GrantFact,
@@ -41,7 +45,14 @@ from consentry.registry.models import Decision, Grant, Prior, Revocation
 from consentry.registry.statements import format_time
 from consentry.registry.store import Registry
 
-__all__ = ["CheckRequest", "Gateway", "Receipt", "prior_store_path"]
+__all__ = [
+    "CheckRequest",
+    "Gateway",
+    "Receipt",
+    "RunRequest",
+    "prior_store_path",
+    "run_job",
+]
 
 
 def prior_store_path(registry: Registry, sha256: str) -> Path:
@@ -83,6 +94,7 @@ class Receipt:
     grants: tuple[str, ...] = ()
     subjects: tuple[str, ...] = ()
     faces: list[dict[str, object]] = field(default_factory=list)
+    outputs: list[bytes] = field(default_factory=list)  # signed PNGs, only when allowed
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -94,6 +106,29 @@ class Receipt:
             "subjects": list(self.subjects),
             "faces": self.faces,
         }
+
+
+@dataclass(frozen=True)
+class _PreCheck:
+    grantee_id: str | None
+    verdict: Verdict
+    prior_sha: str | None
+    inputs: list[str]
+    shown: list[dict[str, object]]
+    facts: JobFacts | None
+    images: list[LoadedImage]
+
+    def receipt(self, decision: Decision | None, outputs: Sequence[bytes] = ()) -> Receipt:
+        return Receipt(
+            self.verdict.allowed and decision is not None,
+            self.verdict.reasons,
+            decision.id if decision else None,
+            decision.log_index if decision else None,
+            self.verdict.grants_used,
+            self.verdict.subjects,
+            self.shown,
+            list(outputs),
+        )
 
 
 class Gateway:
@@ -190,10 +225,20 @@ class Gateway:
     # ------------------------------------------------------------------ decide
     def check(self, request: CheckRequest) -> Receipt:
         """Decide a job without running it, and log the decision."""
+        pre = self._pre(request)
+        decision = self._record(
+            pre.grantee_id, request.purpose, pre.verdict, pre.prior_sha, pre.inputs, []
+        )
+        return pre.receipt(decision)
+
+    def _pre(self, request: CheckRequest) -> _PreCheck:
+        """Gather the facts and decide, logging nothing; never raises."""
         grantee_id: str | None = None
         inputs: list[str] = []
         prior_sha: str | None = None
         shown: list[dict[str, object]] = []
+        facts: JobFacts | None = None
+        images: list[LoadedImage] = []
         try:
             grantee_id = self.registry.get_grantee(request.grantee).id
             images = [load_image(source) for source in request.images]
@@ -225,16 +270,7 @@ class Gateway:
             verdict = Verdict(False, (f"refused: {exc}",), (), ())
         except Exception as exc:  # fail closed on anything unexpected
             verdict = Verdict(False, (f"internal error: {type(exc).__name__}: {exc}",), (), ())
-        decision = self._record(grantee_id, request.purpose, verdict, prior_sha, inputs)
-        return Receipt(
-            verdict.allowed and decision is not None,
-            verdict.reasons,
-            decision.id if decision else None,
-            decision.log_index if decision else None,
-            verdict.grants_used,
-            verdict.subjects,
-            shown,
-        )
+        return _PreCheck(grantee_id, verdict, prior_sha, inputs, shown, facts, images)
 
     def _record(
         self,
@@ -243,6 +279,7 @@ class Gateway:
         verdict: Verdict,
         prior_sha: str | None,
         inputs: list[str],
+        outputs: list[str],
     ) -> Decision | None:
         """Log the verdict; an unknown requester or purpose cannot be logged."""
         if grantee_id is None:
@@ -258,9 +295,155 @@ class Gateway:
                 list(verdict.subjects),
                 prior_sha,
                 inputs,
-                [],
+                outputs,
             )
         except InputError:
             return None
         self.registry.checkpoint()
         return decision
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """A job to run: ``generate`` (text to image) or ``restore`` (img2img of ``image``)."""
+
+    grantee: str
+    purpose: str  # "generate" | "restore"
+    prompt: str
+    model_dir: Path
+    image: Path | bytes | None = None
+    prior: str | None = None
+    steps: int = 20
+    size: int = 64
+    seed: int = 0
+    strength: float = 0.6
+
+
+def _png(image: Any) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def run_job(gateway: Gateway, request: RunRequest, backend: Backend | None = None) -> Receipt:
+    """Pre-check, run the backend, post-check the outputs, re-check revocations at
+    release, log the decision and sign what is released.
+
+    Nothing is released unless the final verdict allows it; any exception at any
+    stage becomes a logged refusal (fail closed).
+    """
+    if request.purpose not in ("generate", "restore"):
+        raise InputError("a job's purpose is generate or restore")
+    if request.purpose == "restore" and request.image is None:
+        raise InputError("restore needs an input image")
+    images = [request.image] if request.image is not None else []
+    pre = gateway._pre(
+        CheckRequest(
+            request.grantee, request.purpose, images, request.prompt, request.prior, request.steps
+        )
+    )
+    if not pre.verdict.allowed or pre.facts is None:
+        return pre.receipt(
+            gateway._record(
+                pre.grantee_id, request.purpose, pre.verdict, pre.prior_sha, pre.inputs, []
+            )
+        )
+    outputs: list[bytes] = []
+    try:
+        prior_ref = _prior_ref(gateway.registry, pre.facts.prior)
+        if backend is None:
+            from consentry.generation.backends.diffusers_backend import DiffusersBackend
+
+            backend = DiffusersBackend(request.model_dir)
+        runner = backend
+        if request.purpose == "generate":
+            produced = runner.text2img(
+                request.prompt, request.steps, request.size, request.seed, prior_ref
+            )
+        else:
+            source = Image.fromarray(pre.images[0].pixels).resize((request.size, request.size))
+            produced = runner.img2img(
+                source, request.prompt, request.strength, request.steps, request.seed, prior_ref
+            )
+        outputs = [_png(image) for image in produced]
+        loaded = [load_image(data) for data in outputs]
+        output_faces, _ = gateway._faces(loaded)
+        involved = set(pre.facts.known_subjects) | {
+            f.subject_id for f in output_faces if f.subject_id
+        }
+        post = replace(
+            pre.facts,
+            stage="post",
+            now=format_time(gateway.registry.now()),
+            output_faces=tuple(output_faces),
+            grants=tuple(gateway._grants(involved, pre.facts.prior)),  # revocations re-read
+            known_subjects=frozenset(involved),
+        )
+        verdict = decide(post)
+    except ConsentryError as exc:
+        verdict = Verdict(False, (f"refused while running: {exc}",), (), ())
+    except Exception as exc:  # fail closed on anything unexpected
+        verdict = Verdict(
+            False, (f"internal error while running: {type(exc).__name__}: {exc}",), (), ()
+        )
+    hashes = [hashlib.sha256(data).hexdigest() for data in outputs]
+    decision = gateway._record(
+        pre.grantee_id, request.purpose, verdict, pre.prior_sha, pre.inputs, hashes
+    )
+    final = _PreCheck(
+        pre.grantee_id, verdict, pre.prior_sha, pre.inputs, pre.shown, pre.facts, pre.images
+    )
+    if decision is None or not verdict.allowed:
+        return final.receipt(decision)
+    try:
+        signed = _sign_all(gateway.registry, decision, outputs, request, pre)
+    except ConsentryError as exc:
+        refusal = Verdict(False, (f"outputs not signed, withheld: {exc}",), (), ())
+        return replace(final, verdict=refusal).receipt(
+            gateway._record(
+                pre.grantee_id, request.purpose, refusal, pre.prior_sha, pre.inputs, hashes
+            )
+        )
+    return final.receipt(decision, signed)
+
+
+def _prior_ref(registry: Registry, prior: PriorFact | None) -> PriorRef | None:
+    if prior is None:
+        return None
+    return PriorRef(
+        prior_store_path(registry, prior.registered_sha256), prior.kind, prior.registered_sha256
+    )
+
+
+def _sign_all(
+    registry: Registry,
+    decision: Decision,
+    outputs: list[bytes],
+    request: RunRequest,
+    pre: _PreCheck,
+) -> list[bytes]:
+    from consentry.provenance.sign import sign_output
+
+    with registry.db.read() as session:
+        grants = [session.get(Grant, g) for g in decision.grants]
+        prior = (
+            session.exec(select(Prior).where(Prior.sha256 == decision.prior_sha256)).first()
+            if decision.prior_sha256
+            else None
+        )
+    parent = None
+    if request.purpose == "restore" and pre.images:
+        parent = _png(Image.fromarray(pre.images[0].pixels))
+    return [
+        sign_output(
+            registry,
+            data,
+            "image/png",
+            action=request.purpose,  # type: ignore[arg-type]
+            decision=decision,
+            grants=[g for g in grants if g is not None],
+            prior=prior,
+            parent=parent,
+        )
+        for data in outputs
+    ]
