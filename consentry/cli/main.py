@@ -14,6 +14,7 @@ from consentry.cli import (
     log_cmds,
     provenance_cmds,
     registry_cmds,
+    serve_cmds,
 )
 from consentry.cli.common import DbOpt, HomeOpt
 from consentry.errors import ConsentryError
@@ -53,6 +54,7 @@ app.add_typer(certs_cmds.app, name="certs")
 provenance_cmds.register(app)
 audit_cmds.register(app)
 gateway_cmds.register(app)
+serve_cmds.register(app)
 
 
 def run() -> None:

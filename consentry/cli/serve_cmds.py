@@ -1,0 +1,77 @@
+"""``consentry serve``: the HTTP service (see :mod:`consentry.generation.service`)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from consentry.cli.common import DbOpt, HomeOpt
+
+__all__ = ["ADMIN_KEY_ENV", "ADMIN_KEY_FILE", "admin_key_digest", "register"]
+
+ADMIN_KEY_ENV = "CONSENTRY_ADMIN_KEY"
+ADMIN_KEY_FILE = "admin.key.sha256"
+
+
+def admin_key_digest(home: Path) -> tuple[str, str | None]:
+    """The admin key's SHA-256, and the key itself when it was just created.
+
+    ``CONSENTRY_ADMIN_KEY`` wins when set; else ``HOME/admin.key.sha256``; else a new
+    key is made, its hash stored (mode 0600) and the key returned to be shown once.
+    """
+    from consentry.errors import ConfigError
+    from consentry.generation.service import hash_admin_key
+
+    given = os.environ.get(ADMIN_KEY_ENV, "").strip()
+    if given:
+        return hash_admin_key(given), None
+    path = home / ADMIN_KEY_FILE
+    if path.exists():
+        digest = path.read_text().strip().lower()
+        if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+            raise ConfigError(f"{path} does not hold a SHA-256 in hex")
+        return digest, None
+    key = "csa_" + secrets.token_urlsafe(32)
+    digest = hash_admin_key(key)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(digest + "\n")
+    return digest, key
+
+
+def serve_command(
+    host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="TCP port.")] = 8000,
+    engine: Annotated[str, typer.Option("--engine", help="Face engine.")] = "sface",
+    refuse_unknown_faces: Annotated[
+        bool, typer.Option("--refuse-unknown-faces", help="Refuse faces of unregistered people.")
+    ] = False,
+    home: HomeOpt = None,
+    db: DbOpt = None,
+) -> None:
+    """Serve the gateway, admin and public log API over HTTP (docs at /docs)."""
+    import uvicorn
+
+    from consentry.faces.engines import get_engine
+    from consentry.generation.service import create_app
+    from consentry.registry.store import Registry
+
+    registry = Registry.open(home, db)
+    try:
+        digest, new_key = admin_key_digest(registry.home.root)
+        if new_key is not None:
+            typer.echo(f"admin key (shown once, stored hashed): {new_key}")
+        app = create_app(
+            registry, get_engine(engine), digest, refuse_unknown_faces=refuse_unknown_faces
+        )
+        uvicorn.run(app, host=host, port=port)
+    finally:
+        registry.close()
+
+
+def register(app: typer.Typer) -> None:
+    app.command("serve")(serve_command)

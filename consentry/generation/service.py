@@ -1,0 +1,408 @@
+"""The HTTP service: the gateway, the registry's admin actions and its public log.
+
+Routes (all JSON unless noted; errors are ``{"error": {"code", "message"}}``):
+
+- ``POST /v1/check`` (grantee key): multipart, files ``images`` (0..8), fields
+  ``purpose``, ``prompt``, ``prior``. The requester is always the grantee who holds
+  the key: no field names a requester. A refusal is HTTP 200 with ``allowed: false``.
+- ``POST /v1/grants``, ``POST /v1/grants/{id}/revoke``, ``GET /v1/grants`` (admin key).
+- ``GET /v1/log/checkpoint`` (text), ``GET /v1/log/proof/{index}``, ``POST /v1/verify``,
+  ``GET /healthz``: public.
+
+Invariants
+- Keys come as ``Authorization: Bearer <key>``. Grantee keys are checked by the
+  registry; the admin key by the SHA-256 given to :func:`create_app`, compared in
+  constant time. A grantee key never opens an admin route, nor the admin key a
+  grantee route.
+- A request body over ``max_body_bytes`` is refused with 413 before the app sees
+  it: by its ``Content-Length``, and by counting what is read (chunked bodies).
+- Handlers are sync ``def`` (run in the threadpool) sharing one registry; face
+  analysis runs under one lock (the engines are not all thread-safe).
+- Any unexpected exception is a 500 ``internal`` with no detail in the body.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import threading
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, File, Form, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from consentry.errors import (
+    ConsentryError,
+    DuplicateError,
+    EngineError,
+    ErasedError,
+    GrantError,
+    ImageError,
+    ImageTooLargeError,
+    InputError,
+    LogError,
+    NotFoundError,
+    ProvenanceError,
+    RegistryError,
+    SignatureError,
+)
+from consentry.faces.engine import FaceEngine
+from consentry.faces.images import MAX_BYTES_DEFAULT
+from consentry.generation.gateway import CheckRequest, Gateway
+from consentry.registry.models import Grantee
+from consentry.registry.statements import PURPOSES
+from consentry.registry.store import Registry, parse_until
+
+__all__ = ["MAX_BODY_BYTES", "MAX_IMAGES", "ApiError", "create_app", "hash_admin_key"]
+
+log = logging.getLogger("consentry.service")
+
+MAX_BODY_BYTES = 50 * 1024 * 1024
+MAX_IMAGES = 8
+_DRAIN_CAP = 64 * 1024 * 1024  # read and discard at most this much of an oversized body
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+def hash_admin_key(key: str) -> str:
+    """The SHA-256 (hex) under which an admin key is stored."""
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+class ApiError(Exception):
+    """An HTTP error with a stable code."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+# Most specific first: the first class an exception is an instance of decides.
+_ERROR_MAP: tuple[tuple[type[ConsentryError], int, str], ...] = (
+    (NotFoundError, 404, "not_found"),
+    (ImageTooLargeError, 413, "image_too_large"),
+    (ImageError, 422, "bad_image"),
+    (InputError, 400, "bad_input"),
+    (DuplicateError, 409, "conflict"),
+    (ErasedError, 409, "erased"),
+    (RegistryError, 409, "conflict"),
+    (SignatureError, 403, "signature_required"),
+    (GrantError, 403, "refused"),
+    (EngineError, 503, "engine_unavailable"),
+    (LogError, 500, "log_error"),
+    (ProvenanceError, 422, "provenance"),
+)
+
+
+def _error_body(code: str, message: str) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message}}
+
+
+def _error_response(status: int, code: str, message: str) -> JSONResponse:
+    return JSONResponse(_error_body(code, message), status_code=status)
+
+
+def _map_consentry(exc: ConsentryError) -> tuple[int, str]:
+    for kind, status, code in _ERROR_MAP:
+        if isinstance(exc, kind):
+            return status, code
+    return 400, "error"
+
+
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "too_large",
+}
+
+
+class _GuardMiddleware:
+    """Body size limit and the last-resort 500, as plain ASGI around the whole app."""
+
+    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def _send_json(self, send: Send, status: int, code: str, message: str) -> None:
+        body = json.dumps(_error_body(code, message)).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"connection", b"close"),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+    async def _too_large(self, receive: Receive, send: Send, seen: int, more: bool) -> None:
+        # Read and drop what the client is still sending (up to a cap), so it gets
+        # the 413 rather than a reset connection mid-upload.
+        while more and seen < self.max_body_bytes + _DRAIN_CAP:
+            message = await receive()
+            if message["type"] != "http.request":
+                return
+            seen += len(message.get("body", b""))
+            more = bool(message.get("more_body", False))
+        await self._send_json(
+            send, 413, "too_large", f"the request body is over {self.max_body_bytes} bytes"
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared: int | None = None
+        for name, value in scope.get("headers", []):
+            if name.lower() == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    await self._send_json(send, 400, "bad_request", "bad Content-Length")
+                    return
+        if declared is not None and declared > self.max_body_bytes:
+            await self._too_large(receive, send, 0, True)
+            return
+        # Buffer the body, counting, before the app sees any of it.
+        chunks: list[bytes] = []
+        seen = 0
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # client went away
+            chunk = message.get("body", b"")
+            seen += len(chunk)
+            more = bool(message.get("more_body", False))
+            if seen > self.max_body_bytes:
+                await self._too_large(receive, send, seen, more)
+                return
+            chunks.append(chunk)
+        body = b"".join(chunks)
+        chunks.clear()
+        delivered = False
+
+        async def replay() -> Message:
+            nonlocal delivered
+            if not delivered:
+                delivered = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()  # waits for http.disconnect
+
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, replay, tracking_send)
+        except Exception:
+            log.exception("unhandled error on %s %s", scope.get("method"), scope.get("path"))
+            if not started:
+                await self._send_json(send, 500, "internal", "internal server error")
+
+
+_bearer = HTTPBearer(auto_error=False, description="Authorization: Bearer <api key>")
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+
+
+def _token(credentials: HTTPAuthorizationCredentials | None) -> str:
+    if credentials is None or not credentials.credentials:
+        raise ApiError(401, "unauthorized", "give an API key: Authorization: Bearer <key>")
+    return credentials.credentials
+
+
+def _grantee_auth(request: Request, credentials: Credentials) -> Grantee:
+    token = _token(credentials)
+    registry: Registry = request.app.state.registry
+    try:
+        return registry.authenticate_grantee(token)
+    except SignatureError:
+        raise ApiError(401, "unauthorized", "unknown grantee API key") from None
+
+
+def _admin_auth(request: Request, credentials: Credentials) -> None:
+    token = _token(credentials)
+    if not hmac.compare_digest(hash_admin_key(token), request.app.state.admin_digest):
+        raise ApiError(401, "unauthorized", "this route needs the admin key")
+
+
+AuthGrantee = Annotated[Grantee, Depends(_grantee_auth)]
+_ADMIN = [Depends(_admin_auth)]
+
+
+class GrantIn(BaseModel):
+    subject: str = Field(description="Subject id or unique name.")
+    grantee: str = Field(description="Grantee id or unique name.")
+    purposes: list[str] = Field(description=f"Some of: {', '.join(PURPOSES)}.")
+    until: str | None = Field(default=None, description="End, ISO 8601.")
+    not_before: str | None = Field(default=None, description="Start, ISO 8601 (default now).")
+    priors: list[str] = Field(default_factory=list, description="SHA-256 of covered priors.")
+
+
+class RevokeIn(BaseModel):
+    reason: str
+
+
+def create_app(
+    registry: Registry,
+    engine: FaceEngine,
+    admin_key_sha256: str,
+    *,
+    refuse_unknown_faces: bool = False,
+    max_body_bytes: int = MAX_BODY_BYTES,
+    max_images: int = MAX_IMAGES,
+) -> FastAPI:
+    """The service for one open registry and one face engine."""
+    from consentry.cli.registry_cmds import grant_json
+
+    admin_digest = admin_key_sha256.strip().lower()
+    if len(admin_digest) != 64:
+        raise InputError("the admin key hash must be a SHA-256 in hex")
+    gateway = Gateway(registry, engine, refuse_unknown_faces=refuse_unknown_faces)
+    faces_lock = threading.Lock()
+
+    app = FastAPI(
+        title="Consentry",
+        version="1",
+        description="Consent-aware likeness registry: gateway checks, grants, the signed log.",
+    )
+    app.state.registry = registry
+    app.state.admin_digest = admin_digest
+
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return _error_response(exc.status, exc.code, exc.message)
+
+    @app.exception_handler(ConsentryError)
+    async def _consentry_error(request: Request, exc: ConsentryError) -> JSONResponse:
+        status, code = _map_consentry(exc)
+        if status >= 500:
+            log.error("%s on %s: %s", type(exc).__name__, request.url.path, exc)
+            return _error_response(status, code, f"{type(exc).__name__} (see the server log)")
+        return _error_response(status, code, str(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        parts = []
+        for item in exc.errors():
+            where = ".".join(str(p) for p in item.get("loc", ()))
+            parts.append(f"{where}: {item.get('msg', 'invalid')}")
+        return _error_response(422, "invalid_request", "; ".join(parts) or "invalid request")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = _HTTP_CODES.get(exc.status_code, f"http_{exc.status_code}")
+        return _error_response(exc.status_code, code, str(exc.detail))
+
+    # ---------------------------------------------------------------- grantee
+    @app.post("/v1/check", tags=["gateway"])
+    def check(
+        grantee: AuthGrantee,
+        purpose: Annotated[str, Form(description=f"One of: {', '.join(PURPOSES)}.")],
+        images: Annotated[list[UploadFile] | None, File(description="Input images.")] = None,
+        prompt: Annotated[str, Form()] = "",
+        prior: Annotated[str | None, Form(description="Registered prior id.")] = None,
+    ) -> dict[str, Any]:
+        """Decide a job for the calling grantee; every decision is logged.
+
+        A refusal is a 200 with ``allowed: false`` and its reasons.
+        """
+        files = list(images or [])
+        if len(files) > max_images:
+            raise ApiError(
+                422, "too_many_images", f"{len(files)} images: at most {max_images} per check"
+            )
+        if purpose not in PURPOSES:
+            raise InputError(f"unknown purpose {purpose!r}: choose from {', '.join(PURPOSES)}")
+        datas = [f.file.read() for f in files]
+        request = CheckRequest(grantee.id, purpose, datas, prompt, prior or None)
+        with faces_lock:
+            receipt = gateway.check(request)
+        return receipt.to_json()
+
+    # ---------------------------------------------------------------- admin
+    @app.post("/v1/grants", status_code=201, tags=["admin"], dependencies=_ADMIN)
+    def create_grant(body: GrantIn) -> dict[str, Any]:
+        """Record a subject's consent for a grantee (subjects without keys only)."""
+        row = registry.grant(
+            body.subject,
+            body.grantee,
+            body.purposes,
+            priors=body.priors,
+            not_before=parse_until(body.not_before),
+            not_after=parse_until(body.until),
+        )
+        registry.checkpoint()
+        return grant_json(registry.get_grant(row.id), "active")
+
+    @app.post("/v1/grants/{grant_id}/revoke", tags=["admin"], dependencies=_ADMIN)
+    def revoke_grant(grant_id: str, body: RevokeIn) -> dict[str, Any]:
+        """Revoke a grant; final."""
+        row = registry.revoke(grant_id, body.reason)
+        registry.checkpoint()
+        return {
+            "id": row.id,
+            "grant": row.grant_id,
+            "reason": row.reason,
+            "created_at": row.created_at,
+            "log_index": row.log_index,
+        }
+
+    @app.get("/v1/grants", tags=["admin"], dependencies=_ADMIN)
+    def list_grants(
+        subject: str | None = None, grantee: str | None = None, active: bool = False
+    ) -> list[dict[str, Any]]:
+        """Grants in log order with their status now."""
+        rows = registry.list_grants(subject=subject, grantee=grantee, active_only=active)
+        return [grant_json(g, s) for g, s in rows]
+
+    # ---------------------------------------------------------------- public
+    @app.get("/v1/log/checkpoint", response_class=PlainTextResponse, tags=["log"])
+    def checkpoint() -> str:
+        """The latest signed checkpoint (a signed note)."""
+        return registry.latest_checkpoint()
+
+    @app.get("/v1/log/proof/{index}", tags=["log"])
+    def proof(index: int) -> dict[str, Any]:
+        """Inclusion proof of log entry ``index`` against the latest checkpoint."""
+        return registry.inclusion_proof(index).to_json()
+
+    @app.post("/v1/verify", tags=["provenance"])
+    def verify(file: Annotated[UploadFile, File(description="The image to verify.")]) -> Any:
+        """Verify an output's C2PA manifest and the consent it claims."""
+        from consentry.provenance.verify import mime_of_bytes, verify_media
+
+        data = file.file.read(MAX_BYTES_DEFAULT + 1)
+        if len(data) > MAX_BYTES_DEFAULT:
+            raise ImageTooLargeError(f"more than {MAX_BYTES_DEFAULT} bytes")
+        return verify_media(registry, data, mime_of_bytes(data)).to_json()
+
+    @app.get("/healthz", tags=["health"])
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    app.add_middleware(_GuardMiddleware, max_body_bytes=max_body_bytes)
+    return app
