@@ -397,8 +397,10 @@ def run_job(gateway: Gateway, request: RunRequest, backend: Backend | None = Non
         return final.receipt(decision)
     try:
         signed = _sign_all(gateway.registry, decision, outputs, request, pre)
-    except ConsentryError as exc:
-        refusal = Verdict(False, (f"outputs not signed, withheld: {exc}",), (), ())
+    except Exception as exc:  # fail closed: nothing unsigned is released
+        refusal = Verdict(
+            False, (f"outputs not signed, withheld: {type(exc).__name__}: {exc}",), (), ()
+        )
         return replace(final, verdict=refusal).receipt(
             gateway._record(
                 pre.grantee_id, request.purpose, refusal, pre.prior_sha, pre.inputs, hashes

@@ -167,3 +167,35 @@ def test_generate_and_verify_through_the_cli(tmp_path: Path, model: Path) -> Non
         str(refused_out),
     )
     assert refused.code == 1 and not refused_out.exists()
+
+
+STAGES = {
+    "load faces": "consentry.generation.gateway.Gateway._faces",
+    "read prior": "consentry.generation.gateway.Gateway._prior",
+    "read grants": "consentry.generation.gateway.Gateway._grants",
+    "match prompt": "consentry.generation.gateway.Gateway._prompt_subjects",
+    "decide": "consentry.generation.gateway.decide",
+    "sign": "consentry.generation.gateway._sign_all",
+}
+
+
+@pytest.mark.parametrize("stage", sorted(STAGES))
+def test_an_exception_in_each_stage_refuses_and_releases_nothing(
+    world,
+    model: Path,
+    stage: str,
+    monkeypatch: pytest.MonkeyPatch,  # type: ignore[no-untyped-def]
+) -> None:
+    """Fault injection: the stage's real code is replaced by one that raises."""
+    registry, gateway, _ = world
+    target = STAGES[stage]
+
+    def boom(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError(f"injected failure in {stage}")
+
+    monkeypatch.setattr(target, boom)
+    size = registry.log_size()
+    receipt = run_job(gateway, RunRequest("Studio", "generate", "a house", model, steps=2))
+    assert not receipt.allowed and receipt.outputs == []
+    assert any("injected failure" in r for r in receipt.reasons), receipt.reasons
+    assert registry.log_size() > size  # the refusal is logged
