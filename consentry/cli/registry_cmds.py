@@ -18,12 +18,11 @@ import typer
 from consentry.cli import faces_cmds
 from consentry.cli.common import DbOpt, HomeOpt, JsonOpt, emit_json, open_registry
 from consentry.errors import InputError
-from consentry.registry.models import Grant, Grantee, Prior, Subject
 from consentry.registry.signing import SigningKey, load_public_key
 from consentry.registry.statements import parse_time
-from consentry.registry.store import GrantStatus
+from consentry.registry.views import grant_json, grantee_json, prior_json, subject_json
 
-__all__ = ["grant_json", "register"]
+__all__ = ["register"]
 
 subject_app = typer.Typer(help="Register and inspect subjects.", no_args_is_help=True)
 grantee_app = typer.Typer(help="Register and inspect grantees.", no_args_is_help=True)
@@ -37,61 +36,6 @@ SubjectKeyOpt = Annotated[
         exists=False,
     ),
 ]
-
-
-def subject_json(row: Subject) -> dict[str, Any]:
-    return {
-        "id": row.id,
-        "display_name": row.display_name,
-        "aliases": row.aliases,
-        "public_key": row.public_key,
-        "created_at": row.created_at,
-        "log_index": row.log_index,
-    }
-
-
-def grantee_json(row: Grantee) -> dict[str, Any]:
-    return {
-        "id": row.id,
-        "name": row.name,
-        "public_key": row.public_key,
-        "created_at": row.created_at,
-        "log_index": row.log_index,
-    }
-
-
-def grant_json(row: Grant, status: GrantStatus | None = None) -> dict[str, Any]:
-    value: dict[str, Any] = {
-        "id": row.id,
-        "subject": row.subject_id,
-        "grantee": row.grantee_id,
-        "purposes": row.purposes,
-        "priors": row.priors,
-        "not_before": row.not_before,
-        "not_after": row.not_after,
-        "constraints": row.constraints,
-        "evidence_sha256": row.evidence_sha256,
-        "issuer_key_id": row.issuer_key_id,
-        "subject_key_id": row.subject_key_id,
-        "created_at": row.created_at,
-        "log_index": row.log_index,
-    }
-    if status is not None:
-        value["status"] = status
-    return value
-
-
-def prior_json(row: Prior) -> dict[str, Any]:
-    return {
-        "id": row.id,
-        "subject": row.subject_id,
-        "kind": row.kind,
-        "base_model_id": row.base_model_id,
-        "sha256": row.sha256,
-        "size": row.size,
-        "created_at": row.created_at,
-        "log_index": row.log_index,
-    }
 
 
 def _subject_key(path: Path | None) -> SigningKey | None:

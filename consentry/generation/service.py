@@ -59,6 +59,7 @@ from consentry.generation.gateway import CheckRequest, Gateway
 from consentry.registry.models import Grantee
 from consentry.registry.statements import PURPOSES
 from consentry.registry.store import Registry, parse_until
+from consentry.registry.views import grant_json
 
 __all__ = ["MAX_BODY_BYTES", "MAX_IMAGES", "ApiError", "create_app", "hash_admin_key"]
 
@@ -276,7 +277,6 @@ def create_app(
     max_images: int = MAX_IMAGES,
 ) -> FastAPI:
     """The service for one open registry and one face engine."""
-    from consentry.cli.registry_cmds import grant_json
 
     admin_digest = admin_key_sha256.strip().lower()
     if len(admin_digest) != 64:
