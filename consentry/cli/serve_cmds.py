@@ -50,6 +50,10 @@ def serve_command(
     refuse_unknown_faces: Annotated[
         bool, typer.Option("--refuse-unknown-faces", help="Refuse faces of unregistered people.")
     ] = False,
+    model: Annotated[
+        Path | None,
+        typer.Option("--model", help="Local diffusers model folder for generate and restore."),
+    ] = None,
     home: HomeOpt = None,
     db: DbOpt = None,
 ) -> None:
@@ -66,7 +70,11 @@ def serve_command(
         if new_key is not None:
             typer.echo(f"admin key (shown once, stored hashed): {new_key}")
         app = create_app(
-            registry, get_engine(engine), digest, refuse_unknown_faces=refuse_unknown_faces
+            registry,
+            get_engine(engine),
+            digest,
+            refuse_unknown_faces=refuse_unknown_faces,
+            model_dir=model,
         )
         uvicorn.run(app, host=host, port=port)
     finally:

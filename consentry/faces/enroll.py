@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import cv2
@@ -25,7 +25,7 @@ from PIL import Image
 
 from consentry.errors import EnrollmentRejectedError, InputError
 from consentry.faces.engine import ARCFACE_TEMPLATE_112, Face, FaceEngine, align_by_landmarks
-from consentry.faces.images import LoadedImage, load_image
+from consentry.faces.images import BYTES_SOURCE, LoadedImage, load_image
 from consentry.registry.biometrics import EngineInfo, Sample, enroll
 from consentry.registry.models import Enrollment
 from consentry.registry.store import Registry
@@ -37,6 +37,7 @@ __all__ = [
     "align_exemplar",
     "assess",
     "engine_info",
+    "enroll_photo_bytes",
     "enroll_photos",
     "enroll_samples",
 ]
@@ -131,16 +132,41 @@ def enroll_photos(
     gates: QualityGates | None = None,
 ) -> Enrollment:
     """Load, gate, embed and enroll ``photos`` for ``subject``: all or nothing."""
+    return _enroll_sources(
+        registry, engine, subject, [(str(p), p) for p in photos], keep_photos, gates
+    )
+
+
+def enroll_photo_bytes(
+    registry: Registry,
+    engine: FaceEngine,
+    subject: str,
+    photos: Sequence[tuple[str, bytes]],
+    keep_photos: bool = False,
+    gates: QualityGates | None = None,
+) -> Enrollment:
+    """As :func:`enroll_photos`, for ``(label, data)`` pairs (uploads); all or nothing."""
+    return _enroll_sources(registry, engine, subject, list(photos), keep_photos, gates)
+
+
+def _enroll_sources(
+    registry: Registry,
+    engine: FaceEngine,
+    subject: str,
+    photos: Sequence[tuple[str, Path | str | bytes]],
+    keep_photos: bool,
+    gates: QualityGates | None,
+) -> Enrollment:
     if not photos:
         raise InputError("give at least one photo")
     checks = gates or QualityGates()
     images: list[LoadedImage] = []
     rejected: list[PhotoRejected] = []
-    for photo in photos:
+    for label, photo in photos:
         try:
-            images.append(load_image(photo))
+            images.append(replace(load_image(photo), source=label))
         except InputError as exc:
-            rejected.append(PhotoRejected(str(photo), str(exc)))
+            rejected.append(PhotoRejected(label, str(exc).replace(BYTES_SOURCE, label)))
     samples, gated = enroll_samples(engine, images, keep_photos, checks)
     rejected.extend(gated)
     if rejected:

@@ -155,8 +155,14 @@ class Gateway:
         self.index.refresh()
         facts: list[FaceFact] = []
         shown: list[dict[str, object]] = []
-        for number, image in enumerate(images):
-            faces = self.engine.analyze(image.pixels)
+        detected = [self.engine.detect(image.pixels) for image in images]
+        count = sum(len(faces) for faces in detected)
+        if count > self.limits.max_faces:
+            raise InputError(
+                f"too many faces: {count} in this job (the limit is {self.limits.max_faces})"
+            )
+        for number, (image, found_faces) in enumerate(zip(images, detected, strict=True)):
+            faces = [f.with_embedding(self.engine.embed(image.pixels, f)) for f in found_faces]
             vectors = [f.embedding for f in faces if f.embedding is not None]
             if len(vectors) != len(faces):
                 raise InputError(f"image {number}: a face could not be embedded")

@@ -111,11 +111,12 @@ class FaceFact:
 
 @dataclass(frozen=True)
 class Limits:
-    """Per-job limits: images, pixels of the largest image, sampling steps."""
+    """Per-job limits: images, pixels of the largest image, sampling steps, faces."""
 
     max_images: int = 8
     max_pixels: int = 16_777_216
     max_steps: int = 150
+    max_faces: int = 32  # per job, inputs and outputs each; checked before embedding
 
 
 @dataclass(frozen=True)

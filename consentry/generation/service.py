@@ -5,9 +5,15 @@ Routes (all JSON unless noted; errors are ``{"error": {"code", "message"}}``):
 - ``POST /v1/check`` (grantee key): multipart, files ``images`` (0..8), fields
   ``purpose``, ``prompt``, ``prior``. The requester is always the grantee who holds
   the key: no field names a requester. A refusal is HTTP 200 with ``allowed: false``.
-- ``POST /v1/grants``, ``POST /v1/grants/{id}/revoke``, ``GET /v1/grants`` (admin key).
+- ``POST /v1/generate`` and ``POST /v1/restore`` (grantee key): run a job through the
+  gateway (pre-check, pipeline, post-check, release-time revocation check, signing).
+  Released outputs come back as base64 signed PNGs; a refusal is a 200 with
+  ``allowed: false`` and no outputs. Without a model folder these answer 503.
+- ``POST /v1/grants``, ``POST /v1/grants/{id}/revoke``, ``GET /v1/grants``,
+  ``POST /v1/subjects``, ``POST /v1/subjects/{id}/enroll``,
+  ``POST /v1/subjects/{id}/erase`` (admin key).
 - ``GET /v1/log/checkpoint`` (text), ``GET /v1/log/proof/{index}``, ``POST /v1/verify``,
-  ``GET /healthz``: public.
+  ``POST /v1/audit``, ``GET /healthz``: public.
 
 Invariants
 - Keys come as ``Authorization: Bearer <key>``. Grantee keys are checked by the
@@ -17,18 +23,24 @@ Invariants
 - A request body over ``max_body_bytes`` is refused with 413 before the app sees
   it: by its ``Content-Length``, and by counting what is read (chunked bodies).
 - Handlers are sync ``def`` (run in the threadpool) sharing one registry; face
-  analysis runs under one lock (the engines are not all thread-safe).
+  analysis runs under one lock (the engines are not all thread-safe), and the
+  pipeline under another (one job at a time per process).
+- Job parameters are bounded before anything runs: steps, size, strength and the
+  number of images; a job over a bound is a 422, never a partial run.
 - Any unexpected exception is a 500 ``internal`` with no detail in the body.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import json
 import logging
 import threading
 from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import asdict
+from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, File, Form, Request, UploadFile
@@ -55,13 +67,21 @@ from consentry.errors import (
 )
 from consentry.faces.engine import FaceEngine
 from consentry.faces.images import MAX_BYTES_DEFAULT
-from consentry.generation.gateway import CheckRequest, Gateway
+from consentry.generation.backends.base import Backend
+from consentry.generation.gateway import CheckRequest, Gateway, Receipt, RunRequest, run_job
 from consentry.registry.models import Grantee
 from consentry.registry.statements import PURPOSES
 from consentry.registry.store import Registry, parse_until
-from consentry.registry.views import grant_json
+from consentry.registry.views import grant_json, subject_json
 
-__all__ = ["MAX_BODY_BYTES", "MAX_IMAGES", "ApiError", "create_app", "hash_admin_key"]
+__all__ = [
+    "MAX_BODY_BYTES",
+    "MAX_IMAGES",
+    "ApiError",
+    "JobLimits",
+    "create_app",
+    "hash_admin_key",
+]
 
 log = logging.getLogger("consentry.service")
 
@@ -267,6 +287,36 @@ class RevokeIn(BaseModel):
     reason: str
 
 
+class SubjectIn(BaseModel):
+    name: str = Field(description="Display name.")
+    aliases: list[str] = Field(default_factory=list, description="Names a prompt may use.")
+
+
+class EraseIn(BaseModel):
+    reason: str
+
+
+class JobLimits(BaseModel):
+    """Bounds on a job's parameters, checked before the gateway sees it."""
+
+    max_steps: int = 50
+    max_size: int = 1024
+    min_size: int = 64
+
+
+def _job_json(receipt: Receipt) -> dict[str, Any]:
+    """A job receipt with its released outputs inlined as base64 signed PNGs."""
+    outputs = [
+        {
+            "media_type": "image/png",
+            "sha256": hashlib.sha256(data).hexdigest(),
+            "data_base64": base64.b64encode(data).decode("ascii"),
+        }
+        for data in receipt.outputs
+    ]
+    return receipt.to_json() | {"outputs": outputs}
+
+
 def create_app(
     registry: Registry,
     engine: FaceEngine,
@@ -275,14 +325,51 @@ def create_app(
     refuse_unknown_faces: bool = False,
     max_body_bytes: int = MAX_BODY_BYTES,
     max_images: int = MAX_IMAGES,
+    model_dir: Path | None = None,
+    backend: Backend | None = None,
+    job_limits: JobLimits | None = None,
 ) -> FastAPI:
-    """The service for one open registry and one face engine."""
+    """The service for one open registry and one face engine.
+
+    ``model_dir`` is the local diffusers folder that ``/v1/generate`` and
+    ``/v1/restore`` run (loaded here, so a bad folder fails at start); ``backend``
+    replaces the diffusers backend built from it (the same protocol).
+    """
 
     admin_digest = admin_key_sha256.strip().lower()
     if len(admin_digest) != 64:
         raise InputError("the admin key hash must be a SHA-256 in hex")
     gateway = Gateway(registry, engine, refuse_unknown_faces=refuse_unknown_faces)
     faces_lock = threading.Lock()
+    pipeline_lock = threading.Lock()
+    limits = job_limits or JobLimits()
+    if backend is None and model_dir is not None:
+        from consentry.generation.backends.diffusers_backend import DiffusersBackend
+
+        backend = DiffusersBackend(model_dir)  # loaded now: a bad folder fails at start
+
+    def job_backend() -> Backend:
+        if backend is None:
+            raise ApiError(503, "no_model", "this server has no model: start it with --model DIR")
+        return backend
+
+    def bounded_job(steps: int, size: int, strength: float) -> None:
+        if not 1 <= steps <= limits.max_steps:
+            raise ApiError(422, "bad_job", f"steps must be 1..{limits.max_steps}")
+        if not limits.min_size <= size <= limits.max_size or size % 8:
+            raise ApiError(
+                422,
+                "bad_job",
+                f"size must be a multiple of 8 in {limits.min_size}..{limits.max_size}",
+            )
+        if not 0.0 < strength <= 1.0:
+            raise ApiError(422, "bad_job", "strength must be in (0, 1]")
+
+    def run(request: RunRequest) -> dict[str, Any]:
+        runner = job_backend()
+        with pipeline_lock, faces_lock:
+            receipt = run_job(gateway, request, runner)
+        return _job_json(receipt)
 
     app = FastAPI(
         title="Consentry",
@@ -343,7 +430,104 @@ def create_app(
             receipt = gateway.check(request)
         return receipt.to_json()
 
+    @app.post("/v1/generate", tags=["gateway"])
+    def generate(
+        grantee: AuthGrantee,
+        prompt: Annotated[str, Form(description="What to generate.")],
+        prior: Annotated[str | None, Form(description="Registered prior id.")] = None,
+        steps: Annotated[int, Form()] = 20,
+        size: Annotated[int, Form()] = 512,
+        seed: Annotated[int, Form()] = 0,
+    ) -> dict[str, Any]:
+        """Generate for the calling grantee: checked, run, post-checked, logged, signed.
+
+        A refusal is a 200 with ``allowed: false`` and no outputs.
+        """
+        bounded_job(steps, size, 1.0)
+        return run(
+            RunRequest(
+                grantee.id,
+                "generate",
+                prompt,
+                model_dir or Path(),
+                None,
+                prior or None,
+                steps,
+                size,
+                seed,
+            )
+        )
+
+    @app.post("/v1/restore", tags=["gateway"])
+    def restore(
+        grantee: AuthGrantee,
+        image: Annotated[UploadFile, File(description="The image to restore.")],
+        prompt: Annotated[str, Form()] = "a sharp photo",
+        prior: Annotated[str | None, Form(description="Registered prior id.")] = None,
+        steps: Annotated[int, Form()] = 20,
+        size: Annotated[int, Form()] = 512,
+        seed: Annotated[int, Form()] = 0,
+        strength: Annotated[float, Form()] = 0.6,
+    ) -> dict[str, Any]:
+        """Restore an image for the calling grantee (img2img through the gateway)."""
+        bounded_job(steps, size, strength)
+        data = image.file.read()
+        return run(
+            RunRequest(
+                grantee.id,
+                "restore",
+                prompt,
+                model_dir or Path(),
+                data,
+                prior or None,
+                steps,
+                size,
+                seed,
+                strength,
+            )
+        )
+
     # ---------------------------------------------------------------- admin
+    @app.post("/v1/subjects", status_code=201, tags=["admin"], dependencies=_ADMIN)
+    def create_subject(body: SubjectIn) -> dict[str, Any]:
+        """Register a subject (no key: their grants are made by the operator)."""
+        row = registry.add_subject(body.name, body.aliases)
+        registry.checkpoint()
+        return subject_json(row)
+
+    @app.post("/v1/subjects/{subject}/enroll", tags=["admin"], dependencies=_ADMIN)
+    def enroll_subject(
+        subject: str,
+        photos: Annotated[list[UploadFile], File(description="Enrollment photos.")],
+        keep_photos: Annotated[bool, Form(description="Keep aligned photos, encrypted.")] = False,
+    ) -> dict[str, Any]:
+        """Enroll a subject's face from photos: all pass the quality gates, or none."""
+        from consentry.faces.enroll import enroll_photo_bytes
+
+        if not photos or len(photos) > max_images:
+            raise ApiError(422, "bad_input", f"give 1..{max_images} photos")
+        datas = [(p.filename or f"photo-{n}", p.file.read()) for n, p in enumerate(photos)]
+        with faces_lock:
+            row = enroll_photo_bytes(registry, engine, subject, datas, keep_photos)
+        registry.checkpoint()
+        return {
+            "id": row.id,
+            "subject": row.subject_id,
+            "engine": row.engine,
+            "photos": sum(1 for b in row.blobs if b["kind"] == "embedding"),
+            "kept_photos": sum(1 for b in row.blobs if b["kind"] != "embedding"),
+            "log_index": row.log_index,
+        }
+
+    @app.post("/v1/subjects/{subject}/erase", tags=["admin"], dependencies=_ADMIN)
+    def erase(subject: str, body: EraseIn) -> dict[str, Any]:
+        """Crypto-erase a subject's biometric data; final."""
+        from consentry.registry.biometrics import erase_subject
+
+        row = erase_subject(registry, subject, body.reason)
+        registry.checkpoint()
+        return {"id": row.id, "subject": row.subject_id, "log_index": row.log_index}
+
     @app.post("/v1/grants", status_code=201, tags=["admin"], dependencies=_ADMIN)
     def create_grant(body: GrantIn) -> dict[str, Any]:
         """Record a subject's consent for a grantee (subjects without keys only)."""
@@ -399,6 +583,24 @@ def create_app(
         if len(data) > MAX_BYTES_DEFAULT:
             raise ImageTooLargeError(f"more than {MAX_BYTES_DEFAULT} bytes")
         return verify_media(registry, data, mime_of_bytes(data)).to_json()
+
+    @app.post("/v1/audit", tags=["provenance"])
+    def audit(file: Annotated[UploadFile, File(description="The image to audit.")]) -> Any:
+        """Provenance, consent and registered faces of one image (no face crops)."""
+        from consentry.provenance.audit import audit_data
+
+        data = file.file.read(MAX_BYTES_DEFAULT + 1)
+        if len(data) > MAX_BYTES_DEFAULT:
+            raise ImageTooLargeError(f"more than {MAX_BYTES_DEFAULT} bytes")
+        names = {s.id: s.display_name for s in registry.list_subjects()}
+        with faces_lock:
+            item = audit_data(
+                registry, engine, gateway.index, names, data, file.filename or "upload"
+            )
+        result = asdict(item)
+        for finding in result["findings"]:
+            finding.pop("crop_png", None)
+        return result
 
     @app.get("/healthz", tags=["health"])
     def healthz() -> dict[str, str]:

@@ -36,6 +36,7 @@ __all__ = [
     "AuditItem",
     "AuditReport",
     "Finding",
+    "audit_data",
     "audit_paths",
     "iter_media",
     "render_html",
@@ -140,12 +141,27 @@ def _audit_one(
     names: dict[str, str],
     path: Path,
 ) -> AuditItem:
-    item = AuditItem(path=str(path))
     try:
         data = _read(path)
+    except ConsentryError as exc:
+        return AuditItem(path=str(path), error=str(exc))
+    return audit_data(registry, engine, index, names, data, str(path))
+
+
+def audit_data(
+    registry: Registry,
+    engine: FaceEngine,
+    index: IdentityIndex,
+    names: dict[str, str],
+    data: bytes,
+    label: str,
+) -> AuditItem:
+    """Audit one medium given as bytes; ``label`` names it in the report."""
+    item = AuditItem(path=label)
+    try:
         loaded = load_image(data)
     except ConsentryError as exc:
-        item.error = str(exc).replace(BYTES_SOURCE, str(path))
+        item.error = str(exc).replace(BYTES_SOURCE, label)
         return item
     item.sha256 = loaded.sha256
     mime = _MIME.get(loaded.format, "application/octet-stream")

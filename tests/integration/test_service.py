@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import io
-import socket
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 from PIL import Image
 
 from consentry.cli.serve_cmds import ADMIN_KEY_ENV, ADMIN_KEY_FILE, admin_key_digest
@@ -23,6 +20,7 @@ from consentry.provenance.certs import create_dev_pki
 from consentry.registry.decisions import get_decision
 from consentry.registry.offline import verify_inclusion_bundle
 from consentry.registry.store import Registry
+from tests.integration._live import live_server
 
 DATA = Path(__file__).resolve().parents[2] / "consentry" / "data" / "faces"
 ADMIN_KEY = "csa_test-admin-key"
@@ -39,12 +37,6 @@ class World:
     beta_key: str
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     home = tmp_path_factory.mktemp("service") / "home"
@@ -57,29 +49,18 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     beta, beta_key = registry.add_grantee("Beta")
     registry.checkpoint()
     app = create_app(registry, engine, hash_admin_key(ADMIN_KEY))
-    port = _free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "server did not start"
-        time.sleep(0.02)
     try:
-        yield World(
-            registry,
-            f"http://127.0.0.1:{port}",
-            obama.id,
-            alpha.id,
-            alpha_key,
-            beta.id,
-            beta_key,
-        )
+        with live_server(app) as base:
+            yield World(
+                registry,
+                base,
+                obama.id,
+                alpha.id,
+                alpha_key,
+                beta.id,
+                beta_key,
+            )
     finally:
-        server.should_exit = True
-        thread.join(10)
         registry.close()
 
 
