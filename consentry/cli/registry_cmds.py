@@ -267,20 +267,39 @@ def _store_prior(home: Path, sha256: str, source: Path) -> None:
 @prior_app.command("add")
 def prior_add(
     subject: str,
-    file: Annotated[Path, typer.Argument(help="The prior's file (hashed with SHA-256).")],
+    file: Annotated[
+        Path | None,
+        typer.Argument(help="The prior's file (hashed with SHA-256); none for exemplars."),
+    ] = None,
     kind: Annotated[
-        str, typer.Option("--kind", help="textual_inversion, lora, dreambooth or exemplars.")
-    ],
+        str, typer.Option("--kind", help="textual-inversion, lora, dreambooth or exemplars.")
+    ] = "",
     base_model: Annotated[str, typer.Option("--base-model", help="Base model id.")] = "",
     home: HomeOpt = None,
     db: DbOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Register a personalised prior file for a subject; prints the prior id."""
+    """Register a personalised prior for a subject; prints the prior id.
+
+    ``--kind exemplars`` registers the subject's kept enrollment photos (enroll with
+    --keep-photos) as the prior used by personalised restoration; it takes no file.
+    """
+    from consentry.errors import InputError
+
+    kind = kind.replace("-", "_")
     with open_registry(home, db) as registry:
-        row = registry.add_prior(subject, kind.replace("-", "_"), base_model, file)
+        if kind == "exemplars":
+            if file is not None:
+                raise InputError("an exemplars prior is made from kept photos: give no file")
+            from consentry.generation.exemplars import register_exemplars
+
+            row = register_exemplars(registry, subject, registry.home.root / "priors")
+        else:
+            if file is None:
+                raise InputError(f"a {kind or 'weights'} prior needs its file")
+            row = registry.add_prior(subject, kind, base_model, file)
+            _store_prior(registry.home.root, row.sha256, file)
         registry.checkpoint()
-        _store_prior(registry.home.root, row.sha256, file)
     if as_json:
         emit_json(prior_json(row))
     else:

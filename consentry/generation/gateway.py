@@ -55,9 +55,11 @@ __all__ = [
 ]
 
 
-def prior_store_path(registry: Registry, sha256: str) -> Path:
-    """Where the registry keeps a registered prior's file (named by its SHA-256)."""
-    return registry.home.root / "priors" / f"{sha256}.safetensors"
+def prior_store_path(registry: Registry, sha256: str, kind: str = "") -> Path:
+    """Where the registry keeps a registered prior's file, named by its SHA-256:
+    weights as ``.safetensors``, an exemplar set's manifest as ``.json``."""
+    suffix = ".json" if kind == "exemplars" else ".safetensors"
+    return registry.home.root / "priors" / f"{sha256}{suffix}"
 
 
 def _hash_file(path: Path) -> str:
@@ -188,7 +190,7 @@ class Gateway:
             row = session.get(Prior, prior_id)
         if row is None:
             raise NotFoundError(f"no prior {prior_id!r}: see 'consentry prior list'")
-        path = prior_store_path(self.registry, row.sha256)
+        path = prior_store_path(self.registry, row.sha256, row.kind)
         file_sha256 = _hash_file(path) if path.exists() else "missing"
         return PriorFact(row.id, row.subject_id, row.sha256, file_sha256, row.kind)
 
@@ -419,7 +421,9 @@ def _prior_ref(registry: Registry, prior: PriorFact | None) -> PriorRef | None:
     if prior is None:
         return None
     return PriorRef(
-        prior_store_path(registry, prior.registered_sha256), prior.kind, prior.registered_sha256
+        prior_store_path(registry, prior.registered_sha256, prior.kind),
+        prior.kind,
+        prior.registered_sha256,
     )
 
 

@@ -132,8 +132,16 @@ class Prior(SQLModel, table=True):
     base_model_id: str
     sha256: str = Field(index=True, max_length=64)
     size: int
+    # Canonical JSON, signed with the row: how the prior was made. Trained priors:
+    # {"training": config, "base_model_sha256", "grant", "photos": [sha256...]};
+    # exemplars: {"photos": [sha256 of each aligned photo]}; "{}" when unknown.
+    details_json: str = Field(default="{}", sa_column=Column(Text, nullable=False))
     created_at: str = Field(max_length=20)
     log_index: int = Field(index=True)
+
+    @property
+    def details(self) -> dict[str, Any]:
+        return dict(json.loads(self.details_json))
 
 
 class OperatorKey(SQLModel, table=True):

@@ -147,6 +147,7 @@ def statement_of(row: Row) -> dict[str, Any]:
             "base_model": row.base_model_id,
             "sha256": row.sha256,
             "size": row.size,
+            "details": json.loads(row.details_json),
             "time": row.created_at,
         }
     if isinstance(row, Enrollment):

@@ -18,7 +18,7 @@ import hmac
 import json
 import re
 import secrets
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -575,8 +575,13 @@ class Registry:
         *,
         sha256: str | None = None,
         size: int | None = None,
+        details: Mapping[str, Any] | None = None,
     ) -> Prior:
-        """Register a personalised prior, bound to its bytes by SHA-256."""
+        """Register a personalised prior, bound to its bytes by SHA-256.
+
+        ``details`` (how it was made: training configuration, base model hash,
+        grant, photo hashes) is signed and logged with the row.
+        """
         if kind not in PRIOR_KINDS:
             raise InputError(f"unknown prior kind {kind!r}: choose from {', '.join(PRIOR_KINDS)}")
         if path is not None:
@@ -591,6 +596,7 @@ class Registry:
             base_model_id=base_model_id,
             sha256=sha256,
             size=size,
+            details_json=canonical_json(dict(details or {})).decode(),
             created_at=format_time(self._clock()),
             log_index=-1,
         )

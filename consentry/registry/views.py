@@ -64,6 +64,7 @@ def prior_json(row: Prior) -> dict[str, Any]:
         "base_model_id": row.base_model_id,
         "sha256": row.sha256,
         "size": row.size,
+        "details": row.details,
         "created_at": row.created_at,
         "log_index": row.log_index,
     }
