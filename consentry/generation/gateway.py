@@ -25,12 +25,13 @@ import numpy as np
 from PIL import Image
 from sqlmodel import col, select
 
-from consentry.errors import ConsentryError, InputError, NotFoundError
+from consentry.errors import ConsentryError, ErasedError, InputError, NotFoundError
 from consentry.faces.engine import FaceEngine
 from consentry.faces.images import LoadedImage, load_image
 from consentry.faces.index import IdentityIndex
 from consentry.generation.aliases import AliasMatcher
 from consentry.generation.backends.base import Backend, PriorRef
+from consentry.generation.memorization import MemorizationScore
 from consentry.generation.policy import (
     FaceFact,
     GrantFact,
@@ -40,6 +41,7 @@ from consentry.generation.policy import (
     Verdict,
     decide,
 )
+from consentry.registry.biometrics import is_erased
 from consentry.registry.decisions import record_decision
 from consentry.registry.models import Decision, Grant, Prior, Revocation
 from consentry.registry.statements import format_time
@@ -97,6 +99,7 @@ class Receipt:
     subjects: tuple[str, ...] = ()
     faces: list[dict[str, object]] = field(default_factory=list)
     outputs: list[bytes] = field(default_factory=list)  # signed PNGs, only when allowed
+    details: dict[str, object] = field(default_factory=dict)  # restoration, memorization
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -107,7 +110,7 @@ class Receipt:
             "grants": list(self.grants),
             "subjects": list(self.subjects),
             "faces": self.faces,
-        }
+        } | ({"details": self.details} if self.details else {})
 
 
 @dataclass(frozen=True)
@@ -188,8 +191,14 @@ class Gateway:
             return None
         with self.registry.db.read() as session:
             row = session.get(Prior, prior_id)
+            erased = row is not None and is_erased(session, row.subject_id)
         if row is None:
             raise NotFoundError(f"no prior {prior_id!r}: see 'consentry prior list'")
+        if erased:
+            raise ErasedError(
+                f"prior {prior_id} is of subject {row.subject_id}, who was erased: "
+                "their priors can no longer be used"
+            )
         path = prior_store_path(self.registry, row.sha256, row.kind)
         file_sha256 = _hash_file(path) if path.exists() else "missing"
         return PriorFact(row.id, row.subject_id, row.sha256, file_sha256, row.kind)
@@ -357,25 +366,15 @@ def run_job(gateway: Gateway, request: RunRequest, backend: Backend | None = Non
             )
         )
     outputs: list[bytes] = []
+    memos: list[MemorizationScore | None] = []
+    details: dict[str, object] = {}
     try:
-        prior_ref = _prior_ref(gateway.registry, pre.facts.prior)
-        if backend is None:
-            from consentry.generation.backends.diffusers_backend import DiffusersBackend
-
-            backend = DiffusersBackend(request.model_dir)
-        runner = backend
-        if request.purpose == "generate":
-            produced = runner.text2img(
-                request.prompt, request.steps, request.size, request.seed, prior_ref
-            )
-        else:
-            source = Image.fromarray(pre.images[0].pixels).resize((request.size, request.size))
-            produced = runner.img2img(
-                source, request.prompt, request.strength, request.steps, request.seed, prior_ref
-            )
+        produced = _produce(gateway, request, pre, backend, details)
         outputs = [_png(image) for image in produced]
         loaded = [load_image(data) for data in outputs]
         output_faces, _ = gateway._faces(loaded)
+        memos = _memorization(gateway, pre.facts.prior, loaded)
+        copies = [m.ssim for m in memos if m is not None]
         involved = set(pre.facts.known_subjects) | {
             f.subject_id for f in output_faces if f.subject_id
         }
@@ -386,6 +385,7 @@ def run_job(gateway: Gateway, request: RunRequest, backend: Backend | None = Non
             output_faces=tuple(output_faces),
             grants=tuple(gateway._grants(involved, pre.facts.prior)),  # revocations re-read
             known_subjects=frozenset(involved),
+            copy_ssim=max(copies) if copies else None,
         )
         verdict = decide(post)
     except ConsentryError as exc:
@@ -398,13 +398,19 @@ def run_job(gateway: Gateway, request: RunRequest, backend: Backend | None = Non
     decision = gateway._record(
         pre.grantee_id, request.purpose, verdict, pre.prior_sha, pre.inputs, hashes
     )
+    limit = gateway.limits.max_copy_ssim
+    memo_json = [None if m is None else m.to_json() | {"limit": limit} for m in memos]
+    if memos:
+        details["memorization"] = memo_json
+    elif pre.facts.prior is not None and outputs:
+        details["memorization"] = "not checked: the prior lists no photos and none are kept"
     final = _PreCheck(
         pre.grantee_id, verdict, pre.prior_sha, pre.inputs, pre.shown, pre.facts, pre.images
     )
     if decision is None or not verdict.allowed:
-        return final.receipt(decision)
+        return replace(final.receipt(decision), details=details)
     try:
-        signed = _sign_all(gateway.registry, decision, outputs, request, pre)
+        signed = _sign_all(gateway.registry, decision, outputs, request, pre, memo_json)
     except Exception as exc:  # fail closed: nothing unsigned is released
         refusal = Verdict(
             False, (f"outputs not signed, withheld: {type(exc).__name__}: {exc}",), (), ()
@@ -414,7 +420,80 @@ def run_job(gateway: Gateway, request: RunRequest, backend: Backend | None = Non
                 pre.grantee_id, request.purpose, refusal, pre.prior_sha, pre.inputs, hashes
             )
         )
-    return final.receipt(decision, signed)
+    return replace(final.receipt(decision, signed), details=details)
+
+
+def _produce(
+    gateway: Gateway,
+    request: RunRequest,
+    pre: _PreCheck,
+    backend: Backend | None,
+    details: dict[str, object],
+) -> list[Any]:
+    """Run the job's model: the personal exemplar restoration for an exemplars prior,
+    else the backend (diffusers unless given)."""
+    assert pre.facts is not None
+    prior = pre.facts.prior
+    if prior is not None and prior.kind == "exemplars":
+        if request.purpose != "restore":
+            raise InputError(
+                "an exemplars prior restores photos of its subject; it cannot generate"
+            )
+        from consentry.generation.backends.personal import restore_face_photo
+        from consentry.generation.exemplars import load_exemplars
+
+        exemplars = load_exemplars(
+            gateway.registry,
+            prior_store_path(gateway.registry, prior.registered_sha256, prior.kind),
+            prior.registered_sha256,
+        )
+        if exemplars.subject_id != prior.subject_id:
+            raise InputError(f"prior {prior.id}: its manifest is for another subject")
+        source = pre.images[0]
+        personal = restore_face_photo(
+            gateway.engine, source.pixels, list(exemplars.photos), is_jpeg=source.format == "JPEG"
+        )
+        details["restoration"] = personal.details()
+        return [Image.fromarray(personal.image)]
+    prior_ref = _prior_ref(gateway.registry, prior)
+    if backend is None:
+        from consentry.generation.backends.diffusers_backend import DiffusersBackend
+
+        backend = DiffusersBackend(request.model_dir)
+    if request.purpose == "generate":
+        return list(
+            backend.text2img(request.prompt, request.steps, request.size, request.seed, prior_ref)
+        )
+    source_image = Image.fromarray(pre.images[0].pixels).resize((request.size, request.size))
+    return list(
+        backend.img2img(
+            source_image, request.prompt, request.strength, request.steps, request.seed, prior_ref
+        )
+    )
+
+
+def _memorization(
+    gateway: Gateway, prior: PriorFact | None, outputs: Sequence[LoadedImage]
+) -> list[MemorizationScore | None]:
+    """Each output's memorization score against the prior's photos.
+
+    [] without a prior, or for a prior registered without a photo list whose subject
+    has no kept photos (an externally trained file: nothing to compare with; the
+    receipt says so). Raises when listed photos cannot be read, or the subject was
+    erased: the job is refused.
+    """
+    if prior is None:
+        return []
+    from consentry.generation.memorization import memorization_score, prior_references
+
+    with gateway.registry.db.read() as session:
+        row = session.get(Prior, prior.id)
+    if row is None:
+        raise NotFoundError(f"no prior {prior.id!r}")
+    references = prior_references(gateway.registry, row)
+    if not references:
+        return []  # a prior registered without its photos, none kept: nothing to compare
+    return [memorization_score(gateway.engine, image.pixels, references) for image in outputs]
 
 
 def _prior_ref(registry: Registry, prior: PriorFact | None) -> PriorRef | None:
@@ -433,6 +512,7 @@ def _sign_all(
     outputs: list[bytes],
     request: RunRequest,
     pre: _PreCheck,
+    memorization: Sequence[dict[str, object] | None],
 ) -> list[bytes]:
     from consentry.provenance.sign import sign_output
 
@@ -456,6 +536,7 @@ def _sign_all(
             grants=[g for g in grants if g is not None],
             prior=prior,
             parent=parent,
+            memorization=memo,
         )
-        for data in outputs
+        for data, memo in zip(outputs, list(memorization) or [None] * len(outputs), strict=True)
     ]

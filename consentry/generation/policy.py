@@ -117,6 +117,7 @@ class Limits:
     max_pixels: int = 16_777_216
     max_steps: int = 150
     max_faces: int = 32  # per job, inputs and outputs each; checked before embedding
+    max_copy_ssim: float = 0.7  # an output this close to a prior's photo is withheld
 
 
 @dataclass(frozen=True)
@@ -146,6 +147,7 @@ class JobFacts:
     steps: int = 0
     limits: Limits = field(default_factory=Limits)
     stage: Stage = "pre"
+    copy_ssim: float | None = None  # post: highest copy SSIM of an output to a prior photo
 
 
 @dataclass(frozen=True)
@@ -371,6 +373,15 @@ def _limit_reasons(facts: JobFacts) -> list[str]:
     ):
         if _is_int(value) and _is_int(limit) and value > limit:
             out.append(f"too many {what}: {value} > {limit}")
+    copy, most = facts.copy_ssim, facts.limits.max_copy_ssim
+    if copy is not None:
+        if not isinstance(copy, float | int) or not math.isfinite(copy):
+            out.append(f"{_MALFORMED}copy_ssim is not a finite number: {copy!r}")
+        elif copy >= most:
+            out.append(
+                f"output is a near-copy of a photo of the prior "
+                f"(copy SSIM {copy:.3f} >= {most:.3f})"
+            )
     return out
 
 
@@ -441,6 +452,13 @@ def _evaluate(facts: JobFacts, defects: list[str]) -> Verdict:
                     refusals.append(
                         f"prior {prior.id} belongs to {owner} but the input shows {subject}"
                     )
+            for where, image in unknown_images:
+                if where == "input":
+                    refusals.append(
+                        f"prior {prior.id} belongs to {owner} but input image {image} shows an "
+                        "unregistered face: restoring it with this prior would paint "
+                        f"{owner} onto someone else"
+                    )
 
     for subject, lines in involved.items():
         cover = (
@@ -470,6 +488,13 @@ def _evaluate(facts: JobFacts, defects: list[str]) -> Verdict:
             notes.append(f"unregistered face in {place} allowed (refuse_unknown_faces is off)")
         else:
             refusals.append(f"unregistered face in {place} (refuse_unknown_faces)")
+
+    copy, limits = facts.copy_ssim, facts.limits
+    finite = isinstance(copy, float | int) and math.isfinite(copy)
+    if finite and copy is not None and isinstance(limits, Limits) and copy < limits.max_copy_ssim:
+        notes.append(
+            f"memorization check passed: copy SSIM {copy:.3f} < {limits.max_copy_ssim:.3f}"
+        )
 
     subjects = [s for s in involved if s in known]
     if refusals:

@@ -31,7 +31,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import importlib.metadata
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -194,9 +194,14 @@ def _actions(action: Action, decision: Decision, prior: Prior | None) -> list[di
 
 
 def _consent(
-    decision: Decision, grants: Sequence[Grant], prior: Prior | None, consent: ConsentEvidence
+    decision: Decision,
+    grants: Sequence[Grant],
+    prior: Prior | None,
+    consent: ConsentEvidence,
+    memorization: Mapping[str, Any] | None,
 ) -> dict[str, Any]:
-    return {
+    extra = {"memorization": dict(memorization)} if memorization is not None else {}
+    return extra | {
         "version": CONSENT_VERSION,
         "decision": decision.id,
         "purpose": decision.purpose,
@@ -220,8 +225,12 @@ def build_manifest(
     consent: ConsentEvidence,
     parent: bytes | None = None,
     parent_mime: str | None = None,
+    memorization: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The manifest definition for one output (see the module docstring).
+
+    ``memorization``: the output's memorization check (copy SSIM and identity to the
+    nearest photo of the prior, and the limit), recorded in the consent assertion.
 
     A restoration needs ``parent`` (the input image, JPEG/PNG/WebP) and its
     ``parent_mime``; a generation takes none. The parent ingredient is declared with
@@ -258,6 +267,9 @@ def build_manifest(
         "assertions": [
             {"label": ACTIONS_LABEL, "data": {"actions": _actions(action, decision, prior)}},
             {"label": TRAINING_MINING_LABEL, "data": {"entries": training}},
-            {"label": CONSENT_LABEL, "data": _consent(decision, grants, prior, consent)},
+            {
+                "label": CONSENT_LABEL,
+                "data": _consent(decision, grants, prior, consent, memorization),
+            },
         ],
     }

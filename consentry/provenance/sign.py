@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from consentry.errors import ManifestError, ProvenanceError
 from consentry.provenance.c2pa_io import sign_asset
@@ -50,13 +50,15 @@ def sign_output(
     parent: bytes | None = None,
     title: str | None = None,
     signer: ManifestSigner | None = None,
+    memorization: Mapping[str, Any] | None = None,
 ) -> bytes:
     """Return ``data`` (JPEG, PNG or WebP) with its signed C2PA manifest embedded.
 
     ``decision`` must be an allowed decision already in the log, for this ``action``,
     these ``grants`` and this ``prior``. A checkpoint covering it is signed now and the
     decision's inclusion proof goes into the ``org.consentry.consent`` assertion.
-    ``parent``: the input image of a restoration. ``signer`` defaults to the home's
+    ``parent``: the input image of a restoration. ``memorization``: the output's
+    memorization check, recorded in the consent assertion. ``signer`` defaults to the home's
     active identity (``HOME/pki``). Raises CertificateError for an unusable chain
     (expired, ...), ManifestError or ProvenanceError otherwise.
     """
@@ -75,6 +77,7 @@ def sign_output(
         consent=evidence,
         parent=parent,
         parent_mime=parent_mime,
+        memorization=memorization,
     )
     streams = (
         {PARENT_LABEL: (parent_mime, parent)}

@@ -76,6 +76,7 @@ class VerifyResult:
     grant_ids: list[str] = field(default_factory=list)
     subject_ids: list[str] = field(default_factory=list)
     log_index: int | None = None
+    memorization: dict[str, Any] | None = None  # as claimed by the consent assertion
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -267,6 +268,8 @@ def _check_consent(registry: Registry, claim: Any, result: VerifyResult) -> None
     result.decision_id = _field(claim, "decision", str)
     result.log_index = _field(claim, "log_index", int)
     result.grant_ids = _str_list(claim, "grants")
+    claimed = claim.get("memorization")
+    result.memorization = dict(claimed) if isinstance(claimed, dict) else None
     pseudonyms = _str_list(claim, "subjects")
     keys = registry.trusted_keys()
     statement = _decision_statement(registry, claim, keys)

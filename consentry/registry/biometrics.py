@@ -46,6 +46,7 @@ __all__ = [
     "decrypt_photos",
     "enroll",
     "erase_subject",
+    "is_erased",
     "record_calibration",
 ]
 
@@ -97,7 +98,8 @@ def _data_key(registry: Registry, session: Session, subject_id: str, create: boo
     return data_key
 
 
-def _is_erased(session: Session, subject_id: str) -> bool:
+def is_erased(session: Session, subject_id: str) -> bool:
+    """Whether ``subject_id``'s biometric data was erased (an erasure is logged)."""
     return session.exec(select(Erasure).where(Erasure.subject_id == subject_id)).first() is not None
 
 
@@ -112,7 +114,7 @@ def enroll(
     subject_row = registry.get_subject(subject)
     enrollment_id = registry.new_id("enr")
     with registry.db.write() as session:
-        if _is_erased(session, subject_row.id):
+        if is_erased(session, subject_row.id):
             raise ErasedError(f"subject {subject_row.id} was erased; register them anew")
         data_key = _data_key(registry, session, subject_row.id, create=True)
         blobs: list[BiometricBlob] = []
@@ -172,7 +174,7 @@ def erase_subject(registry: Registry, subject: str, reason: str) -> Erasure:
     """Destroy the subject's data key and blobs; log an erasure (hashes only)."""
     subject_row = registry.get_subject(subject)
     with registry.db.write() as session:
-        if _is_erased(session, subject_row.id):
+        if is_erased(session, subject_row.id):
             raise ErasedError(f"subject {subject_row.id} is already erased")
         enrollments = list(
             session.exec(
@@ -249,7 +251,7 @@ def decrypt_photos(registry: Registry, subject: str) -> list[tuple[str, bytes]]:
     """The subject's kept aligned photos as (photo sha256, PNG bytes), in memory only."""
     subject_row = registry.get_subject(subject)
     with registry.db.read() as session:
-        if _is_erased(session, subject_row.id):
+        if is_erased(session, subject_row.id):
             raise ErasedError(f"subject {subject_row.id} was erased")
         blobs = list(
             session.exec(

@@ -144,6 +144,12 @@ def oracle(
         reasons.append("prior pri_a is not named by an active grant for subject sub_a")
     if prior_case == "other_subject" and purpose == "restore" and face_case == "matched":
         reasons.append("prior pri_b belongs to sub_b but the input shows sub_a")
+    if prior_case != "none" and purpose == "restore" and face_case == "unmatched":
+        owner = "sub_b" if prior_case == "other_subject" else "sub_a"
+        prior_id = "pri_b" if prior_case == "other_subject" else "pri_a"
+        reasons.append(
+            f"prior {prior_id} belongs to {owner} but input image 0 shows an unregistered face"
+        )
     return (not reasons, reasons)
 
 
@@ -174,10 +180,12 @@ def test_decision_table(
         if prior_case == "other_subject":
             assert "grt_b" in verdict.grants_used
             assert "sub_b" in verdict.subjects
-    # B is always covered: B appears in a refusal only through the restore rule.
+    # B is always covered: B appears in a refusal only through the restore rules.
     for reason in verdict.reasons:
         if "sub_b" in reason and not verdict.allowed:
-            assert reason == "prior pri_b belongs to sub_b but the input shows sub_a"
+            assert reason == "prior pri_b belongs to sub_b but the input shows sub_a" or (
+                reason.startswith("prior pri_b belongs to sub_b but input image 0 shows an ")
+            )
     # A's grant is never explained away when it is the one that counts.
     if grant_case == "active":
         assert not has(verdict, "grant grt_a for subject sub_a")
@@ -625,3 +633,28 @@ def test_revoking_never_turns_refuse_into_allow(job: JobFacts) -> None:
     verdict = decide(dataclasses.replace(job, grants=revoked))
     if verdict.subjects:
         assert not verdict.allowed
+
+
+# ---------------------------------------------------------------- memorization
+@pytest.mark.parametrize(
+    ("copy", "allowed", "fragment"),
+    [
+        (None, True, "no registered subject involved"),
+        (0.31, True, "memorization check passed: copy SSIM 0.310 < 0.700"),
+        (0.7, False, "near-copy of a photo of the prior (copy SSIM 0.700 >= 0.700)"),
+        (0.97, False, "near-copy"),
+        (float("nan"), False, "copy_ssim is not a finite number"),
+    ],
+)
+def test_a_near_copy_of_a_prior_photo_is_withheld(
+    copy: float | None, allowed: bool, fragment: str
+) -> None:
+    verdict = decide(facts(stage="post", copy_ssim=copy))
+    assert verdict.allowed is allowed, verdict.reasons
+    assert has(verdict, fragment), verdict.reasons
+
+
+def test_the_copy_limit_is_a_setting() -> None:
+    strict = Limits(max_copy_ssim=0.3)
+    assert not decide(facts(stage="post", copy_ssim=0.31, limits=strict)).allowed
+    assert decide(facts(stage="post", copy_ssim=0.29, limits=strict)).allowed
