@@ -15,7 +15,7 @@ from typing import Annotated, Any
 
 import typer
 
-from consentry.cli import faces_cmds
+from consentry.cli import faces_cmds, train_cmds
 from consentry.cli.common import DbOpt, HomeOpt, JsonOpt, emit_json, open_registry
 from consentry.errors import InputError
 from consentry.registry.signing import SigningKey, load_public_key
@@ -328,6 +328,7 @@ def register(app: typer.Typer) -> None:
     faces_cmds.register(app, subject_app)
     app.add_typer(subject_app, name="subject")
     app.add_typer(grantee_app, name="grantee")
+    train_cmds.register(prior_app)
     app.add_typer(prior_app, name="prior")
     app.command("grant")(grant_command)
     app.command("revoke")(revoke_command)

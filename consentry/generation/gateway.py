@@ -52,6 +52,7 @@ __all__ = [
     "Gateway",
     "Receipt",
     "RunRequest",
+    "grant_facts",
     "prior_store_path",
     "run_job",
 ]
@@ -73,6 +74,37 @@ def _hash_file(path: Path) -> str:
     except OSError as exc:
         raise InputError(f"cannot read the prior file {path}: {exc.strerror}") from exc
     return digest.hexdigest()
+
+
+def grant_facts(registry: Registry, subjects: set[str], prior: PriorFact | None) -> list[GrantFact]:
+    """Every grant of ``subjects`` and every grant naming ``prior``, with its
+    revocation state as the registry holds it now."""
+    with registry.db.read() as session:
+        query = select(Grant).where(col(Grant.subject_id).in_(sorted(subjects)))
+        rows = {g.id: g for g in session.exec(query)}
+        if prior is not None:
+            for grant in session.exec(select(Grant)):
+                if prior.registered_sha256 in grant.priors:
+                    rows[grant.id] = grant
+        revoked = {
+            r.grant_id
+            for r in session.exec(
+                select(Revocation).where(col(Revocation.grant_id).in_(sorted(rows)))
+            )
+        }
+    return [
+        GrantFact(
+            g.id,
+            g.subject_id,
+            g.grantee_id,
+            tuple(g.purposes),
+            tuple(g.priors),
+            g.not_before,
+            g.not_after,
+            g.id in revoked,
+        )
+        for g in rows.values()
+    ]
 
 
 @dataclass(frozen=True)
@@ -204,32 +236,7 @@ class Gateway:
         return PriorFact(row.id, row.subject_id, row.sha256, file_sha256, row.kind)
 
     def _grants(self, subjects: set[str], prior: PriorFact | None) -> list[GrantFact]:
-        with self.registry.db.read() as session:
-            query = select(Grant).where(col(Grant.subject_id).in_(sorted(subjects)))
-            rows = {g.id: g for g in session.exec(query)}
-            if prior is not None:
-                for grant in session.exec(select(Grant)):
-                    if prior.registered_sha256 in grant.priors:
-                        rows[grant.id] = grant
-            revoked = {
-                r.grant_id
-                for r in session.exec(
-                    select(Revocation).where(col(Revocation.grant_id).in_(sorted(rows)))
-                )
-            }
-        return [
-            GrantFact(
-                g.id,
-                g.subject_id,
-                g.grantee_id,
-                tuple(g.purposes),
-                tuple(g.priors),
-                g.not_before,
-                g.not_after,
-                g.id in revoked,
-            )
-            for g in rows.values()
-        ]
+        return grant_facts(self.registry, subjects, prior)
 
     def _prompt_subjects(self, prompt: str) -> list[str]:
         if not prompt.strip():
