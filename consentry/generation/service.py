@@ -69,7 +69,7 @@ from consentry.faces.engine import FaceEngine
 from consentry.faces.images import MAX_BYTES_DEFAULT
 from consentry.generation.backends.base import Backend
 from consentry.generation.gateway import CheckRequest, Gateway, Receipt, RunRequest, run_job
-from consentry.registry.models import Grantee
+from consentry.registry.models import Grantee, Prior
 from consentry.registry.statements import PURPOSES
 from consentry.registry.store import Registry, parse_until
 from consentry.registry.views import grant_json, subject_json
@@ -365,8 +365,16 @@ def create_app(
         if not 0.0 < strength <= 1.0:
             raise ApiError(422, "bad_job", "strength must be in (0, 1]")
 
+    def needs_model(prior_id: str | None) -> bool:
+        """Every job runs the model but a personal restoration with an exemplars prior."""
+        if prior_id is None:
+            return True
+        with registry.db.read() as session:
+            row = session.get(Prior, prior_id)
+        return row is None or row.kind != "exemplars"  # an unknown prior is refused later
+
     def run(request: RunRequest) -> dict[str, Any]:
-        runner = job_backend()
+        runner = job_backend() if needs_model(request.prior) else backend
         with pipeline_lock, faces_lock:
             receipt = run_job(gateway, request, runner)
         return _job_json(receipt)

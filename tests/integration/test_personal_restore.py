@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 from PIL import Image
@@ -23,11 +24,13 @@ from consentry.faces.enroll import enroll_photos
 from consentry.faces.images import load_image
 from consentry.generation.exemplars import load_exemplars, register_exemplars
 from consentry.generation.gateway import Gateway, RunRequest, prior_store_path, run_job
+from consentry.generation.service import create_app, hash_admin_key
 from consentry.provenance.certs import create_dev_pki
 from consentry.provenance.verify import verify_media
 from consentry.registry.biometrics import erase_subject
 from consentry.registry.decisions import get_decision
 from consentry.registry.store import Registry
+from tests.integration._live import live_server
 from tests.integration.test_cli import Cli
 
 DATA = Path(__file__).resolve().parents[2] / "consentry" / "data" / "faces"
@@ -181,3 +184,27 @@ def test_exemplar_prior_through_the_cli(tmp_path: Path) -> None:
     )
     assert result.code == 0, (result.out, result.err)
     assert out.exists() and cli("verify", str(out)).code == 0
+
+
+def test_personal_restore_over_http_needs_no_diffusers_model(world: World) -> None:
+    world.registry.grant(world.obama, "Studio", ["restore"], priors=[world.prior_sha])
+    _, key = world.registry.add_grantee("Platform")
+    world.registry.grant(world.obama, "Platform", ["restore"], priors=[world.prior_sha])
+    app = create_app(world.registry, world.gateway.engine, hash_admin_key("csa_admin"))
+    with live_server(app) as base, httpx.Client(base_url=base, timeout=120) as client:
+        response = client.post(
+            "/v1/restore",
+            headers={"Authorization": f"Bearer {key}"},
+            data={"prior": world.prior_id},
+            files=[("image", ("small.jpg", degraded("obama2.jpg"), "image/jpeg"))],
+        )
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert body["allowed"] is True and len(body["outputs"]) == 1, body["reasons"]
+        assert body["details"]["restoration"]["method"] == "exemplar-detail-transfer"
+        no_prior = client.post(
+            "/v1/restore",
+            headers={"Authorization": f"Bearer {key}"},
+            files=[("image", ("small.jpg", degraded("obama2.jpg"), "image/jpeg"))],
+        )
+        assert no_prior.status_code == 503 and no_prior.json()["error"]["code"] == "no_model"
