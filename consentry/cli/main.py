@@ -9,6 +9,7 @@ import typer
 from consentry.cli import (
     audit_cmds,
     certs_cmds,
+    demo_cmds,
     gateway_cmds,
     keys_cmds,
     log_cmds,
@@ -55,6 +56,7 @@ provenance_cmds.register(app)
 audit_cmds.register(app)
 gateway_cmds.register(app)
 serve_cmds.register(app)
+demo_cmds.register(app)
 
 
 def run() -> None:
