@@ -38,6 +38,7 @@ __all__ = [
     "dlib_models_dir",
     "hash_files",
     "package_models_dir",
+    "read_verified",
     "sface_models_dir",
     "sha256_file",
     "verified_path",
@@ -147,6 +148,31 @@ def verified_path(folder: Path, model: ModelFile) -> Path:
             f"got {actual} ({path})"
         )
     return path
+
+
+def read_verified(folder: Path, model: ModelFile) -> bytes:
+    """The bytes of ``model`` in ``folder``, read once and checked against the pinned
+    SHA-256 (so what is hashed is exactly what is loaded).
+
+    Raises :class:`EngineError` when the file is missing or unreadable and
+    :class:`ModelHashError` when its digest differs.
+    """
+    path = folder / model.name
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise EngineError(
+            f"model file {model.name} is missing from {folder} (it ships with {model.package})"
+        ) from None
+    except OSError as exc:
+        raise EngineError(f"cannot read model file {path}: {exc}") from exc
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != model.sha256:
+        raise ModelHashError(
+            f"model file {model.name} fails verification: expected sha256 {model.sha256}, "
+            f"got {actual} ({path})"
+        )
+    return data
 
 
 def hash_files(paths: list[Path]) -> dict[str, str]:

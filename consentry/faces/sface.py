@@ -28,7 +28,6 @@ Invariants
 
 from __future__ import annotations
 
-import hashlib
 import threading
 from pathlib import Path
 
@@ -36,7 +35,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from consentry.errors import EngineError, InputError, ModelHashError
+from consentry.errors import EngineError, InputError
 from consentry.faces.engine import (
     ARCFACE_TEMPLATE_112,
     Face,
@@ -49,31 +48,11 @@ from consentry.faces.engine import (
     sort_faces,
     unit_vector,
 )
-from consentry.faces.models import SFACE, YUNET, ModelFile, sface_models_dir
+from consentry.faces.models import SFACE, YUNET, read_verified, sface_models_dir
 
 __all__ = ["SFaceEngine"]
 
 _CROP = 112
-
-
-def _read_verified(folder: Path, model: ModelFile) -> npt.NDArray[np.uint8]:
-    """The bytes of ``model`` in ``folder`` after checking them against the pinned SHA-256."""
-    path = folder / model.name
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise EngineError(
-            f"model file {model.name} is missing from {folder} (it ships with {model.package})"
-        ) from None
-    except OSError as exc:
-        raise EngineError(f"cannot read model file {path}: {exc}") from exc
-    actual = hashlib.sha256(data).hexdigest()
-    if actual != model.sha256:
-        raise ModelHashError(
-            f"model file {model.name} fails verification: expected sha256 {model.sha256}, "
-            f"got {actual} ({path})"
-        )
-    return np.frombuffer(data, dtype=np.uint8)
 
 
 class SFaceEngine:
@@ -107,8 +86,8 @@ class SFaceEngine:
         self.min_side = int(min_side)
 
         folder = Path(models_dir) if models_dir is not None else sface_models_dir()
-        yunet_bytes = _read_verified(folder, YUNET)
-        sface_bytes = _read_verified(folder, SFACE)
+        yunet_bytes = np.frombuffer(read_verified(folder, YUNET), dtype=np.uint8)
+        sface_bytes = np.frombuffer(read_verified(folder, SFACE), dtype=np.uint8)
         previous = cv2.utils.logging.getLogLevel()
         # OpenCV 5 warns on every load that its new graph engine ignores targets; silence it.
         cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)

@@ -22,9 +22,7 @@ import copy
 import hashlib
 import pickle
 import shutil
-import socket
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +44,7 @@ from consentry.errors import InputError
 from consentry.generation.backends import PriorHashMismatchError, PriorRef
 from consentry.generation.backends import diffusers_backend as db
 from consentry.generation.tiny import TINY_IMAGE_SIZE, build_tiny_pipeline
+from tests.integration._offline import offline_single_thread  # noqa: F401  (autouse)
 
 PROMPT = "a photo of <sks-person> smiling"
 PLAIN = "a portrait photo of a person"
@@ -56,29 +55,11 @@ SIZE = TINY_IMAGE_SIZE
 # -- isolation ------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module", autouse=True)
-def offline_single_thread() -> Iterator[None]:
-    """No network for anything in this module; torch on one thread."""
-
-    def refuse(*args: Any, **kwargs: Any) -> Any:
-        raise AssertionError(f"network access attempted: {args!r}")
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("HF_HUB_OFFLINE", "1")
-        patch.setattr(socket.socket, "connect", refuse)
-        patch.setattr(socket.socket, "connect_ex", refuse)
-        patch.setattr(socket, "create_connection", refuse)
-        yield
-    torch.set_num_threads(threads)
-
-
 # -- the model and the priors ---------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory: pytest.TempPathFactory, offline_single_thread: None) -> Path:
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:  # offline: autouse
     started = time.perf_counter()
     folder = build_tiny_pipeline(tmp_path_factory.mktemp("tiny") / "model", seed=0)
     assert time.perf_counter() - started < 30

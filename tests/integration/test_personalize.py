@@ -21,8 +21,6 @@ import json
 import math
 import re
 import shutil
-import socket
-from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -41,6 +39,7 @@ from consentry.generation.backends import PriorRef
 from consentry.generation.backends import diffusers_backend as db
 from consentry.generation.backends.base import sha256_file
 from consentry.generation.tiny import TINY_IMAGE_SIZE, build_tiny_pipeline
+from tests.integration._offline import offline_single_thread  # noqa: F401  (autouse)
 
 SIZE = TINY_IMAGE_SIZE
 STEPS = 4
@@ -78,26 +77,8 @@ def config(kind: str, **changes: Any) -> pz.TrainConfig:
 # -- isolation and fixtures ----------------------------------------------------------
 
 
-@pytest.fixture(scope="module", autouse=True)
-def offline_single_thread() -> Iterator[None]:
-    """No network for anything in this module; torch on one thread."""
-
-    def refuse(*args: Any, **kwargs: Any) -> Any:
-        raise AssertionError(f"network access attempted: {args!r}")
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("HF_HUB_OFFLINE", "1")
-        patch.setattr(socket.socket, "connect", refuse)
-        patch.setattr(socket.socket, "connect_ex", refuse)
-        patch.setattr(socket, "create_connection", refuse)
-        yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory: pytest.TempPathFactory, offline_single_thread: None) -> Path:
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:  # offline: autouse
     return build_tiny_pipeline(tmp_path_factory.mktemp("tiny") / "model", seed=0)
 
 

