@@ -20,6 +20,8 @@ BENCHMARKS: dict[str, str] = {
     "registry": "bench.registry",
     "faces": "bench.faces",
     "provenance": "bench.provenance",
+    "fidelity": "bench.fidelity",
+    "gateway": "bench.gateway",
 }
 
 

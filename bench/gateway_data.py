@@ -1,0 +1,577 @@
+"""Data for ``python -m bench gateway``: a registry of 1,000 subjects and a job mix.
+
+How the 1,000 subjects are made (see :func:`build_world`):
+
+- **Real identities, real photos.** With ``../shared/faces`` present (126 photos of
+  34 people, ``MANIFEST.tsv``), every identity with at least two photos is
+  registered: one single-face photo is held out as its *probe* (the photo the
+  load clients send), every other photo is embedded by the ``sface`` engine
+  (YuNet + SFace; in a group photo the detected face with the highest IoU to the
+  labelled box, as in ``bench faces``) and stored with
+  ``consentry.registry.biometrics.enroll`` (the function ``enroll_photos`` ends
+  in, without its quality gates, which refuse group photos). Identities with one
+  photo, and the shipped ``astronaut.jpg``, stay *unregistered* faces. Without
+  ``shared/faces`` only the four shipped photos are used: Obama (enrolled from
+  ``obama.jpg``, probe ``obama2.jpg``), Biden (enrolled from ``biden.jpg``; his
+  probe is the same photo mirrored, scaled to 80% and re-encoded, the one
+  augmented probe) and the astronaut unregistered.
+- **Filler subjects, synthetic embeddings.** The rest, up to 1,000, are
+  registered with ``Registry.add_subject`` (a name and a one-word alias) and
+  enrolled through the same ``biometrics.enroll`` with three embeddings each,
+  drawn from a two-level Gaussian fitted to the real SFace embeddings (identity
+  centre ~ N(mean, between-identity covariance), sample = centre + N(0,
+  within-identity covariance), both shrunk towards a multiple of the identity,
+  the within noise scaled so that the genuine mean cosine matches the real one,
+  then L2-normalised; isotropic centres when fewer than 10 real identities are
+  available). Augmented real photos cannot make new people: a face recognizer
+  is built to see the same person through blur, crops and flips (``bench
+  faces`` table 2), so augmented copies would be the same few people registered
+  many times, every probe would match dozens of subjects, and there would be no
+  1,000 identities. A filler is drawn again while any of its vectors is within
+  ``threshold - margin`` of any face in a photo that is sent (probes,
+  unregistered photos), so that no sent face can match a filler and the ground
+  truth stays the photo's label.
+- **Probes are screened** with the engine's own embeddings and plain numpy (not
+  the gateway, not ``IdentityIndex``): a probe's face must be at least
+  ``threshold + margin`` from its identity's enrolled vectors, and every face in
+  the probe photo below ``threshold - margin`` from every other identity's; an
+  unregistered photo's faces below ``threshold - margin`` from everyone. A
+  probe that fails is replaced by another single-face photo of the identity, or
+  the identity is used with no probe (reported). The load test measures the
+  gateway, not recognition accuracy (``bench faces`` does that).
+
+Grants: grantee "Studio A" holds one grant (``restore`` + ``generate``, no end)
+for every other real identity with a probe and for every other filler;
+"Studio B" holds none.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from consentry.faces.engine import FaceEngine
+from consentry.faces.enroll import engine_info
+from consentry.faces.images import load_image
+from consentry.faces.index import DEFAULT_THRESHOLDS
+from consentry.provenance.certs import create_dev_pki
+from consentry.registry.biometrics import Sample, enroll
+from consentry.registry.store import Registry
+
+Box = tuple[float, float, float, float]  # x, y, w, h
+
+SUBJECTS_TOTAL = 1000
+FILLER_VECTORS = 3  # embeddings per filler subject
+MARGIN = 0.05  # cosine margin around the threshold when screening probes and fillers
+MIN_IOU = 0.3
+MIN_FIT_IDENTITIES = 10  # fewer real identities: isotropic filler centres
+FALLBACK_GENUINE = 0.70  # sface genuine mean cosine (DESIGN.md section 5)
+SHRINK = 0.9  # covariance shrinkage towards (trace/d) * I (34 identities, 128 dimensions)
+PURPOSES = ["generate", "restore"]
+CHECK_PURPOSE = "restore"
+PROMPT_TEMPLATE = "a portrait photo of {name}, studio light"
+UNREGISTERED_SHIPPED = ("astronaut",)
+SHIPPED = Path(__file__).resolve().parent.parent / "consentry" / "data" / "faces"
+
+_FIRST = (
+    "Ada", "Bela", "Cora", "Dario", "Edda", "Felix", "Greta", "Hugo", "Ines", "Jonas",
+    "Kira", "Lior", "Mara", "Nils", "Olga", "Pavel", "Quinn", "Rhea", "Sven", "Tara",
+    "Ugo", "Vera", "Wim", "Xenia", "Yusuf", "Zora", "Anouk", "Bruno", "Clio", "Dane",
+    "Elif", "Finn", "Gaia", "Hana", "Ivo", "Jana", "Kofi", "Lena", "Milo", "Noor",
+)  # fmt: skip
+_LAST = (
+    "Abara", "Brandt", "Castell", "Dorsey", "Eklund", "Fairweather", "Galloway", "Hartmann",
+    "Iversen", "Jovanovic", "Kessler", "Lindqvist", "Moreau", "Nakamura", "Okafor",
+    "Pellegrini", "Quist", "Rasmussen", "Santoro", "Takahashi", "Underhill", "Valdez",
+    "Whitcombe", "Xiong", "Yilmaz", "Zeller", "Achterberg", "Beaumont", "Cardoso", "Delacroix",
+)  # fmt: skip
+
+
+# ---------------------------------------------------------------- photos
+@dataclass(frozen=True)
+class FacePhoto:
+    """One real photo: its file bytes (sent as is), label and labelled face box."""
+
+    name: str  # manifest path, or the shipped file name
+    identity: str
+    data: bytes
+    labelled: Box | None  # None: the largest detected face is the labelled one
+    n_faces: int  # faces in the photo per the manifest (1 for shipped photos)
+
+
+@dataclass
+class Embedded:
+    """The engine's view of a photo: the labelled face's vector and every face's."""
+
+    photo: FacePhoto
+    vector: np.ndarray | None  # the labelled face (None: not found)
+    faces: list[np.ndarray]  # every detected face, labelled one included
+
+
+def default_faces_dir() -> Path:
+    """``shared/faces`` beside the repository (``<repo>/../shared/faces``)."""
+    return Path(__file__).resolve().parent.parent.parent / "shared" / "faces"
+
+
+def _read_manifest(folder: Path) -> list[FacePhoto]:
+    with (folder / "MANIFEST.tsv").open(newline="") as handle:
+        rows = list(csv.DictReader(handle, delimiter="\t"))
+    photos = []
+    for row in rows:
+        x, y, w, h = (float(v) for v in row["bbox"].split(","))
+        photos.append(FacePhoto(row["path"], row["identity"], (folder / row["path"]).read_bytes(),
+                                (x, y, w, h), int(row["n_faces"] or 1)))
+    return photos
+
+
+def _shipped() -> list[FacePhoto]:
+    names = {"obama.jpg": "obama", "obama2.jpg": "obama", "biden.jpg": "biden",
+             "astronaut.jpg": "astronaut"}
+    return [FacePhoto(f"shipped/{n}", who, (SHIPPED / n).read_bytes(), None, 1)
+            for n, who in names.items()]
+
+
+def augmented_probe(photo: FacePhoto) -> FacePhoto:
+    """``photo`` mirrored, scaled to 80% (Lanczos) and re-encoded as JPEG q90."""
+    image = Image.open(io.BytesIO(photo.data)).convert("RGB")
+    image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    image = image.resize((round(image.width * 0.8), round(image.height * 0.8)),
+                         Image.Resampling.LANCZOS)
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=90)
+    return FacePhoto(photo.name + " (mirrored, 80%, q90)", photo.identity, buffer.getvalue(),
+                     None, 1)
+
+
+def landscape_jpeg(index: int, side: int = 768) -> bytes:
+    """A face-free generated landscape (``bench.provenance_data.landscape``) as JPEG q90."""
+    from bench.provenance_data import landscape
+
+    buffer = io.BytesIO()
+    Image.fromarray(landscape(index, side)).save(buffer, format="JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def _iou(a: Box, b: Box) -> float:
+    ix = max(0.0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = a[2] * a[3] + b[2] * b[3] - inter
+    return inter / union if union > 0 else 0.0
+
+
+def embed(engine: FaceEngine, photo: FacePhoto) -> Embedded:
+    """Detect and embed every face of ``photo``; pick the labelled one."""
+    pixels = load_image(photo.data).pixels
+    faces = [f for f in engine.analyze(pixels) if f.embedding is not None]
+    vectors = [np.asarray(f.embedding, dtype=np.float32) for f in faces]
+    vectors = [v / float(np.linalg.norm(v)) for v in vectors]
+    chosen: np.ndarray | None = None
+    if faces and photo.labelled is None:
+        chosen = vectors[0]  # detect returns the largest face first
+    elif faces and photo.labelled is not None:
+        scores = [_iou(tuple(float(c) for c in f.bbox), photo.labelled)  # type: ignore[arg-type]
+                  for f in faces]
+        best = int(np.argmax(scores))
+        if scores[best] >= MIN_IOU:
+            chosen = vectors[best]
+    return Embedded(photo, chosen, vectors)
+
+
+# ---------------------------------------------------------------- fillers
+def _shrunk_cov(samples: np.ndarray) -> np.ndarray:
+    centred = samples - samples.mean(axis=0, keepdims=True)
+    cov = centred.T @ centred / max(1, len(samples) - 1)
+    d = cov.shape[0]
+    shrunk: np.ndarray = (1 - SHRINK) * cov + SHRINK * (np.trace(cov) / d) * np.eye(d)
+    return shrunk
+
+
+@dataclass(frozen=True)
+class FillerModel:
+    """Two-level Gaussian of real embeddings: identity centres and photo residuals."""
+
+    mean: np.ndarray
+    between: np.ndarray  # Cholesky factor of the shrunk between-identity covariance
+    within: np.ndarray  # Cholesky factor of the shrunk within-identity covariance
+    identities: int
+    photos: int
+    within_scale: float = 1.0
+
+    @classmethod
+    def isotropic(cls, dim: int) -> FillerModel:
+        """Identity centres uniform on the sphere (for too few real identities to fit)."""
+        eye = np.eye(dim) / np.sqrt(dim)
+        return cls(np.zeros(dim), eye, eye * 0.5, 0, 0)
+
+    @classmethod
+    def fit(cls, by_identity: dict[str, list[np.ndarray]]) -> FillerModel:
+        centres = np.stack([np.mean(v, axis=0) for v in by_identity.values()])
+        residuals = np.concatenate([np.stack(v) - np.mean(v, axis=0) for v in by_identity.values()
+                                    if len(v) >= 2])
+        within = _shrunk_cov(np.vstack([residuals, -residuals]))  # zero-mean by construction
+        return cls(centres.mean(axis=0), np.linalg.cholesky(_shrunk_cov(centres)),
+                   np.linalg.cholesky(within), len(centres),
+                   sum(len(v) for v in by_identity.values()))
+
+    def matched(self, target_genuine: float, rng: np.random.Generator) -> FillerModel:
+        """This model with the within-identity noise scaled (grid 0.4-3.0) so that the mean
+        cosine of two vectors of one filler is closest to ``target_genuine`` (the real one)."""
+        best, best_gap = self, float("inf")
+        for scale in np.arange(0.4, 3.0001, 0.05):
+            model = FillerModel(self.mean, self.between, self.within * scale, self.identities,
+                                self.photos, float(scale))
+            genuine, _ = _pair_stats(list(model.draw_many(np.random.default_rng(rng.integers(
+                1 << 31)), 300, FILLER_VECTORS)))
+            if abs(genuine - target_genuine) < best_gap:
+                best, best_gap = model, abs(genuine - target_genuine)
+        return best
+
+    def draw_many(self, rng: np.random.Generator, identities: int, count: int) -> np.ndarray:
+        """``count`` unit vectors for each of ``identities`` new identities: (n, count, d)."""
+        d = len(self.mean)
+        centres = self.mean + rng.standard_normal((identities, d)) @ self.between.T
+        noise = rng.standard_normal((identities, count, d)) @ self.within.T
+        vectors = centres[:, None, :] + noise
+        unit: np.ndarray = vectors / np.linalg.norm(vectors, axis=2, keepdims=True)
+        return unit.astype(np.float32)
+
+
+def _pair_stats(groups: Sequence[np.ndarray]) -> tuple[float, float]:
+    """Mean cosine of pairs within a group and of pairs across groups."""
+    genuine: list[float] = []
+    for g in groups:
+        if len(g) >= 2:
+            sims = g @ g.T
+            genuine.extend(sims[np.triu_indices(len(g), 1)].tolist())
+    labels = np.concatenate([np.full(len(g), i) for i, g in enumerate(groups)])
+    stacked = np.concatenate(list(groups))
+    sims = stacked @ stacked.T
+    upper = np.triu_indices(len(stacked), 1)
+    across = labels[upper[0]] != labels[upper[1]]
+    impostor = float(sims[upper][across].mean()) if across.any() else float("nan")
+    return float(np.mean(genuine)) if genuine else float("nan"), impostor
+
+
+def _impostor_share(groups: Sequence[np.ndarray], threshold: float) -> float:
+    """Share of cross-identity pairs of real faces at or above ``threshold``."""
+    labels = np.concatenate([np.full(len(g), i) for i, g in enumerate(groups)])
+    stacked = np.concatenate(list(groups))
+    sims = stacked @ stacked.T
+    upper = np.triu_indices(len(stacked), 1)
+    across = labels[upper[0]] != labels[upper[1]]
+    return float((sims[upper][across] >= threshold).mean())
+
+
+# ---------------------------------------------------------------- the world
+@dataclass(frozen=True)
+class Job:
+    """One check request with its ground truth."""
+
+    kind: str
+    key: str  # "A" or "B"
+    image: bytes | None
+    image_name: str
+    prompt: str
+    expected_allowed: bool
+    expected_subjects: frozenset[str]
+
+
+@dataclass
+class World:
+    """The registry home, its keys and subjects, the jobs and how they were made."""
+
+    home: Path
+    keys: dict[str, str]  # "A"/"B" -> API key
+    grantee_ids: dict[str, str]
+    jobs: list[Job]
+    kinds: dict[str, str]  # kind -> description
+    subjects_total: int
+    real_registered: int
+    real_with_probe: int
+    fillers: int
+    granted_subjects: int
+    grants: int
+    unregistered_photos: int
+    source: str
+    notes: list[str] = field(default_factory=list)
+    stats: dict[str, Any] = field(default_factory=dict)
+    granted_probe: FacePhoto | None = None  # a probe of a granted real subject
+    granted_name: str = ""  # its subject's display name
+    granted_filler_name: str = ""
+
+
+def _names(count: int, rng: np.random.Generator) -> list[tuple[str, str]]:
+    combos = [(f, last) for f in _FIRST for last in _LAST]
+    if count > len(combos):
+        raise ValueError(f"only {len(combos)} distinct filler names")
+    order = rng.permutation(len(combos))[:count]
+    return [(f"{combos[i][0]} {combos[i][1]}", f"{combos[i][0]}_{combos[i][1]}".lower())
+            for i in order]
+
+
+def build_world(home: Path, engine: FaceEngine, faces_dir: Path | None, seed: int = 7,
+                log: Any = print) -> World:
+    """Create the registry at ``home`` (SQLite in the home) and the job mix; see the module."""
+    rng = np.random.default_rng(seed)
+    threshold = DEFAULT_THRESHOLDS[engine.name]
+    low, high = threshold - MARGIN, threshold + MARGIN
+    notes: list[str] = []
+    stats: dict[str, Any] = {"threshold": threshold, "margin": MARGIN}
+
+    folder = faces_dir if faces_dir is not None else default_faces_dir()
+    use_shared = (folder / "MANIFEST.tsv").is_file()
+    shipped = _shipped()
+    if use_shared:
+        photos = _read_manifest(folder) + [p for p in shipped
+                                           if p.identity in UNREGISTERED_SHIPPED]
+        source = f"{folder} ({len(photos) - 1} photos) + shipped astronaut.jpg"
+    else:
+        photos = shipped
+        source = f"{SHIPPED} only (no {folder}): 4 public-domain photos"
+    began = time.perf_counter()
+    embedded = [embed(engine, p) for p in photos]
+    stats["embed_seconds"] = time.perf_counter() - began
+    stats["photos_embedded"] = len(embedded)
+    log(f"  embedded {len(embedded)} real photos in {stats['embed_seconds']:.1f} s")
+
+    by_identity: dict[str, list[Embedded]] = {}
+    for e in embedded:
+        by_identity.setdefault(e.photo.identity, []).append(e)
+    unregistered_ids = sorted(i for i, es in by_identity.items()
+                              if i in UNREGISTERED_SHIPPED or (use_shared and len(es) < 2))
+    registered_ids = sorted(i for i in by_identity if i not in unregistered_ids)
+
+    # Probes: per identity, the last single-face photo whose face is near its own identity's
+    # other photos (>= threshold + margin) and whose every face is far from every other
+    # registered identity's labelled faces (< threshold - margin). The rest is enrolled.
+    labelled = {i: np.stack([e.vector for e in by_identity[i] if e.vector is not None])
+                for i in registered_ids
+                if any(e.vector is not None for e in by_identity[i])}
+    probes: dict[str, Embedded] = {}
+    enrolled: dict[str, list[Embedded]] = {}
+    for identity in registered_ids:
+        members = [e for e in by_identity[identity] if e.vector is not None]
+        others = [v for i, v in labelled.items() if i != identity]
+        gallery = np.concatenate(others) if others else np.zeros((0, engine.dim), np.float32)
+
+        def far_from_others(e: Embedded, gallery: np.ndarray = gallery) -> bool:
+            return not len(gallery) or float((np.stack(e.faces) @ gallery.T).max()) < low
+
+        chosen: Embedded | None = None
+        if len(members) == 1:  # shipped-only mode: the one augmented probe
+            probe = embed(engine, augmented_probe(members[0].photo))
+            if probe.vector is not None and far_from_others(probe) and float(
+                    probe.vector @ members[0].vector) >= high:
+                probes[identity] = probe
+            enrolled[identity] = members
+            continue
+        for cand in reversed(members):
+            if cand.photo.n_faces != 1 or len(cand.faces) != 1 or cand.vector is None:
+                continue
+            rest = np.stack([e.vector for e in members if e is not cand])  # type: ignore[misc]
+            if float((rest @ cand.vector).max()) >= high and far_from_others(cand):
+                chosen = cand
+                break
+        if chosen is not None:
+            probes[identity] = chosen
+        enrolled[identity] = [e for e in members if e is not chosen]
+    everyone = np.concatenate(list(labelled.values()))
+    unregistered = []
+    for identity in unregistered_ids:
+        for e in by_identity[identity]:
+            if not e.faces:
+                notes.append(f"unregistered photo {e.photo.name}: no face found, not used")
+            elif float((np.stack(e.faces) @ everyone.T).max()) >= low:
+                notes.append(f"unregistered photo {e.photo.name}: a face is within threshold - "
+                             "margin of a registered identity, not used")
+            else:
+                unregistered.append(e)
+    missing = [i for i in registered_ids if i not in probes]
+    if missing:
+        notes.append(f"registered but never sent (no single-face photo passes the probe "
+                     f"screen): {', '.join(missing)}")
+
+    # Fillers: fit on the real labelled embeddings; a filler is redrawn while any of its
+    # vectors is within threshold - margin of a face in a photo that is sent (probes,
+    # unregistered photos), so no sent face can match a filler.
+    real_by_identity = {i: [e.vector for e in es if e.vector is not None]
+                        for i, es in by_identity.items()}
+    real_by_identity = {i: v for i, v in real_by_identity.items() if v}
+    real_groups = [np.stack(v) for v in real_by_identity.values()]
+    real_genuine, real_impostor = _pair_stats(real_groups)
+    if len(real_by_identity) >= MIN_FIT_IDENTITIES:
+        model = FillerModel.fit(real_by_identity).matched(real_genuine, rng)
+    else:
+        model = FillerModel.isotropic(engine.dim).matched(FALLBACK_GENUINE, rng)
+        notes.append(f"only {len(real_by_identity)} real identities: filler centres are "
+                     f"isotropic (uniform on the sphere), within noise matched to a genuine "
+                     f"mean cosine of {FALLBACK_GENUINE} (DESIGN.md: two photos of one person "
+                     "average 0.70 with sface)")
+    sent_faces = np.stack([f for p in probes.values() for f in p.faces]
+                          + [f for e in unregistered for f in e.faces])
+    filler_count = SUBJECTS_TOTAL - len(registered_ids)
+    fillers: list[np.ndarray] = []
+    drawn = 0
+    while len(fillers) < filler_count:
+        batch = model.draw_many(rng, 1024, FILLER_VECTORS)  # (1024, k, d)
+        drawn += len(batch)
+        near = (batch @ sent_faces.T).max(axis=(1, 2)) >= low
+        fillers.extend(batch[~near][: filler_count - len(fillers)])
+    stats["filler_draws"] = drawn
+    all_real = np.concatenate(real_groups)
+    stats["real_pairs_mean_cos"] = {"genuine": real_genuine, "impostor": real_impostor}
+    stats["filler_pairs_mean_cos"] = dict(zip(("genuine", "impostor"),
+                                              _pair_stats(fillers[:300]), strict=True))
+    cross = np.concatenate(fillers) @ all_real.T
+    stats["filler_vs_real_mean_cos"] = float(cross.mean())
+    stats["filler_vs_real_share_at_threshold"] = float((cross >= threshold).mean())
+    stats["real_impostor_share_at_threshold"] = _impostor_share(real_groups, threshold)
+    stats["filler_vs_sent_max_cos"] = float((np.concatenate(fillers) @ sent_faces.T).max())
+    stats["filler_share_at_threshold"] = _impostor_share(fillers[:1000], threshold)
+    stats["filler_model"] = {"identities": model.identities, "photos": model.photos,
+                             "shrinkage": SHRINK, "within_scale": model.within_scale}
+
+    # The registry.
+    began = time.perf_counter()
+    registry = Registry.init(home, None)
+    try:
+        create_dev_pki(registry.home.root)
+        info = engine_info(engine)
+        grantee_a, key_a = registry.add_grantee("Studio A")
+        grantee_b, key_b = registry.add_grantee("Studio B")
+        subject_of: dict[str, str] = {}
+        for identity in registered_ids:
+            subject = registry.add_subject(identity)
+            subject_of[identity] = subject.id
+            enroll(registry, subject.id, info,
+                   [Sample(hashlib.sha256(e.photo.data).hexdigest(), e.vector)
+                    for e in enrolled[identity] if e.vector is not None])
+        filler_ids: list[tuple[str, str]] = []  # (subject id, display name)
+        for (name, handle), vectors in zip(_names(filler_count, rng), fillers, strict=True):
+            subject = registry.add_subject(name, [handle])
+            label = f"synthetic embedding of {name}"
+            enroll(registry, subject.id, info,
+                   [Sample(hashlib.sha256(f"{label} #{k}".encode()).hexdigest(), v)
+                    for k, v in enumerate(vectors)])
+            filler_ids.append((subject.id, name))
+        stats["enroll_seconds"] = time.perf_counter() - began
+        log(f"  registered {len(registered_ids)} real + {filler_count} filler subjects in "
+            f"{stats['enroll_seconds']:.1f} s")
+
+        probed = sorted(probes)
+        granted_real = set(probed[0::2])
+        ungranted_real = [i for i in probed if i not in granted_real]
+        granted_fillers = filler_ids[0::2]
+        ungranted_fillers = filler_ids[1::2]
+        began = time.perf_counter()
+        grants = 0
+        for identity in sorted(granted_real):
+            registry.grant(subject_of[identity], grantee_a.id, PURPOSES)
+            grants += 1
+        for subject_id, _ in granted_fillers:
+            registry.grant(subject_id, grantee_a.id, PURPOSES)
+            grants += 1
+        registry.checkpoint()
+        stats["grant_seconds"] = time.perf_counter() - began
+        stats["log_size_after_setup"] = registry.log_size()
+    finally:
+        registry.close()
+
+    # The job mix: one "round" of kinds, repeated over the probes.
+    landscapes = [(f"landscape-{i}.jpg", landscape_jpeg(i)) for i in range(3)]
+    kinds = {
+        "granted face": "probe of a subject A holds a grant for -> allow",
+        "ungranted face": "probe of a registered subject without a grant for A -> refuse",
+        "unregistered face": "real photo of an unregistered person -> allow (no subject)",
+        "no face": "generated landscape, no prompt -> allow (no subject)",
+        "face + prompt alias": "granted probe + prompt naming an ungranted subject -> refuse",
+        "prompt alias only": "landscape + prompt naming a granted filler by alias -> allow",
+        "other grantee": "granted probe sent with B's key (B holds no grant) -> refuse",
+    }
+    jobs: list[Job] = []
+    granted_list = [probes[i] for i in sorted(granted_real)]
+    ungranted_list = [probes[i] for i in ungranted_real]
+    if not granted_list or not ungranted_list:
+        raise RuntimeError("need at least one granted and one ungranted probed identity")
+    rounds = max(24, len(probes))
+    for r in range(rounds):
+        g = granted_list[r % len(granted_list)]
+        u = ungranted_list[r % len(ungranted_list)]
+        gs = frozenset({subject_of[g.photo.identity]})
+        us = frozenset({subject_of[u.photo.identity]})
+        land_name, land = landscapes[r % len(landscapes)]
+        uf_id, uf_name = ungranted_fillers[(7 * r) % len(ungranted_fillers)]
+        gf_id, gf_name = granted_fillers[(11 * r) % len(granted_fillers)]
+        handle = gf_name.replace(" ", "_").lower() if r % 2 else gf_name
+        jobs += [
+            Job("granted face", "A", g.photo.data, g.photo.name, "", True, gs),
+            Job("granted face", "A", g.photo.data, g.photo.name, "", True, gs),
+            Job("granted face", "A", g.photo.data, g.photo.name, "", True, gs),
+            Job("ungranted face", "A", u.photo.data, u.photo.name, "", False, us),
+            Job("ungranted face", "A", u.photo.data, u.photo.name, "", False, us),
+            Job("ungranted face", "A", u.photo.data, u.photo.name, "", False, us),
+            Job("no face", "A", land, land_name, "", True, frozenset()),
+            Job("face + prompt alias", "A", g.photo.data, g.photo.name,
+                PROMPT_TEMPLATE.format(name=uf_name), False, gs | {uf_id}),
+            Job("face + prompt alias", "A", g.photo.data, g.photo.name,
+                PROMPT_TEMPLATE.format(name=u.photo.identity), False,
+                gs | {subject_of[u.photo.identity]}),
+            Job("prompt alias only", "A", land, land_name, PROMPT_TEMPLATE.format(name=handle),
+                True, frozenset({gf_id})),
+            Job("other grantee", "B", g.photo.data, g.photo.name, "", False, gs),
+        ]
+        if unregistered:
+            x = unregistered[r % len(unregistered)]
+            jobs.append(Job("unregistered face", "A", x.photo.data, x.photo.name, "", True,
+                            frozenset()))
+    order = rng.permutation(len(jobs))
+    jobs = [jobs[i] for i in order]
+    first_granted = granted_list[0]
+    return World(
+        home=home,
+        keys={"A": key_a, "B": key_b},
+        grantee_ids={"A": grantee_a.id, "B": grantee_b.id},
+        jobs=jobs,
+        kinds=kinds,
+        subjects_total=len(registered_ids) + filler_count,
+        real_registered=len(registered_ids),
+        real_with_probe=len(probes),
+        fillers=filler_count,
+        granted_subjects=len(granted_real) + len(granted_fillers),
+        grants=grants,
+        unregistered_photos=len(unregistered),
+        source=source,
+        notes=notes,
+        stats=stats,
+        granted_probe=first_granted.photo,
+        granted_name=first_granted.photo.identity,
+        granted_filler_name=granted_fillers[0][1],
+    )
+
+
+def face_square(photo: FacePhoto, side: int = 512) -> Image.Image:
+    """The photo's labelled (or largest) face region grown to a square, resized to ``side``.
+
+    Used as the stand-in pipeline's 512x512 output: a real face of a granted subject.
+    """
+    image = Image.open(io.BytesIO(photo.data)).convert("RGB")
+    if photo.labelled is not None:
+        x, y, w, h = photo.labelled
+    else:
+        x, y, w, h = 0.0, 0.0, float(image.width), float(image.height)
+    half = max(w, h) * 1.2
+    cx, cy = x + w / 2, y + h / 2
+    box = (max(0.0, cx - half), max(0.0, cy - half), min(float(image.width), cx + half),
+           min(float(image.height), cy + half))
+    return image.crop(tuple(round(v) for v in box)).resize((side, side),  # type: ignore[arg-type]
+                                                          Image.Resampling.LANCZOS)
