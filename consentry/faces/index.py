@@ -119,20 +119,26 @@ class IdentityIndex:
                     )
                 }
             pending: list[str] = []
+            changed = False
             for index, kind, record_id in entries:
                 if kind == "enrollment":
                     enrollment = enrollments.get(record_id)
                     if enrollment is not None and enrollment.engine == self.engine:
                         pending.append(record_id)
+                        changed = True
                 elif kind == "erasure":
                     self._add(pending)
                     pending = []
                     self._remove_subject(erasures.get(record_id, ""))
+                    changed = True
                 self._log_size = index + 1
             self._add(pending)
             if any(kind == "calibration" for _, kind, _ in entries):
                 self._reload_threshold()
-            if entries and self._use_cache:
+            # Only a change of the vectors rewrites the cache: a cache of an earlier log
+            # prefix stays valid (its root is checked against that prefix on load, and
+            # the entries after it are applied), so decisions cost no rewrite.
+            if changed and self._use_cache:
                 self._save_cache()
             return len(entries)
 

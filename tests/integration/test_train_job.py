@@ -25,6 +25,7 @@ from consentry.provenance.certs import create_dev_pki
 from consentry.registry.decisions import get_decision
 from consentry.registry.models import Decision
 from consentry.registry.store import Registry
+from tests.integration._offline import offline_single_thread  # noqa: F401  (autouse)
 from tests.integration.test_cli import Cli
 
 DATA = Path(__file__).resolve().parents[2] / "consentry" / "data" / "faces"
@@ -144,7 +145,10 @@ def test_interrupted_training_resumes_from_its_checkpoint(world: World, model: P
     assert outcome.prior.kind == "textual_inversion"
 
 
-def test_prior_train_through_the_cli(tmp_path: Path, model: Path) -> None:
+def test_prior_train_through_the_cli(
+    tmp_path: Path, model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # two xdist workers on two cores
     cli = Cli(tmp_path / "home")
     cli.ok("init")
     cli.ok("subject", "add", "Barack Obama")
