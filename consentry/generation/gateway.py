@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
+from sqlalchemy import func
 from sqlmodel import col, select
 
 from consentry.errors import ConsentryError, ErasedError, InputError, NotFoundError
@@ -43,7 +44,7 @@ from consentry.generation.policy import (
 )
 from consentry.registry.biometrics import is_erased
 from consentry.registry.decisions import record_decision
-from consentry.registry.models import Decision, Grant, Prior, Revocation
+from consentry.registry.models import Decision, Grant, Prior, Revocation, Subject
 from consentry.registry.statements import format_time
 from consentry.registry.store import Registry
 
@@ -184,6 +185,7 @@ class Gateway:
         self.refuse_unknown_faces = refuse_unknown_faces
         self.limits = limits or Limits()
         self.index = IdentityIndex(registry, engine.name, engine.dim)
+        self._aliases: tuple[tuple[object, ...], AliasMatcher] | None = None
 
     # ------------------------------------------------------------------ facts
     def _faces(
@@ -241,10 +243,19 @@ class Gateway:
     def _prompt_subjects(self, prompt: str) -> list[str]:
         if not prompt.strip():
             return []
-        matcher = AliasMatcher(
-            (s.id, [s.display_name, *s.aliases]) for s in self.registry.list_subjects()
-        )
-        return list(dict.fromkeys(subject for subject, _ in matcher.find(prompt)))
+        return list(dict.fromkeys(subject for subject, _ in self._matcher().find(prompt)))
+
+    def _matcher(self) -> AliasMatcher:
+        """The alias matcher over every subject, rebuilt only when subjects were added
+        (subjects are append-only and their names and aliases never change)."""
+        with self.registry.db.read() as session:
+            stamp = tuple(session.exec(select(func.count(), func.max(Subject.log_index))).one())
+        if self._aliases is None or self._aliases[0] != stamp:
+            matcher = AliasMatcher(
+                (s.id, [s.display_name, *s.aliases]) for s in self.registry.list_subjects()
+            )
+            self._aliases = (stamp, matcher)
+        return self._aliases[1]
 
     # ------------------------------------------------------------------ decide
     def check(self, request: CheckRequest) -> Receipt:
