@@ -78,15 +78,17 @@ def _hash_file(path: Path) -> str:
 
 
 def grant_facts(registry: Registry, subjects: set[str], prior: PriorFact | None) -> list[GrantFact]:
-    """Every grant of ``subjects`` and every grant naming ``prior``, with its
-    revocation state as the registry holds it now."""
+    """Every grant of ``subjects`` and every grant naming ``prior``, in log order
+    (so the oldest covering grant is the one a decision names), with its revocation
+    state as the registry holds it now."""
     with registry.db.read() as session:
         query = select(Grant).where(col(Grant.subject_id).in_(sorted(subjects)))
-        rows = {g.id: g for g in session.exec(query)}
+        rows = {g.id: g for g in session.exec(query.order_by(col(Grant.log_index)))}
         if prior is not None:
-            for grant in session.exec(select(Grant)):
+            for grant in session.exec(select(Grant).order_by(col(Grant.log_index))):
                 if prior.registered_sha256 in grant.priors:
                     rows[grant.id] = grant
+        rows = dict(sorted(rows.items(), key=lambda item: item[1].log_index))
         revoked = {
             r.grant_id
             for r in session.exec(
