@@ -235,7 +235,7 @@ class _Demo:
 
         registry = self.reg()
         obama = self.subjects["Barack Obama"]
-        prior = register_exemplars(registry, obama, registry.home.root / "priors")
+        prior = register_exemplars(registry, obama)
         self.prior_id, self.prior_sha256 = prior.id, prior.sha256
         return f"exemplars prior {prior.id} of Barack Obama, SHA-256 {prior.sha256[:16]}..."
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -255,15 +254,6 @@ def grants_command(
 
 
 # ---------------------------------------------------------------- priors
-def _store_prior(home: Path, sha256: str, source: Path) -> None:
-    """Keep the prior's file in the home, named by its SHA-256 (the gateway hashes it
-    again on every load, so a swapped file is refused)."""
-    target = home / "priors" / f"{sha256}.safetensors"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    if not target.exists():
-        shutil.copyfile(source, target)
-
-
 @prior_app.command("add")
 def prior_add(
     subject: str,
@@ -293,12 +283,14 @@ def prior_add(
                 raise InputError("an exemplars prior is made from kept photos: give no file")
             from consentry.generation.exemplars import register_exemplars
 
-            row = register_exemplars(registry, subject, registry.home.root / "priors")
+            row = register_exemplars(registry, subject)
         else:
             if file is None:
                 raise InputError(f"a {kind or 'weights'} prior needs its file")
+            from consentry.generation.backends.base import store_prior_file
+
             row = registry.add_prior(subject, kind, base_model, file)
-            _store_prior(registry.home.root, row.sha256, file)
+            store_prior_file(registry, row, file)
         registry.checkpoint()
     if as_json:
         emit_json(prior_json(row))

@@ -108,6 +108,7 @@ __all__ = [
     "LoadedImage",
     "load_image",
     "load_image_bytes",
+    "sniff_format",
 ]
 
 MAX_PIXELS_DEFAULT: Final = 40_000_000
@@ -250,8 +251,9 @@ def _read_bounded(path: Path, label: str, max_bytes: int) -> bytes:
 # -- format sniffing ---------------------------------------------------------
 
 
-def _sniff(data: bytes) -> str | None:
-    """The allowed format the magic bytes announce, or ``None``."""
+def sniff_format(data: bytes) -> str | None:
+    """The allowed format (``JPEG``, ``PNG``, ``WEBP``, ``TIFF``) the magic bytes
+    announce, or ``None``."""
     if data.startswith(_JPEG_MAGIC):
         return "JPEG"
     if data.startswith(_PNG_MAGIC):
@@ -421,7 +423,7 @@ def _decode(data: bytes, source: str, *, max_pixels: int, max_bytes: int) -> Loa
         )
     if not data:
         raise CorruptImageError(f"{label}: empty file (0 bytes)")
-    fmt = _sniff(data)
+    fmt = sniff_format(data)
     if fmt is None:
         if _is_truncated_signature(data):
             raise CorruptImageError(f"{label}: only {len(data)} bytes, truncated image header")

@@ -25,6 +25,7 @@ import numpy as np
 from PIL import Image
 
 from consentry.errors import InputError, PriorHashMismatchError, RegistryError
+from consentry.generation.backends.base import prior_store_path
 from consentry.registry.biometrics import decrypt_photos
 from consentry.registry.models import Prior
 from consentry.registry.signing import canonical_json
@@ -65,11 +66,11 @@ def exemplar_manifest(subject_id: str, photo_sha256: list[str]) -> bytes:
     )
 
 
-def register_exemplars(registry: Registry, subject: str, target_dir: Path) -> Prior:
+def register_exemplars(registry: Registry, subject: str) -> Prior:
     """Register the subject's kept photos as an ``exemplars`` prior.
 
-    The manifest is written to ``target_dir/<sha256>.json`` (the registry's prior
-    store) before the prior is logged, so a logged prior always has its file.
+    The manifest is written to the registry's prior store (``<sha256>.json``) before
+    the prior is logged, so a logged prior always has its file.
     """
     row = registry.get_subject(subject)
     photos = decrypt_photos(registry, row.id)
@@ -78,8 +79,8 @@ def register_exemplars(registry: Registry, subject: str, target_dir: Path) -> Pr
     hashes = sorted({sha for sha, _ in photos})
     manifest = exemplar_manifest(row.id, hashes)
     digest = hashlib.sha256(manifest).hexdigest()
-    target_dir.mkdir(parents=True, exist_ok=True)
-    path = target_dir / f"{digest}.json"
+    path = prior_store_path(registry, digest, "exemplars")
+    path.parent.mkdir(parents=True, exist_ok=True)
     if not path.exists():
         temporary = path.with_suffix(".tmp")
         temporary.write_bytes(manifest)

@@ -31,8 +31,14 @@ from consentry.faces.engine import FaceEngine
 from consentry.faces.images import LoadedImage, load_image
 from consentry.faces.index import IdentityIndex
 from consentry.generation.aliases import AliasMatcher
-from consentry.generation.backends.base import Backend, PriorRef
-from consentry.generation.memorization import MemorizationScore
+from consentry.generation.backends.base import Backend, PriorRef, prior_store_path
+from consentry.generation.memorization import (
+    MemorizationScore,
+    Reference,
+    as_reference,
+    memorization_score,
+    prior_references,
+)
 from consentry.generation.policy import (
     FaceFact,
     GrantFact,
@@ -57,13 +63,6 @@ __all__ = [
     "prior_store_path",
     "run_job",
 ]
-
-
-def prior_store_path(registry: Registry, sha256: str, kind: str = "") -> Path:
-    """Where the registry keeps a registered prior's file, named by its SHA-256:
-    weights as ``.safetensors``, an exemplar set's manifest as ``.json``."""
-    suffix = ".json" if kind == "exemplars" else ".safetensors"
-    return registry.home.root / "priors" / f"{sha256}{suffix}"
 
 
 def _hash_file(path: Path) -> str:
@@ -389,11 +388,11 @@ def run_job(gateway: Gateway, request: RunRequest, backend: Backend | None = Non
     memos: list[MemorizationScore | None] = []
     details: dict[str, object] = {}
     try:
-        produced = _produce(gateway, request, pre, backend, details)
+        produced, references = _produce(gateway, request, pre, backend, details)
         outputs = [_png(image) for image in produced]
         loaded = [load_image(data) for data in outputs]
         output_faces, _ = gateway._faces(loaded)
-        memos = _memorization(gateway, pre.facts.prior, loaded)
+        memos = _memorization(gateway, pre.facts.prior, loaded, references)
         copies = [m.ssim for m in memos if m is not None]
         involved = set(pre.facts.known_subjects) | {
             f.subject_id for f in output_faces if f.subject_id
@@ -449,9 +448,10 @@ def _produce(
     pre: _PreCheck,
     backend: Backend | None,
     details: dict[str, object],
-) -> list[Any]:
+) -> tuple[list[Any], list[Reference] | None]:
     """Run the job's model: the personal exemplar restoration for an exemplars prior,
-    else the backend (diffusers unless given)."""
+    else the backend (diffusers unless given). Also returns the prior's photos when
+    they were decrypted here (the exemplars), so the memorization check reuses them."""
     assert pre.facts is not None
     prior = pre.facts.prior
     if prior is not None and prior.kind == "exemplars":
@@ -474,26 +474,33 @@ def _produce(
             gateway.engine, source.pixels, list(exemplars.photos), is_jpeg=source.format == "JPEG"
         )
         details["restoration"] = personal.details()
-        return [Image.fromarray(personal.image)]
+        references = [
+            as_reference(sha, photo)
+            for sha, photo in zip(exemplars.photo_sha256, exemplars.photos, strict=True)
+        ]
+        return [Image.fromarray(personal.image)], references
     prior_ref = _prior_ref(gateway.registry, prior)
     if backend is None:
         from consentry.generation.backends.diffusers_backend import DiffusersBackend
 
         backend = DiffusersBackend(request.model_dir)
     if request.purpose == "generate":
-        return list(
-            backend.text2img(request.prompt, request.steps, request.size, request.seed, prior_ref)
+        produced = backend.text2img(
+            request.prompt, request.steps, request.size, request.seed, prior_ref
         )
-    source_image = Image.fromarray(pre.images[0].pixels).resize((request.size, request.size))
-    return list(
-        backend.img2img(
+    else:
+        source_image = Image.fromarray(pre.images[0].pixels).resize((request.size, request.size))
+        produced = backend.img2img(
             source_image, request.prompt, request.strength, request.steps, request.seed, prior_ref
         )
-    )
+    return list(produced), None
 
 
 def _memorization(
-    gateway: Gateway, prior: PriorFact | None, outputs: Sequence[LoadedImage]
+    gateway: Gateway,
+    prior: PriorFact | None,
+    outputs: Sequence[LoadedImage],
+    references: list[Reference] | None,
 ) -> list[MemorizationScore | None]:
     """Each output's memorization score against the prior's photos.
 
@@ -504,13 +511,12 @@ def _memorization(
     """
     if prior is None:
         return []
-    from consentry.generation.memorization import memorization_score, prior_references
-
-    with gateway.registry.db.read() as session:
-        row = session.get(Prior, prior.id)
-    if row is None:
-        raise NotFoundError(f"no prior {prior.id!r}")
-    references = prior_references(gateway.registry, row)
+    if references is None:
+        with gateway.registry.db.read() as session:
+            row = session.get(Prior, prior.id)
+        if row is None:
+            raise NotFoundError(f"no prior {prior.id!r}")
+        references = prior_references(gateway.registry, row)
     if not references:
         return []  # a prior registered without its photos, none kept: nothing to compare
     return [memorization_score(gateway.engine, image.pixels, references) for image in outputs]

@@ -47,6 +47,7 @@ __all__ = [
     "DEFAULT_MAX_COPY_SSIM",
     "MemorizationScore",
     "Reference",
+    "as_reference",
     "copy_ssim",
     "memorization_score",
     "prior_references",
@@ -107,9 +108,14 @@ def prior_references(registry: Registry, prior: Prior) -> list[Reference]:
             "outputs cannot be checked for copies"
         )
     return [
-        Reference(sha, _aligned(np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))))
+        as_reference(sha, np.asarray(Image.open(io.BytesIO(data)).convert("RGB")))
         for sha, data in chosen
     ]
+
+
+def as_reference(sha256: str, pixels: np.ndarray) -> Reference:
+    """A decrypted aligned photo as a reference (resized to the 256 px frame if needed)."""
+    return Reference(sha256, _aligned(pixels))
 
 
 def _small(aligned: np.ndarray) -> np.ndarray:

@@ -19,7 +19,6 @@ trains, decides again and registers:
 from __future__ import annotations
 
 import io
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +26,8 @@ from pathlib import Path
 from PIL import Image
 
 from consentry.errors import ErasedError, GrantError, InputError
-from consentry.generation.gateway import grant_facts, prior_store_path
+from consentry.generation.backends.base import store_prior_file
+from consentry.generation.gateway import grant_facts
 from consentry.generation.personalize import TrainConfig, TrainResult, train_prior
 from consentry.generation.policy import GrantFact, active_grant, grant_problems
 from consentry.registry.biometrics import decrypt_photos, is_erased
@@ -168,9 +168,6 @@ def train_under_grant(
             "final_loss": round(float(result.final_loss), 6),
         },
     )
-    target = prior_store_path(registry, prior.sha256, prior.kind)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    if not target.exists():
-        shutil.copyfile(result.path, target)
+    store_prior_file(registry, prior, result.path)
     registry.checkpoint()
     return TrainOutcome(prior, result, start, finish)

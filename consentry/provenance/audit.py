@@ -25,11 +25,11 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from consentry.errors import ConsentryError, InputError
+from consentry.errors import ConsentryError
 from consentry.faces.engine import FaceEngine
-from consentry.faces.images import BYTES_SOURCE, MAX_BYTES_DEFAULT, LoadedImage, load_image
+from consentry.faces.images import BYTES_SOURCE, LoadedImage, load_image
 from consentry.faces.index import IdentityIndex
-from consentry.provenance.verify import verify_media
+from consentry.provenance.verify import read_capped, verify_media
 from consentry.registry.store import Registry
 
 __all__ = [
@@ -109,17 +109,6 @@ def iter_media(paths: Iterable[Path]) -> Iterator[Path]:
             yield path
 
 
-def _read(path: Path) -> bytes:
-    try:
-        with path.open("rb") as handle:
-            data = handle.read(MAX_BYTES_DEFAULT + 1)
-    except OSError as exc:
-        raise InputError(f"cannot read {path}: {exc.strerror}") from exc
-    if len(data) > MAX_BYTES_DEFAULT:
-        raise InputError(f"{path} is larger than {MAX_BYTES_DEFAULT} bytes")
-    return data
-
-
 def _crop(loaded: LoadedImage, bbox: tuple[float, float, float, float]) -> str:
     x, y, w, h = bbox
     margin = 0.25
@@ -142,7 +131,7 @@ def _audit_one(
     path: Path,
 ) -> AuditItem:
     try:
-        data = _read(path)
+        data = read_capped(path)
     except ConsentryError as exc:
         return AuditItem(path=str(path), error=str(exc))
     return audit_data(registry, engine, index, names, data, str(path))

@@ -39,7 +39,7 @@ from consentry.errors import (
     ImageTooLargeError,
     UnsupportedImageError,
 )
-from consentry.faces.images import MAX_BYTES_DEFAULT, load_image_bytes
+from consentry.faces.images import MAX_BYTES_DEFAULT, load_image_bytes, sniff_format
 from consentry.provenance.c2pa_io import ManifestState, read_asset
 from consentry.provenance.certs import root_pem
 from consentry.provenance.manifest import (
@@ -57,10 +57,16 @@ from consentry.registry.signing import Envelope, checkpoint_key_name, parse_cano
 if TYPE_CHECKING:
     from consentry.registry.store import Registry
 
-__all__ = ["VerifyResult", "mime_of", "mime_of_bytes", "read_media", "verify_media"]
+__all__ = [
+    "VerifyResult",
+    "mime_of",
+    "mime_of_bytes",
+    "read_capped",
+    "read_media",
+    "verify_media",
+]
 
-_JPEG_MAGIC = b"\xff\xd8\xff"
-_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+_SIGNABLE_MIME = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
 
 
 @dataclass
@@ -93,16 +99,14 @@ def mime_of_bytes(data: bytes) -> str:
     """``image/jpeg``, ``image/png`` or ``image/webp`` by magic bytes; ImageError otherwise."""
     if not data:
         raise CorruptImageError("the file is empty")
-    if data.startswith(_JPEG_MAGIC):
-        return "image/jpeg"
-    if data.startswith(_PNG_MAGIC):
-        return "image/png"
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "image/webp"
-    raise UnsupportedImageError("not a JPEG, PNG or WebP image (by its magic bytes)")
+    mime = _SIGNABLE_MIME.get(sniff_format(data) or "")
+    if mime is None:
+        raise UnsupportedImageError("not a JPEG, PNG or WebP image (by its magic bytes)")
+    return mime
 
 
-def _read_capped(path: Path, max_bytes: int) -> bytes:
+def read_capped(path: Path, max_bytes: int = MAX_BYTES_DEFAULT) -> bytes:
+    """A regular file's bytes, refused (ImageError) before reading past ``max_bytes``."""
     try:
         with path.open("rb") as handle:
             info = os.fstat(handle.fileno())
@@ -122,7 +126,7 @@ def _read_capped(path: Path, max_bytes: int) -> bytes:
 
 def mime_of(path: Path | str, max_bytes: int = MAX_BYTES_DEFAULT) -> str:
     """The media type of the image file at ``path`` by its magic bytes (size-capped read)."""
-    return mime_of_bytes(_read_capped(Path(path), max_bytes))
+    return mime_of_bytes(read_capped(Path(path), max_bytes))
 
 
 def read_media(path: Path | str, max_bytes: int = MAX_BYTES_DEFAULT) -> tuple[bytes, str]:
@@ -131,7 +135,7 @@ def read_media(path: Path | str, max_bytes: int = MAX_BYTES_DEFAULT) -> tuple[by
     Returns ``(data, mime)``; raises an ImageError subclass (exit code 2) for anything
     that is not a readable JPEG, PNG or WebP within the limits.
     """
-    data = _read_capped(Path(path), max_bytes)
+    data = read_capped(Path(path), max_bytes)
     mime = mime_of_bytes(data)
     load_image_bytes(data, max_bytes=max_bytes)
     return data, mime

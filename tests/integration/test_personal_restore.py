@@ -63,7 +63,7 @@ def world(tmp_path: Path, sqlite_url: str) -> Iterator[World]:
     engine = get_engine("sface")
     obama = registry.add_subject("Barack Obama", ["Obama"])
     enroll_photos(registry, engine, obama.id, [DATA / "obama.jpg"], keep_photos=True)
-    prior = register_exemplars(registry, obama.id, registry.home.root / "priors")
+    prior = register_exemplars(registry, obama.id)
     registry.add_grantee("Studio")
     registry.checkpoint()
     yield World(registry, Gateway(registry, engine), obama.id, prior.id, prior.sha256)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
+import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -26,6 +27,9 @@ from consentry.errors import InputError, PriorHashMismatchError
 if TYPE_CHECKING:
     from PIL import Image
 
+    from consentry.registry.models import Prior
+    from consentry.registry.store import Registry
+
 __all__ = [
     "LOADABLE_PRIOR_KINDS",
     "PICKLE_SUFFIXES",
@@ -34,7 +38,9 @@ __all__ = [
     "PriorRef",
     "check_prior_file",
     "normalise_sha256",
+    "prior_store_path",
     "sha256_file",
+    "store_prior_file",
     "verified_copy",
 ]
 
@@ -161,3 +167,23 @@ def verified_copy(path: Path, expected_sha256: str) -> Iterator[Path]:
             raise PriorHashMismatchError(source, expected, actual)
         copy.chmod(0o400)
         yield copy
+
+
+def prior_store_path(registry: Registry, sha256: str, kind: str = "") -> Path:
+    """Where the registry keeps a registered prior's file, named by its SHA-256:
+    weights as ``.safetensors``, an exemplar set's manifest as ``.json``."""
+    suffix = ".json" if kind == "exemplars" else ".safetensors"
+    return registry.home.root / "priors" / f"{sha256}{suffix}"
+
+
+def store_prior_file(registry: Registry, prior: Prior, source: Path) -> Path:
+    """Copy a registered prior's file into the registry's store (once); its path.
+
+    The gateway hashes the stored file again on every load, so a swapped file is
+    refused, never used.
+    """
+    target = prior_store_path(registry, prior.sha256, prior.kind)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if not target.exists():
+        shutil.copyfile(source, target)
+    return target

@@ -203,16 +203,15 @@ def _check_rgb(image: object, what: str) -> U8:
     if not isinstance(image, np.ndarray):
         raise ImageError(f"{what} must be a numpy array, got {type(image).__name__}")
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-        raise ImageError(f"{what} must be an H x W x 3 uint8 RGB array, got "
-                         f"{image.dtype} {image.shape}")
+        raise ImageError(
+            f"{what} must be an H x W x 3 uint8 RGB array, got {image.dtype} {image.shape}"
+        )
     out: U8 = np.ascontiguousarray(image)
     return out
 
 
 def _luma(image: npt.NDArray[np.floating] | U8) -> F32:
-    out: F32 = np.tensordot(image.astype(np.float32), _LUMA, axes=([2], [0])).astype(
-        np.float32
-    )
+    out: F32 = np.tensordot(image.astype(np.float32), _LUMA, axes=([2], [0])).astype(np.float32)
     return out
 
 
@@ -226,7 +225,10 @@ def _similarity(src: npt.ArrayLike, dst: npt.ArrayLike) -> F64:
     matrix, _ = cv2.estimateAffinePartial2D(
         np.asarray(src, dtype=np.float32).reshape(-1, 2),
         np.asarray(dst, dtype=np.float32).reshape(-1, 2),
-        method=cv2.RANSAC, ransacReprojThreshold=1e7, maxIters=10, refineIters=50,
+        method=cv2.RANSAC,
+        ransacReprojThreshold=1e7,
+        maxIters=10,
+        refineIters=50,
     )
     if matrix is None:
         raise ImageError("could not fit a similarity transform to the face landmarks")
@@ -253,12 +255,20 @@ def face_mask(size: int = EXEMPLAR_SIZE, grow: float = 1.0) -> F32:
     return out
 
 
-def _warp(image: npt.NDArray[np.floating] | U8, to_source: F64, width: int, height: int,
-          interpolation: int = cv2.INTER_LINEAR) -> F32:
+def _warp(
+    image: npt.NDArray[np.floating] | U8,
+    to_source: F64,
+    width: int,
+    height: int,
+    interpolation: int = cv2.INTER_LINEAR,
+) -> F32:
     """``out[v, u] = image(to_source @ (u, v, 1))`` (a 2 x 3 map into ``image``), float32."""
     warped = cv2.warpAffine(
-        np.ascontiguousarray(image, dtype=np.float32), to_source[:2], (width, height),
-        flags=interpolation | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE,
+        np.ascontiguousarray(image, dtype=np.float32),
+        to_source[:2],
+        (width, height),
+        flags=interpolation | cv2.WARP_INVERSE_MAP,
+        borderMode=cv2.BORDER_REPLICATE,
     )
     out: F32 = np.asarray(warped, dtype=np.float32)
     return out
@@ -267,8 +277,13 @@ def _warp(image: npt.NDArray[np.floating] | U8, to_source: F64, width: int, heig
 def _upsample(low: npt.NDArray[np.floating], scale: int) -> F32:
     height, width = low.shape[:2]
     out: F32 = np.asarray(
-        cv2.resize(np.ascontiguousarray(low, dtype=np.float32), (width * scale, height * scale),
-                   interpolation=cv2.INTER_CUBIC), dtype=np.float32)
+        cv2.resize(
+            np.ascontiguousarray(low, dtype=np.float32),
+            (width * scale, height * scale),
+            interpolation=cv2.INTER_CUBIC,
+        ),
+        dtype=np.float32,
+    )
     if out.ndim == 2 and low.ndim == 3:
         out = out[:, :, None]
     return out
@@ -327,11 +342,13 @@ def _locate(
     height, width = up.shape[:2]
     if aligned:
         if height != width:
-            raise ImageError(f"an aligned input must be square, got {width // scale} x "
-                             f"{height // scale}")
+            raise ImageError(
+                f"an aligned input must be square, got {width // scale} x {height // scale}"
+            )
         k = EXEMPLAR_SIZE / width
-        return _Geometry(np.array([[k, 0.0, 0.5 * k - 0.5], [0.0, k, 0.5 * k - 0.5],
-                                   [0.0, 0.0, 1.0]]), "aligned")
+        return _Geometry(
+            np.array([[k, 0.0, 0.5 * k - 0.5], [0.0, k, 0.5 * k - 0.5], [0.0, 0.0, 1.0]]), "aligned"
+        )
     if landmarks is not None:
         points = np.asarray(landmarks, dtype=np.float32)
         if points.shape != (5, 2) or not np.isfinite(points).all():
@@ -359,12 +376,15 @@ def _locate(
         x, y, w, h = box_hr
         points = BBOX_LANDMARKS * np.array([w, h], dtype=np.float32) + np.array([x, y])
         return _from_landmarks(points, "bbox")
-    raise ImageError("no face found in the upsampled input: pass bbox=, landmarks= or "
-                     "aligned=True (an input already in the exemplar frame)")
+    raise ImageError(
+        "no face found in the upsampled input: pass bbox=, landmarks= or "
+        "aligned=True (an input already in the exemplar frame)"
+    )
 
 
-def _region(geometry: _Geometry, width: int, height: int, scale: int,
-            pad: int) -> tuple[int, int, int, int]:
+def _region(
+    geometry: _Geometry, width: int, height: int, scale: int, pad: int
+) -> tuple[int, int, int, int]:
     """HR box ``(x0, y0, x1, y1)`` holding the exemplar frame plus ``pad``, on the LR grid."""
     if geometry.source == "aligned":
         return 0, 0, width, height
@@ -385,8 +405,7 @@ def _perturbation(scale: float, degrees: float) -> F64:
     cx, cy = _FACE_CENTRE
     angle = math.radians(degrees)
     c, s = scale * math.cos(angle), scale * math.sin(angle)
-    return np.array([[c, -s, cx - c * cx + s * cy], [s, c, cy - s * cx - c * cy],
-                     [0.0, 0.0, 1.0]])
+    return np.array([[c, -s, cx - c * cx + s * cy], [s, c, cy - s * cx - c * cy], [0.0, 0.0, 1.0]])
 
 
 def _translation(dx: float, dy: float) -> F64:
@@ -443,19 +462,28 @@ def _search(
             warped = _warp(exemplar_luma, to_source, width + 2 * pad, height + 2 * pad)
             if blur_sigma > 0:
                 ksize = 2 * math.ceil(3.0 * blur_sigma) + 1  # the forward model's kernel
-                warped = np.asarray(cv2.GaussianBlur(warped, (ksize, ksize), blur_sigma,
-                                                     borderType=cv2.BORDER_REFLECT_101),
-                                    dtype=np.float32)
+                warped = np.asarray(
+                    cv2.GaussianBlur(
+                        warped, (ksize, ksize), blur_sigma, borderType=cv2.BORDER_REFLECT_101
+                    ),
+                    dtype=np.float32,
+                )
             integral = np.asarray(cv2.integral(warped, sdepth=cv2.CV_64F), dtype=np.float64)
             # corners[a, b, i, j] = integral[rows[a, i], cols[b, j]]
             corners = integral[rows[:, None, :, None], cols[None, :, None, :]]
-            boxes = (corners[..., 1:, 1:] - corners[..., :-1, 1:] - corners[..., 1:, :-1]
-                     + corners[..., :-1, :-1]) / area  # (S, S, n, m): dy, dx
+            boxes = (
+                corners[..., 1:, 1:]
+                - corners[..., :-1, 1:]
+                - corners[..., 1:, :-1]
+                + corners[..., :-1, :-1]
+            ) / area  # (S, S, n, m): dy, dx
             distance = ((_normalise(boxes, weight) - target) ** 2 * weight).sum(
-                axis=(-2, -1)) / weight.sum()
+                axis=(-2, -1)
+            ) / weight.sum()
             a, b = np.unravel_index(int(np.argmin(distance)), distance.shape)
-            out.append(_Match(float(distance[a, b]), index, zoom, rotation,
-                              int(shifts[b]), int(shifts[a])))
+            out.append(
+                _Match(float(distance[a, b]), index, zoom, rotation, int(shifts[b]), int(shifts[a]))
+            )
     return out
 
 
@@ -469,12 +497,16 @@ def _prepare_exemplars(exemplars: Sequence[U8]) -> list[U8]:
     for i, image in enumerate(exemplars):
         rgb = _check_rgb(image, f"exemplar {i}")
         if rgb.shape[0] != rgb.shape[1] or rgb.shape[0] < 32:
-            raise ImageError(f"exemplar {i} must be a square aligned face of at least 32 px "
-                             f"(the enrollment frame), got {rgb.shape[1]} x {rgb.shape[0]}")
+            raise ImageError(
+                f"exemplar {i} must be a square aligned face of at least 32 px "
+                f"(the enrollment frame), got {rgb.shape[1]} x {rgb.shape[0]}"
+            )
         if rgb.shape[0] != EXEMPLAR_SIZE:
             interpolation = cv2.INTER_AREA if rgb.shape[0] > EXEMPLAR_SIZE else cv2.INTER_CUBIC
-            rgb = np.ascontiguousarray(cv2.resize(rgb, (EXEMPLAR_SIZE, EXEMPLAR_SIZE),
-                                                  interpolation=interpolation), dtype=np.uint8)
+            rgb = np.ascontiguousarray(
+                cv2.resize(rgb, (EXEMPLAR_SIZE, EXEMPLAR_SIZE), interpolation=interpolation),
+                dtype=np.uint8,
+            )
         prepared.append(rgb)
     if not prepared:
         raise InputError("personalized restoration needs at least one exemplar photo")
@@ -493,8 +525,7 @@ def _fit_gain(target: F64, source: F64, weight: F64) -> float:
     return float(np.clip(cov / var, 0.5, 2.0))
 
 
-def _true_face_mismatch(references: Sequence[U8], degradation: Degradation,
-                        weight: F32) -> float:
+def _true_face_mismatch(references: Sequence[U8], degradation: Degradation, weight: F32) -> float:
     """The mismatch a true face has: RMS of ``apply(E) - forward(E)`` on the region.
 
     ``E`` are the chosen exemplars warped into place: real photos of this face, with
@@ -538,8 +569,10 @@ def restore(
     opts = options or RestoreOptions()
     low = _check_rgb(low_res, "low_res")
     if min(low.shape[:2]) < _MIN_LOW_RES:
-        raise ImageError(f"low_res is too small ({low.shape[1]} x {low.shape[0]}); need at "
-                         f"least {_MIN_LOW_RES} px on each side")
+        raise ImageError(
+            f"low_res is too small ({low.shape[1]} x {low.shape[0]}); need at "
+            f"least {_MIN_LOW_RES} px on each side"
+        )
     prepared = _prepare_exemplars(exemplars)
     scale = int(degradation.scale)
     timings: dict[str, float] = {}
@@ -548,8 +581,9 @@ def restore(
     height, width = up.shape[:2]
     if (height, width) != (low.shape[0] * scale, low.shape[1] * scale):
         raise ImageError("bicubic_upscale returned an unexpected size")
-    geometry = _locate(up, scale, aligned=aligned, landmarks=landmarks, bbox=bbox,
-                       detector=detector)
+    geometry = _locate(
+        up, scale, aligned=aligned, landmarks=landmarks, bbox=bbox, detector=detector
+    )
     k = float(math.sqrt(abs(np.linalg.det(geometry.to_exemplar[:2, :2]))))  # exemplar px/HR px
     step = max(1, round(opts.shift_step / k))
     reach = math.floor(opts.max_shift / k / step) * step
@@ -558,7 +592,7 @@ def restore(
     x0, y0, x1, y1 = _region(geometry, width, height, scale, pad)
     roi_w, roi_h = x1 - x0, y1 - y0
     to_exemplar = geometry.to_exemplar @ _translation(x0, y0)  # ROI coords -> exemplar frame
-    low_roi = low[y0 // scale: y1 // scale, x0 // scale: x1 // scale].astype(np.float32)
+    low_roi = low[y0 // scale : y1 // scale, x0 // scale : x1 // scale].astype(np.float32)
     up_roi = up[y0:y1, x0:x1].astype(np.float32)
     # Face masks in the ROI: detail transfer and matching on the face; back-projection on
     # the exemplar frame (the whole frame for an aligned input).
@@ -569,9 +603,16 @@ def restore(
         frame = np.zeros((EXEMPLAR_SIZE, EXEMPLAR_SIZE), dtype=np.float32)
         frame[16:-16, 16:-16] = 1.0
         frame = np.asarray(cv2.GaussianBlur(frame, (0, 0), 8.0), dtype=np.float32)
-        bp_mask = np.asarray(cv2.warpAffine(frame, to_exemplar[:2], (roi_w, roi_h),
-                                            flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                                            borderValue=0.0), dtype=np.float32)
+        bp_mask = np.asarray(
+            cv2.warpAffine(
+                frame,
+                to_exemplar[:2],
+                (roi_w, roi_h),
+                flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                borderValue=0.0,
+            ),
+            dtype=np.float32,
+        )
     detail_mask *= bp_mask
     match_weight = _box_down(detail_mask, scale).astype(np.float64)
     region_weight = (_box_down(bp_mask, scale) >= 0.99).astype(np.float32)
@@ -588,8 +629,19 @@ def restore(
     blur_sigma = float(degradation.blur_sigma)
     best_per_exemplar: list[_Match] = []
     for i, luma in enumerate(lumas):
-        poses = _search(luma, i, to_exemplar, target, match_weight, (roi_h, roi_w), scale,
-                        blur_sigma, shifts, opts, rotations)
+        poses = _search(
+            luma,
+            i,
+            to_exemplar,
+            target,
+            match_weight,
+            (roi_h, roi_w),
+            scale,
+            blur_sigma,
+            shifts,
+            opts,
+            rotations,
+        )
         best_per_exemplar.append(min(poses, key=lambda m: m.distance))
     ranked = sorted(best_per_exemplar, key=lambda m: (m.distance, m.exemplar))
     chosen = ranked[: opts.top_k]
@@ -601,8 +653,11 @@ def restore(
     detail = np.zeros((roi_h, roi_w), dtype=np.float32)
     references: list[U8] = []
     for match in chosen:
-        to_source = (_perturbation(match.scale, match.rotation) @ to_exemplar
-                     @ _translation(match.dx, match.dy))
+        to_source = (
+            _perturbation(match.scale, match.rotation)
+            @ to_exemplar
+            @ _translation(match.dx, match.dy)
+        )
         warped = _warp(prepared[match.exemplar], to_source, roi_w, roi_h, cv2.INTER_CUBIC)
         references.append(np.clip(np.rint(warped), 0, 255).astype(np.uint8))
         forward = np.asarray(degradation.forward(warped), dtype=np.float32)
@@ -617,11 +672,13 @@ def restore(
     mark = time.perf_counter()
     target_error = 0.0
     if opts.stop_factor > 0:
-        target_error = opts.stop_factor * _true_face_mismatch(references, degradation,
-                                                              region_weight)
+        target_error = opts.stop_factor * _true_face_mismatch(
+            references, degradation, region_weight
+        )
     initial_error = _weighted_rms(
-        low_roi - np.asarray(degradation.forward(np.clip(estimate, 0.0, 255.0)),
-                             dtype=np.float32), region_weight)
+        low_roi - np.asarray(degradation.forward(np.clip(estimate, 0.0, 255.0)), dtype=np.float32),
+        region_weight,
+    )
     iterations = 0
     current = estimate
     for _ in range(opts.max_iterations):

@@ -63,8 +63,13 @@ _SSIM_K1, _SSIM_K2, _SSIM_SIGMA, _SSIM_WINDOW = 0.01, 0.03, 1.5, 11
 
 
 def _rgb(image: object, what: str) -> U8:
-    if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 \
-            or image.shape[2] != 3 or min(image.shape[:2]) < 1:
+    if (
+        not isinstance(image, np.ndarray)
+        or image.dtype != np.uint8
+        or image.ndim != 3
+        or image.shape[2] != 3
+        or min(image.shape[:2]) < 1
+    ):
         shape = getattr(image, "shape", None)
         raise ImageError(f"{what} must be an H x W x 3 uint8 RGB array, got {shape}")
     out: U8 = np.ascontiguousarray(image)
@@ -87,8 +92,9 @@ def aligned_face(size: int) -> Face:
     the template and dlib's customary box, scaled to ``size``."""
     k = size / EXEMPLAR_SIZE
     x, y, w, h = DLIB_BOX
-    return Face(bbox=(x * k, y * k, w * k, h * k),
-                landmarks=(EXEMPLAR_TEMPLATE + 0.5) * k - 0.5, score=1.0)
+    return Face(
+        bbox=(x * k, y * k, w * k, h * k), landmarks=(EXEMPLAR_TEMPLATE + 0.5) * k - 0.5, score=1.0
+    )
 
 
 def embed_aligned(image: U8, engine: FaceEngine | str = "sface") -> FloatArray:
@@ -147,9 +153,12 @@ def _ssim_map(x: F64, y: F64, peak: float) -> F64:
         raise ImageError(f"SSIM needs images of at least {_SSIM_WINDOW} px per side")
 
     def filt(v: F64) -> F64:
-        out: F64 = np.asarray(cv2.GaussianBlur(v, (_SSIM_WINDOW, _SSIM_WINDOW), _SSIM_SIGMA,
-                                               borderType=cv2.BORDER_REFLECT),
-                              dtype=np.float64)[half:-half, half:-half]
+        out: F64 = np.asarray(
+            cv2.GaussianBlur(
+                v, (_SSIM_WINDOW, _SSIM_WINDOW), _SSIM_SIGMA, borderType=cv2.BORDER_REFLECT
+            ),
+            dtype=np.float64,
+        )[half:-half, half:-half]
         return out
 
     mx, my = filt(x), filt(y)
@@ -241,8 +250,11 @@ def copy_score(
     out_vec = embed_aligned(out_rgb, model)
     truth_vec = embed_aligned(truth_rgb, model)
     if exemplar_index is None:
-        vectors = (list(exemplar_embeddings) if exemplar_embeddings is not None
-                   else [embed_aligned(e, model) for e in exemplars])
+        vectors = (
+            list(exemplar_embeddings)
+            if exemplar_embeddings is not None
+            else [embed_aligned(e, model) for e in exemplars]
+        )
         sims = [cosine(out_vec, v) for v in vectors]
         index = int(np.argmax(sims))
         chosen_vec = vectors[index]
@@ -250,13 +262,19 @@ def copy_score(
         if not 0 <= exemplar_index < len(exemplars):
             raise InputError(f"exemplar_index {exemplar_index} out of range")
         index = exemplar_index
-        chosen_vec = (exemplar_embeddings[index] if exemplar_embeddings is not None
-                      else embed_aligned(exemplars[index], model))
+        chosen_vec = (
+            exemplar_embeddings[index]
+            if exemplar_embeddings is not None
+            else embed_aligned(exemplars[index], model)
+        )
     exemplar = _rgb(exemplars[index], "exemplar")
     if exemplar.shape != out_rgb.shape:
         exemplar = np.ascontiguousarray(
-            cv2.resize(exemplar, (out_rgb.shape[1], out_rgb.shape[0]),
-                       interpolation=cv2.INTER_AREA), dtype=np.uint8)
+            cv2.resize(
+                exemplar, (out_rgb.shape[1], out_rgb.shape[0]), interpolation=cv2.INTER_AREA
+            ),
+            dtype=np.uint8,
+        )
     return CopyScore(
         exemplar_index=index,
         output_identity=cosine(out_vec, chosen_vec),
