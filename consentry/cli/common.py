@@ -19,6 +19,8 @@ from consentry.registry.store import Registry
 
 __all__ = [
     "DbOpt",
+    "DeviceOpt",
+    "DtypeOpt",
     "HomeOpt",
     "JsonOpt",
     "emit_json",
@@ -45,6 +47,24 @@ DbOpt = Annotated[
     ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
+DeviceOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--device",
+        envvar="CONSENTRY_DEVICE",
+        help="Where diffusers runs: auto (a CUDA GPU if present, else cpu), cpu, cuda, cuda:N.",
+        show_default=False,
+    ),
+]
+DtypeOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--dtype",
+        envvar="CONSENTRY_DTYPE",
+        help="auto (float16 on a GPU, float32 on cpu), float32, bfloat16, float16 (GPU only).",
+        show_default=False,
+    ),
+]
 
 
 def emit_json(value: Any) -> None:

@@ -7,7 +7,15 @@ from typing import Annotated
 
 import typer
 
-from consentry.cli.common import DbOpt, HomeOpt, JsonOpt, emit_json, open_registry
+from consentry.cli.common import (
+    DbOpt,
+    DeviceOpt,
+    DtypeOpt,
+    HomeOpt,
+    JsonOpt,
+    emit_json,
+    open_registry,
+)
 
 __all__ = ["register"]
 
@@ -68,20 +76,36 @@ def _run(
     home: Path | None,
     db: str | None,
     as_json: bool,
+    device: str | None,
+    dtype: str | None,
 ) -> None:
     from consentry.errors import InputError
     from consentry.faces.engines import get_engine
     from consentry.generation.gateway import Gateway, RunRequest, run_job
+    from consentry.generation.placement import resolve_placement
 
     if not requester:
         raise InputError("give --as GRANTEE")
+    resolve_placement(device, dtype)  # a bad name fails here, before anything is logged
     if out.exists():
         raise InputError(f"{out} exists; not overwriting")
     with open_registry(home, db) as registry:
         gateway = Gateway(registry, get_engine(engine))
         receipt = run_job(
             gateway,
-            RunRequest(requester, purpose, prompt, model, image, prior, steps, size, seed),
+            RunRequest(
+                requester,
+                purpose,
+                prompt,
+                model,
+                image,
+                prior,
+                steps,
+                size,
+                seed,
+                device=device,
+                dtype=dtype,
+            ),
         )
     written: list[str] = []
     for number, data in enumerate(receipt.outputs):
@@ -111,6 +135,8 @@ def generate_command(
     size: Annotated[int, typer.Option("--size")] = 512,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     engine: Annotated[str, typer.Option("--engine", help="Face engine.")] = "sface",
+    device: DeviceOpt = None,
+    dtype: DtypeOpt = None,
     home: HomeOpt = None,
     db: DbOpt = None,
     as_json: JsonOpt = False,
@@ -131,6 +157,8 @@ def generate_command(
         home,
         db,
         as_json,
+        device,
+        dtype,
     )
 
 
@@ -147,12 +175,14 @@ def restore_command(
     size: Annotated[int, typer.Option("--size")] = 512,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     engine: Annotated[str, typer.Option("--engine", help="Face engine.")] = "sface",
+    device: DeviceOpt = None,
+    dtype: DtypeOpt = None,
     home: HomeOpt = None,
     db: DbOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Restore an image through the gateway (diffusers img2img; personalised exemplar
-    restoration comes with the priors issue)."""
+    """Restore an image through the gateway: personalised restoration with an
+    exemplars prior (no model needed), else diffusers img2img on --model."""
     _run(
         "restore",
         requester,
@@ -168,6 +198,8 @@ def restore_command(
         home,
         db,
         as_json,
+        device,
+        dtype,
     )
 
 

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from consentry.cli.common import DbOpt, HomeOpt
+from consentry.cli.common import DbOpt, DeviceOpt, DtypeOpt, HomeOpt
 
 __all__ = ["ADMIN_KEY_ENV", "ADMIN_KEY_FILE", "admin_key_digest", "register"]
 
@@ -54,6 +54,8 @@ def serve_command(
         Path | None,
         typer.Option("--model", help="Local diffusers model folder for generate and restore."),
     ] = None,
+    device: DeviceOpt = None,
+    dtype: DtypeOpt = None,
     home: HomeOpt = None,
     db: DbOpt = None,
 ) -> None:
@@ -61,9 +63,17 @@ def serve_command(
     import uvicorn
 
     from consentry.faces.engines import get_engine
+    from consentry.generation.backends.base import Backend
     from consentry.generation.service import create_app
     from consentry.registry.store import Registry
 
+    backend: Backend | None = None
+    if model is not None:  # loaded before the registry opens: a bad folder or device fails first
+        from consentry.generation.backends.diffusers_backend import DiffusersBackend
+        from consentry.generation.placement import resolve_placement
+
+        backend = DiffusersBackend(model, resolve_placement(device, dtype))
+        typer.echo(f"model {backend.model_dir} on {backend.placement.describe()}")
     registry = Registry.open(home, db)
     try:
         digest, new_key = admin_key_digest(registry.home.root)
@@ -75,6 +85,7 @@ def serve_command(
             digest,
             refuse_unknown_faces=refuse_unknown_faces,
             model_dir=model,
+            backend=backend,
         )
         uvicorn.run(app, host=host, port=port)
     finally:

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from consentry.cli.common import DbOpt, HomeOpt, JsonOpt, emit_json, open_registry
+from consentry.cli.common import DbOpt, DeviceOpt, HomeOpt, JsonOpt, emit_json, open_registry
 
 __all__ = ["register"]
 
@@ -38,6 +38,7 @@ def train_command(
         int, typer.Option("--checkpoint-every", help="Checkpoint period in steps (0: none).")
     ] = 100,
     seed: Annotated[int, typer.Option("--seed")] = 0,
+    device: DeviceOpt = None,
     work_dir: Annotated[
         Path | None, typer.Option("--work-dir", help="Checkpoints and class images.")
     ] = None,
@@ -50,7 +51,8 @@ def train_command(
     Needs an active grant giving the grantee the ``train`` purpose; checked before
     and after training (a revocation while it runs wins). The result is registered
     as a prior bound to its SHA-256, the base model's hash, the configuration and
-    the grant. Photos are decrypted in memory only.
+    the grant. Photos are decrypted in memory only. Weights stay in float32 on
+    every device; ``--device cuda`` trains on a GPU.
     """
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -100,6 +102,7 @@ def train_command(
             work_dir=work_dir,
             resume=resume,
             progress=progress,
+            device=device,
         )
     if as_json:
         emit_json(

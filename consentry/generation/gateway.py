@@ -353,6 +353,8 @@ class RunRequest:
     size: int = 64
     seed: int = 0
     strength: float = 0.6
+    device: str | None = None  # placement names; see consentry.generation.placement
+    dtype: str | None = None
 
 
 def _png(image: Any) -> bytes:
@@ -482,8 +484,10 @@ def _produce(
     prior_ref = _prior_ref(gateway.registry, prior)
     if backend is None:
         from consentry.generation.backends.diffusers_backend import DiffusersBackend
+        from consentry.generation.placement import resolve_placement
 
-        backend = DiffusersBackend(request.model_dir)
+        placement = resolve_placement(request.device, request.dtype)
+        backend = DiffusersBackend(request.model_dir, placement)
     if request.purpose == "generate":
         produced = backend.text2img(
             request.prompt, request.steps, request.size, request.seed, prior_ref

@@ -29,6 +29,7 @@ from consentry.errors import ErasedError, GrantError, InputError
 from consentry.generation.backends.base import store_prior_file
 from consentry.generation.gateway import grant_facts
 from consentry.generation.personalize import TrainConfig, TrainResult, train_prior
+from consentry.generation.placement import resolve_placement
 from consentry.generation.policy import GrantFact, active_grant, grant_problems
 from consentry.registry.biometrics import decrypt_photos, is_erased
 from consentry.registry.decisions import record_decision
@@ -85,8 +86,10 @@ def train_under_grant(
     work_dir: Path | None = None,
     resume: bool = False,
     progress: Progress | None = None,
+    device: str | None = None,
 ) -> TrainOutcome:
     """Train and register ``subject``'s prior for ``grantee``; see the module docstring."""
+    placement = resolve_placement(device, purpose="training")  # a bad device: nothing logged
     grantee_id = registry.get_grantee(grantee).id
     subject_id = registry.get_subject(subject).id
     cover, reasons = _covering_grant(registry, subject_id, grantee_id)
@@ -119,7 +122,9 @@ def train_under_grant(
     )
     registry.checkpoint()
     folder = work_dir or default_work_dir(registry, subject_id, config)
-    result = train_prior(model_dir, photos, config, folder, resume=resume, progress=progress)
+    result = train_prior(
+        model_dir, photos, config, folder, resume=resume, progress=progress, device=placement
+    )
 
     after, late = _covering_grant(registry, subject_id, grantee_id)
     if _erased(registry, subject_id):
@@ -166,6 +171,7 @@ def train_under_grant(
             "photos": photo_hashes,
             "steps": result.steps,
             "final_loss": round(float(result.final_loss), 6),
+            "device": result.device,
         },
     )
     store_prior_file(registry, prior, result.path)

@@ -43,6 +43,7 @@ from safetensors.torch import load_file, save_file
 from consentry.errors import InputError
 from consentry.generation.backends import PriorHashMismatchError, PriorRef
 from consentry.generation.backends import diffusers_backend as db
+from consentry.generation.placement import resolve_placement
 from consentry.generation.tiny import TINY_IMAGE_SIZE, build_tiny_pipeline
 from tests.integration._offline import offline_single_thread  # noqa: F401  (autouse)
 
@@ -318,6 +319,25 @@ def test_img2img_with_a_prior(
     with_prior = pixels(backend.img2img(source, PROMPT, 0.8, STEPS, 3, priors[kind]))
     assert differs(with_prior, plain) > 0.2
     assert np.array_equal(pixels(backend.img2img(source, PROMPT, 0.8, STEPS, 3)), plain)
+
+
+def test_a_bfloat16_backend_runs_and_every_prior_fits_it(
+    model_dir: Path, backend: db.DiffusersBackend, priors: dict[str, PriorRef]
+) -> None:
+    """Another dtype through the same code: the pipeline and each prior (float32
+    files) are cast on load, and the pixels differ from float32's only by rounding."""
+    half = db.DiffusersBackend(model_dir, resolve_placement("cpu", "bfloat16"))
+    assert half.placement.describe() == "cpu bfloat16"
+    assert {p.dtype for p in half.pipeline.unet.parameters()} == {torch.bfloat16}
+    plain = pixels(half.text2img(PLAIN, STEPS, SIZE, 0))
+    full = pixels(backend.text2img(PLAIN, STEPS, SIZE, 0))
+    assert plain.shape == full.shape == (SIZE, SIZE, 3)
+    assert 0 < differs(plain, full) < 40
+    for kind, prior in priors.items():
+        prompt = PROMPT if kind == "textual_inversion" else PLAIN
+        with_prior = pixels(half.text2img(prompt, STEPS, SIZE, 0, prior))
+        assert differs(with_prior, pixels(half.text2img(prompt, STEPS, SIZE, 0))) > 0.2, kind
+    assert np.array_equal(pixels(half.text2img(PLAIN, STEPS, SIZE, 0)), plain)
 
 
 def test_apply_prior_loads_into_a_pipeline(

@@ -38,6 +38,7 @@ from consentry.generation import personalize as pz
 from consentry.generation.backends import PriorRef
 from consentry.generation.backends import diffusers_backend as db
 from consentry.generation.backends.base import sha256_file
+from consentry.generation.placement import Placement
 from consentry.generation.tiny import TINY_IMAGE_SIZE, build_tiny_pipeline
 from tests.integration._offline import offline_single_thread  # noqa: F401  (autouse)
 
@@ -482,6 +483,28 @@ def test_bad_photos_and_folders_are_refused(
     with pytest.raises(InputError, match="not a folder"):
         pz.train_prior(model_dir, photos, cfg, tmp_path / "file")
     assert not list(work.rglob("*.safetensors"))
+
+
+def test_training_placement_is_checked_before_anything_is_written(
+    tmp_path: Path, model_dir: Path, photos: list[Image.Image]
+) -> None:
+    cfg = config("textual_inversion", steps=1, checkpoint_every=0)
+    work = tmp_path / "work"
+    with pytest.raises(InputError, match="float32"):
+        pz.train_prior(
+            model_dir, photos, cfg, work, device=Placement(torch.device("cpu"), torch.bfloat16)
+        )
+    with pytest.raises(InputError, match="CUDA"):
+        pz.train_prior(model_dir, photos, cfg, work, device="cuda:4096")
+    with pytest.raises(InputError, match="unknown device"):
+        pz.train_prior(model_dir, photos, cfg, work, device="gpu")
+    assert not work.exists()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_the_result_names_where_it_was_trained(trained: dict[str, Trained], kind: str) -> None:
+    assert trained[kind].result.device == "cpu float32"
+    assert trained[kind].result.to_dict()["device"] == "cpu float32"
 
 
 def test_non_finite_loss_raises_engine_error(

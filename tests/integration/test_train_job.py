@@ -161,8 +161,18 @@ def test_prior_train_through_the_cli(
     refused = cli(*args)
     assert refused.code != 0 and "no active grant" in refused.err
     cli.ok("grant", "Barack Obama", "--to", "Studio", "--purpose", "train")
+    size = cli.json("log", "verify")["size"]  # type: ignore[index]
+    for device in ("cuda:4096", "gpu"):  # refused before anything is decided or logged
+        bad = cli(*args, "--device", device)
+        assert bad.code == 2 and "device" in bad.err and "Traceback" not in bad.err
+    bad = cli("generate", "--as", "Studio", "--prompt", "a dog", "--model", str(model),
+              "--device", "cpu", "--dtype", "float16")  # fmt: skip
+    assert bad.code == 2 and "GPU only" in bad.err
+    assert cli.json("log", "verify")["size"] == size  # type: ignore[index]
     trained = cli.json(*args)
     assert isinstance(trained, dict)
     assert trained["prior"]["kind"] == "textual_inversion"
     assert trained["training"]["steps"] == 2
+    assert trained["training"]["device"] == "cpu float32"
+    assert trained["prior"]["details"]["device"] == "cpu float32"
     assert cli("log", "verify").code == 0
