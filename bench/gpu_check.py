@@ -296,6 +296,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--arch", choices=["sd15", "tiny"], default="sd15")
     parser.add_argument("--steps", type=int, default=20, help="training steps per kind")
     parser.add_argument("--cpu-steps", type=int, default=2, help="CPU baseline LoRA steps")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved inference rounds")
+    parser.add_argument(
+        "--only-inference", action="store_true", help="stop after the inference sections"
+    )
     parser.add_argument("--out", type=Path, default=Path("bench/out"))
     args = parser.parse_args(argv)
 
@@ -363,6 +367,44 @@ def main(argv: list[str] | None = None) -> int:
         }
 
     check.section("inference", inference)
+
+    def inference_vs_raw() -> dict[str, Any]:
+        """The backend against a plain diffusers pipeline on the same folder, same
+        arguments and seeds, calls interleaved: the overhead ratio and pixel identity."""
+        from diffusers import StableDiffusionPipeline
+
+        backend = backend_box["backend"]
+        raw = StableDiffusionPipeline.from_pretrained(
+            str(model), dtype=infer.dtype, local_files_only=True, use_safetensors=True
+        ).to(infer.device)
+        raw.set_progress_bar_config(disable=True)
+
+        def raw_call(seed: int) -> list[Image.Image]:
+            generator = torch.Generator("cpu").manual_seed(seed)
+            out = raw(PROMPT, height=size, width=size, num_inference_steps=25,
+                      guidance_scale=7.5, generator=generator, output_type="pil")  # fmt: skip
+            return list(out.images)
+
+        raw_call(0)
+        raw_s, ours_s, identical = [], [], []
+        for seed in range(args.rounds):
+            theirs, seconds = _timed(infer, lambda s=seed: raw_call(s))
+            raw_s.append(round(seconds, 4))
+            mine, seconds = _timed(infer, lambda s=seed: backend.text2img(PROMPT, 25, size, s))
+            ours_s.append(round(seconds, 4))
+            identical.append(np.array_equal(np.asarray(theirs[0]), np.asarray(mine[0])))
+        return {
+            "raw_diffusers_s": raw_s,
+            "backend_s": ours_s,
+            "backend_over_raw_median": round(
+                statistics.median(ours_s) / statistics.median(raw_s), 3
+            ),
+            "same_pixels_as_raw": identical,
+        }
+
+    check.section("inference_vs_raw_diffusers", inference_vs_raw)
+    if args.only_inference:
+        return _report(check)
 
     trained: dict[str, TrainResult] = {}
 
@@ -443,6 +485,10 @@ def main(argv: list[str] | None = None) -> int:
 
     check.section("cpu_baseline_lora_no_prior_preservation", cpu_baseline)
 
+    return _report(check)
+
+
+def _report(check: Check) -> int:
     print("\n| section | ok | seconds | key numbers |\n| --- | --- | --- | --- |")
     for name, value in check.results.items():
         keys = {k: v for k, v in value.items() if k not in ("ok", "seconds")}
