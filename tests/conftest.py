@@ -38,6 +38,9 @@ from tests.pgserver import PostgresServer, ThrowawayPostgres
 # Nothing in the suite may reach a model hub: huggingface_hub reads this on first import.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+# The suite checks logic on the CPU everywhere, so its pixel comparisons hold on a GPU
+# machine too; the GPU paths are checked by ``python -m bench.gpu_check``.
+os.environ.setdefault("CONSENTRY_DEVICE", "cpu")
 
 PG_URL_ENV = "CONSENTRY_TEST_PG_URL"
 

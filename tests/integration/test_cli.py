@@ -29,7 +29,11 @@ class Cli:
     db_url: str | None = None
 
     def __call__(self, *args: str, home: bool = True) -> Result:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("CONSENTRY_")}
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith("CONSENTRY_") or k == "CONSENTRY_DEVICE"
+        }
         argv = [sys.executable, "-m", "consentry.cli.main", *args]
         if home:
             env["CONSENTRY_HOME"] = str(self.home)
