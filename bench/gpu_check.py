@@ -49,11 +49,16 @@ import numpy as np
 import torch
 from PIL import Image
 
+from bench.sd15_timing import sd15_models
 from consentry.generation.backends.base import PriorRef
 from consentry.generation.backends.diffusers_backend import DiffusersBackend
 from consentry.generation.personalize import TrainConfig, TrainResult, train_prior
 from consentry.generation.placement import Placement, resolve_placement
-from consentry.generation.tiny import build_tiny_pipeline, make_tiny_tokenizer
+from consentry.generation.tiny import (
+    assemble_pipeline,
+    build_tiny_pipeline,
+    make_tiny_tokenizer,
+)
 
 PHOTOS = Path(__file__).resolve().parents[1] / "consentry" / "data" / "faces"
 PROMPT = "a photo of a person"
@@ -65,77 +70,17 @@ class _StopTrainingError(Exception):
 
 def build_sd15_architecture(folder: Path, device: torch.device) -> Path:
     """Write an SD 1.5-shaped pipeline with random weights (built on ``device``)."""
-    from diffusers import (
-        AutoencoderKL,
-        DDIMScheduler,
-        StableDiffusionPipeline,
-        UNet2DConditionModel,
-    )
-    from transformers import CLIPTextConfig, CLIPTextModel
-
     tokenizer = make_tiny_tokenizer()
     torch.manual_seed(0)
     with torch.device(device):
-        unet = UNet2DConditionModel(
-            sample_size=64,
-            block_out_channels=(320, 640, 1280, 1280),
-            layers_per_block=2,
-            cross_attention_dim=768,
-            attention_head_dim=8,
-            down_block_types=(
-                "CrossAttnDownBlock2D",
-                "CrossAttnDownBlock2D",
-                "CrossAttnDownBlock2D",
-                "DownBlock2D",
-            ),
-            up_block_types=(
-                "UpBlock2D",
-                "CrossAttnUpBlock2D",
-                "CrossAttnUpBlock2D",
-                "CrossAttnUpBlock2D",
-            ),
+        unet, vae, text = sd15_models(
+            len(tokenizer),
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
         )
-        vae = AutoencoderKL(
-            block_out_channels=(128, 256, 512, 512),
-            down_block_types=("DownEncoderBlock2D",) * 4,
-            up_block_types=("UpDecoderBlock2D",) * 4,
-            latent_channels=4,
-            layers_per_block=2,
-            sample_size=512,
-        )
-        text = CLIPTextModel(
-            CLIPTextConfig(
-                vocab_size=len(tokenizer),
-                hidden_size=768,
-                intermediate_size=3072,
-                num_attention_heads=12,
-                num_hidden_layers=12,
-                max_position_embeddings=77,
-                bos_token_id=tokenizer.bos_token_id,
-                eos_token_id=tokenizer.eos_token_id,
-                pad_token_id=tokenizer.pad_token_id,
-            )
-        )
-    scheduler = DDIMScheduler(
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        clip_sample=False,
-        set_alpha_to_one=False,
-        steps_offset=1,
-    )
-    pipe = StableDiffusionPipeline(
-        vae=vae,
-        text_encoder=text,
-        tokenizer=tokenizer,
-        unet=unet,
-        scheduler=scheduler,
-        safety_checker=None,  # type: ignore[arg-type]
-        feature_extractor=None,  # type: ignore[arg-type]
-        requires_safety_checker=False,
-    )
-    pipe.save_pretrained(folder, safe_serialization=True)
-    del pipe, unet, vae, text
+    assemble_pipeline(unet, vae, text, tokenizer).save_pretrained(folder, safe_serialization=True)
+    del unet, vae, text
     if device.type == "cuda":
         torch.cuda.empty_cache()
     return folder

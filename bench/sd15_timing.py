@@ -23,17 +23,13 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
-def _sd15_from_configs(device: str, dtype: Any) -> Any:
-    import torch
-    from diffusers import (
-        AutoencoderKL,
-        DDIMScheduler,
-        StableDiffusionPipeline,
-        UNet2DConditionModel,
-    )
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+def sd15_models(vocab_size: int, **token_ids: int) -> tuple[Any, Any, Any]:
+    """SD 1.5's UNet, VAE and CLIP text encoder from configs, random weights (drawn
+    from the global torch RNG, on the current default device). ``token_ids`` are
+    ``bos_token_id`` / ``eos_token_id`` / ``pad_token_id`` for the text config."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
 
-    torch.manual_seed(0)
     unet = UNet2DConditionModel(
         sample_size=64,
         block_out_channels=(320, 640, 1280, 1280),
@@ -68,9 +64,20 @@ def _sd15_from_configs(device: str, dtype: Any) -> Any:
             num_attention_heads=12,
             num_hidden_layers=12,
             max_position_embeddings=77,
-            vocab_size=1000,
+            vocab_size=vocab_size,
+            **token_ids,
         )
     )
+    return unet, vae, text
+
+
+def _sd15_from_configs(device: str, dtype: Any) -> Any:
+    import torch
+    from diffusers import DDIMScheduler, StableDiffusionPipeline
+    from transformers import CLIPTokenizer
+
+    torch.manual_seed(0)
+    unet, vae, text = sd15_models(1000)
     vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1, "a</w>": 2, "photo</w>": 3}
     merges: list[tuple[str, str]] = []
     folder = "/tmp/sd15-tokenizer"

@@ -33,6 +33,7 @@ from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 __all__ = [
     "TINY_IMAGE_SIZE",
     "TINY_WORDS",
+    "assemble_pipeline",
     "build_tiny_pipeline",
     "make_tiny_pipeline",
     "make_tiny_tokenizer",
@@ -155,6 +156,17 @@ def make_tiny_pipeline(seed: int = 0) -> StableDiffusionPipeline:
             pad_token_id=tokenizer.pad_token_id,
         )
         text_encoder = CLIPTextModel(text_config)
+    return assemble_pipeline(unet, vae, text_encoder, tokenizer)
+
+
+def assemble_pipeline(
+    unet: UNet2DConditionModel,
+    vae: AutoencoderKL,
+    text_encoder: CLIPTextModel,
+    tokenizer: CLIPTokenizer,
+) -> StableDiffusionPipeline:
+    """A Stable Diffusion pipeline of these components with SD 1.x's DDIM schedule
+    (scaled-linear betas 0.00085..0.012), no safety checker."""
     scheduler = DDIMScheduler(
         beta_start=0.00085,
         beta_end=0.012,
@@ -163,7 +175,7 @@ def make_tiny_pipeline(seed: int = 0) -> StableDiffusionPipeline:
         set_alpha_to_one=False,
         steps_offset=1,
     )
-    pipe = StableDiffusionPipeline(
+    return StableDiffusionPipeline(
         vae=vae,
         text_encoder=text_encoder,
         tokenizer=tokenizer,
@@ -173,7 +185,6 @@ def make_tiny_pipeline(seed: int = 0) -> StableDiffusionPipeline:
         feature_extractor=None,  # type: ignore[arg-type]
         requires_safety_checker=False,
     )
-    return pipe
 
 
 def build_tiny_pipeline(out_dir: Path, seed: int = 0) -> Path:
