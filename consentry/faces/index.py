@@ -201,30 +201,62 @@ class IdentityIndex:
 
     # ------------------------------------------------------------------ search
     def search(
-        self, vectors: np.ndarray, k: int = 5, threshold: float | None = None
+        self, vectors: np.ndarray, k: int | None = None, threshold: float | None = None
     ) -> list[list[SubjectMatch]]:
-        """For each query vector, the subjects at or above the threshold, best first.
+        """For each query vector, every subject at or above the threshold, best first.
 
-        A subject appears once per query, with their best similarity.
+        A subject appears once per query, with their best similarity. With ``k=None``
+        (what the gate uses) nothing is cut: this is a FAISS range search over every
+        stored vector, so look-alike subjects above the threshold can never crowd the
+        real one out of the answer (the per-job face cap bounds the cost). ``k``
+        keeps only the best ``k`` subjects, for ranking and benchmarks.
         """
         queries = np.ascontiguousarray(np.atleast_2d(vectors), dtype=np.float32)
         limit = self._threshold if threshold is None else threshold
         with self._lock:
             if self._index.ntotal == 0:
                 return [[] for _ in range(len(queries))]
-            depth = min(int(self._index.ntotal), max(k * 4, 16))
-            scores, ids = self._index.search(queries, depth)
+            rows = self._range(queries, limit) if limit > -1.0 else self._ranked(queries, k)
             results: list[list[SubjectMatch]] = []
-            for row_scores, row_ids in zip(scores, ids, strict=True):
+            for row in rows:
                 best: dict[str, SubjectMatch] = {}
-                for score, vector_id in zip(row_scores, row_ids, strict=True):
+                for score, vector_id in row:
                     if vector_id < 0 or score < limit:
                         continue
-                    subject = self._subject_of[int(vector_id)]
-                    if subject not in best:
-                        best[subject] = SubjectMatch(subject, float(score), int(vector_id))
-                results.append(list(best.values())[:k])
+                    subject = self._subject_of[vector_id]
+                    if subject not in best or best[subject].similarity < score:
+                        best[subject] = SubjectMatch(subject, score, vector_id)
+                ordered = sorted(best.values(), key=lambda m: (-m.similarity, m.subject_id))
+                results.append(ordered if k is None else ordered[:k])
         return results
+
+    def _range(self, queries: np.ndarray, limit: float) -> list[list[tuple[float, int]]]:
+        """Every (score, vector id) with score >= ``limit``, per query (exact)."""
+        # FAISS keeps inner products strictly above the radius: step just below it.
+        radius = float(np.nextafter(np.float32(limit), np.float32(-np.inf)))
+        lims, scores, ids = self._index.range_search(queries, radius)
+        return [
+            [(float(scores[j]), int(ids[j])) for j in range(int(lims[q]), int(lims[q + 1]))]
+            for q in range(len(queries))
+        ]
+
+    def _ranked(self, queries: np.ndarray, k: int | None) -> list[list[tuple[float, int]]]:
+        """The nearest vectors per query, deep enough to hold ``k`` distinct subjects."""
+        total = int(self._index.ntotal)
+        wanted = total if k is None else k
+        depth = min(total, max(wanted * 4, 16))
+        while True:
+            scores, ids = self._index.search(queries, depth)
+            enough = all(
+                len({self._subject_of[int(i)] for i in row if i >= 0}) >= wanted for row in ids
+            )
+            if enough or depth >= total:
+                break
+            depth = min(total, depth * 4)
+        return [
+            [(float(s), int(i)) for s, i in zip(row_s, row_i, strict=True)]
+            for row_s, row_i in zip(scores, ids, strict=True)
+        ]
 
     # ------------------------------------------------------------------ cache
     def _cache_key(self) -> bytes:
