@@ -151,6 +151,7 @@ _WORD = re.compile(rf"[{_SPACELESS}]|[^\W\d_{_SPACELESS}]+")
 _WORD_OR_DIGITS = re.compile(rf"[{_SPACELESS}]|[^\W\d_{_SPACELESS}]+|[0-9]+")
 _SOFT = "\x01"
 _LEET = str.maketrans("0123456789@$!|+l", "oizeasgtbgasiiti")
+_LEET_CHARS = re.compile("[0-9@$!|+]")
 _TRANSLITERATED = ("LATIN", "GREEK", "CYRILLIC", "ARMENIAN", "COPTIC")
 _HANGUL = re.compile("[\uac00-\ud7af]")
 
@@ -184,6 +185,12 @@ def _prototypes() -> dict[str, str]:
     return table
 
 
+def _strip(text: str) -> str:
+    """``text`` unfolded (NFKD), without combining marks, case-folded."""
+    decomposed = unicodedata.normalize("NFKD", text)
+    return "".join(c for c in decomposed if not unicodedata.category(c).startswith("M")).casefold()
+
+
 def _ascii_letters(text: str) -> str | None:
     """``text`` lower-cased if it is one or more ASCII letters, else None."""
     return text.lower() if text.isascii() and text.isalpha() else None
@@ -214,34 +221,59 @@ def _compute(ch: str, depth: int) -> str:
         return " " if ch.isspace() else ""
     if category[0] == "Z":
         return " "
-    decomposed = unicodedata.normalize("NFKD", ch)
-    if decomposed != ch and not _HANGUL.match(ch) and depth < 4:
-        return "".join(_compute(c, depth + 1) for c in decomposed)
+    if category == "Nd":
+        return str(unicodedata.digit(ch))
     letter = category[0] == "L"
     prototype = _prototypes().get(ch)
-    if prototype is not None and depth < 4:
-        mapped = "".join(_compute(c, depth + 1) for c in unicodedata.normalize("NFKD", prototype))
+    if prototype is not None:
+        mapped = _strip(prototype)
         if mapped == "l" and category in ("Lu", "Lt"):
             mapped = "i"  # an upper-case look-alike of I
         if mapped.isascii() and mapped.strip() and (mapped.isalpha() or not letter):
             return mapped
-        if letter and len(prototype) == 1 and "SMALL CAPITAL" in unicodedata.name(prototype, ""):
-            small = _ascii_letters(anyascii(prototype))
-            if small:
-                return small
+    decomposed = unicodedata.normalize("NFKD", ch)
+    if decomposed != ch and not _HANGUL.match(ch) and depth < 4:
+        return "".join(_compute(c, depth + 1) for c in decomposed)
     if letter:
-        if unicodedata.name(ch, "").startswith(_TRANSLITERATED):
+        upper = ch.upper()
+        if upper != ch and len(upper) == 1 and upper in _prototypes():
+            mapped = _strip(_prototypes()[upper])  # the capital's look-alike: χ as Χ, м as М
+            if mapped.isascii() and mapped.isalpha():
+                return "i" if mapped == "l" else mapped
+        name = unicodedata.name(ch, "")
+        if "SMALL CAPITAL" in name or name.startswith(_TRANSLITERATED):
             latin = _ascii_letters(anyascii(ch))
             if latin:
                 return latin
         return ch.casefold()
-    if category == "Nd":
-        return str(unicodedata.digit(ch))
     if category[0] == "S":
         latin = _ascii_letters(anyascii(ch))
         if latin and len(latin) == 1:
             return latin
     return " "
+
+
+@cache
+def _latin_case(ch: str) -> str | None:
+    """``"upper"`` or ``"lower"`` for a Latin letter (camelCase is read in Latin only:
+    a look-alike capital from another script inside a word is no word break)."""
+    if not ch.isalpha():
+        return None
+    if not ch.isascii() and not unicodedata.name(ch, "").startswith("LATIN"):
+        return None
+    return "upper" if ch.isupper() else "lower" if ch.islower() else None
+
+
+_CAMEL_ASCII = re.compile("(?<=[a-z])(?=[A-Z])")
+_PLAIN_ASCII = re.compile("[\t\n\r\x20-\x7e]*")
+_ASCII_TABLE = {c: _compute(chr(c), 0) for c in range(128)} | {ord(_SOFT): _SOFT}
+
+
+def _skeleton_text(text: str) -> str:
+    """The skeleton of ``text`` as one string (see :func:`_scan`), fast for plain ASCII."""
+    if text.isascii() and _PLAIN_ASCII.fullmatch(text):
+        return _CAMEL_ASCII.sub(_SOFT, text).translate(_ASCII_TABLE)
+    return _scan(text).mapped
 
 
 @dataclass(frozen=True)
@@ -254,6 +286,8 @@ class _Text:
 
 
 def _scan(text: str) -> _Text:
+    """Map ``text`` character by character (see :func:`_char`), a soft break before an
+    upper-case letter that follows a lower-case one (dropped characters between)."""
     pieces: list[str] = []
     origin: list[int] = []
     after_lower = False
@@ -263,47 +297,46 @@ def _scan(text: str) -> _Text:
             mapped = _char(ch)
         if not mapped:
             continue  # dropped: the case state carries across it
-        if after_lower and ch.isupper():
+        case = _latin_case(ch)
+        if after_lower and case == "upper":
             pieces.append(_SOFT)
             origin.append(index)
-        after_lower = ch.islower()
+        after_lower = case == "lower"
         pieces.append(mapped)
         origin.extend([index] * len(mapped))
     return _Text("".join(pieces), tuple(origin))
 
 
-@dataclass(frozen=True)
 class _Words:
-    """One view of a text: its words, where each starts and ends in the skeleton,
-    and whether the gap before each word is only a soft (camelCase) break."""
+    """One view of a text: its words, whether the gap before each word is only a soft
+    (camelCase) break, and (computed on demand) where each word starts and ends in the
+    skeleton."""
 
-    texts: tuple[str, ...]
-    starts: tuple[int, ...]
-    ends: tuple[int, ...]
-    soft: tuple[bool, ...]
+    def __init__(self, mapped: str, pattern: re.Pattern[str], coarse: bool = False) -> None:
+        self._mapped = mapped
+        self._pattern = pattern
+        texts: list[str] = pattern.findall(mapped)
+        if coarse and ("rn" in mapped or "vv" in mapped):
+            texts = [w.replace("rn", "m").replace("vv", "w") for w in texts]
+        self.texts = texts
+        self.soft = [False] * len(texts)
+        if _SOFT in mapped:
+            end = 0
+            for number, match in enumerate(pattern.finditer(mapped)):
+                self.soft[number] = match.start() > 0 and mapped[end : match.start()] == _SOFT
+                end = match.end()
+        self._spans: list[tuple[int, int]] | None = None
 
-
-def _words(mapped: str, pattern: re.Pattern[str], coarse: bool = False) -> _Words:
-    texts: list[str] = []
-    starts: list[int] = []
-    ends: list[int] = []
-    soft: list[bool] = []
-    end = 0
-    for match in pattern.finditer(mapped):
-        word = match.group()
-        if coarse:
-            word = word.replace("rn", "m").replace("vv", "w")
-        soft.append(match.start() > 0 and mapped[end : match.start()] == _SOFT)
-        texts.append(word)
-        starts.append(match.start())
-        ends.append(match.end())
-        end = match.end()
-    return _Words(tuple(texts), tuple(starts), tuple(ends), tuple(soft))
+    def span(self, first: int, last: int) -> tuple[int, int]:
+        """Where words ``first`` to ``last`` start and end in the skeleton."""
+        if self._spans is None:
+            self._spans = [m.span() for m in self._pattern.finditer(self._mapped)]
+        return self._spans[first][0], self._spans[last][1]
 
 
 def skeleton(text: str) -> str:
     """The words of ``text``'s skeleton joined by single spaces (digits dropped)."""
-    return " ".join(_words(_scan(text).mapped, _WORD).texts)
+    return " ".join(_Words(_skeleton_text(text), _WORD).texts)
 
 
 @dataclass(frozen=True)
@@ -345,8 +378,9 @@ class _Index:
         self.fuzzy = fuzzy
         self.exact: dict[str, list[_Form]] = {}
         self.prefixes: set[str] = set()
-        self.by_head: dict[str, list[_Form]] = {}
-        self.by_tail: dict[str, list[_Form]] = {}
+        # one edit leaves a form of MIN_EDIT (>= 8) letters its first or its last 4 intact
+        self.by_head: dict[str, dict[int, list[_Form]]] = {}
+        self.by_tail: dict[str, dict[int, list[_Form]]] = {}
         self.max_len = 0
         self.max_edit_len = 0
         self.edit_words = 0  # the most words a one-edit window may span (parts + 1)
@@ -358,8 +392,8 @@ class _Index:
             self.prefixes.update(text[:k] for k in range(1, len(text)))
             self.max_len = max(self.max_len, len(text))
             if self.fuzzy and len(text) >= MIN_EDIT:
-                self.by_head.setdefault(text[:3], []).append(form)
-                self.by_tail.setdefault(text[-3:], []).append(form)
+                self.by_head.setdefault(text[:4], {}).setdefault(len(text), []).append(form)
+                self.by_tail.setdefault(text[-4:], {}).setdefault(len(text), []).append(form)
                 self.max_edit_len = max(self.max_edit_len, len(text) + 1)
                 self.edit_words = max(self.edit_words, len(parts) + 1)
 
@@ -479,10 +513,10 @@ class AliasMatcher:
             if isinstance(names, str):
                 names = (names,)
             for name in names:
-                mapped = _scan(str(name)).mapped
+                mapped = _skeleton_text(str(name))
                 digits = any(c.isdigit() for c in mapped)
                 pattern = _WORD_OR_DIGITS if digits else _WORD
-                parts = _words(mapped, pattern).texts
+                parts = tuple(_Words(mapped, pattern).texts)
                 if not parts:
                     continue
                 key = (str(subject_id), digits, parts)
@@ -495,7 +529,7 @@ class AliasMatcher:
                     self._digits.add(entry, parts)
                     continue
                 self._plain.add(entry, parts)
-                coarse = _words(mapped.translate(_LEET), _WORD, coarse=True).texts
+                coarse = _Words(mapped.translate(_LEET), _WORD, coarse=True).texts
                 if len("".join(coarse)) >= MIN_COARSE:
                     self._coarse.add(entry, coarse)
         self._count = count
@@ -521,16 +555,22 @@ class AliasMatcher:
         """Every match, first occurrence of each (subject, alias) only, in prompt order."""
         if not prompt or not self._count:
             return []
-        text = _scan(prompt)
-        mapped = text.mapped
+        mapped = _skeleton_text(prompt)
         found: dict[_Entry, tuple[int, int, str]] = {}
+        # One-edit look-ups run in the coarse view, which holds every form they apply to;
+        # in the plain view only where the coarse view is not a letter-for-letter image of
+        # it (digits or symbols turned letters, rn and vv contracted).
+        plain_edits = bool(_LEET_CHARS.search(mapped)) or "rn" in mapped or "vv" in mapped
         if self._plain:
-            self._search(self._plain, _words(mapped, _WORD), found)
+            self._search(self._plain, _Words(mapped, _WORD), found, edits=plain_edits)
         if self._digits and any(c.isdigit() for c in mapped):
-            self._search(self._digits, _words(mapped, _WORD_OR_DIGITS), found)
+            self._search(self._digits, _Words(mapped, _WORD_OR_DIGITS), found, edits=False)
         if self._coarse:
-            self._search(self._coarse, _words(mapped.translate(_LEET), _WORD, True), found)
-        origin = text.origin
+            coarse = _Words(mapped.translate(_LEET), _WORD, coarse=True)
+            self._search(self._coarse, coarse, found, edits=True)
+        if not found:
+            return []
+        origin = _scan(prompt).origin
         ordered = sorted(found.items(), key=lambda kv: (kv[1][0], -kv[0].letters, kv[0].order))
         return [
             AliasMatch(entry.subject_id, entry.alias, origin[s], origin[e - 1] + 1, rule)
@@ -539,12 +579,14 @@ class AliasMatcher:
 
     @staticmethod
     def _search(
-        index: _Index, words: _Words, found: dict[_Entry, tuple[int, int, str]]
+        index: _Index, words: _Words, found: dict[_Entry, tuple[int, int, str]], edits: bool
     ) -> None:
         texts, soft = words.texts, words.soft
         count = len(texts)
         exact, prefixes = index.exact, index.prefixes
-        max_len, max_edit, edit_words = index.max_len, index.max_edit_len, index.edit_words
+        by_head, by_tail = index.by_head, index.by_tail
+        max_len, edit_words = index.max_len, index.edit_words
+        max_edit = index.max_edit_len if edits else 0
         for first in range(count):
             joined = ""
             breaks: list[int] = []
@@ -568,15 +610,17 @@ class AliasMatcher:
                     if rule is not None:
                         _keep(found, form.entry, words, first, last, rule)
                 if edit_ok and size >= MIN_EDIT - 1:
-                    heads = index.by_head.get(joined[:3], ())
-                    tails = index.by_tail.get(joined[-3:], ())
-                    for form in (*heads, *tails):
-                        edit = _one_edit(joined, form.text)
-                        if edit is None:
+                    for bucket in (by_head.get(joined[:4]), by_tail.get(joined[-4:])):
+                        if bucket is None:
                             continue
-                        rule = _rule(form, breaks, single, soft_edge, index.coarse, edit)
-                        if rule is not None:
-                            _keep(found, form.entry, words, first, last, rule)
+                        for length in (size - 1, size, size + 1):
+                            for form in bucket.get(length, ()):
+                                edit = _one_edit(joined, form.text)
+                                if edit is None:
+                                    continue
+                                rule = _rule(form, breaks, single, soft_edge, index.coarse, edit)
+                                if rule is not None:
+                                    _keep(found, form.entry, words, first, last, rule)
                 if not edit_ok and joined not in prefixes:
                     break
 
@@ -589,7 +633,7 @@ def _keep(
     last: int,
     rule: str,
 ) -> None:
-    start, end = words.starts[first], words.ends[last]
+    start, end = words.span(first, last)
     known = found.get(entry)
     if known is None or start < known[0]:
         found[entry] = (start, end, rule)
