@@ -119,6 +119,16 @@ _SUBJECTS = [
     "a baker kneading dough", "two kids on a seesaw", "a crowd at a concert",
     "a man in a raincoat", "a woman with an umbrella", "a couple dancing", "a toddler",
     "an anonymous runner", "a skateboarder", "a surfer", "a monk", "a lumberjack",
+    # words near registered names (one edit away, inside longer words, other people)
+    "a Harrington jacket", "a penny-farthing bicycle", "a glass of rosé", "a cooper at work",
+    "a bloom of jellyfish", "a poster about Miranda rights", "a wolf howling",
+    "the Sheldonian Theatre", "a shelter dog", "the Bernadotte family crest", "a bident spear",
+    "Leonardo da Vinci's workshop", "a Douglas Hofstadter book", "a rosebush", "a kit fox",
+    "a barrack in the desert", "a joey in a pouch", "an abacus", "a quince tree",
+    "a helicopter", "a stuart-era portrait of a nobleman", "a Raja's palace",
+    "a Manuel transmission diagram", "a Lovelace ornament", "a Tolkien-style map",
+    "a count and a countess", "a hagen castle", "a kiwi named Kiwi", "an obamacare chart",
+    "a Bidenesque podium", "a Cooper Mini", "a Fowler's toad", "an amy-grade diamond",
 ]
 _ACTIONS = [
     "walking", "sleeping", "reading a newspaper", "drinking tea", "playing chess",

@@ -307,17 +307,22 @@ def _scan(text: str) -> _Text:
     return _Text("".join(pieces), tuple(origin))
 
 
+def _contract(word: str) -> str:
+    """The letter pairs that read as one letter: ``rn`` as ``m``, ``vv`` as ``w``."""
+    return word.replace("rn", "m").replace("vv", "w")
+
+
 class _Words:
     """One view of a text: its words, whether the gap before each word is only a soft
     (camelCase) break, and (computed on demand) where each word starts and ends in the
     skeleton."""
 
-    def __init__(self, mapped: str, pattern: re.Pattern[str], coarse: bool = False) -> None:
+    def __init__(self, mapped: str, pattern: re.Pattern[str], contract: bool = False) -> None:
         self._mapped = mapped
         self._pattern = pattern
         texts: list[str] = pattern.findall(mapped)
-        if coarse and ("rn" in mapped or "vv" in mapped):
-            texts = [w.replace("rn", "m").replace("vv", "w") for w in texts]
+        if contract:
+            texts = [_contract(w) for w in texts]
         self.texts = texts
         self.soft = [False] * len(texts)
         if _SOFT in mapped:
@@ -507,6 +512,7 @@ class AliasMatcher:
         self._plain = _Index(coarse=False, fuzzy=True)
         self._digits = _Index(coarse=False, fuzzy=False)
         self._coarse = _Index(coarse=True, fuzzy=True)
+        self._contracted = _Index(coarse=True, fuzzy=False)
         seen: set[tuple[str, bool, tuple[str, ...]]] = set()
         count = 0
         for subject_id, names in subjects:
@@ -529,9 +535,10 @@ class AliasMatcher:
                     self._digits.add(entry, parts)
                     continue
                 self._plain.add(entry, parts)
-                coarse = _Words(mapped.translate(_LEET), _WORD, coarse=True).texts
+                coarse = _Words(mapped.translate(_LEET), _WORD).texts
                 if len("".join(coarse)) >= MIN_COARSE:
                     self._coarse.add(entry, coarse)
+                    self._contracted.add(entry, [_contract(w) for w in coarse])
         self._count = count
 
     def __len__(self) -> int:
@@ -559,15 +566,19 @@ class AliasMatcher:
         found: dict[_Entry, tuple[int, int, str]] = {}
         # One-edit look-ups run in the coarse view, which holds every form they apply to;
         # in the plain view only where the coarse view is not a letter-for-letter image of
-        # it (digits or symbols turned letters, rn and vv contracted).
-        plain_edits = bool(_LEET_CHARS.search(mapped)) or "rn" in mapped or "vv" in mapped
+        # it (digits or symbols turned letters). The contracted view (rn as m, vv as w) is
+        # looked up exactly: a contraction changes lengths, so edits there would not line up.
+        plain_edits = bool(_LEET_CHARS.search(mapped))
         if self._plain:
             self._search(self._plain, _Words(mapped, _WORD), found, edits=plain_edits)
         if self._digits and any(c.isdigit() for c in mapped):
             self._search(self._digits, _Words(mapped, _WORD_OR_DIGITS), found, edits=False)
         if self._coarse:
-            coarse = _Words(mapped.translate(_LEET), _WORD, coarse=True)
-            self._search(self._coarse, coarse, found, edits=True)
+            coarse = mapped.translate(_LEET)
+            self._search(self._coarse, _Words(coarse, _WORD), found, edits=True)
+            if "rn" in coarse or "vv" in coarse or "m" in coarse or "w" in coarse:
+                contracted = _Words(coarse, _WORD, contract=True)
+                self._search(self._contracted, contracted, found, edits=False)
         if not found:
             return []
         origin = _scan(prompt).origin
