@@ -26,7 +26,13 @@ from typing import Any, Protocol
 
 from bench import aliases_baseline
 from bench._common import DEFAULT_OUT, machine_info, note, print_header, table, write_json
-from bench.aliases_data import ATTACKS, attack_variants, ordinary_prompts, registered, scale_subjects
+from bench.aliases_data import (
+    ATTACKS,
+    attack_variants,
+    ordinary_prompts,
+    registered,
+    scale_subjects,
+)
 from consentry.generation import aliases
 
 
@@ -42,10 +48,15 @@ MATCHERS: dict[str, Build] = {
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--variants", type=int, default=20,
-                        help="aliases: attack prompts per name and class (default 20)")
-    parser.add_argument("--corpus", type=int, default=3000,
-                        help="aliases: ordinary prompts (default 3000)")
+    parser.add_argument(
+        "--variants",
+        type=int,
+        default=20,
+        help="aliases: attack prompts per name and class (default 20)",
+    )
+    parser.add_argument(
+        "--corpus", type=int, default=3000, help="aliases: ordinary prompts (default 3000)"
+    )
 
 
 def _attack_names() -> list[tuple[str, str]]:
@@ -81,8 +92,9 @@ def attack_table(variants: int) -> list[dict[str, Any]]:
     return rows
 
 
-def false_refusals(corpus: Sequence[str], subjects: list[tuple[str, list[str]]]
-                   ) -> dict[str, dict[str, Any]]:
+def false_refusals(
+    corpus: Sequence[str], subjects: list[tuple[str, list[str]]]
+) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     for label, build in MATCHERS.items():
         matcher = build(subjects)
@@ -97,8 +109,9 @@ def _only(results: dict[str, dict[str, Any]], ours: str, base: str) -> list[str]
     return [p for p, _ in results[ours]["refused"] if p not in theirs]
 
 
-def speed(corpus: Sequence[str], subjects: list[tuple[str, list[str]]]
-          ) -> dict[str, dict[str, float]]:
+def speed(
+    corpus: Sequence[str], subjects: list[tuple[str, list[str]]]
+) -> dict[str, dict[str, float]]:
     out: dict[str, dict[str, float]] = {}
     for label, build in MATCHERS.items():
         began = time.perf_counter()
@@ -145,11 +158,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         f"2. False refusals on {len(corpus)} ordinary prompts",
         ["registered names", *labels, "refused by the new matcher only"],
         [
-            [f"realistic set ({len(realistic)} subjects)",
-             *(f"{100 * fr_small[x]['rate']:.2f}%" for x in labels),
-             f"{100 * len(new_small) / len(corpus):.2f}%"],
-            [f"{len(big)} subjects", *(f"{100 * fr_big[x]['rate']:.2f}%" for x in labels),
-             f"{100 * len(new_big) / len(corpus):.2f}%"],
+            [
+                f"realistic set ({len(realistic)} subjects)",
+                *(f"{100 * fr_small[x]['rate']:.2f}%" for x in labels),
+                f"{100 * len(new_small) / len(corpus):.2f}%",
+            ],
+            [
+                f"{len(big)} subjects",
+                *(f"{100 * fr_big[x]['rate']:.2f}%" for x in labels),
+                f"{100 * len(new_big) / len(corpus):.2f}%",
+            ],
         ],
         caption="a refusal here is a prompt in which the matcher finds any registered name "
         "(both refuse the Spanish word 'al', a registered alias).",
@@ -179,8 +197,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         },
         "speed": timing,
         "thresholds": {
-            "MIN_SPACED": aliases.MIN_SPACED, "MIN_COARSE": aliases.MIN_COARSE,
-            "MIN_LOOSE": aliases.MIN_LOOSE, "MIN_EDIT": aliases.MIN_EDIT,
+            "MIN_SPACED": aliases.MIN_SPACED,
+            "MIN_COARSE": aliases.MIN_COARSE,
+            "MIN_LOOSE": aliases.MIN_LOOSE,
+            "MIN_EDIT": aliases.MIN_EDIT,
         },
     }
 
@@ -197,9 +217,17 @@ def main(argv: list[str] | None = None) -> int:
     began = time.perf_counter()
     result = run(args)
     elapsed = time.perf_counter() - began
-    path = write_json(args.out, "aliases", {"benchmark": "aliases", "quick": bool(args.quick),
-                                            "machine": info, "total_seconds": round(elapsed, 2),
-                                            **result})
+    path = write_json(
+        args.out,
+        "aliases",
+        {
+            "benchmark": "aliases",
+            "quick": bool(args.quick),
+            "machine": info,
+            "total_seconds": round(elapsed, 2),
+            **result,
+        },
+    )
     print(f"\n[bench] aliases: {elapsed:.1f} s in all; results written to {path}")
     return 0
 

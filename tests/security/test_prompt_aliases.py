@@ -94,8 +94,11 @@ def test_invisible_code_points(gate: Gate, prompt: str, who: str) -> None:
         ("\u039f\u0392\u0391\u039c\u0391", "obama"),  # Greek capitals
         ("\u0185\u0430r\u0430\u0441k \u043e\u0432\u0430m\u0430", "obama"),  # Cyrillic mix
         ("Qu\u0456nn H\u0435\u04cfd\u03bfut", "quinn"),  # Cyrillic i, e, palochka; Greek o
-        ("\U0001d410\U0001d42e\U0001d422\U0001d427\U0001d427 \U0001d407\U0001d41e\U0001d425"
-         "\U0001d41d\U0001d428\U0001d42e\U0001d42d", "quinn"),  # mathematical bold
+        (
+            "\U0001d410\U0001d42e\U0001d422\U0001d427\U0001d427 \U0001d407\U0001d41e\U0001d425"
+            "\U0001d41d\U0001d428\U0001d42e\U0001d42d",
+            "quinn",
+        ),  # mathematical bold
         ("\uff2f\uff42\uff41\uff4d\uff41", "obama"),  # full-width
         ("\u24c4\u24d1\u24d0\u24dc\u24d0", "obama"),  # circled
         ("L\u00efn-M\u00e0n\u00fc\u00e9l M\u00efr\u00e0nd\u00e0", "lmm"),  # diacritics
