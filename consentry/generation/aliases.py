@@ -56,7 +56,9 @@ letter count:
   ``n >= MIN_LOOSE``.
 - Spaced letters (every word of the window is one letter:
   ``"Q u i n n"``, ``"O.B.A.M.A"``): ``n >= MIN_SPACED``.
-- Split elsewhere (``"Hel-dout"``, ``"Qu inn"``): ``n >= MIN_LOOSE``, no edit.
+- Split elsewhere, no edit: ``n >= MIN_LOOSE`` (``"Qu inn Hel dout"``), or
+  ``n >= MIN_SPACED`` where no space is among the separators (``"Ob-ama"``,
+  ``"Bi.den"``).
 - A window edge that is a soft (camelCase) break: only for aliases of two or
   more parts and ``n >= MIN_LOOSE`` (``"QuinnHeldoutPortrait"`` matches;
   ``"ObamaCare"`` and ``"McDonald"`` name no ``"Obama"`` or ``"Donald"``).
@@ -92,9 +94,9 @@ from __future__ import annotations
 import importlib.util
 import re
 import unicodedata
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, partial
 from pathlib import Path
 
 from anyascii import anyascii
@@ -346,6 +348,15 @@ class _Words:
             self._spans = [m.span() for m in self._pattern.finditer(self._mapped)]
         return self._spans[first][0], self._spans[last][1]
 
+    def tight(self, first: int, last: int) -> bool:
+        """No whitespace between words ``first`` and ``last`` (``"Ob-ama"``, ``"Ob.ama"``)."""
+        self.span(first, last)
+        assert self._spans is not None
+        return not any(
+            " " in self._mapped[self._spans[k - 1][1] : self._spans[k][0]]
+            for k in range(first + 1, last + 1)
+        )
+
 
 def skeleton(text: str) -> str:
     """The words of ``text``'s skeleton joined by single spaces (digits dropped)."""
@@ -472,6 +483,7 @@ def _rule(
     soft_edge: bool,
     coarse: bool,
     edit: tuple[int, int] | None,
+    tight: Callable[[], bool],
 ) -> str | None:
     """How a window matches ``form``, or None where the rules refuse it."""
     n = len(form.text)
@@ -494,7 +506,7 @@ def _rule(
             return None
     else:
         shape = "split"
-        if n < MIN_LOOSE or edit is not None:
+        if edit is not None or n < MIN_SPACED or (n < MIN_LOOSE and not tight()):
             return None
     if edit is not None and n < MIN_EDIT:
         return None
@@ -624,8 +636,9 @@ class AliasMatcher:
                 if not (exact_ok or edit_ok):
                     break
                 soft_edge = soft[first] or (last + 1 < count and soft[last + 1])
+                tight = partial(words.tight, first, last)
                 for form in exact.get(joined, ()) if exact_ok else ():
-                    rule = _rule(form, breaks, single, soft_edge, index.coarse, None)
+                    rule = _rule(form, breaks, single, soft_edge, index.coarse, None, tight)
                     if rule is not None:
                         _keep(found, form.entry, words, first, last, rule)
                 if edit_ok and size >= MIN_EDIT - 1:
@@ -637,7 +650,9 @@ class AliasMatcher:
                                 edit = _one_edit(joined, form.text)
                                 if edit is None:
                                     continue
-                                rule = _rule(form, breaks, single, soft_edge, index.coarse, edit)
+                                rule = _rule(
+                                    form, breaks, single, soft_edge, index.coarse, edit, tight
+                                )
                                 if rule is not None:
                                     _keep(found, form.entry, words, first, last, rule)
                 if not edit_ok and joined not in prefixes:

@@ -188,6 +188,8 @@ def test_reversed_order(gate: Gate, prompt: str, who: str) -> None:
         ("Quinn Hel-dout", "quinn"),
         ("Qu-inn Held-out", "quinn"),
         ("Barack Ob-ama", "obama"),
+        ("Ob-ama at a podium", "obama"),
+        ("O.ba_ma", "obama"),
         ("Lin-Ma-nuel Mir-anda", "lmm"),
         ("Quinn Hel\u2011dout", "quinn"),  # non-breaking hyphen
         ("Quinn Held\u2013out", "quinn"),  # en dash

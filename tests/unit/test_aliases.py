@@ -436,6 +436,15 @@ def test_short_names_still_match_as_written() -> None:
     assert ids(SHORT, "O b a m a") == {"sub_ob"}
 
 
+def test_a_short_name_split_without_spaces() -> None:
+    # MIN_SPACED letters are enough where no space is among the separators ...
+    for prompt in ("Ob-ama", "O.bama", "Ob_am_a", "Ob\u2013ama"):
+        assert ids(SHORT, prompt) == {"sub_ob"}, prompt
+    # ... but words of ordinary text that spell a short name are no match
+    assert ids(SHORT, "an ob ama sign") == set()
+    assert ids(SHORT, "B-ea") == set()  # 3 letters: never split
+
+
 def test_thresholds_are_ordered() -> None:
     assert 3 <= MIN_SPACED <= MIN_COARSE <= MIN_LOOSE <= MIN_EDIT
 
