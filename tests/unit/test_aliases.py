@@ -248,6 +248,9 @@ def test_every_default_ignorable_code_point_is_dropped() -> None:
 def test_other_invisible_characters_are_dropped(ch: str) -> None:
     assert named(f"Qui{ch}nn Hel{ch}dout")
     assert named(f"Ob{ch}ama", "sub_o")
+    # used instead of spaces, they still end a word
+    assert named(f"a photo of{ch}Obama{ch}smiling", "sub_o")
+    assert named(f"of{ch}obama{ch}2", "sub_o")
 
 
 @pytest.mark.parametrize(
