@@ -163,8 +163,16 @@ _WORD = re.compile(rf"[{_SPACELESS}]|[^\W\d_{_SPACELESS}]+")
 _WORD_OR_DIGITS = re.compile(rf"[{_SPACELESS}]|[^\W\d_{_SPACELESS}]+|[0-9]+")
 _SOFT = "\x01"  # a camelCase break
 _HIDDEN = "\x02"  # where invisible characters were dropped
-_LEET = str.maketrans("0123456789@$!|+l", "oizeasgtbgasiiti")
-_LEET_CHARS = re.compile("[0-9@$!|+]")
+_RTL_CONTROLS = re.compile("[\u202b\u202e\u2067]")
+# A symbol that reads as one Latin letter (a flag's regional indicator, a negative
+# squared letter, a TR39 symbol look-alike) is a separator in the plain view and that
+# letter in the coarse view: private-use stand-ins U+E000.. carry it between the two.
+_SYMBOL_BASE = 0xE000
+_LEET = str.maketrans(
+    "0123456789@$!|+l" + "".join(chr(_SYMBOL_BASE + i) for i in range(26)),
+    "oizeasgtbgasiiti" + "abcdefghijklmnopqrstuvwxyz",
+)
+_LEET_CHARS = re.compile("[0-9@$!|+\ue000-\ue019]")
 _TRANSLITERATED = ("LATIN", "GREEK", "CYRILLIC", "ARMENIAN", "COPTIC")
 _HANGUL = re.compile("[\uac00-\ud7af]")
 
@@ -246,7 +254,7 @@ def _compute(ch: str, depth: int) -> str:
         if mapped == "l" and category in ("Lu", "Lt"):
             mapped = "i"  # an upper-case look-alike of I
         if mapped.isascii() and mapped.strip() and (mapped.isalpha() or not letter):
-            return mapped
+            return _symbol_letter(mapped) if not letter and len(mapped) == 1 else mapped
     decomposed = unicodedata.normalize("NFKD", ch)
     if decomposed != ch and not _HANGUL.match(ch) and depth < 4:
         return "".join(_compute(c, depth + 1) for c in decomposed)
@@ -265,8 +273,15 @@ def _compute(ch: str, depth: int) -> str:
     if category[0] == "S":
         latin = _ascii_letters(anyascii(ch))
         if latin and len(latin) == 1:
-            return latin
+            return _symbol_letter(latin)
     return " "
+
+
+def _symbol_letter(mapped: str) -> str:
+    """A symbol's one-character skeleton: a letter becomes its coarse-view stand-in."""
+    if "a" <= mapped <= "z":
+        return chr(_SYMBOL_BASE + ord(mapped) - ord("a"))
+    return mapped
 
 
 @cache
@@ -598,7 +613,24 @@ class AliasMatcher:
         return tuple(dict.fromkeys(subject for subject, _ in self.find(prompt)))
 
     def explain(self, prompt: str) -> list[AliasMatch]:
-        """Every match, first occurrence of each (subject, alias) only, in prompt order."""
+        """Every match, first occurrence of each (subject, alias) only, in prompt order.
+
+        A prompt holding a right-to-left override, embedding or isolate (U+202B,
+        U+202E, U+2067) may display reversed what it stores: it is also read
+        reversed (spans are given in the stored prompt)."""
+        matches = self._explain(prompt)
+        if _RTL_CONTROLS.search(prompt):
+            size = len(prompt)
+            known = {(m.subject_id, m.alias) for m in matches}
+            for m in self._explain(prompt[::-1]):
+                if (m.subject_id, m.alias) not in known:
+                    matches.append(
+                        AliasMatch(m.subject_id, m.alias, size - m.end, size - m.start, m.rule)
+                    )
+            matches.sort(key=lambda m: m.start)
+        return matches
+
+    def _explain(self, prompt: str) -> list[AliasMatch]:
         if not prompt or not self._count:
             return []
         mapped = _skeleton_text(prompt, marks=True)

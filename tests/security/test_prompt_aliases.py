@@ -82,6 +82,8 @@ def gate(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gate]:
         ("Qu\u2009inn Held\u200aout", "quinn"),  # thin and hair spaces
         ("a photo of\u200bObama\u200bsmiling", "obama"),  # invisible instead of spaces
         ("portrait\u2063obama\u2063at dusk", "obama"),
+        ("a portrait of \u202etuodleH nniuQ\u202c at dusk", "quinn"),  # shown reversed
+        ("\u2067amabO\u2069, oil painting", "obama"),  # right-to-left isolate
     ],
 )
 def test_invisible_code_points(gate: Gate, prompt: str, who: str) -> None:
@@ -145,6 +147,8 @@ def test_leetspeak(gate: Gate, prompt: str, who: str) -> None:
         ("Quinn 44 Heldout", "quinn"),
         ("Lin~Manuel*Miranda", "lmm"),
         ("Quinn\n\nHeldout", "quinn"),
+        ("Quinn\U0001f1fa\U0001f1f8Heldout", "quinn"),  # a flag
+        ("Quinn \u00d7 Heldout", "quinn"),  # a symbol that looks like a letter
     ],
 )
 def test_non_letters_between_parts(gate: Gate, prompt: str, who: str) -> None:

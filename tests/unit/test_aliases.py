@@ -461,6 +461,24 @@ def test_aliases_with_digits_keep_them() -> None:
     assert ids(m, "nick12345") == set()
 
 
+def test_symbols_that_read_as_letters() -> None:
+    # a flag or a letter-like symbol between parts separates them ...
+    assert named("Quinn\U0001f1fa\U0001f1f8Heldout")
+    assert named("Quinn\u2713Heldout")
+    # ... and a name spelled in them is still read (in the coarse view)
+    assert named("\U0001f17e\U0001f171\U0001f170\U0001f17c\U0001f170", "sub_o")
+    assert named("\U0001f1f4\U0001f1e7\U0001f1e6\U0001f1f2\U0001f1e6", "sub_o")
+
+
+def test_right_to_left_overrides_are_read_as_displayed() -> None:
+    prompt = "a portrait of \u202etuodleH nniuQ\u202c at dusk"
+    (match,) = QUINN.explain(prompt)
+    assert match.subject_id == "sub_q"
+    assert prompt[match.start : match.end] == "tuodleH nniuQ"
+    assert named("\u2067amabO\u2069", "sub_o")
+    assert not named("tuodleH nniuQ")  # stored reversed without a control: not shown as a name
+
+
 def test_explain_gives_the_span_in_the_prompt() -> None:
     prompt = "a portrait of Qu\u200binn_H3ld0ut at dusk"
     (match,) = QUINN.explain(prompt)
