@@ -247,7 +247,7 @@ def _compute(ch: str, depth: int) -> str:
         return " "
     if category == "Nd":
         return str(unicodedata.digit(ch))
-    letter = category[0] == "L"
+    letter = category[0] == "L" or category == "Nl"  # Nl: Roman numerals read as letters
     prototype = _prototypes().get(ch)
     if prototype is not None:
         mapped = _strip(prototype)
