@@ -663,38 +663,50 @@ class AliasMatcher:
     def _search(
         index: _Index, words: _Words, found: dict[_Entry, tuple[int, int, str]], edits: bool
     ) -> None:
+        """Every window of ``words`` that matches a form of ``index`` (the hot loop: each
+        step costs one string join and a few dict look-ups)."""
         texts, soft, hidden = words.texts, words.soft, words.hidden
         count = len(texts)
         exact, prefixes = index.exact, index.prefixes
         by_head, by_tail = index.by_head, index.by_tail
         max_len, edit_words = index.max_len, index.edit_words
-        max_edit = index.max_edit_len if edits else 0
+        max_edit = index.max_edit_len if edits and by_head else 0
+        # a window ending in a word of 4 letters or more has that word's last 4 letters
+        tails = [by_tail.get(w[-4:]) if len(w) >= 4 else None for w in texts] if max_edit else []
+        min_edit = MIN_EDIT - 1
         for first in range(count):
             joined = ""
             breaks: list[int] = []
             single = True
+            head: dict[int, list[_Form]] | None = None
             for last in range(first, count):
                 word = texts[last]
                 if last > first and not hidden[last]:
                     breaks.append(len(joined))
                 joined += word
-                single = single and len(word) == 1
+                if single and len(word) != 1:
+                    single = False
                 size = len(joined)
                 exact_ok = size <= max_len
-                edit_ok = (
-                    bool(max_edit) and size <= max_edit and (single or len(breaks) < edit_words)
-                )
+                edit_ok = max_edit and size <= max_edit and (single or len(breaks) < edit_words)
                 if not (exact_ok or edit_ok):
                     break
-                soft_edge = soft[first] or (last + 1 < count and soft[last + 1])
-                tight = partial(words.tight, first, last)
-                for form in exact.get(joined, ()) if exact_ok else ():
-                    rule = _rule(form, breaks, single, soft_edge, index.coarse, None, tight)
-                    if rule is not None:
-                        _keep(found, form.entry, words, first, last, rule)
-                if edit_ok and size >= MIN_EDIT - 1:
-                    for bucket in (by_head.get(joined[:4]), by_tail.get(joined[-4:])):
-                        if bucket is None:
+                forms = exact.get(joined) if exact_ok else None
+                buckets: tuple[dict[int, list[_Form]] | None, ...] = ()
+                if edit_ok and size >= min_edit:
+                    if head is None:
+                        head = by_head.get(joined[:4], {})
+                    tail = tails[last] if len(word) >= 4 else by_tail.get(joined[-4:])
+                    buckets = (head, tail)
+                if forms or any(buckets):
+                    soft_edge = soft[first] or (last + 1 < count and soft[last + 1])
+                    tight = partial(words.tight, first, last)
+                    for form in forms or ():
+                        rule = _rule(form, breaks, single, soft_edge, index.coarse, None, tight)
+                        if rule is not None:
+                            _keep(found, form.entry, words, first, last, rule)
+                    for bucket in buckets:
+                        if not bucket:
                             continue
                         for length in (size - 1, size, size + 1):
                             for form in bucket.get(length, ()):
