@@ -238,6 +238,10 @@ def _compute(ch: str, depth: int) -> str:
     cp = ord(ch)
     category = unicodedata.category(ch)
     if category[0] == "M":
+        if category == "Mc" and ch in _prototypes():  # a spacing mark that looks like a letter
+            shape = _strip(_prototypes()[ch])
+            if len(shape) == 1 and "a" <= shape <= "z":
+                return _symbol_letter(shape)
         return ""  # a mark belongs to the letter before it
     if _is_ignorable(cp) or ch in _NARROW or category in ("Cf", "Cs"):
         return _HIDDEN
@@ -246,6 +250,9 @@ def _compute(ch: str, depth: int) -> str:
     if category[0] == "Z":
         return " "
     if category == "Nd":
+        shape = _strip(_prototypes().get(ch, ""))
+        if len(shape) == 1 and "a" <= shape <= "z":
+            return _symbol_letter(shape)  # a digit that looks like a letter (Arabic-Indic 5)
         return str(unicodedata.digit(ch))
     letter = category[0] == "L" or category == "Nl"  # Nl: Roman numerals read as letters
     prototype = _prototypes().get(ch)

@@ -494,3 +494,25 @@ def test_ordinary_corpus_is_allowed_against_realistic_names() -> None:
     # too) and "Bernadotte", one edit from the registered alias "Bernadette".
     assert all(" al " in f" {p} " or "bernadotte" in p.lower() for p in refused), refused[:5]
     assert len(refused) / 1500 < 0.02
+
+
+def test_every_tr39_look_alike_of_a_latin_letter() -> None:
+    """Each code point whose TR39 prototype is one Latin letter, put in place of that
+    letter in a name of MIN_COARSE letters or more, still names the subject."""
+    from consentry.generation.aliases import _prototypes, _strip
+
+    tried = 0
+    for ch, prototype in _prototypes().items():
+        shape = _strip(prototype)
+        if len(shape) != 1 or not ("a" <= shape <= "z"):
+            continue
+        for name, subject in (("Quinn Heldout", "sub_q"), ("Obama", "sub_o")):
+            at = next((i for i, c in enumerate(name) if c.lower() == shape), None)
+            if at is None and shape == "l":
+                at = name.find("I")
+            if at is None or at < 0:
+                continue
+            tried += 1
+            prompt = f"a portrait of {name[:at]}{ch}{name[at + 1 :]} at dusk"
+            assert named(prompt, subject), (hex(ord(ch)), prompt)
+    assert tried > 900
