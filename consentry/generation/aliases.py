@@ -45,8 +45,9 @@ least ``MIN_COARSE`` letters, in the coarse view: the same text with
 TR39 letter pairs). An alias containing digits (``"Nick1234"``) keeps them: its
 digits must be written as such and it is matched exactly, in the plain view.
 
-Matching. An alias is its words (parts); its *forms* are the parts in order,
-reversed, and last-first (``"Heldout, Quinn"``). A form matches a window of
+Matching. An alias is its words (parts); its *forms* are the parts in any
+order (up to three parts; with more: in order, reversed and last-first), so
+``"Heldout, Quinn"`` and ``"Miranda, Lin-Manuel"`` match. A form matches a window of
 consecutive words whose letters, joined, equal the form's letters joined (or
 are one edit away), whatever separates the words. With ``n`` the form's
 letter count:
@@ -99,6 +100,7 @@ import unicodedata
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import cache, partial
+from itertools import permutations
 from pathlib import Path
 
 from anyascii import anyascii
@@ -421,8 +423,10 @@ class _Form:
 
 
 def _forms(parts: Sequence[str]) -> list[tuple[str, frozenset[int]]]:
-    orders = [tuple(parts)]
-    if len(parts) > 1:
+    orders: list[tuple[str, ...]] = [tuple(parts)]
+    if 1 < len(parts) <= 3:
+        orders += list(permutations(parts))
+    elif len(parts) > 3:
         orders += [tuple(reversed(parts)), (parts[-1], *parts[:-1])]
     forms: list[tuple[str, frozenset[int]]] = []
     for order in dict.fromkeys(orders):

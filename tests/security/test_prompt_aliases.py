@@ -180,6 +180,7 @@ def test_run_together(gate: Gate, prompt: str, who: str) -> None:
         ("HELDOUT, Quinn", "quinn"),
         ("Miranda, Lin-Manuel", "lmm"),
         ("Miranda Manuel Lin", "lmm"),
+        ("Manuel Miranda Lin", "lmm"),
         ("heldout,quinn in a garden", "quinn"),
     ],
 )
