@@ -1,4 +1,7 @@
-"""Find the registered subjects a prompt names, by any of their aliases.
+"""BASELINE for bench/aliases.py: consentry/generation/aliases.py as it was before issue 11,
+kept verbatim so the bench can compare both in one run. Not used by consentry.
+
+Find the registered subjects a prompt names, by any of their aliases.
 
 The gateway turns a prompt into ``JobFacts.prompt_subjects`` with
 :class:`AliasMatcher`; the policy then asks for a grant for each subject found.
