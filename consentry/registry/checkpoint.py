@@ -74,6 +74,7 @@ __all__ = [
     "ed25519_key_hash",
     "format_body",
     "format_vkey",
+    "merge_signatures",
     "parse_checkpoint",
     "parse_vkey",
     "sign_checkpoint",
@@ -356,6 +357,20 @@ def add_signature(note: str, line: str) -> str:
     if len(kept) + 1 > MAX_SIGNATURES:
         raise CheckpointError(f"note would have more than {MAX_SIGNATURES} signature lines")
     return body + "\n" + "".join(f"{old}\n" for old in [*kept, line])
+
+
+def merge_signatures(note: str, other: str) -> str:
+    """``note`` with every signature line of ``other`` added; both notes must have
+    the same body (the same checkpoint)."""
+    body, _ = _split_note(note)
+    other_body, lines = _split_note(other)
+    if other_body != body:
+        raise CheckpointError("the notes are of different checkpoints")
+    merged = note
+    for line in lines:
+        if line not in _split_note(merged)[1]:
+            merged = add_signature(merged, line)
+    return merged
 
 
 def cosign_checkpoint(

@@ -924,6 +924,50 @@ class Registry:
                 "log rewritten; run 'consentry log verify'"
             )
 
+    def add_cosignatures(self, note: str) -> str:
+        """Store the signature lines of ``note`` (a witness-cosigned copy of a stored
+        checkpoint) on that checkpoint; returns the stored note.
+
+        Only lines are added: the body must be exactly a stored checkpoint's, so a
+        witness can never change what the operator signed.
+        """
+        checkpoint, _ = cp.parse_checkpoint(note)
+        with self.db.write() as session:
+            row = session.get(CheckpointRow, checkpoint.tree_size)
+            if row is None or cp.parse_checkpoint(row.note)[0] != checkpoint:
+                raise NotFoundError(
+                    f"no stored checkpoint of size {checkpoint.tree_size} with this body"
+                )
+            merged = cp.merge_signatures(row.note, note)
+            if merged != row.note:
+                row.note = merged
+                session.add(row)
+        return merged
+
+    def cosigned_size(self, key_name: str, public_key: Ed25519PublicKey) -> int:
+        """The largest tree size of a stored checkpoint that the witness key cosigned
+        and whose root is the log's prefix root; 0 when there is none."""
+        with self.db.read() as session:
+            notes = [
+                r.note
+                for r in session.exec(
+                    select(CheckpointRow).order_by(col(CheckpointRow.tree_size).desc())
+                )
+            ]
+        for note in notes:
+            try:
+                checkpoint, _ = cp.verify_cosignature(note, key_name, public_key)
+            except ConsentryError:
+                continue
+            hashes = self.leaf_hashes(checkpoint.tree_size)
+            if (
+                checkpoint.origin == self.origin
+                and len(hashes) == checkpoint.tree_size
+                and merkle.root_hash(hashes) == checkpoint.root_hash
+            ):
+                return checkpoint.tree_size
+        return 0
+
     def latest_checkpoint(self) -> str:
         with self.db.read() as session:
             row = session.exec(
@@ -954,11 +998,17 @@ class Registry:
         )
 
     def verify_log(self) -> LogReport:
-        """Verify every row, leaf, signature and checkpoint (see ``registry.verify``)."""
+        """Verify every row, leaf, signature and checkpoint (see ``registry.verify``),
+        and that the log extends this party's witness state (reported, not raised)."""
         witness_file = self.home.witness_checkpoint
         witness = witness_file.read_text() if witness_file.exists() else None
         with self.db.read() as session:
-            return verify_log(session, witness)
+            report = verify_log(session, witness)
+        try:
+            self.witness_check()
+        except RollbackError as exc:
+            report.problems.append(f"external witness: {exc}")
+        return report
 
     def consistency_proof(self, old_size: int, new_size: int | None = None) -> list[bytes]:
         hashes = self.leaf_hashes(new_size)

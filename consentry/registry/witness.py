@@ -10,11 +10,20 @@ database operator cannot restore together with the database:
 
 Layout::
 
-    WITNESS/logs/<sha256(origin)[:32]>.checkpoint   newest checkpoint seen of that log
-                                                    (signed note, cosignatures kept)
-    WITNESS/logs/<...>.lock                         serialises check-and-advance
-    WITNESS/witness.key                             optional co-signing key (0600),
-    WITNESS/witness.vkey                            and its verifier key line
+    WITNESS/logs/<sha256(origin)[:32]>.checkpoint      newest checkpoint verified of
+                                                       that log (gateways, verifiers)
+    WITNESS/cosigned/<sha256(origin)[:32]>.checkpoint  newest checkpoint this witness
+                                                       co-signed (``witness cosign``)
+    WITNESS/*/<...>.lock                               serialise check-and-advance
+    WITNESS/witness.key                                optional co-signing key (0600),
+    WITNESS/witness.vkey                               and its verifier key line
+
+Co-signing (C2SP tlog-witness style, offline): :func:`cosign` verifies the log
+operator's signature on the newest checkpoint, proves with a consistency proof that
+it extends the checkpoint this witness co-signed last, and only then adds its
+``cosignature/v1`` line (:func:`consentry.registry.checkpoint.cosign_checkpoint`).
+A smaller tree, another root at the same size, a proof that fails or another log
+is refused with :class:`~consentry.errors.RollbackError`, and nothing is signed.
 
 Invariants
 ----------
@@ -35,16 +44,19 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import platformdirs
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from consentry.errors import CheckpointError, ConfigError, ProofError, RollbackError
 from consentry.fsutil import atomic_write
 from consentry.registry import checkpoint as cp
 from consentry.registry import merkle
+from consentry.registry.signing import SigningKey
 
 try:  # POSIX; elsewhere the rename alone keeps each write atomic
     import fcntl
@@ -53,9 +65,12 @@ except ImportError:  # pragma: no cover - Windows
 
 __all__ = [
     "WITNESS_DIR_ENV",
+    "WitnessKey",
     "WitnessStore",
     "Witnessed",
     "check_extends",
+    "cosign",
+    "operator_checkpoint",
     "resolve_witness_dir",
 ]
 
@@ -107,16 +122,19 @@ def check_extends(trusted: cp.Checkpoint, new: cp.Checkpoint, proof: Sequence[by
 class WitnessStore:
     """The witness states in one folder, one file per log origin."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, role: str = "logs") -> None:
         self.folder = folder
+        self.role = role
 
     @classmethod
-    def resolve(cls, explicit: Path | str | None = None) -> WitnessStore:
-        return cls(resolve_witness_dir(explicit))
+    def resolve(cls, explicit: Path | str | None = None, role: str = "logs") -> WitnessStore:
+        """The store in the resolved witness folder; ``role`` is ``logs`` (what was
+        verified) or ``cosigned`` (what this witness co-signed)."""
+        return cls(resolve_witness_dir(explicit), role)
 
     @property
     def logs_dir(self) -> Path:
-        return self.folder / "logs"
+        return self.folder / self.role
 
     @property
     def key_file(self) -> Path:
@@ -193,3 +211,87 @@ def _adds_lines(old: str, new: str) -> bool:
     except CheckpointError:
         return False
     return old_cp == new_cp and set(old_sigs) < set(new_sigs)
+
+
+@dataclass(frozen=True)
+class WitnessKey:
+    """A witness's co-signing key and its signed-note key name."""
+
+    name: str
+    key: SigningKey
+
+    @property
+    def vkey(self) -> str:
+        """The verifier key line verifiers pass as ``--witness-key``."""
+        return cp.format_vkey(self.name, self.key.public_key)
+
+    @classmethod
+    def create(cls, store: WitnessStore, name: str | None = None) -> WitnessKey:
+        """Make the witness key of ``store``'s folder (0600); refuses to replace one."""
+        if store.key_file.exists():
+            raise ConfigError(f"a witness key already exists: {store.key_file}")
+        key = SigningKey.generate()
+        witness = cls(name or f"consentry-witness/{key.key_id[:16]}", key)
+        witness.vkey  # noqa: B018 - validates the name before anything is written
+        key.save(store.key_file)
+        atomic_write(store.vkey_file, witness.vkey + "\n", 0o644)
+        return witness
+
+    @classmethod
+    def load(cls, store: WitnessStore) -> WitnessKey:
+        if not store.key_file.exists():
+            raise ConfigError(
+                f"no witness key in {store.folder}: run 'consentry witness init' first"
+            )
+        key = SigningKey.load(store.key_file)
+        try:
+            name, public = cp.parse_vkey(store.vkey_file.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, CheckpointError) as exc:
+            raise ConfigError(f"cannot read the witness key line {store.vkey_file}: {exc}") from exc
+        if public.public_bytes_raw() != key.public_key.public_bytes_raw():
+            raise ConfigError(f"{store.vkey_file} does not match {store.key_file}")
+        return cls(name, key)
+
+
+def operator_checkpoint(note: str, operator_keys: Mapping[str, Ed25519PublicKey]) -> cp.Checkpoint:
+    """The checkpoint of ``note`` if one of the log's operator keys (by key name) signed it."""
+    _, signatures = cp.parse_checkpoint(note)
+    for signature in signatures:
+        public = operator_keys.get(signature.key_name)
+        if public is not None:
+            return cp.verify_checkpoint(note, signature.key_name, public)
+    raise CheckpointError("the checkpoint is not signed by an operator key of this log")
+
+
+def cosign(
+    store: WitnessStore,
+    witness: WitnessKey,
+    note: str,
+    proof: Callable[[int], Sequence[bytes]] | Sequence[bytes],
+    operator_keys: Mapping[str, Ed25519PublicKey],
+    now: datetime,
+    origin: str | None = None,
+) -> str:
+    """Co-sign ``note`` if it extends what this witness co-signed last; return it
+    with the witness's cosignature line added, and record it.
+
+    ``proof`` is the consistency proof from the witness's last tree size to the
+    note's (or a function of that size returning it). ``origin``, when given, is
+    the log the caller expects: a checkpoint of another log is refused. Raises
+    :class:`RollbackError` (and signs nothing) for a non-extending checkpoint.
+    """
+    checkpoint = operator_checkpoint(note, operator_keys)
+    if origin is not None and checkpoint.origin != origin:
+        raise RollbackError(
+            f"the checkpoint is of log {checkpoint.origin!r}, not {origin!r}: refusing it"
+        )
+    with store.locked(checkpoint.origin):
+        seen = store.latest(checkpoint.origin)
+        if seen is not None:
+            last = seen.checkpoint.tree_size
+            needs_proof = 0 < last < checkpoint.tree_size
+            hashes = (proof(last) if callable(proof) else proof) if needs_proof else []
+            check_extends(seen.checkpoint, checkpoint, hashes)
+        cosigned = cp.cosign_checkpoint(note, witness.name, witness.key.private_key, now)
+        store.advance(cosigned)
+    return cosigned
