@@ -433,7 +433,7 @@ def format_vkey(key_name: str, public_key: Ed25519PublicKey) -> str:
 
 def parse_vkey(text: str) -> tuple[str, Ed25519PublicKey]:
     """The key name and public key of a witness verifier key line (strict)."""
-    parts = text.strip().split("+")
+    parts = text.strip().split("+", 2)  # the name and hex hash hold no '+'; base64 may
     if len(parts) != 3:
         raise CheckpointError("a witness key is '<name>+<key hash hex>+<base64 key>'")
     key_name, hash_text, blob_text = parts
