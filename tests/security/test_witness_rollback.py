@@ -158,26 +158,30 @@ def test_restored_backup_is_refused_by_every_cli_command(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A real backup (the home folder with its SQLite file and witness file) restored
-    after a revocation: ``log verify``, ``check`` and ``serve`` exit 2."""
+    after a revocation: ``log verify``, ``check`` and ``serve`` exit 2. (Set up in
+    process, with the same witness folder the subprocesses inherit, to save time.)"""
     home, backup = tmp_path / "home", tmp_path / "backup"
     cli = Cli(home)
-    cli.ok("init", "--home", str(home))
-    cli.ok("subject", "add", "Quinn Heldout")
-    cli.ok("grantee", "add", "Acme")
-    grant = cli.ok("grant", "Quinn Heldout", "--to", "Acme", "--purpose", "generate").strip()
     job = ("check", "--as", "Acme", "--purpose", "generate", "--prompt", "Quinn Heldout, smiling")
-    assert cli(*job).code == 0  # honest: granted
+    with Registry.init(home) as registry:
+        quinn = registry.add_subject("Quinn Heldout")
+        registry.add_grantee("Acme")
+        grant = registry.grant(quinn.id, "Acme", ["generate"])
+        registry.checkpoint()
     shutil.copytree(home, backup)
-    cli.ok("revoke", grant, "--reason", "consent withdrawn")
+    with Registry.open(home) as registry:
+        registry.revoke(grant.id, "consent withdrawn")
+        registry.checkpoint()
     assert cli(*job).code == 1  # honest: revoked
-    assert cli("log", "verify").code == 0
+    assert cli("log", "verify").code == 0  # honest: verifies
 
     shutil.rmtree(home)
     shutil.copytree(backup, home)
 
     with monkeypatch.context() as naive:  # a party with no witness state of its own
         naive.setenv("CONSENTRY_WITNESS_DIR", str(tmp_path / "naive"))
-        assert cli(*job).code == 0, "the attack should re-open the revoked grant"
+        reopened = cli(*job)
+        assert reopened.code == 0, ("the attack should re-open the revoked grant", reopened.err)
     for command in (("log", "verify"), job, ("serve", "--port", "0")):
         result = cli(*command)
         assert result.code == 2, (command, result.out, result.err)
@@ -313,15 +317,14 @@ def test_verifier_requiring_a_cosignature_refuses_a_note_without_it(
         )
     with pytest.raises(CheckpointError, match="cosignature"):
         require_cosigned(bad, required)
-    # the same through the verifier's CLI, with the bad lines stored on the checkpoint
-    registry.add_cosignatures(bad)
+    if variant != "no cosignature":
+        return
+    # the same through the verifier's CLI, offline, from a proof bundle
     cli = Cli(registry.home.root)
     bundle = tmp_path / "proof.json"
     bundle.write_text(cli.ok("log", "proof", "1", "--json"))
     operator = ("--public-key", str(registry.home.operator_public))
     witness = ("--witness-key", log.witness.vkey)
-    if variant == "no cosignature":
-        assert cli("log", "verify-proof", str(bundle), *operator).code == 0
     refused = cli("log", "verify-proof", str(bundle), *operator, *witness)
     assert refused.code == 1 and "cosignature" in refused.err, refused.err
     # honest: once the witness co-signs the same checkpoint, the same command passes
