@@ -172,10 +172,19 @@ class WitnessStore:
 
     @contextlib.contextmanager
     def locked(self, origin: str) -> Iterator[None]:
-        """Hold the exclusive lock of ``origin``'s state (check, then advance)."""
-        self.logs_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        """Hold the exclusive lock of ``origin``'s state (check, then advance).
+
+        A folder that cannot be created or written is a :class:`ConfigError`.
+        """
         lock_path = self.path_for(origin).with_suffix(".lock")
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            self.logs_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot use the witness folder {self.folder}: {exc.strerror or exc} "
+                f"(set --witness-dir or {WITNESS_DIR_ENV})"
+            ) from exc
         try:
             if fcntl is not None:
                 fcntl.flock(fd, fcntl.LOCK_EX)
@@ -197,7 +206,12 @@ class WitnessStore:
                 current.note, note
             ):
                 return False
-        atomic_write(self.path_for(checkpoint.origin), note, 0o600)
+        try:
+            atomic_write(self.path_for(checkpoint.origin), note, 0o600)
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot write the witness state in {self.folder}: {exc.strerror or exc}"
+            ) from exc
         return True
 
 
@@ -233,8 +247,11 @@ class WitnessKey:
         key = SigningKey.generate()
         witness = cls(name or f"consentry-witness/{key.key_id[:16]}", key)
         witness.vkey  # noqa: B018 - validates the name before anything is written
-        key.save(store.key_file)
-        atomic_write(store.vkey_file, witness.vkey + "\n", 0o644)
+        try:
+            key.save(store.key_file)
+            atomic_write(store.vkey_file, witness.vkey + "\n", 0o644)
+        except OSError as exc:
+            raise ConfigError(f"cannot write the witness key in {store.folder}: {exc}") from exc
         return witness
 
     @classmethod
