@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+import httpx
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
@@ -25,10 +26,12 @@ from consentry.cli.witness_cmds import parse_witness_keys, require_cosigned
 from consentry.errors import CheckpointError, RollbackError
 from consentry.faces.engines import get_engine
 from consentry.generation.gateway import CheckRequest, Gateway
+from consentry.generation.service import create_app, hash_admin_key
 from consentry.registry import checkpoint as cp
 from consentry.registry import merkle
 from consentry.registry.signing import SigningKey, checkpoint_key_name
 from consentry.registry.witness import WitnessKey, WitnessStore, cosign
+from tests.integration._live import live_server
 from tests.integration.test_cli import Cli
 from tests.security.conftest import raw
 
@@ -47,6 +50,7 @@ class Scene:
     grant_id: str
     backup_size: int  # log size when the backup was taken (Quinn's grant active)
     backup_home_note: str  # the home's witness.checkpoint at that moment
+    api_key: str  # Acme's key for the HTTP gateway
 
     @property
     def home(self) -> Path:
@@ -58,7 +62,7 @@ def scene(tmp_path: Path, db_url: str) -> Iterator[Scene]:
     registry = Registry.init(tmp_path / "home", db_url)
     quinn = registry.add_subject("Quinn Heldout")
     rowan = registry.add_subject("Rowan Example")
-    registry.add_grantee("Acme")
+    _, api_key = registry.add_grantee("Acme")
     grant = registry.grant(quinn.id, "Acme", ["generate"])
     registry.grant(rowan.id, "Acme", ["generate"])
     registry.checkpoint()
@@ -70,7 +74,7 @@ def scene(tmp_path: Path, db_url: str) -> Iterator[Scene]:
     registry.checkpoint()
     assert not gateway.check(REVOKED_JOB).allowed  # honest: revocation wins
     try:
-        yield Scene(registry, gateway, tmp_path, db_url, grant.id, size, home_note)
+        yield Scene(registry, gateway, tmp_path, db_url, grant.id, size, home_note, api_key)
     finally:
         registry.close()
 
@@ -151,6 +155,24 @@ def test_rolled_back_log_is_refused_by_the_external_witness(scene: Scene, attack
         Registry.open(scene.home, url)
     assert refused.value.exit_code == 2
     assert "rollback" in str(refused.value) or "another log" in str(refused.value)
+
+
+@pytest.mark.attack("rollback: a database restored under a running HTTP gateway")
+def test_running_http_gateway_refuses_every_job_after_a_rollback(scene: Scene) -> None:
+    app = create_app(scene.registry, scene.gateway.engine, hash_admin_key("csa_admin"))
+    form = {"purpose": "generate", "prompt": OTHER_JOB.prompt}
+    with live_server(app) as base, httpx.Client(base_url=base, timeout=30) as http:
+        auth = {"Authorization": f"Bearer {scene.api_key}"}
+        honest = http.post("/v1/check", data=form, headers=auth)
+        assert honest.status_code == 200 and honest.json()["allowed"] is True, honest.text
+        restore_backup(scene)
+        for prompt in (OTHER_JOB.prompt, REVOKED_JOB.prompt):
+            refused = http.post("/v1/check", data={**form, "prompt": prompt}, headers=auth)
+            assert refused.status_code == 503, refused.text
+            error = refused.json()["error"]
+            # the reason is the code; details (paths, sizes) stay in the operator's log
+            assert error["code"] == "log_rolled_back", error
+            assert "RollbackError" in error["message"], error
 
 
 @pytest.mark.attack("rollback: a restored backup through the CLI")
