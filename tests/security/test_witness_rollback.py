@@ -353,3 +353,28 @@ def test_verifier_requiring_a_cosignature_refuses_a_note_without_it(
     registry.add_cosignatures(log.cosign(registry.latest_checkpoint()))
     bundle.write_text(cli.ok("log", "proof", "1", "--json"))
     assert cli("log", "verify-proof", str(bundle), *operator, *witness).code == 0
+
+
+@pytest.mark.attack("witness CLI asked to co-sign a rolled-back log")
+def test_witness_cli_cosigns_extensions_and_refuses_a_rollback(tmp_path: Path) -> None:
+    home, backup, folder = tmp_path / "home", tmp_path / "backup", tmp_path / "witness"
+    with Registry.init(home) as registry:
+        registry.add_subject("Quinn Heldout")
+        registry.checkpoint()
+    shutil.copytree(home, backup)
+    cli = Cli(home)
+    vkey = cli.ok("witness", "init", "--witness-dir", str(folder)).strip().splitlines()[-1]
+    assert cli.ok("witness", "cosign", "--witness-dir", str(folder)).count("\u2014 ") == 2
+    with Registry.open(home) as registry:
+        registry.add_grantee("Acme")
+        registry.checkpoint()
+    cli.ok("witness", "cosign", "--witness-dir", str(folder))  # honest: an extension
+    name, public = parse_witness_keys([vkey])[0]
+    with Registry.open(home) as registry:
+        assert registry.cosigned_size(name, public) == registry.log_size()
+    shutil.rmtree(home)
+    shutil.copytree(backup, home)
+    refused = cli("witness", "cosign", "--witness-dir", str(folder))
+    assert refused.code == 2 and "rollback" in refused.err, refused.err
+    with Registry.open(home, witness_dir=tmp_path / "fresh") as registry:
+        assert registry.cosigned_size(name, public) == 0  # nothing was co-signed
