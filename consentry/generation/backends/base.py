@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
-import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple, Protocol, runtime_checkable
 
 from consentry.errors import InputError, PriorHashMismatchError
+from consentry.fsutil import atomic_write
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -185,5 +185,5 @@ def store_prior_file(registry: Registry, prior: Prior, source: Path) -> Path:
     target = prior_store_path(registry, prior.sha256, prior.kind)
     target.parent.mkdir(parents=True, exist_ok=True)
     if not target.exists():
-        shutil.copyfile(source, target)
+        atomic_write(target, source.read_bytes(), 0o644)
     return target
