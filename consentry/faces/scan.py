@@ -46,14 +46,24 @@ Invariants
   face; the cap counts these faces, not passes. Faces of different frames are
   different faces (a frame can show anyone), so an animation of one person in
   N distinct frames holds N faces.
-- Merging never hides a face: a face is embedded once for every (view,
-  orientation) pair that saw it, from that pair's best detection (the pixels
-  differ: the composite can show one person and the hidden RGB another, an
-  upside-down pass can see a different face in the same place), and it is a
-  registered subject's face if any of its embeddings matches. Each embedding
-  comes from the pass where it was found: the engine's ``embed`` on the view
-  rotated like that pass, at native resolution (a crop around the face), with
-  the face in that pass's coordinates. At most 4 x 4 embeddings per face.
+- Merging across views never hides a face: a face is embedded once for every
+  view that saw it, from that view's best detection (the pixels differ: the
+  composite can show one person and the hidden RGB another), and it is a
+  registered subject's face if any of its embeddings matches. Within one view,
+  another orientation that sees a face in the same place is embedded as well
+  when it scores within :data:`SECOND_LOOK` of the view's best (a drawing made
+  to read as two faces, upright and upside down, is two strong detections);
+  the weaker look-alikes a detector reports on an upright face turned upside
+  down are not embedded (they would double the cost of a check). Each
+  embedding comes from the pass where it was found: the engine's ``embed`` on
+  the view rotated like that pass, at native resolution (a crop around the
+  face), with the face in that pass's coordinates. At most 4 x 4 embeddings per
+  face.
+- A face lying inside a larger face of its frame (``within``) is embedded and
+  counted like any other (it may be a small face pasted onto a large one); if
+  it matches no registered subject it is taken as part of the larger face (at
+  native resolution a detector sees faces in the parts of a large one), not as
+  another unknown person.
 - The per-job face cap is checked after detection and before any embedding,
   across every image, frame and view: more faces is an
   :class:`~consentry.errors.InputError`, nothing is embedded.
@@ -77,6 +87,7 @@ __all__ = [
     "MIN_FACE_ROTATED",
     "MIN_FACE_UPRIGHT",
     "ROTATED_FULL_RES_SIDE",
+    "SECOND_LOOK",
     "TILE_OVERLAP",
     "Candidate",
     "Detection",
@@ -98,11 +109,15 @@ MIN_FACE_ROTATED = 64
 ROTATED_FULL_RES_SIDE = 640
 """Views whose long side is at most this are scanned rotated at native resolution."""
 
-TILE_OVERLAP = 256
+TILE_OVERLAP = 128
 """Tiles of one level overlap by this many pixels of that level."""
 
 MERGE_IOU = 0.4
 """Two detections in one frame with at least this IoU (and close nose tips) are one face."""
+
+SECOND_LOOK = 0.1
+"""Another orientation of the same view seeing a face in the same place is embedded
+too when its detector score is within this of the best one's."""
 
 _DEFAULT_SCAN_SIDE = 640
 _EDGE = 2.0  # px: a box this close to an inner tile edge is cut by the tile
@@ -135,6 +150,7 @@ class Candidate:
     best: Detection
     members: tuple[Detection, ...]
     views: tuple[FaceView, ...]
+    within: bool = False  # lies inside a larger face of the same frame
 
 
 @dataclass(frozen=True, eq=False)
@@ -146,6 +162,7 @@ class ScannedFace:
     embeddings: tuple[FloatArray, ...]
     kinds: tuple[str, ...]
     rotation: int  # quarter turns of the best detection's pass
+    within: bool = False  # inside a larger face: if it matches nobody, it is part of that face
 
 
 # -- geometry -----------------------------------------------------------------
@@ -192,6 +209,17 @@ def _iou(a: tuple[float, float, float, float], b: tuple[float, float, float, flo
         return 0.0
     inter = iw * ih
     return inter / (a[2] * a[3] + b[2] * b[3] - inter)
+
+
+def _inside(
+    small: tuple[float, float, float, float], large: tuple[float, float, float, float]
+) -> bool:
+    """``small`` lies mostly (60 %) inside ``large``, which is at least 1.5 x as wide."""
+    if large[2] < 1.5 * small[2]:
+        return False
+    iw = min(small[0] + small[2], large[0] + large[2]) - max(small[0], large[0])
+    ih = min(small[1] + small[3], large[1] + large[3]) - max(small[1], large[1])
+    return iw > 0 and ih > 0 and iw * ih >= 0.6 * small[2] * small[3]
 
 
 def merge_detections(detections: Sequence[Detection]) -> list[list[Detection]]:
@@ -315,6 +343,20 @@ def _oriented(
     return out
 
 
+def _members(cluster: Sequence[Detection]) -> tuple[Detection, ...]:
+    """The detections of one face to embed: the best of each view, and the best of
+    each other orientation of that view that scores within :data:`SECOND_LOOK` of it."""
+    best_view: dict[int, Detection] = {}
+    chosen: dict[tuple[int, int], Detection] = {}
+    for det in cluster:  # ordered best first
+        top = best_view.setdefault(det.view, det)
+        if (det.view, det.rotation) in chosen:
+            continue
+        if det is top or det.face.score >= top.face.score - SECOND_LOOK:
+            chosen[(det.view, det.rotation)] = det
+    return tuple(chosen.values())
+
+
 def detect_all(engine: FaceEngine, image: LoadedImage) -> list[Candidate]:
     """Every face of every frame of ``image``, de-duplicated, not yet embedded.
 
@@ -328,11 +370,13 @@ def detect_all(engine: FaceEngine, image: LoadedImage) -> list[Candidate]:
         detections: list[Detection] = []
         for number, view in enumerate(frame_views):
             detections += _view_detections(engine, view, number)
-        for cluster in merge_detections(detections):
-            members: dict[tuple[int, int], Detection] = {}
-            for det in cluster:  # clusters are ordered best first
-                members.setdefault((det.view, det.rotation), det)
-            candidates.append(Candidate(frame, cluster[0], tuple(members.values()), frame_views))
+        clusters = merge_detections(detections)
+        boxes = [cluster[0].face.bbox for cluster in clusters]
+        for cluster in clusters:
+            inside = any(_inside(cluster[0].face.bbox, other) for other in boxes)
+            candidates.append(
+                Candidate(frame, cluster[0], _members(cluster), frame_views, inside)
+            )
     order = sort_faces([c.best.face for c in candidates])
     rank = {id(face): position for position, face in enumerate(order)}
     return sorted(candidates, key=lambda c: (c.frame, rank[id(c.best.face)]))
@@ -367,7 +411,11 @@ def embed_candidates(engine: FaceEngine, candidates: Sequence[Candidate]) -> lis
             _embed_detection(engine, cand.views[det.view], det) for det in cand.members
         )
         kinds = tuple(cand.views[det.view].kind for det in cand.members)
-        out.append(ScannedFace(cand.frame, cand.best.face, embeddings, kinds, cand.best.rotation))
+        out.append(
+            ScannedFace(
+                cand.frame, cand.best.face, embeddings, kinds, cand.best.rotation, cand.within
+            )
+        )
     return out
 
 
