@@ -115,6 +115,13 @@ TILE_OVERLAP = 128
 MERGE_IOU = 0.4
 """Two detections in one frame with at least this IoU (and close nose tips) are one face."""
 
+LEVEL_TOLERANCE = 15.0
+"""An upright native-resolution detection whose eye line is within this many degrees
+of level is embedded as found; any other gets a level look (see ``_embed_detection``)."""
+
+LEVEL_CROP = 640
+"""The level look's crop is scaled down to at most this side."""
+
 SECOND_LOOK = 0.1
 """Another orientation of the same view seeing a face in the same place is embedded
 too when its detector score is within this of the best one's."""
@@ -386,6 +393,59 @@ def detect_all(engine: FaceEngine, image: LoadedImage) -> list[Candidate]:
 
 
 def _embed_detection(engine: FaceEngine, view: FaceView, det: Detection) -> FloatArray:
+    """Embed ``det``: from its own pass when that saw the face upright at native
+    resolution, else from a *level look*: a crop of the view around the face,
+    turned so the eyes are level (the angle from the pass's landmarks), detected
+    again and embedded from there. Detectors place landmarks well only within
+    about 30 degrees of upright; the level look makes every orientation as good
+    as upright. If the level look finds no face, the pass's own face is used."""
+    marks = det.face.landmarks
+    eye = marks[1] - marks[0]
+    angle = float(np.degrees(np.arctan2(eye[1], eye[0])))
+    if det.rotation == 0 and det.scale == 1.0 and abs(angle) <= LEVEL_TOLERANCE:
+        return _embed_from_pass(engine, view, det)
+    level = _level_look(engine, view, det.face, angle)
+    if level is None:
+        return _embed_from_pass(engine, view, det)
+    crop, face = level
+    return engine.embed(crop, face)
+
+
+def _level_look(
+    engine: FaceEngine, view: FaceView, face: Face, angle: float
+) -> tuple[ImageArray, Face] | None:
+    x, y, w, h = face.bbox
+    cx, cy = x + w / 2, y + h / 2
+    side = 2.2 * max(w, h)
+    zoom = min(1.0, LEVEL_CROP / side)
+    out = max(16, round(side * zoom))
+    matrix = cv2.getRotationMatrix2D((cx, cy), angle, zoom)
+    matrix[0, 2] += out / 2 - cx
+    matrix[1, 2] += out / 2 - cy
+    crop = np.ascontiguousarray(
+        cv2.warpAffine(
+            view.pixels,
+            matrix,
+            (out, out),
+            flags=cv2.INTER_LINEAR,
+            borderMode=cv2.BORDER_REPLICATE,
+        ),
+        dtype=np.uint8,
+    )
+    centre = np.array([out / 2, out / 2])
+    best: Face | None = None
+    best_distance = 0.0
+    for found in engine.detect(crop):
+        fx, fy, fw, fh = found.bbox
+        distance = float(np.linalg.norm(np.array([fx + fw / 2, fy + fh / 2]) - centre))
+        if distance > 0.35 * max(w, h) * zoom or fw < 0.4 * max(w, h) * zoom:
+            continue
+        if best is None or distance < best_distance:
+            best, best_distance = found, distance
+    return None if best is None else (crop, best)
+
+
+def _embed_from_pass(engine: FaceEngine, view: FaceView, det: Detection) -> FloatArray:
     """Embed from the rotated native-resolution view, on a crop around the face."""
     rotated = np.rot90(view.pixels, det.rotation) if det.rotation else view.pixels
     height, width = rotated.shape[:2]
