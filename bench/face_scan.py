@@ -176,9 +176,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 rows,
                 "Budget (issue 11): face scan / baseline <= 2.00 on the 1024 px photo.",
             )
-            ratio = p50[("1024 px photo, one face", "face scan")] / p50[
-                ("1024 px photo, one face", "single pass (baseline, before issue 11)")
-            ]
+            ratio = (
+                p50[("1024 px photo, one face", "face scan")]
+                / p50[("1024 px photo, one face", "single pass (baseline, before issue 11)")]
+            )
             results["ratio_1024"] = round(ratio, 3)
             results["within_budget"] = ratio <= 2.0
             note(f"1024 px ratio: {ratio:.2f} ({'within' if ratio <= 2.0 else 'OVER'} budget)")

@@ -332,8 +332,12 @@ def _oriented(
         bbox = clip_bbox(float(x0), float(y0), float(x1), float(y1), width, height)
         rot_h, rot_w = (height, width) if k % 2 == 0 else (width, height)
         pass_bbox = clip_bbox(
-            pass_box[0], pass_box[1], pass_box[0] + pass_box[2], pass_box[1] + pass_box[3],
-            rot_w, rot_h,
+            pass_box[0],
+            pass_box[1],
+            pass_box[0] + pass_box[2],
+            pass_box[1] + pass_box[3],
+            rot_w,
+            rot_h,
         )
         if bbox is None or pass_bbox is None:
             continue
@@ -381,9 +385,7 @@ def detect_all(engine: FaceEngine, image: LoadedImage) -> list[Candidate]:
         boxes = [cluster[0].face.bbox for cluster in clusters]
         for cluster in clusters:
             inside = any(_inside(cluster[0].face.bbox, other) for other in boxes)
-            candidates.append(
-                Candidate(frame, cluster[0], _members(cluster), frame_views, inside)
-            )
+            candidates.append(Candidate(frame, cluster[0], _members(cluster), frame_views, inside))
     order = sort_faces([c.best.face for c in candidates])
     rank = {id(face): position for position, face in enumerate(order)}
     return sorted(candidates, key=lambda c: (c.frame, rank[id(c.best.face)]))

@@ -57,7 +57,10 @@ def gate(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gate]:
     height, width = pixels.shape[:2]
     scale = 800 / max(height, width)
     probe = np.ascontiguousarray(
-        cv2.resize(pixels, (round(width * scale), round(height * scale)), interpolation=cv2.INTER_AREA)
+        cv2.resize(
+            pixels, (round(width * scale), round(height * scale)), interpolation=cv2.INTER_AREA
+        ),
+        dtype=np.uint8,
     )
     box = engine.detect(probe)[0].bbox
     yield Gate(registry, Gateway(registry, engine), engine, obama.id, probe, box)
@@ -167,8 +170,10 @@ def grey_frame(like: np.ndarray, level: int = GREY) -> np.ndarray:
 @pytest.mark.attack("rotated or flipped face")
 @pytest.mark.parametrize("turn", [90, 180, 270, 120, 150, 210, 300, "vflip"])
 def test_rotated_or_flipped_face_is_seen(gate: Gate, turn: int | str) -> None:
-    pixels = np.ascontiguousarray(gate.probe[::-1]) if turn == "vflip" else rotated(
-        gate.probe, float(turn)
+    pixels = (
+        np.ascontiguousarray(gate.probe[::-1])
+        if turn == "vflip"
+        else rotated(gate.probe, float(turn))
     )
     assert_refused_then_granted(gate, png(pixels))
 

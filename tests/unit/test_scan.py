@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import itertools
 from pathlib import Path
 
 import cv2
@@ -83,21 +84,32 @@ def test_map_to_view_undoes_rot90(k: int) -> None:
 def test_tiles_cover_with_overlap(length: int, tile: int) -> None:
     origins = tile_origins(length, tile, TILE_OVERLAP)
     assert origins[0] == 0 and origins[-1] + min(tile, length) == length
-    for a, b in zip(origins, origins[1:], strict=False):
+    for a, b in itertools.pairwise(origins):
         assert a + tile - b >= TILE_OVERLAP  # any face up to the overlap is whole in one tile
 
 
 def _det(box: tuple[float, float, float, float], score: float, view: int = 0) -> Detection:
     x, y, w, h = box
-    marks = np.array([[x + w * 0.3, y + h * 0.4], [x + w * 0.7, y + h * 0.4], [x + w / 2, y + h / 2],
-                      [x + w * 0.35, y + h * 0.75], [x + w * 0.65, y + h * 0.75]])
+    marks = np.array(
+        [
+            [x + w * 0.3, y + h * 0.4],
+            [x + w * 0.7, y + h * 0.4],
+            [x + w / 2, y + h / 2],
+            [x + w * 0.35, y + h * 0.75],
+            [x + w * 0.65, y + h * 0.75],
+        ]
+    )
     face = Face(bbox=box, landmarks=marks, score=score)
     return Detection(view=view, rotation=0, scale=1.0, face=face, pass_face=face)
 
 
 def test_merge_keeps_one_face_per_place_and_separates_others() -> None:
     clusters = merge_detections(
-        [_det((10, 10, 100, 120), 0.8), _det((14, 12, 96, 118), 0.95), _det((300, 10, 100, 120), 0.9)]
+        [
+            _det((10, 10, 100, 120), 0.8),
+            _det((14, 12, 96, 118), 0.95),
+            _det((300, 10, 100, 120), 0.9),
+        ]
     )
     assert [len(c) for c in clusters] == [2, 1]
     assert clusters[0][0].face.score == 0.95  # the best detection leads its cluster
@@ -130,8 +142,7 @@ def test_rotated_views_map_back_onto_the_same_face(engine: FaceEngine, probe: np
         found = detect_all(engine, load_image_bytes(png(turned)))
         th, tw = turned.shape[:2]
         here = [
-            c for c in found
-            if _iou(c.best.face.bbox, _turned_box(box, k, height, width)) > 0.3
+            c for c in found if _iou(c.best.face.bbox, _turned_box(box, k, height, width)) > 0.3
         ]
         assert len(here) == 1  # every pass that saw the face: one face
         # the face's box in the turned image, mapped back, is the upright box
@@ -166,7 +177,9 @@ def test_small_face_is_found_by_tiling_where_it_is(engine: FaceEngine, probe: np
     canvas[300 : 300 + small.shape[0], 2000 : 2000 + small.shape[1]] = small
     found = detect_all(engine, load_image_bytes(png(canvas)))
     expected = (2000 + box[0] * scale, 300 + box[1] * scale, box[2] * scale, box[3] * scale)
-    assert any(_iou(c.best.face.bbox, expected) > 0.5 for c in found), [c.best.face.bbox for c in found]
+    assert any(_iou(c.best.face.bbox, expected) > 0.5 for c in found), [
+        c.best.face.bbox for c in found
+    ]
 
 
 def test_large_face_is_seen_whole(engine: FaceEngine) -> None:
@@ -206,9 +219,9 @@ def test_face_cap_counts_faces_across_images_before_embedding(
     counting = _Counting(engine)
     photo = load_image_bytes(png(probe))
     with pytest.raises(InputError, match="too many faces: 2 in this job"):
-        scan_images(counting, [photo, photo], 1)  # type: ignore[arg-type]
+        scan_images(counting, [photo, photo], 1)
     assert counting.embeds == 0
-    (faces,) = scan_images(counting, [photo], 1)  # type: ignore[arg-type]
+    (faces,) = scan_images(counting, [photo], 1)
     assert len(faces) == 1 and counting.embeds == len(faces[0].embeddings) >= 1
 
 
@@ -251,7 +264,7 @@ def test_views_of_frames_repeat_nothing_and_refuse_over_the_cap() -> None:
     b = np.full((3, 9, 3), 200, dtype=np.uint8)  # TIFF pages may differ in size
     views = face_views(load_image_bytes(_tiff([a, b, a])))
     assert [(v.frame, v.pixels.shape) for v in views] == [(0, (6, 6, 3)), (1, (3, 9, 3))]
-    with pytest.raises(ImageTooLargeError, match="has 4 frames; .* at most 3"):
+    with pytest.raises(ImageTooLargeError, match=r"has 4 frames; .* at most 3"):
         face_views(load_image_bytes(_tiff([a, b, a, b])), max_frames=3)
     with pytest.raises(ImageTooLargeError, match="pixels together"):
         face_views(load_image_bytes(_tiff([a, b])), max_total_pixels=40)
