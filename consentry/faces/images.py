@@ -44,8 +44,10 @@ Invariants
    decompression-bomb errors) with a one-line message that starts with the
    source; the original exception is kept as ``__cause__``. A missing path, a
    directory or an unreadable file is a plain :class:`ImageError`.
-6. **Normalised output.** First frame only (``frames`` reports how many the
-   source holds: APNG as its acTL declares, animated WebP, MPO, and multi-page
+6. **Normalised output.** ``pixels`` is the first frame only (``frames``
+   reports how many the source holds; :func:`face_views` gives every frame and,
+   for frames with transparency, every way a viewer could show them, for the
+   face scan, re-decoding the kept file bytes under the same guards: APNG as its acTL declares, animated WebP, MPO, and multi-page
    TIFF counted by walking the directory chain here, because Pillow's
    ``n_frames`` is quadratic in the page count; over :data:`MAX_FRAMES` is
    :class:`ImageTooLargeError`, a looping chain is corrupt); EXIF orientation
