@@ -150,3 +150,39 @@ def test_render_html_escapes_reasons() -> None:
     )
     page = render_html(report)
     assert "<b>Eve</b>" not in page and "<img src=x" not in page
+
+
+def test_audit_uses_the_face_scan_and_the_face_cap(tmp_path: Path, sqlite_url: str) -> None:
+    """A face the old single pass missed (upside down, in a later frame) is a finding;
+    more faces than the cap is reported, not audited in part."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from consentry.faces.index import IdentityIndex
+    from consentry.provenance.audit import audit_data
+
+    engine = get_engine("sface")
+    with Registry.init(tmp_path / "home", sqlite_url) as registry:
+        obama = registry.add_subject("Barack Obama")
+        enroll_photos(registry, engine, obama.id, [DATA / "obama.jpg"])
+        index = IdentityIndex(registry, engine.name, engine.dim)
+        names = {obama.id: "Barack Obama"}
+        probe = np.asarray(Image.open(DATA / "obama2.jpg").convert("RGB"))
+        upside_down = io.BytesIO()
+        Image.fromarray(np.ascontiguousarray(probe[::-1, ::-1])).save(upside_down, "PNG")
+        later = io.BytesIO()
+        blank = Image.new("RGB", (probe.shape[1], probe.shape[0]), (90, 90, 90))
+        blank.save(later, "PNG", save_all=True, append_images=[Image.fromarray(probe)])
+        for label, data in [("upside_down.png", upside_down), ("later.png", later)]:
+            item = audit_data(registry, engine, index, names, data.getvalue(), label)
+            assert [f.name for f in item.findings] == ["Barack Obama"], (label, item)
+        item = audit_data(registry, engine, index, names, later.getvalue(), "x.png", max_faces=0)
+        assert "too many faces" in item.error and not item.findings
+        assert (
+            "frame 1"
+            in audit_data(registry, engine, index, names, later.getvalue(), "later.png")
+            .findings[0]
+            .reason
+        )

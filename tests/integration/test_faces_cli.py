@@ -43,7 +43,7 @@ def test_enroll_match_erase_cycle(cli: Cli) -> None:
     assert "OK:" in cli.ok("log", "verify")
     with Registry.open(cli.home) as registry:
         leaves = [registry.entry(i).leaf_json for i in range(registry.log_size())]
-    assert not any("embedding\":[" in leaf for leaf in leaves)  # hashes, never vectors
+    assert not any('embedding":[' in leaf for leaf in leaves)  # hashes, never vectors
 
 
 def test_reenroll_with_dlib_from_kept_photos(cli: Cli) -> None:
@@ -71,8 +71,15 @@ def test_bad_photos_are_rejected_one_line_each_and_nothing_is_enrolled(
     text.write_text("not an image")
     with Registry.open(cli.home) as registry:
         size = registry.log_size()
-    result = cli("subject", "enroll", "Barack Obama", str(DATA / "obama.jpg"),
-                 str(blank), str(corrupt), str(text))
+    result = cli(
+        "subject",
+        "enroll",
+        "Barack Obama",
+        str(DATA / "obama.jpg"),
+        str(blank),
+        str(corrupt),
+        str(text),
+    )
     assert result.code == 2 and "Traceback" not in result.err
     assert "3 photo(s) rejected" in result.err
     for name, reason in [("blank.png", "no face"), ("corrupt.jpg", ""), ("notes.png", "")]:
@@ -90,8 +97,11 @@ def test_match_reports_unreadable_image_as_input_error(cli: Cli, tmp_path: Path)
 
 def test_calibrate_records_a_threshold_in_force(cli: Cli, tmp_path: Path) -> None:
     folder = tmp_path / "labelled"
-    for identity, files in {"obama": ["obama.jpg", "obama2.jpg"], "biden": ["biden.jpg"],
-                            "collins": ["astronaut.jpg"]}.items():
+    for identity, files in {
+        "obama": ["obama.jpg", "obama2.jpg"],
+        "biden": ["biden.jpg"],
+        "collins": ["astronaut.jpg"],
+    }.items():
         (folder / identity).mkdir(parents=True)
         for name in files:
             shutil.copy(DATA / name, folder / identity / name)
@@ -105,3 +115,21 @@ def test_calibrate_records_a_threshold_in_force(cli: Cli, tmp_path: Path) -> Non
     assert scan[0]["threshold"] == pytest.approx(out["threshold"])
     assert "OK:" in cli.ok("log", "verify")
     assert json.loads(cli.ok("log", "verify", "--json"))["ok"] is True
+
+
+def test_match_sees_what_the_gate_sees(cli: Cli, tmp_path: Path) -> None:
+    """``match`` uses the gate's face scan: a face upside down, or only in a later frame."""
+    cli.ok("subject", "enroll", "Barack Obama", str(DATA / "obama.jpg"))
+    probe = np.asarray(Image.open(DATA / "obama2.jpg").convert("RGB"))
+    flipped = tmp_path / "upside_down.png"
+    Image.fromarray(np.ascontiguousarray(probe[::-1, ::-1])).save(flipped)
+    animated = tmp_path / "second_frame.png"
+    blank = Image.new("RGB", (probe.shape[1], probe.shape[0]), (90, 90, 90))
+    blank.save(animated, save_all=True, append_images=[Image.fromarray(probe)], duration=100)
+    result = cli.json("match", str(flipped), str(animated))
+    assert isinstance(result, list) and len(result) == 2
+    for item in result:
+        names = [m["name"] for face in item["faces"] for m in face["matches"]]
+        assert "Barack Obama" in names, item
+    assert {face["frame"] for face in result[1]["faces"] if face["matches"]} == {1}
+    assert {face["rotation"] for face in result[0]["faces"] if face["matches"]} == {180}
