@@ -49,7 +49,8 @@ Invariants
    for frames with transparency, every way a viewer could show them, for the
    face scan, re-decoding the kept file bytes under the same guards. APNG as
    its acTL declares, animated WebP, MPO, and multi-page TIFF counted by
-   walking the directory chain here, because Pillow's ``n_frames`` is quadratic in the page count; over :data:`MAX_FRAMES` is
+   walking the directory chain here, because Pillow's ``n_frames`` is
+   quadratic in the page count; over :data:`MAX_FRAMES` is
    :class:`ImageTooLargeError`, a looping chain is corrupt); EXIF orientation
    applied (the same eight transforms as ``ImageOps.exif_transpose``; an
    unreadable EXIF block is ignored, not fatal); every mode converted to RGB:
