@@ -191,6 +191,14 @@ def test_exif_orientation_on_upright_pixels(gate: Gate, container: str, tag: int
 
 
 @pytest.mark.attack("EXIF orientation turns an upright face sideways")
+@pytest.mark.parametrize("tag", [2, 4, 5, 7])
+def test_exif_mirroring_orientations_on_upright_pixels(gate: Gate, tag: int) -> None:
+    """The mirroring tags too: mirrored (2), flipped (4), transposed (5, 7)."""
+    data = jpeg(gate.probe, exif=exif_orientation(tag).tobytes())
+    assert_refused_then_granted(gate, data, old_blind=tag != 2)  # a mirror image matched before
+
+
+@pytest.mark.attack("EXIF orientation turns an upright face sideways")
 @pytest.mark.parametrize("tag", [3, 6, 8])
 def test_exif_orientation_honest_file_still_seen(gate: Gate, tag: int) -> None:
     """The honest use: pixels stored turned, the tag turning them upright."""
