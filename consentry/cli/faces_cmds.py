@@ -175,8 +175,8 @@ def match_command(
                     for m in found:
                         best[m.subject_id] = max(best.get(m.subject_id, -1.0), m.similarity)
                 start += len(face.embeddings)
-                if not best and face.within:
-                    continue  # part of a larger face (see consentry.faces.scan)
+                if not best and face.incidental:
+                    continue  # no unknown person (see ScannedFace.incidental)
                 rows.append(
                     {
                         "bbox": [round(v, 1) for v in face.face.bbox],

@@ -59,11 +59,16 @@ Invariants
   the view rotated like that pass, at native resolution (a crop around the
   face), with the face in that pass's coordinates. At most 4 x 4 embeddings per
   face.
-- A face lying inside a larger face of its frame (``within``) is embedded and
-  counted like any other (it may be a small face pasted onto a large one); if
-  it matches no registered subject it is taken as part of the larger face (at
-  native resolution a detector sees faces in the parts of a large one), not as
-  another unknown person.
+- A face lying mostly inside a larger face of its frame (``within``) is
+  embedded and counted like any other (it may be a small face pasted onto a
+  large one); if it matches no registered subject it is taken as part of the
+  larger face, not as another unknown person (at native resolution, and turned,
+  a detector sees faces in the parts of a face). Likewise a face only the
+  turned passes saw, with a detector score under :data:`WEAK_TURNED_SCORE`
+  (``weak``): embedded and counted, a registered subject if it matches, and
+  otherwise no unknown person. Both only narrow what counts as an *unknown*
+  face (``refuse_unknown_faces``, the prior-restoration check); matching a
+  registered subject is never skipped.
 - The per-job face cap is checked after detection and before any embedding,
   across every image, frame and view: more faces is an
   :class:`~consentry.errors.InputError`, nothing is embedded.
@@ -88,6 +93,7 @@ __all__ = [
     "MIN_FACE_UPRIGHT",
     "ROTATED_FULL_RES_SIDE",
     "SECOND_LOOK",
+    "WEAK_TURNED_SCORE",
     "TILE_OVERLAP",
     "Candidate",
     "Detection",
@@ -121,6 +127,10 @@ of level is embedded as found; any other gets a level look (see ``_embed_detecti
 
 LEVEL_CROP = 640
 """The level look's crop is scaled down to at most this side."""
+
+WEAK_TURNED_SCORE = 0.7
+"""A face only the turned passes saw, scoring under this, that matches nobody is
+not reported as an unknown person (turned passes see faces in ordinary things)."""
 
 SECOND_LOOK = 0.1
 """Another orientation of the same view seeing a face in the same place is embedded
@@ -158,6 +168,7 @@ class Candidate:
     members: tuple[Detection, ...]
     views: tuple[FaceView, ...]
     within: bool = False  # lies inside a larger face of the same frame
+    weak: bool = False  # seen only turned, with a score under WEAK_TURNED_SCORE
 
 
 @dataclass(frozen=True, eq=False)
@@ -170,6 +181,13 @@ class ScannedFace:
     kinds: tuple[str, ...]
     rotation: int  # quarter turns of the best detection's pass
     within: bool = False  # inside a larger face: if it matches nobody, it is part of that face
+    weak: bool = False  # seen only by turned passes, weakly: if it matches nobody, not a person
+
+    @property
+    def incidental(self) -> bool:
+        """If this face matches no registered subject, it is no unknown person either
+        (part of a larger face, or a weak detection of a turned pass)."""
+        return self.within or self.weak
 
 
 # -- geometry -----------------------------------------------------------------
@@ -221,8 +239,8 @@ def _iou(a: tuple[float, float, float, float], b: tuple[float, float, float, flo
 def _inside(
     small: tuple[float, float, float, float], large: tuple[float, float, float, float]
 ) -> bool:
-    """``small`` lies mostly (60 %) inside ``large``, which is at least 1.5 x as wide."""
-    if large[2] < 1.5 * small[2]:
+    """``small`` is the smaller box and lies mostly (60 % of its area) inside ``large``."""
+    if large[2] * large[3] <= small[2] * small[3]:
         return False
     iw = min(small[0] + small[2], large[0] + large[2]) - max(small[0], large[0])
     ih = min(small[1] + small[3], large[1] + large[3]) - max(small[1], large[1])
@@ -385,7 +403,12 @@ def detect_all(engine: FaceEngine, image: LoadedImage) -> list[Candidate]:
         boxes = [cluster[0].face.bbox for cluster in clusters]
         for cluster in clusters:
             inside = any(_inside(cluster[0].face.bbox, other) for other in boxes)
-            candidates.append(Candidate(frame, cluster[0], _members(cluster), frame_views, inside))
+            weak = all(d.rotation != 0 for d in cluster) and (
+                cluster[0].face.score < WEAK_TURNED_SCORE
+            )
+            candidates.append(
+                Candidate(frame, cluster[0], _members(cluster), frame_views, inside, weak)
+            )
     order = sort_faces([c.best.face for c in candidates])
     rank = {id(face): position for position, face in enumerate(order)}
     return sorted(candidates, key=lambda c: (c.frame, rank[id(c.best.face)]))
@@ -475,7 +498,13 @@ def embed_candidates(engine: FaceEngine, candidates: Sequence[Candidate]) -> lis
         kinds = tuple(cand.views[det.view].kind for det in cand.members)
         out.append(
             ScannedFace(
-                cand.frame, cand.best.face, embeddings, kinds, cand.best.rotation, cand.within
+                cand.frame,
+                cand.best.face,
+                embeddings,
+                kinds,
+                cand.best.rotation,
+                cand.within,
+                cand.weak,
             )
         )
     return out

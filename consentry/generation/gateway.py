@@ -216,8 +216,8 @@ class Gateway:
                         )
                 start += len(face.embeddings)
                 ranked = sorted(best.items(), key=lambda item: -item[1])
-                if not ranked and face.within:
-                    continue  # part of a larger face that was seen (see consentry.faces.scan)
+                if not ranked and face.incidental:
+                    continue  # part of a larger face, or a weak turned look (consentry.faces.scan)
                 if not ranked:
                     facts.append(FaceFact(number, position, None, 0.0))
                 for subject_id, similarity in ranked:

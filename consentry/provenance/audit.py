@@ -194,7 +194,7 @@ def audit_data(
             for match in found:
                 best[match.subject_id] = max(best.get(match.subject_id, -1.0), match.similarity)
         start += len(face.embeddings)
-        if best or not face.within:  # an unmatched face inside a larger one is part of it
+        if best or not face.incidental:  # see ScannedFace.incidental
             item.faces += 1
         for subject_id, similarity in sorted(best.items(), key=lambda kv: -kv[1]):
             if subject_id in covered:

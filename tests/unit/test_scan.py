@@ -268,3 +268,14 @@ def test_views_of_frames_repeat_nothing_and_refuse_over_the_cap() -> None:
         face_views(load_image_bytes(_tiff([a, b, a, b])), max_frames=3)
     with pytest.raises(ImageTooLargeError, match="pixels together"):
         face_views(load_image_bytes(_tiff([a, b])), max_total_pixels=40)
+
+
+def test_turned_looks_at_a_tiny_face_add_no_unknown_person(engine: FaceEngine) -> None:
+    """The demo's degraded input (78 x 150, JPEG q60): one person, whatever the
+    turned passes see in the parts of that face."""
+    image = Image.open(DATA / "obama2.jpg").convert("RGB").resize((78, 150), Image.BICUBIC)
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=60)
+    (faces,) = scan_images(engine, [load_image_bytes(buffer.getvalue())], 32)
+    people = [f for f in faces if not f.incidental]
+    assert len(people) == 1 and people[0].rotation == 0
