@@ -24,7 +24,8 @@ Passes
   of a single pass (measured by ``python -m bench.face_scan``).
 - Detectors find faces up to about +-60 degrees from upright and mirrored faces,
   so four orientations cover every angle, every vertical flip and every EXIF
-  orientation (tests/security/test_face_visibility.py sweeps them).
+  orientation (tests/unit/test_scan.py sweeps the angle in 30 degree steps,
+  tests/security/test_face_visibility.py the flips and EXIF orientations).
 
 Promise (the default SFace engine; the smallest detector box width seen)
 - :data:`MIN_FACE_UPRIGHT` (32 px) upright or tilted up to 60 degrees, mirrored
@@ -55,10 +56,13 @@ Invariants
   to read as two faces, upright and upside down, is two strong detections);
   the weaker look-alikes a detector reports on an upright face turned upside
   down are not embedded (they would double the cost of a check). Each
-  embedding comes from the pass where it was found: the engine's ``embed`` on
-  the view rotated like that pass, at native resolution (a crop around the
-  face), with the face in that pass's coordinates. At most 4 x 4 embeddings per
-  face.
+  embedding comes from the pass where it was found: for an upright face found
+  at native resolution, the engine's ``embed`` on that pass's pixels (a crop
+  around the face) with the face in that pass's coordinates; for any other, a
+  *level look*: the face's neighbourhood turned so its eyes are level (the
+  angle from that pass's landmarks), detected again and embedded from there
+  (detectors place landmarks well only near upright). At most 4 x 4
+  embeddings per face.
 - A face lying mostly inside a larger face of its frame (``within``) is
   embedded and counted like any other (it may be a small face pasted onto a
   large one); if it matches no registered subject it is taken as part of the
