@@ -24,6 +24,7 @@ BENCHMARKS: dict[str, str] = {
     "gateway": "bench.gateway",
     "aliases": "bench.aliases",
     "attacks": "bench.attacks",
+    "face_scan": "bench.face_scan",
 }
 
 

@@ -144,11 +144,18 @@ def match_command(
     db: DbOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Every face in each image, with the registered subjects it matches."""
+    """Every face in each image, with the registered subjects it matches.
+
+    Faces come from the gate's own face scan (every frame, every view of
+    transparency, every orientation, small faces by tiling), so ``match`` shows
+    what the gateway sees; the per-job face cap applies to each image.
+    """
     import numpy as np
 
     from consentry.faces.images import load_image
     from consentry.faces.index import IdentityIndex
+    from consentry.faces.scan import scan_images
+    from consentry.generation.policy import Limits
 
     face_engine = _engine(engine, pack)
     results: list[dict[str, Any]] = []
@@ -157,28 +164,40 @@ def match_command(
         names = {s.id: s.display_name for s in registry.list_subjects()}
         for path in images:
             loaded = load_image(path)
-            faces = face_engine.analyze(loaded.pixels)
-            embedded = [f.embedding for f in faces if f.embedding is not None]
-            matches = index.search(np.stack(embedded)) if embedded else []
+            (faces,) = scan_images(face_engine, [loaded], Limits().max_faces)
+            vectors = [v for face in faces for v in face.embeddings]
+            found_all = index.search(np.stack(vectors)) if vectors else []
+            rows: list[dict[str, Any]] = []
+            start = 0
+            for face in faces:
+                best: dict[str, float] = {}
+                for found in found_all[start : start + len(face.embeddings)]:
+                    for m in found:
+                        best[m.subject_id] = max(best.get(m.subject_id, -1.0), m.similarity)
+                start += len(face.embeddings)
+                if not best and face.incidental:
+                    continue  # no unknown person (see ScannedFace.incidental)
+                rows.append(
+                    {
+                        "bbox": [round(v, 1) for v in face.face.bbox],
+                        "score": round(face.face.score, 4),
+                        "frame": face.frame,
+                        "rotation": 90 * face.rotation,
+                        "matches": [
+                            {
+                                "subject": subject,
+                                "name": names.get(subject, ""),
+                                "similarity": round(similarity, 4),
+                            }
+                            for subject, similarity in sorted(best.items(), key=lambda kv: -kv[1])
+                        ],
+                    }
+                )
             results.append(
                 {
                     "image": str(path),
                     "sha256": loaded.sha256,
-                    "faces": [
-                        {
-                            "bbox": [round(v, 1) for v in face.bbox],
-                            "score": round(face.score, 4),
-                            "matches": [
-                                {
-                                    "subject": m.subject_id,
-                                    "name": names.get(m.subject_id, ""),
-                                    "similarity": round(m.similarity, 4),
-                                }
-                                for m in found
-                            ],
-                        }
-                        for face, found in zip(faces, matches, strict=True)
-                    ],
+                    "faces": rows,
                     "threshold": index.threshold,
                 }
             )

@@ -126,6 +126,7 @@ class DlibEngine:
             raise InputError(f"max_side must be at least 64, got {max_side}")
         self.upsample = int(upsample)
         self.max_side = int(max_side)
+        self.scan_side = self.max_side  # the face scan's tile: detected without shrinking
         try:
             dlib: Any = importlib.import_module("dlib")
         except ImportError as exc:

@@ -44,10 +44,13 @@ Invariants
    decompression-bomb errors) with a one-line message that starts with the
    source; the original exception is kept as ``__cause__``. A missing path, a
    directory or an unreadable file is a plain :class:`ImageError`.
-6. **Normalised output.** First frame only (``frames`` reports how many the
-   source holds: APNG as its acTL declares, animated WebP, MPO, and multi-page
-   TIFF counted by walking the directory chain here, because Pillow's
-   ``n_frames`` is quadratic in the page count; over :data:`MAX_FRAMES` is
+6. **Normalised output.** ``pixels`` is the first frame only (``frames``
+   reports how many the source holds; :func:`face_views` gives every frame and,
+   for frames with transparency, every way a viewer could show them, for the
+   face scan, re-decoding the kept file bytes under the same guards. APNG as
+   its acTL declares, animated WebP, MPO, and multi-page TIFF counted by
+   walking the directory chain here, because Pillow's ``n_frames`` is
+   quadratic in the page count; over :data:`MAX_FRAMES` is
    :class:`ImageTooLargeError`, a looping chain is corrupt); EXIF orientation
    applied (the same eight transforms as ``ImageOps.exif_transpose``; an
    unreadable EXIF block is ignored, not fatal); every mode converted to RGB:
@@ -101,11 +104,15 @@ from consentry.errors import (
 __all__ = [
     "ALLOWED_FORMATS",
     "BYTES_SOURCE",
+    "FACE_MAX_FRAMES",
+    "FACE_MAX_TOTAL_PIXELS",
     "MAX_BYTES_DEFAULT",
     "MAX_FRAMES",
     "MAX_PIXELS_DEFAULT",
     "MAX_SIDE",
+    "FaceView",
     "LoadedImage",
+    "face_views",
     "load_image",
     "load_image_bytes",
     "sniff_format",
@@ -125,6 +132,13 @@ MAX_SIDE: Final = 65_535
 
 MAX_FRAMES: Final = 10_000
 """A source with more frames or pages than this is refused (only the first is decoded)."""
+
+FACE_MAX_FRAMES: Final = 64
+"""An image with more frames or pages than this is refused for face purposes
+(:func:`face_views`), because every frame is scanned for faces."""
+
+FACE_MAX_TOTAL_PIXELS: Final = 64 * 1024 * 1024
+"""The pixels of all frames together that :func:`face_views` decodes at most."""
 
 BYTES_SOURCE: Final = "<bytes>"
 """``LoadedImage.source`` for images given as bytes."""
@@ -157,6 +171,10 @@ class LoadedImage:
     ``pixels`` is ``height x width x 3``, ``uint8``, RGB, C-contiguous and
     read-only. ``sha256`` is the hex digest of the file bytes as read.
     ``frames`` is the number of frames in the source (only the first is used).
+    ``has_alpha`` is true when the first frame has an alpha channel or a
+    transparency key that makes some pixel less than opaque. ``data`` holds the
+    file bytes when :func:`face_views` needs to decode more than ``pixels``
+    (``frames > 1`` or ``has_alpha``), and is empty otherwise.
     Equality is identity (the array has no scalar ``==``).
     """
 
@@ -167,6 +185,25 @@ class LoadedImage:
     sha256: str
     source: str
     frames: int = 1
+    has_alpha: bool = False
+    data: bytes = field(default=b"", repr=False)
+
+
+@dataclass(frozen=True, eq=False)
+class FaceView:
+    """One way a viewer could show one frame of an image, for the face scan.
+
+    ``kind`` is ``"image"`` (a frame without transparency), or for a frame with
+    transparency one of ``"over-white"``, ``"over-black"`` (the frame
+    composited onto a white / black background), ``"ignoring-alpha"`` (its RGB
+    as a viewer that ignores alpha shows it) and ``"alpha"`` (the alpha plane as
+    a grey image). ``pixels`` is ``H x W x 3`` uint8 RGB, read-only, oriented
+    like ``LoadedImage.pixels`` (the first frame's EXIF orientation applied).
+    """
+
+    frame: int
+    kind: str
+    pixels: _U8 = field(repr=False)
 
 
 def load_image(
@@ -452,6 +489,7 @@ def _decode(data: bytes, source: str, *, max_pixels: int, max_bytes: int) -> Loa
             orientation = _orientation(im)
             rgb = _to_rgb(im, label)
             pixels = np.ascontiguousarray(_orient(rgb, orientation), dtype=np.uint8)
+            has_alpha = _has_alpha(im)
 
     pixels.setflags(write=False)
     height, width = int(pixels.shape[0]), int(pixels.shape[1])
@@ -463,7 +501,106 @@ def _decode(data: bytes, source: str, *, max_pixels: int, max_bytes: int) -> Loa
         sha256=digest,
         source=source,
         frames=frames,
+        has_alpha=has_alpha,
+        data=data if frames > 1 or has_alpha else b"",
     )
+
+
+def face_views(
+    image: LoadedImage,
+    *,
+    max_frames: int = FACE_MAX_FRAMES,
+    max_total_pixels: int = FACE_MAX_TOTAL_PIXELS,
+    max_pixels: int = MAX_PIXELS_DEFAULT,
+) -> list[FaceView]:
+    """Every way a viewer could show ``image``: each frame, and for a frame with
+    transparency the four views of :class:`FaceView`.
+
+    Invariants: a single-frame image without transparency gives exactly one view,
+    ``image.pixels`` itself (nothing is decoded again). Otherwise the file is
+    decoded again under the same guards as :func:`load_image`; views whose pixels
+    are identical to an earlier one (a still frame repeated, alpha that changes
+    nothing visible) are given once. More than ``max_frames`` frames, or more than
+    ``max_total_pixels`` pixels over all frames, is an :class:`ImageTooLargeError`
+    (refused for face purposes, never scanned in part). Frame sizes may differ
+    (TIFF pages); each is checked against ``max_pixels``.
+    """
+    label = _printable(image.source)
+    if image.frames > max_frames:
+        raise ImageTooLargeError(
+            f"{label}: has {image.frames} frames; the face check scans every frame and"
+            f" at most {max_frames}, so this image is refused for face purposes"
+        )
+    if image.frames == 1 and not image.has_alpha:
+        return [FaceView(0, "image", image.pixels)]
+    if not image.data:
+        raise CorruptImageError(
+            f"{label}: {image.frames} frame(s) with transparency={image.has_alpha}, but the"
+            " file bytes were not kept: cannot show every view to the face check"
+        )
+    fmt = image.format
+    views: list[FaceView] = []
+    seen: set[tuple[tuple[int, ...], bytes]] = set()
+    total = 0
+    with _WARNINGS_LOCK, _pillow_errors(label, fmt), warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        with Image.open(io.BytesIO(image.data), formats=[fmt]) as im:
+            orientation = _orientation(im)
+            for number in range(image.frames):
+                im.seek(number)
+                _check_size(label, fmt, im.size, max_pixels)
+                total += im.size[0] * im.size[1]
+                if total > max_total_pixels:
+                    raise ImageTooLargeError(
+                        f"{label}: its {image.frames} frames hold more than {max_total_pixels}"
+                        " pixels together, more than the face check scans: refused"
+                    )
+                im.load()
+                for kind, rgb in _frame_views(im, label):
+                    pixels = np.ascontiguousarray(_orient(rgb, orientation), dtype=np.uint8)
+                    key = (pixels.shape, hashlib.blake2b(pixels.data, digest_size=16).digest())
+                    if key in seen:
+                        continue
+                    seen.add(key)
+                    pixels.setflags(write=False)
+                    views.append(FaceView(number, kind, pixels))
+    return views
+
+
+def _has_alpha(im: Image.Image) -> bool:
+    """True if the loaded frame makes any pixel less than opaque."""
+    if im.mode.startswith("I;16") or im.mode in ("I", "F"):
+        return isinstance(im.info.get("transparency"), int) and im.mode != "F"
+    if im.mode not in _ALPHA_MODES and not im.has_transparency_data:
+        return False
+    alpha = np.asarray(im.convert("RGBA"))[:, :, 3]
+    return bool(alpha.size) and int(alpha.min()) < 255
+
+
+def _frame_views(im: Image.Image, label: str) -> list[tuple[str, _U8]]:
+    """The views of one loaded frame (see :class:`FaceView`), not yet oriented."""
+    if not _has_alpha(im):
+        return [("image", _to_rgb(im, label))]
+    if im.mode.startswith("I;16") or im.mode == "I":
+        keyed = _gray_high_depth_to_rgb(im)
+        plain = _gray_high_depth_to_rgb(_without_key(im))
+        return [("over-white", keyed), ("ignoring-alpha", plain)]
+    rgba = np.asarray(im.convert("RGBA"))
+    rgb, alpha = rgba[:, :, :3], rgba[:, :, 3]
+    black = np.zeros_like(rgb)
+    return [
+        ("over-white", _over_white(rgb, alpha)),
+        ("over-black", _over(rgb, alpha, black)),
+        ("ignoring-alpha", np.ascontiguousarray(rgb)),
+        ("alpha", np.repeat(alpha[:, :, np.newaxis], 3, axis=2)),
+    ]
+
+
+def _without_key(im: Image.Image) -> Image.Image:
+    copy = im.copy()
+    copy.info.pop("transparency", None)
+    return copy
 
 
 @contextmanager
@@ -637,6 +774,13 @@ def _over_white(rgb: _U8, alpha: _U8) -> _U8:
     """Composite straight-alpha RGB onto a white background."""
     a = alpha.astype(np.uint16)[:, :, np.newaxis]
     out = (rgb.astype(np.uint16) * a + 255 * (255 - a) + 127) // 255
+    return out.astype(np.uint8)
+
+
+def _over(rgb: _U8, alpha: _U8, background: _U8) -> _U8:
+    """Composite straight-alpha RGB onto ``background`` (same shape as ``rgb``)."""
+    a = alpha.astype(np.uint16)[:, :, np.newaxis]
+    out = (rgb.astype(np.uint16) * a + background.astype(np.uint16) * (255 - a) + 127) // 255
     return out.astype(np.uint8)
 
 

@@ -146,6 +146,7 @@ class InsightFaceEngine:
             app.prepare(ctx_id=-1, det_thresh=det_thresh, det_size=det_size)
         except Exception as exc:
             raise EngineError(f"insightface could not prepare the pack at {pack}: {exc}") from exc
+        self.scan_side = int(max(det_size))  # the face scan's tile: the detector's input size
         self._detector: Any = models["detection"]
         self._recogniser: Any = models["recognition"]
         try:  # the recogniser's output length, measured rather than read from its metadata

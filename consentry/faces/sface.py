@@ -83,6 +83,7 @@ class SFaceEngine:
         self.nms = float(nms)
         self.top_k = int(top_k)
         self.max_side = int(max_side)
+        self.scan_side = self.max_side  # the face scan's tile: detected without shrinking
         self.min_side = int(min_side)
 
         folder = Path(models_dir) if models_dir is not None else sface_models_dir()

@@ -30,6 +30,7 @@ from consentry.errors import ConsentryError, ErasedError, InputError, NotFoundEr
 from consentry.faces.engine import FaceEngine
 from consentry.faces.images import LoadedImage, load_image
 from consentry.faces.index import IdentityIndex
+from consentry.faces.scan import scan_images
 from consentry.generation.aliases import AliasMatcher
 from consentry.generation.backends.base import Backend, PriorRef, prior_store_path
 from consentry.generation.memorization import (
@@ -192,31 +193,41 @@ class Gateway:
     def _faces(
         self, images: Sequence[LoadedImage]
     ) -> tuple[list[FaceFact], list[dict[str, object]]]:
+        """Every face of every image as the face scan sees it (every frame, every
+        view of transparency, every orientation, small faces by tiling: see
+        consentry.faces.scan), each matched against the index. The face cap is
+        checked across all images before anything is embedded."""
         self.index.refresh()
         facts: list[FaceFact] = []
         shown: list[dict[str, object]] = []
-        detected = [self.engine.detect(image.pixels) for image in images]
-        count = sum(len(faces) for faces in detected)
-        if count > self.limits.max_faces:
-            raise InputError(
-                f"too many faces: {count} in this job (the limit is {self.limits.max_faces})"
-            )
-        for number, (image, found_faces) in enumerate(zip(images, detected, strict=True)):
-            faces = [f.with_embedding(self.engine.embed(image.pixels, f)) for f in found_faces]
-            vectors = [f.embedding for f in faces if f.embedding is not None]
-            if len(vectors) != len(faces):
+        scanned = scan_images(self.engine, images, self.limits.max_faces)
+        for number, faces in enumerate(scanned):
+            vectors = [v for face in faces for v in face.embeddings]
+            if any(not face.embeddings for face in faces):
                 raise InputError(f"image {number}: a face could not be embedded")
-            matches = self.index.search(np.stack(vectors)) if vectors else []
-            for position, (face, found) in enumerate(zip(faces, matches, strict=True)):
-                if not found:
+            results = self.index.search(np.stack(vectors)) if vectors else []
+            start = 0
+            for position, face in enumerate(faces):
+                best: dict[str, float] = {}
+                for found in results[start : start + len(face.embeddings)]:
+                    for match in found:
+                        best[match.subject_id] = max(
+                            best.get(match.subject_id, -1.0), match.similarity
+                        )
+                start += len(face.embeddings)
+                ranked = sorted(best.items(), key=lambda item: -item[1])
+                if not ranked and face.incidental:
+                    continue  # part of a larger face, or a weak turned look (consentry.faces.scan)
+                if not ranked:
                     facts.append(FaceFact(number, position, None, 0.0))
-                for match in found:
-                    facts.append(FaceFact(number, position, match.subject_id, match.similarity))
+                for subject_id, similarity in ranked:
+                    facts.append(FaceFact(number, position, subject_id, similarity))
                 shown.append(
                     {
                         "image": number,
-                        "bbox": [round(v, 1) for v in face.bbox],
-                        "subjects": [m.subject_id for m in found],
+                        "frame": face.frame,
+                        "bbox": [round(v, 1) for v in face.face.bbox],
+                        "subjects": [subject_id for subject_id, _ in ranked],
                     }
                 )
         return facts, shown

@@ -1,9 +1,14 @@
 """``consentry audit``: provenance, consent and registered faces, for every image.
 
 Invariants
-- Every file named, and every image file under every folder named, gets one
-  report item; a file that cannot be read is reported with its error, never
-  skipped silently.
+- Every file named, and every file under every folder named, gets one report
+  item, whatever its name: a file that cannot be read, or is not an allowed
+  image (HEIC, ``.bin``, text, ...: judged by its bytes, not its name), is
+  reported as unreadable with its error, never skipped silently.
+- Faces come from the face scan (:mod:`consentry.faces.scan`: every frame,
+  every view of transparency, every orientation, small faces by tiling) under
+  the per-job face cap (``Limits.max_faces`` by default): a file with more faces
+  is reported as unreadable ("too many faces"), never audited in part.
 - A *finding* is a registered subject's face in media that lacks valid
   Consentry provenance for that subject: no manifest, a manifest that is not
   Trusted, a consent check that fails, or valid provenance naming other subjects.
@@ -27,8 +32,10 @@ from PIL import Image
 
 from consentry.errors import ConsentryError
 from consentry.faces.engine import FaceEngine
-from consentry.faces.images import BYTES_SOURCE, LoadedImage, load_image
+from consentry.faces.images import BYTES_SOURCE, FaceView, face_views, load_image
 from consentry.faces.index import IdentityIndex
+from consentry.faces.scan import ScannedFace, scan_images
+from consentry.generation.policy import Limits
 from consentry.provenance.verify import read_capped, verify_media
 from consentry.registry.store import Registry
 
@@ -44,6 +51,8 @@ __all__ = [
 ]
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff"})
+"""The usual names of the allowed formats (informational: ``iter_media`` yields every file)."""
+MAX_FACES_DEFAULT = Limits().max_faces
 _MIME = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "TIFF": "image/tiff"}
 
 
@@ -99,24 +108,26 @@ class AuditReport:
 
 
 def iter_media(paths: Iterable[Path]) -> Iterator[Path]:
-    """Files named explicitly (whatever their name), and image files under folders."""
+    """Files named explicitly, and every file under folders (whatever its name: one
+    that is not an allowed image is reported, not skipped)."""
     for path in paths:
         if path.is_dir():
             for child in sorted(path.rglob("*")):
-                if child.is_file() and child.suffix.lower() in IMAGE_SUFFIXES:
+                if not child.is_dir():  # a broken link or a FIFO is reported too
                     yield child
         else:
             yield path
 
 
-def _crop(loaded: LoadedImage, bbox: tuple[float, float, float, float]) -> str:
+def _crop(pixels: np.ndarray, bbox: tuple[float, float, float, float]) -> str:
     x, y, w, h = bbox
     margin = 0.25
+    height, width = pixels.shape[:2]
     left = max(int(x - w * margin), 0)
     top = max(int(y - h * margin), 0)
-    right = min(int(x + w * (1 + margin)), loaded.width)
-    bottom = min(int(y + h * (1 + margin)), loaded.height)
-    face = Image.fromarray(np.ascontiguousarray(loaded.pixels[top:bottom, left:right]))
+    right = min(int(x + w * (1 + margin)), width)
+    bottom = min(int(y + h * (1 + margin)), height)
+    face = Image.fromarray(np.ascontiguousarray(pixels[top:bottom, left:right]))
     face.thumbnail((160, 160))
     buffer = io.BytesIO()
     face.save(buffer, format="PNG")
@@ -129,12 +140,13 @@ def _audit_one(
     index: IdentityIndex,
     names: dict[str, str],
     path: Path,
+    max_faces: int = MAX_FACES_DEFAULT,
 ) -> AuditItem:
     try:
         data = read_capped(path)
     except ConsentryError as exc:
         return AuditItem(path=str(path), error=str(exc))
-    return audit_data(registry, engine, index, names, data, str(path))
+    return audit_data(registry, engine, index, names, data, str(path), max_faces=max_faces)
 
 
 def audit_data(
@@ -144,11 +156,16 @@ def audit_data(
     names: dict[str, str],
     data: bytes,
     label: str,
+    *,
+    max_faces: int = MAX_FACES_DEFAULT,
 ) -> AuditItem:
-    """Audit one medium given as bytes; ``label`` names it in the report."""
+    """Audit one medium given as bytes; ``label`` names it in the report. At most
+    ``max_faces`` faces are embedded: more is reported as an error, unaudited."""
     item = AuditItem(path=label)
     try:
         loaded = load_image(data)
+        views = face_views(loaded)
+        (scanned,) = scan_images(engine, [loaded], max_faces)
     except ConsentryError as exc:
         item.error = str(exc).replace(BYTES_SOURCE, label)
         return item
@@ -168,28 +185,51 @@ def audit_data(
     except ConsentryError as exc:
         item.manifest_state, item.consent, covered = "invalid", f"failed: {exc}", set()
         why = f"provenance could not be checked: {exc}"
-    faces = engine.analyze(loaded.pixels)
-    item.faces = len(faces)
-    embedded = [f for f in faces if f.embedding is not None]
-    if not embedded:
-        return item
-    matches = index.search(np.stack([f.embedding for f in embedded if f.embedding is not None]))
-    for face, found in zip(embedded, matches, strict=True):
-        for match in found:
-            if match.subject_id in covered:
+    vectors = [v for face in scanned for v in face.embeddings]
+    results = index.search(np.stack(vectors)) if vectors else []
+    start = 0
+    for face in scanned:
+        best: dict[str, float] = {}
+        for found in results[start : start + len(face.embeddings)]:
+            for match in found:
+                best[match.subject_id] = max(best.get(match.subject_id, -1.0), match.similarity)
+        start += len(face.embeddings)
+        if best or not face.incidental:  # see ScannedFace.incidental
+            item.faces += 1
+        for subject_id, similarity in sorted(best.items(), key=lambda kv: -kv[1]):
+            if subject_id in covered:
                 continue
             reason = why or "valid provenance does not cover this subject"
             item.findings.append(
                 Finding(
-                    subject_id=match.subject_id,
-                    name=names.get(match.subject_id, ""),
-                    similarity=round(match.similarity, 4),
-                    bbox=[round(v, 1) for v in face.bbox],
-                    reason=reason,
-                    crop_png=_crop(loaded, face.bbox),
+                    subject_id=subject_id,
+                    name=names.get(subject_id, ""),
+                    similarity=round(similarity, 4),
+                    bbox=[round(v, 1) for v in face.face.bbox],
+                    reason=reason + _where(face),
+                    crop_png=_crop(_pixels_of(views, face), face.face.bbox),
                 )
             )
     return item
+
+
+def _where(face: ScannedFace) -> str:
+    """Where a face that a plain viewer may not show was found, for the reason."""
+    parts = []
+    if face.frame:
+        parts.append(f"frame {face.frame}")
+    hidden = [k for k in face.kinds if k not in ("image", "over-white")]
+    if hidden and len(hidden) == len(face.kinds):
+        parts.append(f"seen {hidden[0]}")
+    return f" ({', '.join(parts)})" if parts else ""
+
+
+def _pixels_of(views: list[FaceView], face: ScannedFace) -> np.ndarray:
+    """The pixels of the view the face was seen in, for its crop."""
+    for view in views:
+        if view.frame == face.frame and view.kind in face.kinds:
+            return view.pixels
+    return views[0].pixels
 
 
 def _reason(state: str, ok: bool, consent_reason: str) -> str:
@@ -209,14 +249,16 @@ def audit_paths(
     engine: FaceEngine,
     paths: Iterable[Path],
     progress: Callable[[int, int, str], None] | None = None,
+    *,
+    max_faces: int = MAX_FACES_DEFAULT,
 ) -> AuditReport:
-    """Audit every medium under ``paths``; ``progress(done, total, path)`` after each."""
+    """Audit every file under ``paths``; ``progress(done, total, path)`` after each."""
     files = list(iter_media(paths))
     index = IdentityIndex(registry, engine.name, engine.dim)
     names = {s.id: s.display_name for s in registry.list_subjects()}
     items: list[AuditItem] = []
     for done, path in enumerate(files, start=1):
-        items.append(_audit_one(registry, engine, index, names, path))
+        items.append(_audit_one(registry, engine, index, names, path, max_faces))
         if progress is not None:
             progress(done, len(files), str(path))
     return AuditReport(items)

@@ -73,7 +73,9 @@ def media(tmp_path: Path) -> tuple[Cli, Path]:
     shutil.copy(DATA / "obama2.jpg", folder / "obama_unsigned.jpg")
     shutil.copy(DATA / "astronaut.jpg", folder / "stranger.jpg")
     (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
-    (folder / "notes.txt").write_text("not media: folders yield image files only")
+    (folder / "notes.txt").write_text("not media, but every file is reported, never skipped")
+    (folder / "photo.heic").write_bytes(b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic")
+    (folder / "weights.bin").write_bytes(bytes(range(256)) * 4)
     return cli, folder
 
 
@@ -88,6 +90,9 @@ def test_audit_findings_per_file(media: tuple[Cli, Path]) -> None:
         "obama_unsigned.jpg",
         "stranger.jpg",
         "broken.jpg",
+        "notes.txt",
+        "photo.heic",
+        "weights.bin",
     }
     assert items["obama_signed.jpg"].manifest_state == "trusted"
     assert items["obama_signed.jpg"].consent == "ok"
@@ -102,7 +107,11 @@ def test_audit_findings_per_file(media: tuple[Cli, Path]) -> None:
     assert "does not cover" in wrong.findings[0].reason
     assert items["stranger.jpg"].faces == 1 and items["stranger.jpg"].findings == []
     assert items["broken.jpg"].error and "broken.jpg" in items["broken.jpg"].error
-    assert report.findings == 2 and report.unreadable == 1
+    # files that are not an allowed image are reported, whatever their name (issue 11)
+    assert "saw text" in items["notes.txt"].error
+    assert "saw HEIC" in items["photo.heic"].error
+    assert "not an allowed image format" in items["weights.bin"].error
+    assert report.findings == 2 and report.unreadable == 4
 
 
 def test_audit_cli_writes_json_and_html_and_exits_1(
@@ -114,9 +123,10 @@ def test_audit_cli_writes_json_and_html_and_exits_1(
     out_json, out_html = tmp_path / "audit.json", tmp_path / "audit.html"
     result = cli("audit", str(folder), "--json", str(out_json), "--html", str(out_html))
     assert result.code == 1, result.err
-    assert "3 finding(s)" in result.out and "1 unreadable" in result.out
+    assert "3 finding(s)" in result.out and "4 unreadable" in result.out
+    assert "UNREADABLE" in result.out and "photo.heic" in result.out
     data = json.loads(out_json.read_text())
-    assert data["findings"] == 3 and data["files"] == 6
+    assert data["findings"] == 3 and data["files"] == 9
     page = out_html.read_text()
     assert "<img src=x" not in page
     assert "&lt;img src=x onerror=alert(1)&gt;.jpg" in page
@@ -140,3 +150,39 @@ def test_render_html_escapes_reasons() -> None:
     )
     page = render_html(report)
     assert "<b>Eve</b>" not in page and "<img src=x" not in page
+
+
+def test_audit_uses_the_face_scan_and_the_face_cap(tmp_path: Path, sqlite_url: str) -> None:
+    """A face the old single pass missed (upside down, in a later frame) is a finding;
+    more faces than the cap is reported, not audited in part."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from consentry.faces.index import IdentityIndex
+    from consentry.provenance.audit import audit_data
+
+    engine = get_engine("sface")
+    with Registry.init(tmp_path / "home", sqlite_url) as registry:
+        obama = registry.add_subject("Barack Obama")
+        enroll_photos(registry, engine, obama.id, [DATA / "obama.jpg"])
+        index = IdentityIndex(registry, engine.name, engine.dim)
+        names = {obama.id: "Barack Obama"}
+        probe = np.asarray(Image.open(DATA / "obama2.jpg").convert("RGB"))
+        upside_down = io.BytesIO()
+        Image.fromarray(np.ascontiguousarray(probe[::-1, ::-1])).save(upside_down, "PNG")
+        later = io.BytesIO()
+        blank = Image.new("RGB", (probe.shape[1], probe.shape[0]), (90, 90, 90))
+        blank.save(later, "PNG", save_all=True, append_images=[Image.fromarray(probe)])
+        for label, data in [("upside_down.png", upside_down), ("later.png", later)]:
+            item = audit_data(registry, engine, index, names, data.getvalue(), label)
+            assert [f.name for f in item.findings] == ["Barack Obama"], (label, item)
+        item = audit_data(registry, engine, index, names, later.getvalue(), "x.png", max_faces=0)
+        assert "too many faces" in item.error and not item.findings
+        assert (
+            "frame 1"
+            in audit_data(registry, engine, index, names, later.getvalue(), "later.png")
+            .findings[0]
+            .reason
+        )

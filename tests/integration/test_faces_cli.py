@@ -105,3 +105,21 @@ def test_calibrate_records_a_threshold_in_force(cli: Cli, tmp_path: Path) -> Non
     assert scan[0]["threshold"] == pytest.approx(out["threshold"])
     assert "OK:" in cli.ok("log", "verify")
     assert json.loads(cli.ok("log", "verify", "--json"))["ok"] is True
+
+
+def test_match_sees_what_the_gate_sees(cli: Cli, tmp_path: Path) -> None:
+    """``match`` uses the gate's face scan: a face upside down, or only in a later frame."""
+    cli.ok("subject", "enroll", "Barack Obama", str(DATA / "obama.jpg"))
+    probe = np.asarray(Image.open(DATA / "obama2.jpg").convert("RGB"))
+    flipped = tmp_path / "upside_down.png"
+    Image.fromarray(np.ascontiguousarray(probe[::-1, ::-1])).save(flipped)
+    animated = tmp_path / "second_frame.png"
+    blank = Image.new("RGB", (probe.shape[1], probe.shape[0]), (90, 90, 90))
+    blank.save(animated, save_all=True, append_images=[Image.fromarray(probe)], duration=100)
+    result = cli.json("match", str(flipped), str(animated))
+    assert isinstance(result, list) and len(result) == 2
+    for item in result:
+        names = [m["name"] for face in item["faces"] for m in face["matches"]]
+        assert "Barack Obama" in names, item
+    assert {face["frame"] for face in result[1]["faces"] if face["matches"]} == {1}
+    assert {face["rotation"] for face in result[0]["faces"] if face["matches"]} == {180}
