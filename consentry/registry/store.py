@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import bindparam, func, insert
@@ -77,6 +77,9 @@ from consentry.registry.statements import (
 )
 from consentry.registry.vault import MasterKey
 from consentry.registry.verify import LogReport, verify_log
+
+if TYPE_CHECKING:
+    from consentry.registry.consent import ConsentState
 
 __all__ = ["GrantStatus", "InclusionProof", "Registry", "leaf_bytes", "parse_until"]
 
@@ -155,6 +158,7 @@ class Registry:
         self._key = key
         self._clock = clock
         self._master: MasterKey | None = None
+        self._consent: ConsentState | None = None
 
     # ------------------------------------------------------------------ opening
     @classmethod
@@ -239,6 +243,16 @@ class Registry:
     def new_id(prefix: str) -> str:
         """A fresh random record id such as ``grt_3f2a...``."""
         return _new_id(prefix)
+
+    @property
+    def consent(self) -> ConsentState:
+        """The consent facts followed from the signed log (``registry.consent``): what
+        the gateway and ``verify`` trust; call ``refresh()`` to follow new entries."""
+        if self._consent is None:
+            from consentry.registry.consent import ConsentState
+
+            self._consent = ConsentState(self)
+        return self._consent
 
     @property
     def master_key(self) -> MasterKey:

@@ -1,0 +1,347 @@
+"""The consent state, followed from the signed log: what the gate and ``verify`` trust.
+
+Invariants
+- Every fact here comes from a log leaf that passed :class:`LogChecker` (canonical
+  JSON, leaf hash, the operator key in force at its index, the subject's
+  co-signature on grants and revocations) when this process followed it. Rows are
+  never read for a fact: they are a cache that the gate may check against these
+  facts (encrypted embeddings, which are not in the log), never the truth.
+- Following is incremental: :meth:`ConsentState.refresh` reads only the entries
+  after the last one followed, verifies each once, in index order, and applies it.
+  It never advances past an entry that does not verify: the state is then
+  *broken* and every later refresh raises :class:`LogIntegrityError`, so the gate
+  fails closed until the log is repaired and the process restarted.
+- The log is anchored to this home: the registry's own operator key must be one of
+  the log's operator keys (genesis or a rotation), so a database whose whole log
+  was replaced under another key is refused.
+- Facts only grow (the log is append-only), so a reader holding the lock-free view
+  between two refreshes sees a consistent prefix.
+"""
+
+from __future__ import annotations
+
+import bisect
+import threading
+from collections.abc import Iterable
+from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, NoReturn
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from sqlmodel import Session, col, select
+
+from consentry.errors import AmbiguousNameError, ConsentryError, LogIntegrityError, NotFoundError
+from consentry.registry import merkle
+from consentry.registry.models import LogEntry
+from consentry.registry.verify import LogChecker
+
+if TYPE_CHECKING:
+    from consentry.registry.store import Registry
+
+__all__ = [
+    "BiometricEvent",
+    "ConsentState",
+    "SignedBlob",
+    "SignedEnrollment",
+    "SignedGrant",
+    "SignedGrantee",
+    "SignedPrior",
+    "SignedSubject",
+]
+
+
+@dataclass(frozen=True)
+class SignedSubject:
+    id: str
+    display_name: str
+    aliases: tuple[str, ...]
+    public_key: str | None
+    index: int
+
+
+@dataclass(frozen=True)
+class SignedGrantee:
+    id: str
+    name: str
+    api_key_sha256: str
+    public_key: str | None
+    index: int
+
+
+@dataclass(frozen=True)
+class SignedGrant:
+    id: str
+    subject: str
+    grantee: str
+    purposes: tuple[str, ...]
+    priors: tuple[str, ...]
+    not_before: str
+    not_after: str | None
+    index: int
+
+
+@dataclass(frozen=True)
+class SignedPrior:
+    id: str
+    subject: str
+    kind: str
+    sha256: str
+    index: int
+
+
+@dataclass(frozen=True)
+class SignedBlob:
+    """One blob an enrollment commits to; ``sha256`` is of its ciphertext."""
+
+    id: str
+    kind: str
+    photo_sha256: str
+    sha256: str
+
+
+@dataclass(frozen=True)
+class SignedEnrollment:
+    id: str
+    subject: str
+    engine: str
+    blobs: tuple[SignedBlob, ...]
+    index: int
+
+    def embeddings(self) -> list[tuple[int, SignedBlob]]:
+        """``(vector id, blob)`` of each embedding: log index * 1000 + position, the ids
+        every process derives (``registry.biometrics``)."""
+        found = [b for b in self.blobs if b.kind == "embedding"]
+        return [(self.index * 1000 + position, blob) for position, blob in enumerate(found)]
+
+
+@dataclass(frozen=True)
+class BiometricEvent:
+    """What the identity index follows: an enrollment, an erasure or a calibration."""
+
+    index: int
+    kind: str  # "enrollment" | "erasure" | "calibration"
+    enrollment: SignedEnrollment | None = None
+    subject: str | None = None  # erasure
+    engine: str | None = None  # calibration
+    threshold: float | None = None  # calibration
+
+
+def _strings(value: Any) -> tuple[str, ...]:
+    return tuple(str(v) for v in value or ())
+
+
+class ConsentState:
+    """Consent facts of one registry, followed from its signed log (see module doc)."""
+
+    def __init__(self, registry: Registry) -> None:
+        self.registry = registry
+        self._lock = threading.RLock()
+        self._checker = LogChecker(deferred=False)
+        self._size = 0
+        self._broken: str | None = None
+        self.subjects: dict[str, SignedSubject] = {}
+        self.grantees: dict[str, SignedGrantee] = {}
+        self.grants: dict[str, SignedGrant] = {}
+        self.revoked: dict[str, int] = {}  # grant id -> index of its revocation
+        self.priors: dict[str, SignedPrior] = {}
+        self.erased: dict[str, int] = {}  # subject id -> index of its erasure
+        self.enrollments: dict[str, SignedEnrollment] = {}
+        self.thresholds: dict[str, float] = {}  # engine -> newest signed calibration
+        self._by_subject: dict[str, list[str]] = {}
+        self._by_prior: dict[str, list[str]] = {}
+        self._events: list[BiometricEvent] = []
+        self._event_index: list[int] = []
+
+    # ------------------------------------------------------------------ following
+    @property
+    def size(self) -> int:
+        """How many log entries have been followed (the next index to read)."""
+        return self._size
+
+    def refresh(self, session: Session | None = None) -> int:
+        """Follow every entry appended since the last refresh; returns how many.
+
+        ``session``: read inside the caller's transaction (the decision's write
+        transaction reads the tail there, so it sees every entry committed before it
+        took the writer lock). Raises :class:`LogIntegrityError` when an entry does
+        not verify (and on every later call).
+        """
+        with self._lock:
+            if self._broken is not None:
+                raise LogIntegrityError(self._broken)
+            context = nullcontext(session) if session is not None else self.registry.db.read()
+            with context as reader:
+                assert reader is not None
+                entries = list(
+                    reader.exec(
+                        select(LogEntry)
+                        .where(col(LogEntry.idx) >= self._size)
+                        .order_by(col(LogEntry.idx))
+                    )
+                )
+            for entry in entries:
+                self._follow(entry)
+            if entries and self.registry.key_id not in self._checker.keys:
+                self._fail(
+                    f"this home's operator key {self.registry.key_id[:16]} is not an operator "
+                    "key of the database's log: the log was replaced"
+                )
+            return len(entries)
+
+    def _fail(self, message: str) -> NoReturn:
+        self._broken = (
+            f"{message}; the gate refuses every job until the log verifies "
+            "(run 'consentry log verify')"
+        )
+        raise LogIntegrityError(self._broken)
+
+    def _follow(self, entry: LogEntry) -> None:
+        if entry.idx != self._size:
+            self._fail(f"log entry {self._size} is missing (next is {entry.idx})")
+        leaf = entry.leaf_json.encode()
+        if merkle.leaf_hash(leaf).hex() != entry.leaf_hash:
+            self._fail(f"log entry {entry.idx}: stored leaf hash differs from its content")
+        try:
+            kind, statement = self._checker.check_leaf(entry, leaf)
+        except ConsentryError as exc:
+            self._fail(
+                f"{entry.kind} {entry.record_id} (log index {entry.idx}) does not verify: {exc}"
+            )
+        self._apply(entry.idx, kind, statement)
+        self._size = entry.idx + 1
+
+    def _apply(self, index: int, kind: str, s: dict[str, Any]) -> None:
+        record_id = str(s.get("id"))
+        if kind == "subject":
+            self.subjects[record_id] = SignedSubject(
+                record_id,
+                str(s.get("display_name")),
+                _strings(s.get("aliases")),
+                s.get("public_key"),
+                index,
+            )
+        elif kind == "grantee":
+            self.grantees[record_id] = SignedGrantee(
+                record_id, str(s.get("name")), str(s.get("api_key_sha256")), s.get("public_key"),
+                index,
+            )  # fmt: skip
+        elif kind == "grant":
+            grant = SignedGrant(
+                record_id,
+                str(s.get("subject")),
+                str(s.get("grantee")),
+                _strings(s.get("purposes")),
+                _strings(s.get("priors")),
+                str(s.get("not_before")),
+                None if s.get("not_after") is None else str(s.get("not_after")),
+                index,
+            )
+            self.grants[record_id] = grant
+            self._by_subject.setdefault(grant.subject, []).append(record_id)
+            for sha in grant.priors:
+                self._by_prior.setdefault(sha, []).append(record_id)
+        elif kind == "revocation":
+            self.revoked.setdefault(str(s.get("grant")), index)
+        elif kind == "prior":
+            self.priors[record_id] = SignedPrior(
+                record_id, str(s.get("subject")), str(s.get("kind")), str(s.get("sha256")), index
+            )
+        elif kind == "enrollment":
+            blobs = tuple(
+                SignedBlob(str(b["id"]), str(b["kind"]), str(b["photo_sha256"]), str(b["sha256"]))
+                for b in s.get("blobs") or ()
+            )
+            enrollment = SignedEnrollment(
+                record_id, str(s.get("subject")), str(s.get("engine")), blobs, index
+            )
+            self.enrollments[record_id] = enrollment
+            self._event(BiometricEvent(index, "enrollment", enrollment=enrollment))
+        elif kind == "erasure":
+            subject = str(s.get("subject"))
+            self.erased.setdefault(subject, index)
+            self._event(BiometricEvent(index, "erasure", subject=subject))
+        elif kind == "calibration":
+            engine, threshold = str(s.get("engine")), float(s.get("threshold", 0.0))
+            self.thresholds[engine] = threshold
+            self._event(BiometricEvent(index, "calibration", engine=engine, threshold=threshold))
+
+    def _event(self, event: BiometricEvent) -> None:
+        self._events.append(event)
+        self._event_index.append(event.index)
+
+    # ------------------------------------------------------------------ reading
+    def events_since(self, index: int) -> list[BiometricEvent]:
+        """Enrollments, erasures and calibrations at log index ``index`` or later."""
+        with self._lock:
+            return self._events[bisect.bisect_left(self._event_index, index) :]
+
+    def operator_keys(self) -> dict[str, Ed25519PublicKey]:
+        """Every operator key the signed log introduced (genesis, then rotations)."""
+        with self._lock:
+            return dict(self._checker.keys)
+
+    def key_active_at(self, index: int) -> str | None:
+        """The operator key that signs entries at ``index`` (a rotation's new key from
+        the entry after the rotation)."""
+        with self._lock:
+            for key_id, (start, retired) in self._checker.key_span.items():
+                if start <= index and (retired is None or index < retired):
+                    return key_id
+            return None
+
+    def subjects_in_order(self) -> list[SignedSubject]:
+        with self._lock:
+            return sorted(self.subjects.values(), key=lambda s: s.index)
+
+    def resolve_grantee(self, ref: str) -> SignedGrantee:
+        """A signed grantee by id, or by a signed name that exactly one grantee has."""
+        with self._lock:
+            found = self.grantees.get(ref)
+            if found is not None:
+                return found
+            named = [g for g in self.grantees.values() if g.name == ref]
+        if not named:
+            raise NotFoundError(f"no grantee {ref!r}: see 'consentry grantee list'")
+        if len(named) > 1:
+            raise AmbiguousNameError(f"{len(named)} grantees are named {ref!r}: use the id")
+        return named[0]
+
+    def grants_for(self, subjects: Iterable[str], prior_sha256: str | None) -> list[SignedGrant]:
+        """Every signed grant of ``subjects`` and every one naming ``prior_sha256``,
+        in log order."""
+        with self._lock:
+            ids = {g for s in subjects for g in self._by_subject.get(s, ())}
+            if prior_sha256 is not None:
+                ids.update(self._by_prior.get(prior_sha256, ()))
+            return sorted((self.grants[g] for g in ids), key=lambda g: g.index)
+
+    def priors_with_sha(self, sha256: str) -> list[SignedPrior]:
+        with self._lock:
+            return [p for p in self.priors.values() if p.sha256 == sha256]
+
+    def grant_valid_at(self, grant_id: str, index: int, moment: str) -> tuple[bool, str]:
+        """Was the signed grant valid for a decision at log ``index`` taken at ``moment``
+        (``YYYY-MM-DDTHH:MM:SSZ``)? Appended before ``index``, ``moment`` in its window,
+        no revocation appended before ``index``. Returns ``(valid, one-line why)``."""
+        with self._lock:
+            grant = self.grants.get(grant_id)
+            revoked = self.revoked.get(grant_id)
+        if grant is None:
+            return False, f"grant {grant_id} is not in this registry's signed log"
+        if grant.index >= index:
+            return False, (
+                f"grant {grant_id} was appended at log index {grant.index}, "
+                f"not before the decision at {index}"
+            )
+        if moment < grant.not_before:
+            return False, (
+                f"grant {grant_id} was not yet valid at {moment} (from {grant.not_before})"
+            )
+        if grant.not_after is not None and moment >= grant.not_after:
+            return False, f"grant {grant_id} had expired at {moment} (until {grant.not_after})"
+        if revoked is not None and revoked < index:
+            return False, (
+                f"grant {grant_id} was revoked at log index {revoked}, "
+                f"before the decision at {index}"
+            )
+        return True, f"grant {grant_id} was valid at log index {index}"
