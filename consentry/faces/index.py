@@ -24,6 +24,7 @@ Invariants
 from __future__ import annotations
 
 import json
+import logging
 import struct
 import threading
 from dataclasses import dataclass
@@ -57,6 +58,7 @@ __all__ = ["DEFAULT_THRESHOLDS", "IdentityIndex", "SubjectMatch"]
 DEFAULT_THRESHOLDS: dict[str, float] = {"sface": 0.3652, "dlib": 0.922, "insightface": 0.40}
 
 _CACHE_MAGIC = b"CSIX1"
+_log = logging.getLogger("consentry.index")
 
 
 @dataclass(frozen=True)
@@ -87,7 +89,11 @@ class IdentityIndex:
         self._thread: threading.Thread | None = None
         if cache:
             self._load_cache()
-        self.refresh()
+        try:
+            self.refresh()
+        except LogIntegrityError as exc:
+            # not fatal here: every job's refresh raises it again, and is refused
+            _log.error("identity index %s: %s", engine, exc)
 
     # ------------------------------------------------------------------ state
     @property

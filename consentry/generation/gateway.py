@@ -91,9 +91,10 @@ def grant_facts(registry: Registry, subjects: set[str], prior: PriorFact | None)
     """Every grant of ``subjects`` and every grant naming ``prior``, in log order
     (so the oldest covering grant is the one a decision names), with its revocation
     state: all from the signed log as followed now (``registry.consent``), never from
-    grant or revocation rows."""
+    grant or revocation rows. The rows of ``subjects`` (subject, grants, revocations)
+    are checked against it: a mismatch is a LogIntegrityError."""
     state = registry.consent
-    state.refresh()
+    state.check_rows(subjects)
     sha = prior.registered_sha256 if prior is not None else None
     return [
         GrantFact(
@@ -236,14 +237,22 @@ class Gateway:
         state = self.registry.consent
         state.refresh()
         signed = state.priors.get(prior_id)
+        with self.registry.db.read() as session:
+            row = session.get(Prior, prior_id)
         if signed is None:
-            with self.registry.db.read() as session:
-                forged = session.get(Prior, prior_id) is not None
-            if forged:
+            if row is not None:
                 raise LogIntegrityError(
                     f"prior {prior_id} has a database row but no signed log entry (forged row)"
                 )
             raise NotFoundError(f"no prior {prior_id!r}: see 'consentry prior list'")
+        if row is None or (row.subject_id, row.sha256, row.kind) != (
+            signed.subject,
+            signed.sha256,
+            signed.kind,
+        ):
+            raise LogIntegrityError(
+                f"prior {prior_id}: its row is missing or differs from the signed log"
+            )
         if signed.subject in state.erased:
             raise ErasedError(
                 f"prior {prior_id} is of subject {signed.subject}, who was erased: "

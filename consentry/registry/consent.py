@@ -28,11 +28,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from sqlalchemy import func
 from sqlmodel import Session, col, select
 
 from consentry.errors import AmbiguousNameError, ConsentryError, LogIntegrityError, NotFoundError
 from consentry.registry import merkle
-from consentry.registry.models import LogEntry
+from consentry.registry.models import Grant, LogEntry, Revocation, Subject
 from consentry.registry.verify import LogChecker
 
 if TYPE_CHECKING:
@@ -345,3 +346,120 @@ class ConsentState:
                 f"before the decision at {index}"
             )
         return True, f"grant {grant_id} was valid at log index {index}"
+
+    # ------------------------------------------------------------------ rows
+    def check_rows(self, subjects: Iterable[str]) -> None:
+        """Check the cached rows of ``subjects`` (their subject rows, grant rows and
+        revocation rows) against the signed facts; LogIntegrityError on a mismatch.
+
+        Rows decide nothing (the facts do); this names tampering where the gate
+        would otherwise refuse or allow silently. Read order makes it race-free:
+        the log size S0, then the rows, then a refresh, so every row read is of an
+        entry the state holds, and every entry below S0 must have its row.
+        """
+        wanted = sorted(set(subjects))
+        if not wanted:
+            self.refresh()
+            return
+        with self.registry.db.read() as session:
+            last = session.execute(select(func.max(LogEntry.idx))).scalar()
+            before = 0 if last is None else int(last) + 1
+            subject_rows = {
+                r.id: r for r in session.exec(select(Subject).where(col(Subject.id).in_(wanted)))
+            }
+            grant_rows = {
+                r.id: r
+                for r in session.exec(select(Grant).where(col(Grant.subject_id).in_(wanted)))
+            }
+            signed_ids = {g for s in wanted for g in self._by_subject.get(s, ())}
+            revocation_rows = {
+                r.grant_id: r
+                for r in session.exec(
+                    select(Revocation).where(
+                        col(Revocation.grant_id).in_(sorted(signed_ids | grant_rows.keys()))
+                    )
+                )
+            }
+        self.refresh()
+        with self._lock:
+            for subject_id in wanted:
+                self._check_subject_row(subject_id, subject_rows.get(subject_id), before)
+                for grant_id in self._by_subject.get(subject_id, ()):
+                    grant = self.grants[grant_id]
+                    if grant.index < before:
+                        self._check_grant_row(grant, grant_rows.pop(grant_id, None))
+                        self._check_revocation_row(grant, revocation_rows.get(grant_id), before)
+                    else:
+                        grant_rows.pop(grant_id, None)
+            for row in grant_rows.values():
+                signed = self.grants.get(row.id)
+                raise LogIntegrityError(
+                    f"grant {row.id}: its row names subject {row.subject_id}, but "
+                    + (
+                        "the signed log has no such grant (forged row)"
+                        if signed is None
+                        else f"the signed grant is of subject {signed.subject} (re-pointed row)"
+                    )
+                )
+
+    def _check_subject_row(self, subject_id: str, row: Subject | None, before: int) -> None:
+        signed = self.subjects.get(subject_id)
+        if signed is None or signed.index >= before:
+            return  # a face or name of no signed subject involves nobody
+        if row is None:
+            raise LogIntegrityError(f"subject {subject_id}: its row is missing (deleted)")
+        fields = [
+            name
+            for name, cached, truth in (
+                ("display_name", row.display_name, signed.display_name),
+                ("aliases", tuple(row.aliases), signed.aliases),
+                ("public_key", row.public_key, signed.public_key),
+                ("log_index", row.log_index, signed.index),
+            )
+            if cached != truth
+        ]
+        if fields:
+            raise LogIntegrityError(
+                f"subject {subject_id}: its row differs from the signed log in {', '.join(fields)}"
+            )
+
+    @staticmethod
+    def _check_grant_row(grant: SignedGrant, row: Grant | None) -> None:
+        if row is None:
+            raise LogIntegrityError(f"grant {grant.id}: its row is missing (deleted)")
+        fields = [
+            name
+            for name, cached, truth in (
+                ("subject", row.subject_id, grant.subject),
+                ("grantee", row.grantee_id, grant.grantee),
+                ("purposes", tuple(row.purposes), grant.purposes),
+                ("priors", tuple(row.priors), grant.priors),
+                ("not_before", row.not_before, grant.not_before),
+                ("not_after", row.not_after, grant.not_after),
+                ("log_index", row.log_index, grant.index),
+            )
+            if cached != truth
+        ]
+        if fields:
+            raise LogIntegrityError(
+                f"grant {grant.id}: its row differs from the signed log in {', '.join(fields)}"
+            )
+
+    def _check_revocation_row(
+        self, grant: SignedGrant, row: Revocation | None, before: int
+    ) -> None:
+        revoked = self.revoked.get(grant.id)
+        if revoked is not None and revoked < before and row is None:
+            raise LogIntegrityError(
+                f"grant {grant.id}: the signed log revokes it at index {revoked}, "
+                "but the revocation row is missing (deleted)"
+            )
+        if row is not None and revoked is None:
+            raise LogIntegrityError(
+                f"grant {grant.id}: a revocation row {row.id} has no signed log entry (forged row)"
+            )
+        if row is not None and revoked is not None and row.log_index != revoked:
+            raise LogIntegrityError(
+                f"grant {grant.id}: its revocation row claims log index {row.log_index}, "
+                f"the signed log {revoked}"
+            )
