@@ -260,9 +260,7 @@ def _assert_refused_and_logged(registry: Registry, receipt: Receipt, integrity: 
 
 @pytest.mark.attack("consent facts read from rows, not signatures")
 @pytest.mark.parametrize("name", ATTACKS)
-def test_row_tampering_does_not_open_the_gate(
-    world: World, engine: FaceEngine, name: str
-) -> None:
+def test_row_tampering_does_not_open_the_gate(world: World, engine: FaceEngine, name: str) -> None:
     w = world
     attack = ATTACKS[name]
     w.clock.advance(days=attack.days)
