@@ -38,6 +38,7 @@ from consentry.errors import (
     GrantNotYetValidError,
     GrantRevokedError,
     InputError,
+    LogIntegrityError,
     NotFoundError,
     RetiredKeyError,
     RollbackError,
@@ -418,12 +419,24 @@ class Registry:
         return row
 
     def authenticate_grantee(self, api_key: str) -> Grantee:
-        """The grantee holding ``api_key`` (constant-time comparison of hashes)."""
+        """The grantee holding ``api_key`` (constant-time comparison of hashes), judged
+        by the key hash in the grantee's signed log entry, never by the row's."""
         digest = sha256_hex(api_key.encode())
-        with self.db.read() as session:
-            rows = list(session.exec(select(Grantee)))
-        for row in rows:
-            if hmac.compare_digest(row.api_key_sha256, digest):
+        state = self.consent
+        state.refresh()
+        for signed in list(state.grantees.values()):
+            if hmac.compare_digest(signed.api_key_sha256, digest):
+                try:
+                    row = self.get_grantee(signed.id)
+                except NotFoundError:
+                    row = None
+                if row is None or (row.name, row.api_key_sha256) != (
+                    signed.name,
+                    signed.api_key_sha256,
+                ):
+                    raise LogIntegrityError(
+                        f"grantee {signed.id}: its row is missing or differs from the signed log"
+                    )
                 return row
         raise SignatureError("unknown API key")
 

@@ -20,6 +20,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from sqlalchemy import text
 
@@ -28,14 +29,16 @@ from consentry.faces.engine import FaceEngine
 from consentry.faces.engines import get_engine
 from consentry.faces.enroll import enroll_photos
 from consentry.generation.gateway import CheckRequest, Gateway, Receipt, is_integrity_failure
+from consentry.generation.service import create_app, hash_admin_key
 from consentry.provenance.certs import create_dev_pki
 from consentry.provenance.sign import sign_output
 from consentry.provenance.verify import VerifyResult, verify_media
 from consentry.registry.decisions import get_decision, record_decision
 from consentry.registry.models import Decision, Grant
-from consentry.registry.signing import Envelope
+from consentry.registry.signing import Envelope, sha256_hex
 from consentry.registry.statements import format_time, statement_of
 from consentry.registry.store import Registry
+from tests.integration._live import live_server
 from tests.integration.test_cli import Cli
 from tests.security.conftest import (
     T0,
@@ -459,3 +462,34 @@ def test_verify_of_a_decision_naming_a_forged_grant_row_is_an_integrity_error(
         out.write_bytes(data)
         result = Cli(w.registry.home.root)("verify", str(out), "--db", w.registry.db.url)
         assert result.code == 2 and "not earlier in the log" in result.err, result
+
+
+# -- the grantee's API key row -----------------------------------------------------------------
+
+
+@pytest.mark.attack("consent facts read from rows, not signatures")
+def test_api_key_row_swapped_does_not_authenticate_the_attacker(
+    world: World, engine: FaceEngine
+) -> None:
+    """The attacker writes the hash of their own API key into a grantee's row: over HTTP
+    the key is judged by the signed grantee entry, so it authenticates nobody."""
+    w = world
+    studio, key = w.registry.add_grantee("Studio B")
+    _grant(w, w.alice.id, ["generate"], w.alice_key, studio.id)
+    app = create_app(w.registry, engine, hash_admin_key("csa_row-tamper-admin"))
+    form = {"purpose": (None, "generate"), "prompt": (None, "a portrait of Alice Example")}
+    stolen = "csk_attacker-chosen-key"
+
+    def check(http: httpx.Client, api_key: str) -> httpx.Response:
+        return http.post("/v1/check", files=form, headers={"Authorization": f"Bearer {api_key}"})
+
+    with live_server(app) as base, httpx.Client(base_url=base, timeout=30) as http:
+        honest = check(http, key)
+        assert honest.status_code == 200 and honest.json()["allowed"], honest.text
+        undo = set_column(w, "grantees", "api_key_sha256", sha256_hex(stolen.encode()), studio.id)
+        attacked = check(http, stolen)
+        assert attacked.status_code in (401, 403), attacked.text
+        assert check(http, key).status_code != 200  # the row contradicts the log: fail closed
+        undo()
+        again = check(http, key)
+        assert again.status_code == 200 and again.json()["allowed"], again.text
