@@ -379,7 +379,13 @@ class Gateway:
             )
         except InputError:
             return None, verdict
-        self.registry.checkpoint()
+        try:
+            self.registry.checkpoint()
+        except ConsentryError as exc:  # a truncated or rewritten log: nothing is allowed
+            _log.error("decision %s logged, but no checkpoint: %s", decision.id, exc)
+            reason = f"refused: {INTEGRITY_PREFIX}the log cannot be checkpointed: {exc}"
+            reasons = (*(verdict.reasons if not verdict.allowed else ()), reason)
+            return decision, Verdict(False, reasons, verdict.grants_used, verdict.subjects)
         if verdict.allowed and not decision.allowed:
             _log.warning("allow overtaken at release: %s", "; ".join(decision.reasons))
             verdict = Verdict(False, tuple(decision.reasons), verdict.grants_used, verdict.subjects)

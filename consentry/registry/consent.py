@@ -16,15 +16,25 @@ Invariants
   was replaced under another key is refused.
 - Facts only grow (the log is append-only), so a reader holding the lock-free view
   between two refreshes sees a consistent prefix.
+- A new process need not re-verify the whole log: the state of a verified prefix
+  is kept in ``HOME/cache/consent.bin``, sealed (AES-256-GCM) under a key derived
+  from the master key, so only the home's holder can write it, and recording the
+  prefix's size and Merkle root. It is used only while that root is still the
+  root of the log's first ``size`` leaves (a rewritten prefix: replay from 0);
+  the entries after it are then verified as usual.
 """
 
 from __future__ import annotations
 
 import bisect
+import dataclasses
+import json
+import os
 import threading
 from collections.abc import Iterable
 from contextlib import nullcontext
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -34,6 +44,8 @@ from sqlmodel import Session, col, select
 from consentry.errors import AmbiguousNameError, ConsentryError, LogIntegrityError, NotFoundError
 from consentry.registry import merkle
 from consentry.registry.models import Grant, LogEntry, Revocation, Subject
+from consentry.registry.signing import public_key_from_hex, public_key_hex
+from consentry.registry.vault import seal, unseal
 from consentry.registry.verify import LogChecker
 
 if TYPE_CHECKING:
@@ -131,12 +143,23 @@ def _strings(value: Any) -> tuple[str, ...]:
     return tuple(str(v) for v in value or ())
 
 
+_SNAPSHOT_MAGIC = b"CSCS1"
+SNAPSHOT_EVERY = 256  # entries followed since the last snapshot before a new one is written
+
+
 class ConsentState:
     """Consent facts of one registry, followed from its signed log (see module doc)."""
 
     def __init__(self, registry: Registry) -> None:
         self.registry = registry
         self._lock = threading.RLock()
+        self._reset()
+        self._snapshot_tried = False
+        self._snapshot_size = 0
+        self.loaded_snapshot = 0  # size of the verified prefix taken from a snapshot
+
+    def _reset(self) -> None:
+        """The state of an empty log (nothing followed)."""
         self._checker = LogChecker(deferred=False)
         self._size = 0
         self._broken: str | None = None
@@ -170,6 +193,9 @@ class ConsentState:
         with self._lock:
             if self._broken is not None:
                 raise LogIntegrityError(self._broken)
+            if not self._snapshot_tried:
+                self._snapshot_tried = True
+                self._load_snapshot()
             context = nullcontext(session) if session is not None else self.registry.db.read()
             with context as reader:
                 assert reader is not None
@@ -187,6 +213,8 @@ class ConsentState:
                     f"this home's operator key {self.registry.key_id[:16]} is not an operator "
                     "key of the database's log: the log was replaced"
                 )
+            if self._size - self._snapshot_size >= SNAPSHOT_EVERY:
+                self._save_snapshot()
             return len(entries)
 
     def _fail(self, message: str) -> NoReturn:
@@ -269,6 +297,119 @@ class ConsentState:
     def _event(self, event: BiometricEvent) -> None:
         self._events.append(event)
         self._event_index.append(event.index)
+
+    # ------------------------------------------------------------------ snapshot
+    def _snapshot_path(self) -> Path:
+        return self.registry.home.root / "cache" / "consent.bin"
+
+    def _snapshot_key(self) -> bytes | None:
+        if not self.registry.home.master_key.exists():
+            return None  # a home without a master key keeps no snapshot
+        return self.registry.master_key.derive("consent-snapshot")
+
+    def _save_snapshot(self) -> None:
+        """Seal the state of the prefix followed so far (best effort: a failure to
+        write only costs the next process a longer replay)."""
+        key = self._snapshot_key()
+        if key is None or self._size == 0:
+            return
+        checker = self._checker
+        body = {
+            "size": self._size,
+            "root": merkle.root_hash(self.registry.leaf_hashes(self._size)).hex(),
+            "checker": {
+                "keys": {k: public_key_hex(v) for k, v in checker.keys.items()},
+                "active_key": checker.active_key,
+                "subject_keys": checker.subject_keys,
+                "grant_subject": checker.grant_subject,
+                "grantees": sorted(checker.grantees),
+                "erased": sorted(checker.erased),
+                "key_span": checker.key_span,
+                "rotations": checker.rotations,
+            },
+            "subjects": [dataclasses.asdict(v) for v in self.subjects.values()],
+            "grantees": [dataclasses.asdict(v) for v in self.grantees.values()],
+            "grants": [dataclasses.asdict(v) for v in self.grants.values()],
+            "revoked": self.revoked,
+            "priors": [dataclasses.asdict(v) for v in self.priors.values()],
+            "erased": self.erased,
+            "thresholds": self.thresholds,
+            "events": [dataclasses.asdict(e) for e in self._events],
+        }
+        blob = _SNAPSHOT_MAGIC + seal(key, json.dumps(body).encode(), _SNAPSHOT_MAGIC)
+        path = self._snapshot_path()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            staged = path.with_name(f".consent-{os.getpid()}-{threading.get_ident()}.tmp")
+            staged.write_bytes(blob)
+            staged.chmod(0o600)
+            staged.replace(path)
+        except OSError:
+            return
+        self._snapshot_size = self._size
+
+    def _load_snapshot(self) -> None:
+        """Start from the sealed snapshot if it authenticates and its prefix root is
+        still this log's; otherwise start from 0 (nothing is trusted half-way)."""
+        key = self._snapshot_key()
+        try:
+            blob = self._snapshot_path().read_bytes()
+        except OSError:
+            return
+        if key is None or not blob.startswith(_SNAPSHOT_MAGIC):
+            return
+        try:
+            body = json.loads(unseal(key, blob[len(_SNAPSHOT_MAGIC) :], _SNAPSHOT_MAGIC))
+            size = int(body["size"])
+            hashes = self.registry.leaf_hashes(size)
+            if len(hashes) != size or merkle.root_hash(hashes).hex() != body["root"]:
+                return  # the log was rewritten or truncated under the snapshot: replay
+            self._restore(body)
+        except (ConsentryError, ValueError, KeyError, TypeError):
+            self._reset()  # an unreadable snapshot: replay from 0
+            return
+        self._size = self._snapshot_size = self.loaded_snapshot = size
+
+    def _restore(self, body: dict[str, Any]) -> None:
+        c = body["checker"]
+        checker = self._checker
+        checker.keys = {k: public_key_from_hex(v) for k, v in c["keys"].items()}
+        checker.active_key = c["active_key"]
+        checker.subject_keys = dict(c["subject_keys"])
+        checker.grant_subject = dict(c["grant_subject"])
+        checker.grantees = set(c["grantees"])
+        checker.erased = set(c["erased"])
+        checker.key_span = {
+            k: (int(a), None if b is None else int(b)) for k, (a, b) in c["key_span"].items()
+        }
+        checker.rotations = {k: (int(a), str(b)) for k, (a, b) in c["rotations"].items()}
+        for v in body["subjects"]:
+            self.subjects[v["id"]] = SignedSubject(**{**v, "aliases": tuple(v["aliases"])})
+        for v in body["grantees"]:
+            self.grantees[v["id"]] = SignedGrantee(**v)
+        for v in sorted(body["grants"], key=lambda g: int(g["index"])):
+            grant = SignedGrant(
+                **{**v, "purposes": tuple(v["purposes"]), "priors": tuple(v["priors"])}
+            )
+            self.grants[grant.id] = grant
+            self._by_subject.setdefault(grant.subject, []).append(grant.id)
+            for sha in grant.priors:
+                self._by_prior.setdefault(sha, []).append(grant.id)
+        self.revoked = {str(k): int(v) for k, v in body["revoked"].items()}
+        for v in body["priors"]:
+            self.priors[v["id"]] = SignedPrior(**v)
+        self.erased = {str(k): int(v) for k, v in body["erased"].items()}
+        self.thresholds = {str(k): float(v) for k, v in body["thresholds"].items()}
+        for e in body["events"]:
+            enrollment = None
+            if e.get("enrollment") is not None:
+                raw = e["enrollment"]
+                enrollment = SignedEnrollment(
+                    raw["id"], raw["subject"], raw["engine"],
+                    tuple(SignedBlob(**b) for b in raw["blobs"]), int(raw["index"]),
+                )  # fmt: skip
+                self.enrollments[enrollment.id] = enrollment
+            self._event(BiometricEvent(**{**e, "enrollment": enrollment}))
 
     # ------------------------------------------------------------------ reading
     def events_since(self, index: int) -> list[BiometricEvent]:
