@@ -245,10 +245,11 @@ class Gateway:
                     f"prior {prior_id} has a database row but no signed log entry (forged row)"
                 )
             raise NotFoundError(f"no prior {prior_id!r}: see 'consentry prior list'")
-        if row is None or (row.subject_id, row.sha256, row.kind) != (
+        if row is None or (row.subject_id, row.sha256, row.kind, row.details) != (
             signed.subject,
             signed.sha256,
             signed.kind,
+            signed.details,
         ):
             raise LogIntegrityError(
                 f"prior {prior_id}: its row is missing or differs from the signed log"

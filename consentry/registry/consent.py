@@ -33,7 +33,7 @@ import os
 import threading
 from collections.abc import Iterable
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -100,6 +100,7 @@ class SignedPrior:
     kind: str
     sha256: str
     index: int
+    details: dict[str, Any] = field(default_factory=dict)  # how it was made (photo hashes)
 
 
 @dataclass(frozen=True)
@@ -272,8 +273,14 @@ class ConsentState:
         elif kind == "revocation":
             self.revoked.setdefault(str(s.get("grant")), index)
         elif kind == "prior":
+            details = s.get("details")
             self.priors[record_id] = SignedPrior(
-                record_id, str(s.get("subject")), str(s.get("kind")), str(s.get("sha256")), index
+                record_id,
+                str(s.get("subject")),
+                str(s.get("kind")),
+                str(s.get("sha256")),
+                index,
+                dict(details) if isinstance(details, dict) else {},
             )
         elif kind == "enrollment":
             blobs = tuple(

@@ -28,6 +28,7 @@ from consentry.errors import LogIntegrityError
 from consentry.faces.engine import FaceEngine
 from consentry.faces.engines import get_engine
 from consentry.faces.enroll import enroll_photos
+from consentry.generation.backends.base import prior_store_path
 from consentry.generation.gateway import CheckRequest, Gateway, Receipt, is_integrity_failure
 from consentry.generation.service import create_app, hash_admin_key
 from consentry.provenance.certs import create_dev_pki
@@ -231,6 +232,25 @@ def _replace_embedding(w: World, engine: FaceEngine) -> tuple[CheckRequest, Undo
     return job, undo, lambda: _grant(w, obama, ["restore"])
 
 
+def _repoint_prior(w: World, _: FaceEngine) -> tuple[CheckRequest, Undo, Undo]:
+    """Alice's prior re-pointed to Bob, who granted the use of a prior of that hash."""
+    content = b"alice's lora weights (row-tamper test)"
+    sha = sha256_hex(content)
+    prior = w.registry.add_prior(w.alice.id, "lora", "tiny-sd", sha256=sha, size=len(content))
+    target = prior_store_path(w.registry, sha)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(content)
+    w.registry.grant(w.bob.id, w.acme.id, ["generate"], priors=[sha], subject_key=w.bob_key)
+    undo = set_column(w, "priors", "subject_id", w.bob.id, prior.id)
+    job = CheckRequest(w.acme.id, "generate", prior=prior.id)
+
+    def honest() -> None:
+        w.registry.grant(w.alice.id, w.acme.id, ["generate"], priors=[sha],
+                         subject_key=w.alice_key)  # fmt: skip
+
+    return job, undo, honest
+
+
 def _grant(
     w: World, subject: str, purposes: list[str], key: Any = None, grantee: str | None = None
 ) -> None:
@@ -245,6 +265,7 @@ ATTACKS: dict[str, Attack] = {
     "repoint-grant-to-grantee": Attack(_repoint_grantee),
     "repoint-grant-to-subject": Attack(_repoint_subject),
     "forged-grant-row": Attack(_forged_grant_row),
+    "repoint-prior-to-subject": Attack(_repoint_prior),
     "edited-alias": Attack(_edit_alias),
     "edited-display-name": Attack(_edit_display_name),
     "deleted-embeddings": Attack(_delete_embeddings),
