@@ -16,6 +16,12 @@ What is checked, in one pass over the log in index order:
    checkpoints table was edited too.
 
 Problems are collected, not raised, so one run names every bad record.
+
+Steps 1 and 2 are :class:`LogChecker`, which reads no row: the consent follower
+(``registry.consent``) runs the same checks, entry by entry, to build the facts the
+gateway and ``consentry verify`` trust. Step 3 and the biometric checks (every blob
+a signed enrollment of a subject not erased commits to, and that subject's data
+key, are present; an erased subject keeps neither) are this module's alone.
 """
 
 from __future__ import annotations
