@@ -21,6 +21,7 @@ Invariants
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Iterable, Sequence
 from datetime import datetime
@@ -96,6 +97,9 @@ def record_decision(
     prior = _hashes([prior_sha256], "prior")[0] if prior_sha256 is not None else None
     input_hashes = _hashes(inputs, "input")
     output_hashes = _hashes(outputs, "output")
+    if allowed:  # catch up outside the writer lock, so only the tail is read under it
+        with contextlib.suppress(ConsentryError):  # the re-check below reports it
+            registry.consent.refresh()
     with registry.db.write() as session:
         moment = format_time(registry.now())
         if allowed:
