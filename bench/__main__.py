@@ -22,6 +22,7 @@ BENCHMARKS: dict[str, str] = {
     "provenance": "bench.provenance",
     "fidelity": "bench.fidelity",
     "gateway": "bench.gateway",
+    "attacks": "bench.attacks",
 }
 
 
