@@ -277,9 +277,9 @@ class Gateway:
         append-only and their names and aliases never change)."""
         state = self.registry.consent
         state.refresh()
-        subjects = state.subjects_in_order()
-        stamp: tuple[object, ...] = (len(subjects), subjects[-1].index if subjects else -1)
+        stamp: tuple[object, ...] = state.subject_stamp()
         if self._aliases is None or self._aliases[0] != stamp:
+            subjects = state.subjects_in_order()
             matcher = AliasMatcher((s.id, [s.display_name, *s.aliases]) for s in subjects)
             self._aliases = (stamp, matcher)
         return self._aliases[1]

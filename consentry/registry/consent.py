@@ -165,6 +165,7 @@ class ConsentState:
         self._size = 0
         self._broken: str | None = None
         self.subjects: dict[str, SignedSubject] = {}
+        self._newest_subject = -1
         self.grantees: dict[str, SignedGrantee] = {}
         self.grants: dict[str, SignedGrant] = {}
         self.revoked: dict[str, int] = {}  # grant id -> index of its revocation
@@ -174,6 +175,8 @@ class ConsentState:
         self.thresholds: dict[str, float] = {}  # engine -> newest signed calibration
         self._by_subject: dict[str, list[str]] = {}
         self._by_prior: dict[str, list[str]] = {}
+        self._grantees_named: dict[str, list[str]] = {}  # signed name -> grantee ids
+        self._priors_of_sha: dict[str, list[str]] = {}  # sha256 -> prior ids
         self._events: list[BiometricEvent] = []
         self._event_index: list[int] = []
 
@@ -250,11 +253,13 @@ class ConsentState:
                 s.get("public_key"),
                 index,
             )
+            self._newest_subject = index
         elif kind == "grantee":
             self.grantees[record_id] = SignedGrantee(
                 record_id, str(s.get("name")), str(s.get("api_key_sha256")), s.get("public_key"),
                 index,
             )  # fmt: skip
+            self._grantees_named.setdefault(str(s.get("name")), []).append(record_id)
         elif kind == "grant":
             grant = SignedGrant(
                 record_id,
@@ -282,6 +287,7 @@ class ConsentState:
                 index,
                 dict(details) if isinstance(details, dict) else {},
             )
+            self._priors_of_sha.setdefault(str(s.get("sha256")), []).append(record_id)
         elif kind == "enrollment":
             blobs = tuple(
                 SignedBlob(str(b["id"]), str(b["kind"]), str(b["photo_sha256"]), str(b["sha256"]))
@@ -392,8 +398,10 @@ class ConsentState:
         checker.rotations = {k: (int(a), str(b)) for k, (a, b) in c["rotations"].items()}
         for v in body["subjects"]:
             self.subjects[v["id"]] = SignedSubject(**{**v, "aliases": tuple(v["aliases"])})
+            self._newest_subject = max(self._newest_subject, int(v["index"]))
         for v in body["grantees"]:
             self.grantees[v["id"]] = SignedGrantee(**v)
+            self._grantees_named.setdefault(v["name"], []).append(v["id"])
         for v in sorted(body["grants"], key=lambda g: int(g["index"])):
             grant = SignedGrant(
                 **{**v, "purposes": tuple(v["purposes"]), "priors": tuple(v["priors"])}
@@ -405,6 +413,7 @@ class ConsentState:
         self.revoked = {str(k): int(v) for k, v in body["revoked"].items()}
         for v in body["priors"]:
             self.priors[v["id"]] = SignedPrior(**v)
+            self._priors_of_sha.setdefault(v["sha256"], []).append(v["id"])
         self.erased = {str(k): int(v) for k, v in body["erased"].items()}
         self.thresholds = {str(k): float(v) for k, v in body["thresholds"].items()}
         for e in body["events"]:
@@ -442,13 +451,18 @@ class ConsentState:
         with self._lock:
             return sorted(self.subjects.values(), key=lambda s: s.index)
 
+    def subject_stamp(self) -> tuple[int, int]:
+        """(number of subjects, log index of the newest): changes iff one was added."""
+        with self._lock:
+            return len(self.subjects), self._newest_subject
+
     def resolve_grantee(self, ref: str) -> SignedGrantee:
         """A signed grantee by id, or by a signed name that exactly one grantee has."""
         with self._lock:
             found = self.grantees.get(ref)
             if found is not None:
                 return found
-            named = [g for g in self.grantees.values() if g.name == ref]
+            named = [self.grantees[g] for g in self._grantees_named.get(ref, ())]
         if not named:
             raise NotFoundError(f"no grantee {ref!r}: see 'consentry grantee list'")
         if len(named) > 1:
@@ -466,7 +480,7 @@ class ConsentState:
 
     def priors_with_sha(self, sha256: str) -> list[SignedPrior]:
         with self._lock:
-            return [p for p in self.priors.values() if p.sha256 == sha256]
+            return [self.priors[p] for p in self._priors_of_sha.get(sha256, ())]
 
     def grant_valid_at(self, grant_id: str, index: int, moment: str) -> tuple[bool, str]:
         """Was the signed grant valid for a decision at log ``index`` taken at ``moment``
