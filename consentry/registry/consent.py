@@ -217,7 +217,10 @@ class ConsentState:
                     f"this home's operator key {self.registry.key_id[:16]} is not an operator "
                     "key of the database's log: the log was replaced"
                 )
-            if self._size - self._snapshot_size >= SNAPSHOT_EVERY:
+            # never under the caller's transaction (the writer lock); geometric spacing
+            # keeps the cost of snapshots amortised O(1) per entry
+            due = max(SNAPSHOT_EVERY, self._snapshot_size // 4)
+            if session is None and self._size - self._snapshot_size >= due:
                 self._save_snapshot()
             return len(entries)
 
