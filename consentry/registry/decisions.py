@@ -14,8 +14,8 @@ Invariants
 - **Revocation wins every race**: an *allow* is re-checked inside its own write
   transaction, after the writer lock is taken, against the log's tail as it is
   then (entries committed by any process): a grant it names that is now revoked
-  or outside its window, or a subject it names (or the prior's subject) now
-  erased, turns it into a logged refusal. Nothing can be appended between that
+  or outside its window, or the subject of the prior it uses now erased, turns it
+  into a logged refusal. Nothing can be appended between that
   re-check and the decision's leaf.
 """
 
@@ -103,7 +103,7 @@ def record_decision(
     with registry.db.write() as session:
         moment = format_time(registry.now())
         if allowed:
-            late = _recheck(registry, session, grant_ids, subject_ids, prior, moment)
+            late = _recheck(registry, session, grant_ids, prior, moment)
             if late:
                 allowed, reason_list = False, [RACE_PREFIX + r for r in late]
         grantee_id = _grantee_id(session, grantee)
@@ -145,7 +145,6 @@ def _recheck(
     registry: Registry,
     session: Session,
     grant_ids: Sequence[str],
-    subject_ids: Sequence[str],
     prior_sha256: str | None,
     moment: str,
 ) -> list[str]:
@@ -162,13 +161,14 @@ def _recheck(
         valid, why = state.grant_valid_at(grant_id, index, moment)
         if not valid:
             problems.append(why)
-    erased = [s for s in subject_ids if s in state.erased]
-    if prior_sha256 is not None:
-        erased += [
-            p.subject for p in state.priors_with_sha(prior_sha256) if p.subject in state.erased
-        ]
-    for subject_id in dict.fromkeys(erased):
-        problems.append(f"subject {subject_id} was erased at log index {state.erased[subject_id]}")
+    # an erasure leaves consent in place (the subject's face becomes unknown, their
+    # name still needs a grant) but ends the use of their priors
+    owners = [p.subject for p in state.priors_with_sha(prior_sha256)] if prior_sha256 else []
+    for subject_id in dict.fromkeys(s for s in owners if s in state.erased):
+        problems.append(
+            f"subject {subject_id}, whose prior the job uses, was erased at log index "
+            f"{state.erased[subject_id]}"
+        )
     return problems
 
 

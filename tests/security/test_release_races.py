@@ -18,13 +18,14 @@ from PIL import Image
 
 from consentry.faces.engine import FaceEngine
 from consentry.faces.engines import get_engine
-from consentry.generation.backends.base import PriorRef
+from consentry.generation.backends.base import PriorRef, prior_store_path
 from consentry.generation.gateway import CheckRequest, Gateway, RunRequest, run_job
 from consentry.generation.policy import GrantFact, PriorFact
 from consentry.provenance.certs import create_dev_pki
 from consentry.provenance.verify import verify_media
 from consentry.registry.biometrics import erase_subject
 from consentry.registry.decisions import get_decision
+from consentry.registry.signing import sha256_hex
 from consentry.registry.store import Registry
 from tests.security.conftest import World
 
@@ -46,8 +47,23 @@ def _erase(other: Registry, w: World) -> object:
 
 RACES: dict[str, tuple[Write, str]] = {
     "revocation": (_revoke, "was revoked at log index"),
-    "erasure": (_erase, "was erased at log index"),
+    "erasure": (_erase, "whose prior the job uses, was erased at log index"),
 }
+
+
+def alices_prior(w: World) -> str:
+    """A prior of Alice's, its file in the store, and her grant (grant_a) for it: an
+    erasure ends its use (consent to her name and face outlives an erasure)."""
+    content = b"alice's lora weights (race test)"
+    sha = sha256_hex(content)
+    prior = w.registry.add_prior(w.alice.id, "lora", "tiny-sd", sha256=sha, size=len(content))
+    target = prior_store_path(w.registry, sha)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(content)
+    grant = w.registry.grant(w.alice.id, w.acme.id, ["generate"], priors=[sha],
+                             subject_key=w.alice_key)  # fmt: skip
+    w.grant_a = grant  # the grant the revocation race withdraws
+    return prior.id
 
 
 class RacingGateway(Gateway):
@@ -89,7 +105,7 @@ def test_check_recheck_inside_the_decision_transaction(
 ) -> None:
     w = world
     write, reason = RACES[race]
-    job = CheckRequest(w.acme.id, "generate", prompt=JOB_PROMPT)
+    job = CheckRequest(w.acme.id, "generate", prompt=JOB_PROMPT, prior=alices_prior(w))
     honest = RacingGateway(w, engine, None).check(job)
     assert honest.allowed, honest.reasons
     gateway = RacingGateway(w, engine, write)
@@ -138,7 +154,8 @@ def test_run_job_recheck_between_post_check_and_record(
     w = world
     create_dev_pki(w.registry.home.root)
     write, reason = RACES[race]
-    job = RunRequest(w.acme.id, "generate", JOB_PROMPT, tmp_path, steps=1, size=64)
+    prior = alices_prior(w)
+    job = RunRequest(w.acme.id, "generate", JOB_PROMPT, tmp_path, prior=prior, steps=1, size=64)
     honest = run_job(RacingGateway(w, engine, None), job, PlainBackend())
     assert honest.allowed and len(honest.outputs) == 1, honest.reasons
     assert verify_media(w.registry, honest.outputs[0], "image/png").ok
