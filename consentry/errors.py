@@ -43,6 +43,9 @@ a request was refused, ``2`` when the input or the usage was wrong.
         │   └── RollbackError         (2) a checkpoint or log is older than one already
         │                                 witnessed, or differs from it (split view)
         └── TamperError               (1) a row and its log leaf disagree
+            └── LogIntegrityError     (2) the gate cannot trust the registry: a row
+                                          contradicts the signed log, or the log
+                                          itself does not verify; every job refused
 """
 
 from __future__ import annotations
@@ -68,6 +71,7 @@ __all__ = [
     "ImageTooLargeError",
     "InputError",
     "LogError",
+    "LogIntegrityError",
     "ManifestError",
     "ModelHashError",
     "NonCanonicalError",
@@ -242,3 +246,10 @@ class RollbackError(CheckpointError):
 
 class TamperError(LogError):
     """A database row and the log leaf that records it disagree."""
+
+
+class LogIntegrityError(TamperError):
+    """The database contradicts its signed log (a row edited, forged or deleted, or a
+    leaf that does not verify): the gate refuses, and the CLI exits 2."""
+
+    exit_code = 2

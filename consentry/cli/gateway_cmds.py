@@ -34,10 +34,11 @@ def check_command(
     db: DbOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Decide whether a job may run; the decision is logged. Exit 0 allow, 1 refuse."""
+    """Decide whether a job may run; the decision is logged. Exit 0 allow, 1 refuse,
+    2 refuse because the database contradicts its signed log (integrity error)."""
     from consentry.errors import InputError
     from consentry.faces.engines import get_engine
-    from consentry.generation.gateway import CheckRequest, Gateway
+    from consentry.generation.gateway import CheckRequest, Gateway, is_integrity_failure
 
     if not requester or not purpose:
         raise InputError("give --as GRANTEE and --purpose P")
@@ -58,7 +59,7 @@ def check_command(
         for reason in receipt.reasons:
             typer.echo(f"  {reason}")
     if not receipt.allowed:
-        raise typer.Exit(1)
+        raise typer.Exit(2 if is_integrity_failure(receipt) else 1)
 
 
 def _run(
@@ -81,7 +82,7 @@ def _run(
 ) -> None:
     from consentry.errors import InputError
     from consentry.faces.engines import get_engine
-    from consentry.generation.gateway import Gateway, RunRequest, run_job
+    from consentry.generation.gateway import Gateway, RunRequest, is_integrity_failure, run_job
     from consentry.generation.placement import resolve_placement
 
     if not requester:
@@ -120,7 +121,7 @@ def _run(
         for reason in receipt.reasons:
             typer.echo(f"  {reason}")
     if not receipt.allowed:
-        raise typer.Exit(1)
+        raise typer.Exit(2 if is_integrity_failure(receipt) else 1)
 
 
 def generate_command(

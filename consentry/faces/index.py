@@ -3,11 +3,18 @@
 Invariants
 - Exact search (``IndexIDMap2(IndexFlatIP)``) over unit vectors: a refusal
   gate must not miss. One index holds one engine's embeddings, never a mix.
-- The index follows the log: ``refresh()`` applies every entry after the last
-  one it saw (enrollments add vectors, erasures remove every vector of the
-  subject, calibrations move the threshold), so a change made by any process
-  is seen by the next ``refresh()``; ``follow()`` refreshes in a background
-  thread every ``interval`` seconds.
+- The index follows the signed log (``registry.consent``), not the rows:
+  ``refresh()`` applies every verified entry after the last one it saw
+  (enrollments add vectors, erasures remove every vector of the subject,
+  calibrations move the threshold), so a change made by any process is seen by
+  the next ``refresh()``; ``follow()`` refreshes in a background thread every
+  ``interval`` seconds.
+- Embedding rows are a cache of what the signed enrollment commits to: each row
+  must exist while its subject is not erased, and match the signed blob (id,
+  kind, subject, enrollment, SHA-256 of the ciphertext); vector ids are derived
+  from the signed log index. A missing, edited or undecryptable row (or a
+  deleted data key) is a :class:`LogIntegrityError`: the gate refuses rather than
+  search an index that lacks a registered face.
 - The persisted cache is encrypted and authenticated with a key derived from
   the master key (it holds biometric vectors), records the log size and root
   it reflects, and is used only if that root is still the root of the log's
@@ -17,6 +24,7 @@ Invariants
 from __future__ import annotations
 
 import json
+import logging
 import struct
 import threading
 from dataclasses import dataclass
@@ -26,11 +34,19 @@ import faiss
 import numpy as np
 from sqlmodel import col, select
 
-from consentry.errors import ConsentryError, InputError, NotFoundError
+from consentry.errors import (
+    ConsentryError,
+    ErasedError,
+    InputError,
+    LogIntegrityError,
+    VaultError,
+)
 from consentry.fsutil import atomic_write
 from consentry.registry import merkle
-from consentry.registry.biometrics import calibration_for, decrypt_embeddings
-from consentry.registry.models import Enrollment, Erasure, LogEntry
+from consentry.registry.biometrics import open_blobs
+from consentry.registry.consent import SignedEnrollment
+from consentry.registry.models import BiometricBlob
+from consentry.registry.signing import sha256_hex
 from consentry.registry.store import Registry
 from consentry.registry.vault import seal, unseal
 
@@ -43,6 +59,7 @@ __all__ = ["DEFAULT_THRESHOLDS", "IdentityIndex", "SubjectMatch"]
 DEFAULT_THRESHOLDS: dict[str, float] = {"sface": 0.3652, "dlib": 0.922, "insightface": 0.40}
 
 _CACHE_MAGIC = b"CSIX1"
+_log = logging.getLogger("consentry.index")
 
 
 @dataclass(frozen=True)
@@ -73,7 +90,11 @@ class IdentityIndex:
         self._thread: threading.Thread | None = None
         if cache:
             self._load_cache()
-        self.refresh()
+        try:
+            self.refresh()
+        except LogIntegrityError as exc:
+            # not fatal here: every job's refresh raises it again, and is refused
+            _log.error("identity index %s: %s", engine, exc)
 
     # ------------------------------------------------------------------ state
     @property
@@ -93,77 +114,101 @@ class IdentityIndex:
 
     # ------------------------------------------------------------------ following
     def refresh(self) -> int:
-        """Apply every log entry after the last one seen; returns how many."""
+        """Apply every signed entry after the last one seen; returns how many entries
+        were followed. Raises LogIntegrityError when the log does not verify or an
+        embedding row contradicts it."""
         with self._lock:
-            with self.registry.db.read() as session:
-                entries = list(
-                    session.exec(
-                        select(LogEntry.idx, LogEntry.kind, LogEntry.record_id)
-                        .where(col(LogEntry.idx) >= self._log_size)
-                        .order_by(col(LogEntry.idx))
-                    )
-                )
-                enrollments = {
-                    e.id: e
-                    for e in session.exec(
-                        select(Enrollment).where(
-                            col(Enrollment.id).in_([r for _, k, r in entries if k == "enrollment"])
-                        )
-                    )
-                }
-                erasures = {
-                    e.id: e.subject_id
-                    for e in session.exec(
-                        select(Erasure).where(
-                            col(Erasure.id).in_([r for _, k, r in entries if k == "erasure"])
-                        )
-                    )
-                }
-            pending: list[str] = []
+            state = self.registry.consent
+            state.refresh()
+            size = state.size
+            if size <= self._log_size:
+                return 0
+            pending: list[SignedEnrollment] = []
             changed = False
-            for index, kind, record_id in entries:
-                if kind == "enrollment":
-                    enrollment = enrollments.get(record_id)
-                    if enrollment is not None and enrollment.engine == self.engine:
-                        pending.append(record_id)
+            for event in state.events_since(self._log_size):
+                if event.index >= size:
+                    break
+                if event.kind == "enrollment" and event.enrollment is not None:
+                    enrollment = event.enrollment
+                    # an enrollment of a subject erased later has no rows left: skip it
+                    if enrollment.engine == self.engine and enrollment.subject not in state.erased:
+                        pending.append(enrollment)
                         changed = True
-                elif kind == "erasure":
+                elif event.kind == "erasure":
                     self._add(pending)
                     pending = []
-                    self._remove_subject(erasures.get(record_id, ""))
+                    self._remove_subject(event.subject or "")
                     changed = True
-                self._log_size = index + 1
+                elif event.kind == "calibration" and event.engine == self.engine:
+                    self._threshold = float(event.threshold or 0.0)
             self._add(pending)
-            if any(kind == "calibration" for _, kind, _ in entries):
-                self._reload_threshold()
+            followed = size - self._log_size
+            self._log_size = size
             # Only a change of the vectors rewrites the cache: a cache of an earlier log
             # prefix stays valid (its root is checked against that prefix on load, and
             # the entries after it are applied), so decisions cost no rewrite.
             if changed and self._use_cache:
                 self._save_cache()
-            return len(entries)
+            return followed
 
-    def _add(self, enrollment_ids: list[str]) -> None:
-        if not enrollment_ids:
-            return
-        stored = [
-            s
-            for s in decrypt_embeddings(self.registry, self.engine, enrollment_ids)
-            if s.vector_id not in self._subject_of
+    def _add(self, enrollments: list[SignedEnrollment]) -> None:
+        """Decrypt and add the embeddings the signed ``enrollments`` commit to, after
+        checking each row against its signed blob."""
+        wanted = [
+            (vector_id, enrollment, blob)
+            for enrollment in enrollments
+            for vector_id, blob in enrollment.embeddings()
+            if vector_id not in self._subject_of
         ]
-        if not stored:
+        if not wanted:
             return
-        matrix = np.stack([s.embedding for s in stored]).astype(np.float32)
-        if matrix.shape[1] != self.dim:
-            raise InputError(
-                f"engine {self.engine} embeddings have {matrix.shape[1]} dimensions, "
-                f"the index {self.dim}"
-            )
-        ids = np.array([s.vector_id for s in stored], dtype=np.int64)
+        with self.registry.db.read() as session:
+            rows = {
+                r.id: r
+                for r in session.exec(
+                    select(BiometricBlob).where(
+                        col(BiometricBlob.id).in_([b.id for _, _, b in wanted])
+                    )
+                )
+            }
+            checked: list[BiometricBlob] = []
+            for _, enrollment, blob in wanted:
+                row = rows.get(blob.id)
+                where = (
+                    f"embedding {blob.id} of enrollment {enrollment.id} "
+                    f"(subject {enrollment.subject})"
+                )
+                if row is None:
+                    raise LogIntegrityError(
+                        f"{where} is missing from the database, but the signed log holds it "
+                        "and the subject was not erased (deleted embeddings)"
+                    )
+                if (row.kind, row.subject_id, row.enrollment_id, row.engine, row.sha256) != (
+                    "embedding",
+                    enrollment.subject,
+                    enrollment.id,
+                    enrollment.engine,
+                    blob.sha256,
+                ) or sha256_hex(row.ciphertext) != blob.sha256:
+                    raise LogIntegrityError(f"{where} differs from its signed enrollment")
+                checked.append(row)
+            try:
+                plain = open_blobs(self.registry, session, checked)
+            except ErasedError as exc:
+                raise LogIntegrityError(
+                    f"a data key is missing for a subject the signed log does not erase: {exc}"
+                ) from exc
+            except VaultError as exc:
+                raise LogIntegrityError(f"an embedding does not decrypt: {exc}") from exc
+        vectors = [np.frombuffer(p, dtype="<f4").astype(np.float32) for _, p in plain]
+        if any(v.shape != (self.dim,) for v in vectors):
+            raise InputError(f"engine {self.engine} embeddings do not have {self.dim} dimensions")
+        matrix = np.stack(vectors)
+        ids = np.array([vector_id for vector_id, _, _ in wanted], dtype=np.int64)
         self._index.add_with_ids(matrix, ids)
-        for item, vector in zip(stored, matrix, strict=True):
-            self._subject_of[item.vector_id] = item.subject_id
-            self._vectors[item.vector_id] = vector
+        for (vector_id, enrollment, _), vector in zip(wanted, matrix, strict=True):
+            self._subject_of[vector_id] = enrollment.subject
+            self._vectors[vector_id] = vector
 
     def _remove_subject(self, subject_id: str) -> None:
         ids = [i for i, s in self._subject_of.items() if s == subject_id]
@@ -172,12 +217,6 @@ class IdentityIndex:
             for i in ids:
                 del self._subject_of[i]
                 del self._vectors[i]
-
-    def _reload_threshold(self) -> None:
-        try:
-            self._threshold = calibration_for(self.registry, self.engine).threshold
-        except NotFoundError:
-            self._threshold = DEFAULT_THRESHOLDS.get(self.engine, 0.5)
 
     def follow(self, interval: float = 0.2) -> None:
         """Refresh in a daemon thread every ``interval`` seconds until ``stop()``."""

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -23,10 +24,15 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
-from sqlalchemy import func
-from sqlmodel import col, select
+from sqlmodel import select
 
-from consentry.errors import ConsentryError, ErasedError, InputError, NotFoundError
+from consentry.errors import (
+    ConsentryError,
+    ErasedError,
+    InputError,
+    LogIntegrityError,
+    NotFoundError,
+)
 from consentry.faces.engine import FaceEngine
 from consentry.faces.images import LoadedImage, load_image
 from consentry.faces.index import IdentityIndex
@@ -49,21 +55,26 @@ from consentry.generation.policy import (
     Verdict,
     decide,
 )
-from consentry.registry.biometrics import is_erased
 from consentry.registry.decisions import record_decision
-from consentry.registry.models import Decision, Grant, Prior, Revocation, Subject
+from consentry.registry.models import Decision, Grant, Prior
 from consentry.registry.statements import format_time
 from consentry.registry.store import Registry
 
 __all__ = [
+    "INTEGRITY_PREFIX",
     "CheckRequest",
     "Gateway",
     "Receipt",
     "RunRequest",
     "grant_facts",
+    "is_integrity_failure",
     "prior_store_path",
     "run_job",
 ]
+
+
+INTEGRITY_PREFIX = "integrity error: "
+_log = logging.getLogger("consentry.gateway")
 
 
 def _hash_file(path: Path) -> str:
@@ -80,34 +91,31 @@ def _hash_file(path: Path) -> str:
 def grant_facts(registry: Registry, subjects: set[str], prior: PriorFact | None) -> list[GrantFact]:
     """Every grant of ``subjects`` and every grant naming ``prior``, in log order
     (so the oldest covering grant is the one a decision names), with its revocation
-    state as the registry holds it now."""
-    with registry.db.read() as session:
-        query = select(Grant).where(col(Grant.subject_id).in_(sorted(subjects)))
-        rows = {g.id: g for g in session.exec(query.order_by(col(Grant.log_index)))}
-        if prior is not None:
-            for grant in session.exec(select(Grant).order_by(col(Grant.log_index))):
-                if prior.registered_sha256 in grant.priors:
-                    rows[grant.id] = grant
-        rows = dict(sorted(rows.items(), key=lambda item: item[1].log_index))
-        revoked = {
-            r.grant_id
-            for r in session.exec(
-                select(Revocation).where(col(Revocation.grant_id).in_(sorted(rows)))
-            )
-        }
+    state: all from the signed log as followed now (``registry.consent``), never from
+    grant or revocation rows. The rows of ``subjects`` (subject, grants, revocations)
+    are checked against it: a mismatch is a LogIntegrityError."""
+    state = registry.consent
+    state.check_rows(subjects)
+    sha = prior.registered_sha256 if prior is not None else None
     return [
         GrantFact(
             g.id,
-            g.subject_id,
-            g.grantee_id,
-            tuple(g.purposes),
-            tuple(g.priors),
+            g.subject,
+            g.grantee,
+            g.purposes,
+            g.priors,
             g.not_before,
             g.not_after,
-            g.id in revoked,
+            g.id in state.revoked,
         )
-        for g in rows.values()
+        for g in state.grants_for(subjects, sha)
     ]
+
+
+def is_integrity_failure(receipt: Receipt) -> bool:
+    """Whether a refusal was for an integrity error (rows contradict the signed log):
+    the CLI exits 2 for it."""
+    return any(INTEGRITY_PREFIX in reason for reason in receipt.reasons)
 
 
 @dataclass(frozen=True)
@@ -233,21 +241,38 @@ class Gateway:
         return facts, shown
 
     def _prior(self, prior_id: str | None) -> PriorFact | None:
+        """The prior as the signed log registered it (subject, SHA-256, kind), and the
+        SHA-256 of its file now. A prior row the log does not hold is an integrity error."""
         if prior_id is None:
             return None
+        state = self.registry.consent
+        state.refresh()
+        signed = state.priors.get(prior_id)
         with self.registry.db.read() as session:
             row = session.get(Prior, prior_id)
-            erased = row is not None and is_erased(session, row.subject_id)
-        if row is None:
+        if signed is None:
+            if row is not None:
+                raise LogIntegrityError(
+                    f"prior {prior_id} has a database row but no signed log entry (forged row)"
+                )
             raise NotFoundError(f"no prior {prior_id!r}: see 'consentry prior list'")
-        if erased:
+        if row is None or (row.subject_id, row.sha256, row.kind, row.details) != (
+            signed.subject,
+            signed.sha256,
+            signed.kind,
+            signed.details,
+        ):
+            raise LogIntegrityError(
+                f"prior {prior_id}: its row is missing or differs from the signed log"
+            )
+        if signed.subject in state.erased:
             raise ErasedError(
-                f"prior {prior_id} is of subject {row.subject_id}, who was erased: "
+                f"prior {prior_id} is of subject {signed.subject}, who was erased: "
                 "their priors can no longer be used"
             )
-        path = prior_store_path(self.registry, row.sha256, row.kind)
+        path = prior_store_path(self.registry, signed.sha256, signed.kind)
         file_sha256 = _hash_file(path) if path.exists() else "missing"
-        return PriorFact(row.id, row.subject_id, row.sha256, file_sha256, row.kind)
+        return PriorFact(signed.id, signed.subject, signed.sha256, file_sha256, signed.kind)
 
     def _grants(self, subjects: set[str], prior: PriorFact | None) -> list[GrantFact]:
         return grant_facts(self.registry, subjects, prior)
@@ -258,14 +283,15 @@ class Gateway:
         return list(dict.fromkeys(subject for subject, _ in self._matcher().find(prompt)))
 
     def _matcher(self) -> AliasMatcher:
-        """The alias matcher over every subject, rebuilt only when subjects were added
-        (subjects are append-only and their names and aliases never change)."""
-        with self.registry.db.read() as session:
-            stamp = tuple(session.exec(select(func.count(), func.max(Subject.log_index))).one())
+        """The alias matcher over every subject of the signed log (names and aliases as
+        signed, never the rows), rebuilt only when subjects were added (subjects are
+        append-only and their names and aliases never change)."""
+        state = self.registry.consent
+        state.refresh()
+        stamp: tuple[object, ...] = state.subject_stamp()
         if self._aliases is None or self._aliases[0] != stamp:
-            matcher = AliasMatcher(
-                (s.id, [s.display_name, *s.aliases]) for s in self.registry.list_subjects()
-            )
+            subjects = state.subjects_in_order()
+            matcher = AliasMatcher((s.id, [s.display_name, *s.aliases]) for s in subjects)
             self._aliases = (stamp, matcher)
         return self._aliases[1]
 
@@ -273,10 +299,10 @@ class Gateway:
     def check(self, request: CheckRequest) -> Receipt:
         """Decide a job without running it, and log the decision."""
         pre = self._pre(request)
-        decision = self._record(
+        decision, verdict = self._record(
             pre.grantee_id, request.purpose, pre.verdict, pre.prior_sha, pre.inputs, []
         )
-        return pre.receipt(decision)
+        return replace(pre, verdict=verdict).receipt(decision)
 
     def _pre(self, request: CheckRequest) -> _PreCheck:
         """Gather the facts and decide, logging nothing; never raises, except
@@ -289,7 +315,8 @@ class Gateway:
         facts: JobFacts | None = None
         images: list[LoadedImage] = []
         try:
-            grantee_id = self.registry.get_grantee(request.grantee).id
+            self.registry.consent.refresh()
+            grantee_id = self.registry.consent.resolve_grantee(request.grantee).id
             images = [load_image(source) for source in request.images]
             inputs = [image.sha256 for image in images]
             faces, shown = self._faces(images)
@@ -315,11 +342,24 @@ class Gateway:
                 limits=self.limits,
             )
             verdict = decide(facts)
+        except LogIntegrityError as exc:
+            verdict = Verdict(False, (f"refused: {INTEGRITY_PREFIX}{exc}",), (), ())
+            _log.error("job of %r refused: integrity error: %s", request.grantee, exc)
+            if grantee_id is None:
+                grantee_id = self._logged_requester(request.grantee)
         except ConsentryError as exc:
             verdict = Verdict(False, (f"refused: {exc}",), (), ())
         except Exception as exc:  # fail closed on anything unexpected
             verdict = Verdict(False, (f"internal error: {type(exc).__name__}: {exc}",), (), ())
         return _PreCheck(grantee_id, verdict, prior_sha, inputs, shown, facts, images)
+
+    def _logged_requester(self, ref: str) -> str | None:
+        """The requester's id from its row, only to log a refusal when the signed state
+        cannot be read (a refusal never opens the gate, whatever the row says)."""
+        try:
+            return self.registry.get_grantee(ref).id
+        except ConsentryError:
+            return None
 
     def _record(
         self,
@@ -329,10 +369,15 @@ class Gateway:
         prior_sha: str | None,
         inputs: list[str],
         outputs: list[str],
-    ) -> Decision | None:
-        """Log the verdict; an unknown requester or purpose cannot be logged."""
+    ) -> tuple[Decision | None, Verdict]:
+        """Log the verdict; an unknown requester or purpose cannot be logged.
+
+        Returns the decision and the verdict as logged: an allow that a revocation or
+        erasure committed since the facts were read overtook is logged, and returned,
+        as a refusal (``record_decision`` re-checks inside its write transaction).
+        """
         if grantee_id is None:
-            return None
+            return None, verdict
         try:
             decision = record_decision(
                 self.registry,
@@ -347,9 +392,18 @@ class Gateway:
                 outputs,
             )
         except InputError:
-            return None
-        self.registry.checkpoint()
-        return decision
+            return None, verdict
+        try:
+            self.registry.checkpoint()
+        except ConsentryError as exc:  # a truncated or rewritten log: nothing is allowed
+            _log.error("decision %s logged, but no checkpoint: %s", decision.id, exc)
+            reason = f"refused: {INTEGRITY_PREFIX}the log cannot be checkpointed: {exc}"
+            reasons = (*(verdict.reasons if not verdict.allowed else ()), reason)
+            return decision, Verdict(False, reasons, verdict.grants_used, verdict.subjects)
+        if verdict.allowed and not decision.allowed:
+            _log.warning("allow overtaken at release: %s", "; ".join(decision.reasons))
+            verdict = Verdict(False, tuple(decision.reasons), verdict.grants_used, verdict.subjects)
+        return decision, verdict
 
 
 @dataclass(frozen=True)
@@ -394,11 +448,10 @@ def run_job(gateway: Gateway, request: RunRequest, backend: Backend | None = Non
         )
     )
     if not pre.verdict.allowed or pre.facts is None:
-        return pre.receipt(
-            gateway._record(
-                pre.grantee_id, request.purpose, pre.verdict, pre.prior_sha, pre.inputs, []
-            )
+        decision, verdict = gateway._record(
+            pre.grantee_id, request.purpose, pre.verdict, pre.prior_sha, pre.inputs, []
         )
+        return replace(pre, verdict=verdict).receipt(decision)
     outputs: list[bytes] = []
     memos: list[MemorizationScore | None] = []
     details: dict[str, object] = {}
@@ -422,6 +475,9 @@ def run_job(gateway: Gateway, request: RunRequest, backend: Backend | None = Non
             copy_ssim=max(copies) if copies else None,
         )
         verdict = decide(post)
+    except LogIntegrityError as exc:
+        verdict = Verdict(False, (f"refused while running: {INTEGRITY_PREFIX}{exc}",), (), ())
+        _log.error("job of %r refused while running: integrity error: %s", request.grantee, exc)
     except ConsentryError as exc:
         verdict = Verdict(False, (f"refused while running: {exc}",), (), ())
     except Exception as exc:  # fail closed on anything unexpected
@@ -429,7 +485,9 @@ def run_job(gateway: Gateway, request: RunRequest, backend: Backend | None = Non
             False, (f"internal error while running: {type(exc).__name__}: {exc}",), (), ()
         )
     hashes = [hashlib.sha256(data).hexdigest() for data in outputs]
-    decision = gateway._record(
+    # the post-check read revocations above; the record re-checks them (and erasures)
+    # inside its write transaction, so one committed since is not missed
+    decision, verdict = gateway._record(
         pre.grantee_id, request.purpose, verdict, pre.prior_sha, pre.inputs, hashes
     )
     limit = gateway.limits.max_copy_ssim
@@ -449,11 +507,10 @@ def run_job(gateway: Gateway, request: RunRequest, backend: Backend | None = Non
         refusal = Verdict(
             False, (f"outputs not signed, withheld: {type(exc).__name__}: {exc}",), (), ()
         )
-        return replace(final, verdict=refusal).receipt(
-            gateway._record(
-                pre.grantee_id, request.purpose, refusal, pre.prior_sha, pre.inputs, hashes
-            )
+        logged, refusal = gateway._record(
+            pre.grantee_id, request.purpose, refusal, pre.prior_sha, pre.inputs, hashes
         )
+        return replace(final, verdict=refusal).receipt(logged)
     return replace(final.receipt(decision, signed), details=details)
 
 

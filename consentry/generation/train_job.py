@@ -31,7 +31,7 @@ from consentry.generation.gateway import grant_facts
 from consentry.generation.personalize import TrainConfig, TrainResult, train_prior
 from consentry.generation.placement import resolve_placement
 from consentry.generation.policy import GrantFact, active_grant, grant_problems
-from consentry.registry.biometrics import decrypt_photos, is_erased
+from consentry.registry.biometrics import decrypt_photos
 from consentry.registry.decisions import record_decision
 from consentry.registry.models import Decision, Prior
 from consentry.registry.statements import format_time
@@ -72,8 +72,9 @@ def _covering_grant(
 
 
 def _erased(registry: Registry, subject_id: str) -> bool:
-    with registry.db.read() as session:
-        return is_erased(session, subject_id)
+    """From the signed log (``registry.consent``), not the erasure rows."""
+    registry.consent.refresh()
+    return subject_id in registry.consent.erased
 
 
 def train_under_grant(
@@ -121,6 +122,8 @@ def train_under_grant(
         [],
     )
     registry.checkpoint()
+    if not start.allowed:  # revoked or erased since the grant was read (re-checked at record)
+        raise GrantError("; ".join(start.reasons))
     folder = work_dir or default_work_dir(registry, subject_id, config)
     result = train_prior(
         model_dir, photos, config, folder, resume=resume, progress=progress, device=placement
@@ -158,6 +161,10 @@ def train_under_grant(
         photo_hashes,
         [result.sha256],
     )
+    if not finish.allowed:  # revoked or erased since the check above (re-checked at record)
+        result.path.unlink(missing_ok=True)
+        registry.checkpoint()
+        raise GrantError("; ".join(finish.reasons) + ": the trained prior was discarded")
     prior = registry.add_prior(
         subject_id,
         config.kind,

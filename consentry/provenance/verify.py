@@ -17,8 +17,16 @@
      time window at the decision time, not revoked before it), is for the decision's
      grantee and purpose, every subject has one, and one of them names the prior.
 
+Every registry fact used here (operator keys, the key in force at the decision's
+index, grants, revocations, subjects) comes from the signed log as followed by
+``registry.consent``, never from rows: a widened, re-pointed or forged grant row
+changes nothing. A log that does not verify raises :class:`LogIntegrityError`.
+
 A revocation appended after the decision does not fail an output released under it:
 consent is judged at the time of the decision.
+
+A failed result carries no claimed decision, grants or subjects as findings: what
+the manifest claimed is kept apart, under ``claimed``.
 """
 
 from __future__ import annotations
@@ -37,6 +45,7 @@ from consentry.errors import (
     CorruptImageError,
     ImageError,
     ImageTooLargeError,
+    LogIntegrityError,
     UnsupportedImageError,
 )
 from consentry.faces.images import MAX_BYTES_DEFAULT, load_image_bytes, sniff_format
@@ -50,7 +59,7 @@ from consentry.provenance.manifest import (
 )
 from consentry.registry import checkpoint as cp
 from consentry.registry import merkle
-from consentry.registry.decisions import grant_valid_at_index
+from consentry.registry.consent import ConsentState
 from consentry.registry.offline import verify_inclusion_bundle
 from consentry.registry.signing import Envelope, checkpoint_key_name, parse_canonical
 
@@ -71,7 +80,13 @@ _SIGNABLE_MIME = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"
 
 @dataclass
 class VerifyResult:
-    """What :func:`verify_media` found; ``ok`` iff C2PA is ``trusted`` and consent holds."""
+    """What :func:`verify_media` found; ``ok`` iff C2PA is ``trusted`` and consent holds.
+
+    ``decision_id``, ``log_index``, ``grant_ids``, ``subject_ids`` and ``memorization``
+    are findings: set only when consent held. ``claimed`` is what the consent
+    assertion said (decision, log index, grants, subject pseudonyms, memorization),
+    verified or not: on a failed result it is an unproven claim, nothing more.
+    """
 
     ok: bool
     c2pa_state: ManifestState
@@ -82,7 +97,8 @@ class VerifyResult:
     grant_ids: list[str] = field(default_factory=list)
     subject_ids: list[str] = field(default_factory=list)
     log_index: int | None = None
-    memorization: dict[str, Any] | None = None  # as claimed by the consent assertion
+    memorization: dict[str, Any] | None = None  # from the verified consent assertion
+    claimed: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -193,8 +209,9 @@ def _check_log(registry: Registry, checkpoint: cp.Checkpoint) -> None:
 
 
 def _decision_statement(
-    registry: Registry, claim: dict[str, Any], keys: dict[str, Ed25519PublicKey]
+    registry: Registry, state: ConsentState, claim: dict[str, Any]
 ) -> dict[str, Any]:
+    keys = state.operator_keys()
     decision_id = _field(claim, "decision", str)
     index = _field(claim, "log_index", int)
     proof = _field(claim, "inclusion_proof", dict)
@@ -204,6 +221,8 @@ def _decision_statement(
         raise _ConsentFailedError("the inclusion proof is not for the decision's log index")
     if not 0 <= index < checkpoint.tree_size:
         raise _ConsentFailedError(f"log index {index} is outside the checkpoint's tree")
+    if index >= state.size:
+        raise _ConsentFailedError(f"log index {index} is not in this registry's signed log")
     _check_log(registry, checkpoint)
     leaf = registry.entry(index).leaf_json
     bundle = {**proof, "checkpoint": note, "leaf": leaf}
@@ -216,10 +235,12 @@ def _decision_statement(
     try:
         body = parse_canonical(leaf.encode())
         envelope = Envelope.from_json(body.get("envelope", {}))
-        signers = [k for k in envelope.key_ids if k in keys]
-        if not signers:
-            raise _ConsentFailedError(f"log entry {index} is not signed by an operator key")
-        envelope.verify(keys, signers[:1])
+        active = state.key_active_at(index)
+        if active is None or active not in envelope.key_ids:
+            raise _ConsentFailedError(
+                f"log entry {index} is not signed by the operator key in force at that index"
+            )
+        envelope.verify(keys, [active])
         statement = envelope.statement
     except ConsentryError as exc:
         raise _ConsentFailedError(f"log entry {index} does not verify: {exc}") from exc
@@ -232,29 +253,30 @@ def _decision_statement(
     return statement
 
 
-def _resolve_subjects(registry: Registry, pseudonyms: list[str]) -> list[str]:
+def _resolve_subjects(registry: Registry, state: ConsentState, pseudonyms: list[str]) -> list[str]:
     key = pseudonym_key(registry)
-    known = {subject_pseudonym(key, s.id): s.id for s in registry.list_subjects()}
+    known = {subject_pseudonym(key, s.id): s.id for s in state.subjects_in_order()}
     missing = [p for p in pseudonyms if p not in known]
     if missing:
         raise _ConsentFailedError(f"subject {missing[0][:16]}... is not a subject of this registry")
     return [known[p] for p in pseudonyms]
 
 
-def _check_grants(registry: Registry, statement: dict[str, Any], index: int) -> None:
+def _check_grants(state: ConsentState, statement: dict[str, Any], index: int) -> None:
+    """Each grant as signed in the log (never its row) was valid at ``index``."""
     at = str(statement.get("time"))
     covered: set[str] = set()
     priors: set[str] = set()
     for grant_id in statement.get("grants") or ():
-        valid, why = grant_valid_at_index(registry, str(grant_id), index, at)
+        valid, why = state.grant_valid_at(str(grant_id), index, at)
         if not valid:
             raise _ConsentFailedError(why)
-        grant = registry.get_grant(str(grant_id))
-        if grant.grantee_id != statement.get("grantee"):
+        grant = state.grants[str(grant_id)]
+        if grant.grantee != statement.get("grantee"):
             raise _ConsentFailedError(f"grant {grant.id} is for another grantee")
         if statement.get("purpose") not in grant.purposes:
             raise _ConsentFailedError(f"grant {grant.id} does not cover {statement.get('purpose')}")
-        covered.add(grant.subject_id)
+        covered.add(grant.subject)
         priors.update(grant.priors)
     for subject_id in statement.get("subjects") or ():
         if subject_id not in covered:
@@ -264,22 +286,34 @@ def _check_grants(registry: Registry, statement: dict[str, Any], index: int) -> 
         raise _ConsentFailedError(f"no grant of the decision names prior {str(prior)[:16]}...")
 
 
+def _claims(claim: Any) -> dict[str, Any]:
+    """What the assertion claims, as given (unverified), for ``VerifyResult.claimed``."""
+    if not isinstance(claim, dict):
+        return {}
+    names = ("decision", "log_index", "grants", "subjects", "purpose", "prior_sha256")
+    found = {name: claim[name] for name in names if name in claim}
+    if isinstance(claim.get("memorization"), dict):
+        found["memorization"] = dict(claim["memorization"])
+    return found
+
+
 def _check_consent(registry: Registry, claim: Any, result: VerifyResult) -> None:
+    """Raise _ConsentFailedError unless consent holds; on success fill the findings."""
     if not isinstance(claim, dict):
         raise _ConsentFailedError(f"the manifest has no {CONSENT_LABEL} assertion")
+    result.claimed = _claims(claim)
     if claim.get("version") != CONSENT_VERSION:
         raise _ConsentFailedError(f"unknown consent assertion version {claim.get('version')!r}")
-    result.decision_id = _field(claim, "decision", str)
-    result.log_index = _field(claim, "log_index", int)
-    result.grant_ids = _str_list(claim, "grants")
-    claimed = claim.get("memorization")
-    result.memorization = dict(claimed) if isinstance(claimed, dict) else None
+    decision_id = _field(claim, "decision", str)
+    log_index = _field(claim, "log_index", int)
+    grant_ids = _str_list(claim, "grants")
     pseudonyms = _str_list(claim, "subjects")
-    keys = registry.trusted_keys()
-    statement = _decision_statement(registry, claim, keys)
+    state = registry.consent
+    state.refresh()
+    statement = _decision_statement(registry, state, claim)
     if statement.get("allowed") is not True:
         reasons = "; ".join(str(r) for r in statement.get("reasons") or ()) or "no reason"
-        raise _ConsentFailedError(f"decision {result.decision_id} was a refusal ({reasons})")
+        raise _ConsentFailedError(f"decision {decision_id} was a refusal ({reasons})")
     for name, logged in (
         ("purpose", statement.get("purpose")),
         ("grants", statement.get("grants")),
@@ -287,10 +321,14 @@ def _check_consent(registry: Registry, claim: Any, result: VerifyResult) -> None
     ):
         if claim.get(name) != logged:
             raise _ConsentFailedError(f"the consent assertion's {name} do not match the decision's")
-    result.subject_ids = _resolve_subjects(registry, pseudonyms)
-    if result.subject_ids != list(statement.get("subjects") or ()):
+    subject_ids = _resolve_subjects(registry, state, pseudonyms)
+    if subject_ids != list(statement.get("subjects") or ()):
         raise _ConsentFailedError("the consent assertion's subjects do not match the decision's")
-    _check_grants(registry, statement, result.log_index)
+    _check_grants(state, statement, log_index)
+    claimed = claim.get("memorization")
+    result.decision_id, result.log_index = decision_id, log_index
+    result.grant_ids, result.subject_ids = grant_ids, subject_ids
+    result.memorization = dict(claimed) if isinstance(claimed, dict) else None
 
 
 def verify_media(registry: Registry, data: bytes, mime: str) -> VerifyResult:
@@ -298,7 +336,8 @@ def verify_media(registry: Registry, data: bytes, mime: str) -> VerifyResult:
 
     Never raises for a bad or hostile manifest (that is a failed result). Raises
     ImageTooLargeError for data over the size cap, ManifestError for an unsupported
-    ``mime``, ConfigError when the registry has no root certificate.
+    ``mime``, ConfigError when the registry has no root certificate, and
+    LogIntegrityError when this registry's own log does not verify (exit code 2).
     """
     if len(data) > MAX_BYTES_DEFAULT:
         raise ImageTooLargeError(f"{len(data)} bytes, more than the limit of {MAX_BYTES_DEFAULT}")
@@ -319,6 +358,8 @@ def verify_media(registry: Registry, data: bytes, mime: str) -> VerifyResult:
     except _ConsentFailedError as exc:
         result.consent_reason = str(exc)
         return result
+    except LogIntegrityError:
+        raise
     except ConsentryError as exc:  # e.g. a log entry or grant the registry lacks
         result.consent_reason = f"consent check failed: {exc}"
         return result

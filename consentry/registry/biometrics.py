@@ -47,6 +47,7 @@ __all__ = [
     "enroll",
     "erase_subject",
     "is_erased",
+    "open_blobs",
     "record_calibration",
 ]
 
@@ -219,6 +220,14 @@ def _decrypt(
         )
         result.append((blob, plaintext))
     return result
+
+
+def open_blobs(
+    registry: Registry, session: Session, blobs: Sequence[BiometricBlob]
+) -> list[tuple[BiometricBlob, bytes]]:
+    """Decrypt exactly these blob rows (in memory only): ErasedError without the data
+    key, VaultError when a ciphertext does not authenticate."""
+    return _decrypt(registry, session, blobs)
 
 
 def decrypt_embeddings(

@@ -9,11 +9,19 @@ Invariants
 - **Consent at the time** (DESIGN.md): a grant is valid at log index *i* iff it
   was appended before *i*, its window contains the decision time, and no
   revocation of it was appended before *i*. A revocation appended after a
-  decision does not undo it: outputs released under it stay valid.
+  decision does not undo it: outputs released under it stay valid. Validity is
+  judged from the signed log (``registry.consent``), never from grant rows.
+- **Revocation wins every race**: an *allow* is re-checked inside its own write
+  transaction, after the writer lock is taken, against the log's tail as it is
+  then (entries committed by any process): a grant it names that is now revoked
+  or outside its window, or the subject of the prior it uses now erased, turns it
+  into a logged refusal. Nothing can be appended between that
+  re-check and the decision's leaf.
 """
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Iterable, Sequence
 from datetime import datetime
@@ -21,15 +29,18 @@ from typing import TYPE_CHECKING
 
 from sqlmodel import Session, select
 
-from consentry.errors import InputError, NotFoundError
-from consentry.registry.models import Decision, Grant, Grantee, Revocation, Subject
+from consentry.errors import ConsentryError, InputError, NotFoundError
+from consentry.registry.models import Decision, Grant, Grantee, Subject
 from consentry.registry.signing import Envelope, canonical_json
 from consentry.registry.statements import PURPOSES, format_time, parse_time, statement_of
 
 if TYPE_CHECKING:
     from consentry.registry.store import Registry
 
-__all__ = ["get_decision", "grant_valid_at_index", "record_decision"]
+__all__ = ["RACE_PREFIX", "get_decision", "grant_valid_at_index", "record_decision"]
+
+# The reasons of an allow turned into a refusal by the in-transaction re-check start so.
+RACE_PREFIX = "refused at release: "
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -86,7 +97,15 @@ def record_decision(
     prior = _hashes([prior_sha256], "prior")[0] if prior_sha256 is not None else None
     input_hashes = _hashes(inputs, "input")
     output_hashes = _hashes(outputs, "output")
+    if allowed:  # catch up outside the writer lock, so only the tail is read under it
+        with contextlib.suppress(ConsentryError):  # the re-check below reports it
+            registry.consent.refresh()
     with registry.db.write() as session:
+        moment = format_time(registry.now())
+        if allowed:
+            late = _recheck(registry, session, grant_ids, prior, moment)
+            if late:
+                allowed, reason_list = False, [RACE_PREFIX + r for r in late]
         grantee_id = _grantee_id(session, grantee)
         for grant_id in grant_ids:
             if session.get(Grant, grant_id) is None:
@@ -105,7 +124,7 @@ def record_decision(
             prior_sha256=prior,
             inputs_json=canonical_json(input_hashes).decode(),
             outputs_json=canonical_json(output_hashes).decode(),
-            created_at=format_time(registry.now()),
+            created_at=moment,
             log_index=-1,
         )
         key = registry.signing_key(session)
@@ -122,36 +141,48 @@ def get_decision(registry: Registry, decision_id: str) -> Decision:
     return row
 
 
+def _recheck(
+    registry: Registry,
+    session: Session,
+    grant_ids: Sequence[str],
+    prior_sha256: str | None,
+    moment: str,
+) -> list[str]:
+    """Why an allow no longer holds at the log's tail, read in the writer's ``session``
+    (empty: it still holds). A log that does not verify is a reason too."""
+    state = registry.consent
+    try:
+        state.refresh(session)
+    except ConsentryError as exc:
+        return [f"integrity error: {exc}"]
+    index = state.size  # the index the decision is about to get
+    problems: list[str] = []
+    for grant_id in grant_ids:
+        valid, why = state.grant_valid_at(grant_id, index, moment)
+        if not valid:
+            problems.append(why)
+    # an erasure leaves consent in place (the subject's face becomes unknown, their
+    # name still needs a grant) but ends the use of their priors
+    owners = [p.subject for p in state.priors_with_sha(prior_sha256)] if prior_sha256 else []
+    for subject_id in dict.fromkeys(s for s in owners if s in state.erased):
+        problems.append(
+            f"subject {subject_id}, whose prior the job uses, was erased at log index "
+            f"{state.erased[subject_id]}"
+        )
+    return problems
+
+
 def grant_valid_at_index(
     registry: Registry, grant_id: str, index: int, at_time: datetime | str
 ) -> tuple[bool, str]:
     """Was ``grant_id`` valid for a decision at log index ``index`` taken at ``at_time``?
 
     Returns ``(True, why)`` or ``(False, why)``; ``why`` is one line naming the rule
-    that decided. See the module docstring for the rule.
+    that decided. See the module docstring for the rule. Judged from the signed log
+    (``registry.consent``, followed first); raises LogIntegrityError when it does not
+    verify.
     """
     moment = format_time(parse_time(at_time) if isinstance(at_time, str) else at_time)
-    with registry.db.read() as session:
-        grant = session.get(Grant, grant_id)
-        revocation = (
-            None
-            if grant is None
-            else session.exec(select(Revocation).where(Revocation.grant_id == grant_id)).first()
-        )
-    if grant is None:
-        return False, f"grant {grant_id} does not exist in this registry"
-    if grant.log_index >= index:
-        return False, (
-            f"grant {grant_id} was appended at log index {grant.log_index}, "
-            f"not before the decision at {index}"
-        )
-    if moment < grant.not_before:
-        return False, f"grant {grant_id} was not yet valid at {moment} (from {grant.not_before})"
-    if grant.not_after is not None and moment >= grant.not_after:
-        return False, f"grant {grant_id} had expired at {moment} (until {grant.not_after})"
-    if revocation is not None and revocation.log_index < index:
-        return False, (
-            f"grant {grant_id} was revoked at log index {revocation.log_index}, "
-            f"before the decision at {index}"
-        )
-    return True, f"grant {grant_id} was valid at log index {index}"
+    state = registry.consent
+    state.refresh()
+    return state.grant_valid_at(grant_id, index, moment)

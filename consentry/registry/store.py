@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import bindparam, func, insert
@@ -45,6 +45,7 @@ from consentry.errors import (
     GrantNotYetValidError,
     GrantRevokedError,
     InputError,
+    LogIntegrityError,
     NotFoundError,
     RetiredKeyError,
     RollbackError,
@@ -86,6 +87,9 @@ from consentry.registry.statements import (
 from consentry.registry.vault import MasterKey
 from consentry.registry.verify import LogReport, verify_log
 from consentry.registry.witness import WitnessStore, check_extends
+
+if TYPE_CHECKING:
+    from consentry.registry.consent import ConsentState
 
 __all__ = ["GrantStatus", "InclusionProof", "Registry", "leaf_bytes", "parse_until"]
 
@@ -174,6 +178,7 @@ class Registry:
         self.witness = witness if witness is not None else WitnessStore.resolve()
         # (size, leaf hash hex at size - 1) of the tree last proved to extend the witness
         self._witnessed_tail: tuple[int, str] | None = None
+        self._consent: ConsentState | None = None
 
     # ------------------------------------------------------------------ opening
     @classmethod
@@ -277,6 +282,16 @@ class Registry:
     def new_id(prefix: str) -> str:
         """A fresh random record id such as ``grt_3f2a...``."""
         return _new_id(prefix)
+
+    @property
+    def consent(self) -> ConsentState:
+        """The consent facts followed from the signed log (``registry.consent``): what
+        the gateway and ``verify`` trust; call ``refresh()`` to follow new entries."""
+        if self._consent is None:
+            from consentry.registry.consent import ConsentState
+
+            self._consent = ConsentState(self)
+        return self._consent
 
     @property
     def master_key(self) -> MasterKey:
@@ -442,12 +457,24 @@ class Registry:
         return row
 
     def authenticate_grantee(self, api_key: str) -> Grantee:
-        """The grantee holding ``api_key`` (constant-time comparison of hashes)."""
+        """The grantee holding ``api_key`` (constant-time comparison of hashes), judged
+        by the key hash in the grantee's signed log entry, never by the row's."""
         digest = sha256_hex(api_key.encode())
-        with self.db.read() as session:
-            rows = list(session.exec(select(Grantee)))
-        for row in rows:
-            if hmac.compare_digest(row.api_key_sha256, digest):
+        state = self.consent
+        state.refresh()
+        for signed in list(state.grantees.values()):
+            if hmac.compare_digest(signed.api_key_sha256, digest):
+                try:
+                    row = self.get_grantee(signed.id)
+                except NotFoundError:
+                    row = None
+                if row is None or (row.name, row.api_key_sha256) != (
+                    signed.name,
+                    signed.api_key_sha256,
+                ):
+                    raise LogIntegrityError(
+                        f"grantee {signed.id}: its row is missing or differs from the signed log"
+                    )
                 return row
         raise SignatureError("unknown API key")
 

@@ -16,6 +16,12 @@ What is checked, in one pass over the log in index order:
    checkpoints table was edited too.
 
 Problems are collected, not raised, so one run names every bad record.
+
+Steps 1 and 2 are :class:`LogChecker`, which reads no row: the consent follower
+(``registry.consent``) runs the same checks, entry by entry, to build the facts the
+gateway and ``consentry verify`` trust. Step 3 and the biometric checks (every blob
+a signed enrollment of a subject not erased commits to, and that subject's data
+key, are present; an erased subject keeps neither) are this module's alone.
 """
 
 from __future__ import annotations
@@ -58,7 +64,7 @@ from consentry.registry.signing import (
 )
 from consentry.registry.statements import KIND_OF_TYPE, rotation_statement, statement_of
 
-__all__ = ["LogReport", "prefix_roots", "verify_log"]
+__all__ = ["LogChecker", "LogReport", "prefix_roots", "verify_log"]
 
 _ROW_TYPES: dict[str, type[Any]] = {
     "subject": Subject,
@@ -118,20 +124,27 @@ def _record_id(row: Any) -> str:
     return str(row.key_id if isinstance(row, OperatorKey) else row.id)
 
 
-class _Verifier:
-    def __init__(self, session: Session) -> None:
-        self.session = session
-        self.report = LogReport()
-        self.rows: dict[str, dict[str, Any]] = {
-            kind: {_record_id(r): r for r in session.exec(select(table))}
-            for kind, table in _ROW_TYPES.items()
-            if kind != "key-rotation"
-        }
-        self.seen: dict[str, set[str]] = {kind: set() for kind in self.rows}
+class LogChecker:
+    """Checks log leaves in index order against the signed history before them.
+
+    Rows play no part: this is the one verifier of leaves (canonical JSON, kinds,
+    the operator key in force at each index, subject co-signatures, key rotations,
+    names of earlier records), shared by ``log verify`` (which compares rows on
+    top, in ``_Verifier``) and by the gateway's consent follower
+    (``registry.consent``), which builds its facts from what passes here.
+
+    ``deferred``: queue the Ed25519 checks in a :class:`SignatureBatcher` and report
+    them in ``check_signatures`` (``log verify``); otherwise each is checked at once
+    and a bad one raises :class:`SignatureError` (the follower).
+    """
+
+    def __init__(self, deferred: bool = False) -> None:
+        self.deferred = deferred
         self.keys: dict[str, Ed25519PublicKey] = {}  # every operator key ever introduced
         self.active_key: str | None = None
         self.subject_keys: dict[str, str | None] = {}  # subject id -> logged public key hex
         self.grant_subject: dict[str, str] = {}
+        self.grantees: set[str] = set()
         self.erased: set[str] = set()
         self.signatures = SignatureBatcher()
         # key id -> (log index introducing it, log index retiring it or None)
@@ -147,7 +160,10 @@ class _Verifier:
         trusted: dict[str, Ed25519PublicKey],
         required: list[str],
     ) -> None:
-        """Structural checks now; the Ed25519 checks are batched (``check_signatures``)."""
+        """Structural checks now; the Ed25519 checks now or batched (``check_signatures``)."""
+        if not self.deferred:
+            envelope.verify(trusted, required, statement=statement)
+            return
         collected: list[PendingSignature] = []
         envelope.verify(trusted, required, statement=statement, deferred=collected)
         # only an envelope that passed every other check queues its signatures
@@ -156,34 +172,8 @@ class _Verifier:
             self.signatures.add(item)
             self.pending_labels.append(label)
 
-    def check_signatures(self) -> None:
-        for label, ok in zip(self.pending_labels, self.signatures.results(), strict=True):
-            if not ok:
-                self.problem(f"{label}: bad signature")
-
-    def problem(self, text: str) -> None:
-        self.report.problems.append(text)
-
-    def check_entries(self) -> list[bytes]:
-        hashes: list[bytes] = []
-        entries = self.session.exec(select(LogEntry).order_by(col(LogEntry.idx)))
-        for expected, entry in enumerate(entries):
-            if entry.idx != expected:
-                self.problem(f"log entry {expected} is missing (next is {entry.idx}): gap in log")
-                break
-            leaf = entry.leaf_json.encode()
-            computed = merkle.leaf_hash(leaf)
-            if computed.hex() != entry.leaf_hash:
-                self.problem(f"log entry {entry.idx}: stored leaf hash differs from its content")
-            hashes.append(computed)
-            try:
-                self.check_leaf(entry, leaf)
-            except ConsentryError as exc:
-                self.problem(f"{entry.kind} {entry.record_id} (log index {entry.idx}): {exc}")
-        self.report.size = len(hashes)
-        return hashes
-
-    def check_leaf(self, entry: LogEntry, leaf: bytes) -> None:
+    def check_leaf(self, entry: LogEntry, leaf: bytes) -> tuple[str, dict[str, Any]]:
+        """Verify one leaf (its hash is the caller's); returns its kind and statement."""
         body = parse_canonical(leaf)
         envelope = Envelope.from_json(body.get("envelope", {}))
         statement = envelope.statement
@@ -198,6 +188,7 @@ class _Verifier:
             self.check_rotation(entry, envelope, statement)
         else:
             self.check_record(entry, kind, envelope, statement)
+        return kind, statement
 
     def required_operator(self, envelope: Envelope, statement: dict[str, Any]) -> str:
         active = self.active_key
@@ -226,7 +217,7 @@ class _Verifier:
         self.keys[key_id] = public
         self.key_span[key_id] = (entry.idx, None)
         self.active_key = key_id
-        self.compare_row(entry, "key", key_id, statement)
+        self.on_genesis(entry, key_id, statement)
 
     def check_rotation(
         self, entry: LogEntry, envelope: Envelope, statement: dict[str, Any]
@@ -244,15 +235,7 @@ class _Verifier:
         self.key_span[new_id] = (entry.idx, None)
         self.rotations[old] = (entry.idx, new_id)
         self.active_key = new_id
-        self.seen["key"].add(new_id)
-        old_row = self.rows["key"].get(old)
-        new_row = self.rows["key"].get(new_id)
-        if new_row is None or old_row is None:
-            raise ConsentryError("key row missing")
-        if rotation_statement(old_row, new_row) != statement:
-            raise ConsentryError("key rows differ from the signed rotation")
-        if old_row.retired_at_index != entry.idx or new_row.log_index != entry.idx:
-            raise ConsentryError("key rows do not point at the rotation entry")
+        self.on_rotation(entry, old, new_id, statement)
 
     def check_record(
         self, entry: LogEntry, kind: str, envelope: Envelope, statement: dict[str, Any]
@@ -262,7 +245,10 @@ class _Verifier:
         subject_id: str | None = None
         if kind == "grant":
             subject_id = str(statement.get("subject"))
-            self.grant_subject[str(statement.get("id"))] = subject_id
+            if str(statement.get("grantee")) not in self.grantees:
+                raise ConsentryError(
+                    f"names grantee {statement.get('grantee')} not earlier in the log"
+                )
         elif kind == "revocation":
             subject_id = self.grant_subject.get(str(statement.get("grant")))
             if subject_id is None:
@@ -273,8 +259,6 @@ class _Verifier:
                 raise ConsentryError(f"names subject {named} not earlier in the log")
             if named in self.erased:
                 raise ConsentryError(f"names subject {named}, erased earlier in the log")
-            if kind == "erasure":
-                self.erased.add(named)
         elif kind == "decision":
             self.check_decision_names(statement)
         trusted = dict(self.keys)
@@ -290,14 +274,44 @@ class _Verifier:
                 trusted[subject_key_id] = public
                 required.append(subject_key_id)
         self.verify_envelope(entry, envelope, statement, trusted, required)
+        # the history grows only by entries that passed every check above
+        record_id = str(statement.get("id"))
         if kind == "subject":
-            self.subject_keys[str(statement.get("id"))] = statement.get("public_key")
-        self.compare_row(entry, kind, str(statement.get("id")), statement)
+            self.subject_keys[record_id] = statement.get("public_key")
+        elif kind == "grantee":
+            self.grantees.add(record_id)
+        elif kind == "grant":
+            self.grant_subject[record_id] = str(subject_id)
+        elif kind == "erasure":
+            self.erased.add(str(statement.get("subject")))
+        self.on_record(entry, kind, record_id, statement)
+
+    # hooks for what is built on the verified history (rows, consent facts)
+    def on_genesis(self, entry: LogEntry, key_id: str, statement: dict[str, Any]) -> None:
+        """Called after the genesis entry verified."""
+
+    def on_rotation(
+        self, entry: LogEntry, old: str, new_id: str, statement: dict[str, Any]
+    ) -> None:
+        """Called after a key rotation verified."""
+
+    def on_record(
+        self, entry: LogEntry, kind: str, record_id: str, statement: dict[str, Any]
+    ) -> None:
+        """Called after any other entry verified."""
+
+    def check_signatures(self) -> list[str]:
+        """Run the batched Ed25519 checks; the labels of the entries that failed."""
+        return [
+            label
+            for label, ok in zip(self.pending_labels, self.signatures.results(), strict=True)
+            if not ok
+        ]
 
     def check_decision_names(self, statement: dict[str, Any]) -> None:
         """A decision names only a grantee, subjects and grants earlier in the log."""
         grantee = str(statement.get("grantee"))
-        if grantee not in self.seen["grantee"]:
+        if grantee not in self.grantees:
             raise ConsentryError(f"names grantee {grantee} not earlier in the log")
         for named in statement.get("subjects") or ():
             if named not in self.subject_keys:
@@ -305,6 +319,71 @@ class _Verifier:
         for named in statement.get("grants") or ():
             if named not in self.grant_subject:
                 raise ConsentryError(f"names grant {named} not earlier in the log")
+
+
+class _Verifier(LogChecker):
+    """``log verify``: the leaves (``LogChecker``), then every row against its leaf."""
+
+    def __init__(self, session: Session) -> None:
+        super().__init__(deferred=True)
+        self.session = session
+        self.report = LogReport()
+        self.rows: dict[str, dict[str, Any]] = {
+            kind: {_record_id(r): r for r in session.exec(select(table))}
+            for kind, table in _ROW_TYPES.items()
+            if kind != "key-rotation"
+        }
+        self.seen: dict[str, set[str]] = {kind: set() for kind in self.rows}
+        self.enrollments: list[dict[str, Any]] = []  # signed enrollment statements
+
+    def problem(self, text: str) -> None:
+        self.report.problems.append(text)
+
+    def check_entries(self) -> list[bytes]:
+        hashes: list[bytes] = []
+        entries = self.session.exec(select(LogEntry).order_by(col(LogEntry.idx)))
+        for expected, entry in enumerate(entries):
+            if entry.idx != expected:
+                self.problem(f"log entry {expected} is missing (next is {entry.idx}): gap in log")
+                break
+            leaf = entry.leaf_json.encode()
+            computed = merkle.leaf_hash(leaf)
+            if computed.hex() != entry.leaf_hash:
+                self.problem(f"log entry {entry.idx}: stored leaf hash differs from its content")
+            hashes.append(computed)
+            try:
+                self.check_leaf(entry, leaf)
+            except ConsentryError as exc:
+                self.problem(f"{entry.kind} {entry.record_id} (log index {entry.idx}): {exc}")
+        self.report.size = len(hashes)
+        return hashes
+
+    def on_genesis(self, entry: LogEntry, key_id: str, statement: dict[str, Any]) -> None:
+        self.compare_row(entry, "key", key_id, statement)
+
+    def on_rotation(
+        self, entry: LogEntry, old: str, new_id: str, statement: dict[str, Any]
+    ) -> None:
+        self.seen["key"].add(new_id)
+        old_row = self.rows["key"].get(old)
+        new_row = self.rows["key"].get(new_id)
+        if new_row is None or old_row is None:
+            raise ConsentryError("key row missing")
+        if rotation_statement(old_row, new_row) != statement:
+            raise ConsentryError("key rows differ from the signed rotation")
+        if old_row.retired_at_index != entry.idx or new_row.log_index != entry.idx:
+            raise ConsentryError("key rows do not point at the rotation entry")
+
+    def on_record(
+        self, entry: LogEntry, kind: str, record_id: str, statement: dict[str, Any]
+    ) -> None:
+        if kind == "enrollment":
+            self.enrollments.append(statement)
+        self.compare_row(entry, kind, record_id, statement)
+
+    def report_signatures(self) -> None:
+        for label in self.check_signatures():
+            self.problem(f"{label}: bad signature")
 
     def compare_row(
         self, entry: LogEntry, kind: str, record_id: str, statement: dict[str, Any]
@@ -338,31 +417,41 @@ class _Verifier:
                 self.problem(f"{kind} {record_id}: row has no log entry (inserted outside the log)")
 
     def check_biometrics(self) -> None:
-        """Every enrollment of a subject not erased keeps exactly its logged blobs;
-        an erased subject keeps no blob and no data key."""
+        """Every signed enrollment of a subject not erased keeps exactly its logged blobs
+        and its subject's data key; an erased subject keeps no blob and no data key."""
         blobs = {b.id: b for b in self.session.exec(select(BiometricBlob))}
         keyed = set(self.session.exec(select(SubjectDataKey.subject_id)))
         expected: set[str] = set()
-        for enrollment in self.rows["enrollment"].values():
-            if enrollment.subject_id in self.erased:
+        needs_key: set[str] = set()
+        for enrollment in self.enrollments:
+            enrollment_id, subject_id = str(enrollment["id"]), str(enrollment["subject"])
+            if subject_id in self.erased:
                 continue
-            for item in enrollment.blobs:
+            items = enrollment.get("blobs") or []
+            if items:
+                needs_key.add(subject_id)
+            for item in items:
                 expected.add(item["id"])
                 blob = blobs.get(item["id"])
                 if blob is None:
                     self.problem(
-                        f"enrollment {enrollment.id}: {item['kind']} {item['id']} is missing "
+                        f"enrollment {enrollment_id}: {item['kind']} {item['id']} is missing "
                         "(deleted outside an erasure)"
                     )
                 elif (blob.sha256, blob.enrollment_id, blob.subject_id, blob.kind) != (
                     item["sha256"],
-                    enrollment.id,
-                    enrollment.subject_id,
+                    enrollment_id,
+                    subject_id,
                     item["kind"],
                 ) or sha256_hex(blob.ciphertext) != blob.sha256:
-                    self.problem(f"enrollment {enrollment.id}: {item['id']} differs from the log")
+                    self.problem(f"enrollment {enrollment_id}: {item['id']} differs from the log")
         for blob_id in blobs.keys() - expected:
             self.problem(f"biometric {blob_id}: not recorded by a live enrollment")
+        for subject_id in sorted(needs_key - keyed):
+            self.problem(
+                f"subject {subject_id}: data key missing (deleted outside an erasure): "
+                "their enrolled biometrics can no longer be decrypted"
+            )
         for subject_id in sorted(self.erased & keyed):
             self.problem(f"subject {subject_id}: erased, but its data key still exists")
 
@@ -432,7 +521,7 @@ def verify_log(session: Session, witness: str | None = None) -> LogReport:
     verifier.check_unlogged_rows()
     verifier.check_key_rows()
     verifier.check_biometrics()
-    verifier.check_signatures()
+    verifier.report_signatures()
     verifier.check_checkpoints(hashes, witness)
     verifier.report.root = merkle.root_hash(hashes)
     return verifier.report

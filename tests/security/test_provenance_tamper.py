@@ -44,7 +44,7 @@ from consentry.registry.models import Decision, Grant
 from consentry.registry.signing import Envelope, checkpoint_key_name
 from consentry.registry.statements import format_time, statement_of
 from consentry.registry.store import Registry
-from tests.security.conftest import PRIOR_SHA, World, append_leaf, raw_insert
+from tests.security.conftest import PRIOR_SHA, World, append_leaf, new_id, raw_insert
 
 JPEG = "image/jpeg"
 
@@ -84,6 +84,31 @@ def allow(w: World, grants: list[Grant] | None = None, purpose: str = "generate"
         w.registry, w.acme.id, purpose, True, ["consented"], [g.id for g in chosen],
         [w.alice.id], PRIOR_SHA, [], [],
     )  # fmt: skip
+
+
+def missed_allow(w: World, grants: list[Grant], purpose: str = "generate") -> Decision:
+    """An operator-signed allow that the gate's in-transaction re-check would refuse
+    (``record_decision`` no longer logs it): what an older gateway that missed a
+    revocation, or an insider holding the operator key, could have logged."""
+    row = Decision(
+        id="dec_" + new_id("x")[2:22],
+        grantee_id=w.acme.id,
+        purpose=purpose,
+        allowed=True,
+        reasons_json='["consented"]',
+        grants_json=json.dumps([g.id for g in grants]),
+        subjects_json=json.dumps([w.alice.id]),
+        prior_sha256=PRIOR_SHA,
+        inputs_json="[]",
+        outputs_json="[]",
+        created_at=format_time(w.clock()),
+        log_index=-1,
+    )
+    append_leaf(
+        w.registry, "decision", row.id, Envelope.sign(statement_of(row), [w.operator]),
+        table="decisions", row=row,
+    )  # fmt: skip
+    return row
 
 
 def release(w: World, decision: Decision, grants: list[Grant] | None = None) -> bytes:
@@ -366,7 +391,8 @@ def test_certificate_expired_refuses_signing(w: World) -> None:
 def test_grant_revoked_before_the_decision(w: World) -> None:
     grant = w.registry.grant(w.alice.id, w.acme.id, ["generate"], subject_key=w.alice_key)
     revocation = w.registry.revoke(grant.id, "withdrawn", subject_key=w.alice_key)
-    decision = allow(w, [grant])  # a gateway that missed the revocation
+    assert not allow(w, [grant]).allowed  # the gate's record re-checks: refused
+    decision = missed_allow(w, [grant])  # a gateway that missed the revocation
     result = verify_media(w.registry, release(w, decision, [grant]), JPEG)
     assert_rejected(
         result, "trusted", reason=f"revoked at log index {revocation.log_index}, before"
@@ -379,13 +405,13 @@ def test_revocation_after_the_decision_keeps_the_output_valid(w: World) -> None:
     w.registry.revoke(w.grant_a.id, "withdrawn later", subject_key=w.alice_key)
     result = verify_media(w.registry, signed, JPEG)
     assert result.ok, result.consent_reason  # consent is judged at the time
-    later = allow(w)  # a decision after the revocation does not stand
+    later = missed_allow(w, [w.grant_a])  # a decision after the revocation does not stand
     assert_rejected(verify_media(w.registry, release(w, later), JPEG), "trusted", reason="revoked")
 
 
 def test_grant_expired_at_the_decision_time(w: World) -> None:
     w.clock.advance(days=31)  # grant_a ends at T0 + 30 days
-    result = verify_media(w.registry, release(w, allow(w)), JPEG)
+    result = verify_media(w.registry, release(w, missed_allow(w, [w.grant_a])), JPEG)
     assert_rejected(result, "trusted", reason="had expired")
 
 

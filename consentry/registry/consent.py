@@ -1,0 +1,630 @@
+"""The consent state, followed from the signed log: what the gate and ``verify`` trust.
+
+Invariants
+- Every fact here comes from a log leaf that passed :class:`LogChecker` (canonical
+  JSON, leaf hash, the operator key in force at its index, the subject's
+  co-signature on grants and revocations) when this process followed it. Rows are
+  never read for a fact: they are a cache that the gate may check against these
+  facts (encrypted embeddings, which are not in the log), never the truth.
+- Following is incremental: :meth:`ConsentState.refresh` reads only the entries
+  after the last one followed, verifies each once, in index order, and applies it.
+  It never advances past an entry that does not verify: the state is then
+  *broken* and every later refresh raises :class:`LogIntegrityError`, so the gate
+  fails closed until the log is repaired and the process restarted.
+- The log is anchored to this home: the registry's own operator key must be one of
+  the log's operator keys (genesis or a rotation), so a database whose whole log
+  was replaced under another key is refused.
+- Facts only grow (the log is append-only), so a reader holding the lock-free view
+  between two refreshes sees a consistent prefix.
+- A new process need not re-verify the whole log: the state of a verified prefix
+  is kept in ``HOME/cache/consent.bin``, sealed (AES-256-GCM) under a key derived
+  from the master key, so only the home's holder can write it, and recording the
+  prefix's size and Merkle root. It is used only while that root is still the
+  root of the log's first ``size`` leaves (a rewritten prefix: replay from 0);
+  the entries after it are then verified as usual.
+"""
+
+from __future__ import annotations
+
+import bisect
+import dataclasses
+import json
+import os
+import threading
+from collections.abc import Iterable
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from sqlalchemy import func
+from sqlmodel import Session, col, select
+
+from consentry.errors import AmbiguousNameError, ConsentryError, LogIntegrityError, NotFoundError
+from consentry.registry import merkle
+from consentry.registry.models import Grant, LogEntry, Revocation, Subject
+from consentry.registry.signing import public_key_from_hex, public_key_hex
+from consentry.registry.vault import seal, unseal
+from consentry.registry.verify import LogChecker
+
+if TYPE_CHECKING:
+    from consentry.registry.store import Registry
+
+__all__ = [
+    "BiometricEvent",
+    "ConsentState",
+    "SignedBlob",
+    "SignedEnrollment",
+    "SignedGrant",
+    "SignedGrantee",
+    "SignedPrior",
+    "SignedSubject",
+]
+
+
+@dataclass(frozen=True)
+class SignedSubject:
+    id: str
+    display_name: str
+    aliases: tuple[str, ...]
+    public_key: str | None
+    index: int
+
+
+@dataclass(frozen=True)
+class SignedGrantee:
+    id: str
+    name: str
+    api_key_sha256: str
+    public_key: str | None
+    index: int
+
+
+@dataclass(frozen=True)
+class SignedGrant:
+    id: str
+    subject: str
+    grantee: str
+    purposes: tuple[str, ...]
+    priors: tuple[str, ...]
+    not_before: str
+    not_after: str | None
+    index: int
+
+
+@dataclass(frozen=True)
+class SignedPrior:
+    id: str
+    subject: str
+    kind: str
+    sha256: str
+    index: int
+    details: dict[str, Any] = field(default_factory=dict)  # how it was made (photo hashes)
+
+
+@dataclass(frozen=True)
+class SignedBlob:
+    """One blob an enrollment commits to; ``sha256`` is of its ciphertext."""
+
+    id: str
+    kind: str
+    photo_sha256: str
+    sha256: str
+
+
+@dataclass(frozen=True)
+class SignedEnrollment:
+    id: str
+    subject: str
+    engine: str
+    blobs: tuple[SignedBlob, ...]
+    index: int
+
+    def embeddings(self) -> list[tuple[int, SignedBlob]]:
+        """``(vector id, blob)`` of each embedding: log index * 1000 + position, the ids
+        every process derives (``registry.biometrics``)."""
+        found = [b for b in self.blobs if b.kind == "embedding"]
+        return [(self.index * 1000 + position, blob) for position, blob in enumerate(found)]
+
+
+@dataclass(frozen=True)
+class BiometricEvent:
+    """What the identity index follows: an enrollment, an erasure or a calibration."""
+
+    index: int
+    kind: str  # "enrollment" | "erasure" | "calibration"
+    enrollment: SignedEnrollment | None = None
+    subject: str | None = None  # erasure
+    engine: str | None = None  # calibration
+    threshold: float | None = None  # calibration
+
+
+def _strings(value: Any) -> tuple[str, ...]:
+    return tuple(str(v) for v in value or ())
+
+
+_SNAPSHOT_MAGIC = b"CSCS1"
+SNAPSHOT_EVERY = 256  # entries followed since the last snapshot before a new one is written
+
+
+class ConsentState:
+    """Consent facts of one registry, followed from its signed log (see module doc)."""
+
+    def __init__(self, registry: Registry) -> None:
+        self.registry = registry
+        self._lock = threading.RLock()
+        self._reset()
+        self._snapshot_tried = False
+        self._snapshot_size = 0
+        self.loaded_snapshot = 0  # size of the verified prefix taken from a snapshot
+
+    def _reset(self) -> None:
+        """The state of an empty log (nothing followed)."""
+        self._checker = LogChecker(deferred=False)
+        self._size = 0
+        self._broken: str | None = None
+        self.subjects: dict[str, SignedSubject] = {}
+        self._newest_subject = -1
+        self.grantees: dict[str, SignedGrantee] = {}
+        self.grants: dict[str, SignedGrant] = {}
+        self.revoked: dict[str, int] = {}  # grant id -> index of its revocation
+        self.priors: dict[str, SignedPrior] = {}
+        self.erased: dict[str, int] = {}  # subject id -> index of its erasure
+        self.enrollments: dict[str, SignedEnrollment] = {}
+        self.thresholds: dict[str, float] = {}  # engine -> newest signed calibration
+        self._by_subject: dict[str, list[str]] = {}
+        self._by_prior: dict[str, list[str]] = {}
+        self._grantees_named: dict[str, list[str]] = {}  # signed name -> grantee ids
+        self._priors_of_sha: dict[str, list[str]] = {}  # sha256 -> prior ids
+        self._events: list[BiometricEvent] = []
+        self._event_index: list[int] = []
+
+    # ------------------------------------------------------------------ following
+    @property
+    def size(self) -> int:
+        """How many log entries have been followed (the next index to read)."""
+        return self._size
+
+    def refresh(self, session: Session | None = None) -> int:
+        """Follow every entry appended since the last refresh; returns how many.
+
+        ``session``: read inside the caller's transaction (the decision's write
+        transaction reads the tail there, so it sees every entry committed before it
+        took the writer lock). Raises :class:`LogIntegrityError` when an entry does
+        not verify (and on every later call).
+        """
+        with self._lock:
+            if self._broken is not None:
+                raise LogIntegrityError(self._broken)
+            if not self._snapshot_tried:
+                self._snapshot_tried = True
+                self._load_snapshot()
+            context = nullcontext(session) if session is not None else self.registry.db.read()
+            with context as reader:
+                assert reader is not None
+                entries = list(
+                    reader.exec(
+                        select(LogEntry)
+                        .where(col(LogEntry.idx) >= self._size)
+                        .order_by(col(LogEntry.idx))
+                    )
+                )
+            for entry in entries:
+                self._follow(entry)
+            if entries and self.registry.key_id not in self._checker.keys:
+                self._fail(
+                    f"this home's operator key {self.registry.key_id[:16]} is not an operator "
+                    "key of the database's log: the log was replaced"
+                )
+            # never under the caller's transaction (the writer lock); geometric spacing
+            # keeps the cost of snapshots amortised O(1) per entry
+            due = max(SNAPSHOT_EVERY, self._snapshot_size // 4)
+            if session is None and self._size - self._snapshot_size >= due:
+                self._save_snapshot()
+            return len(entries)
+
+    def _fail(self, message: str) -> NoReturn:
+        self._broken = (
+            f"{message}; the gate refuses every job until the log verifies "
+            "(run 'consentry log verify')"
+        )
+        raise LogIntegrityError(self._broken)
+
+    def _follow(self, entry: LogEntry) -> None:
+        if entry.idx != self._size:
+            self._fail(f"log entry {self._size} is missing (next is {entry.idx})")
+        leaf = entry.leaf_json.encode()
+        if merkle.leaf_hash(leaf).hex() != entry.leaf_hash:
+            self._fail(f"log entry {entry.idx}: stored leaf hash differs from its content")
+        try:
+            kind, statement = self._checker.check_leaf(entry, leaf)
+        except ConsentryError as exc:
+            self._fail(
+                f"{entry.kind} {entry.record_id} (log index {entry.idx}) does not verify: {exc}"
+            )
+        self._apply(entry.idx, kind, statement)
+        self._size = entry.idx + 1
+
+    def _apply(self, index: int, kind: str, s: dict[str, Any]) -> None:
+        record_id = str(s.get("id"))
+        if kind == "subject":
+            self.subjects[record_id] = SignedSubject(
+                record_id,
+                str(s.get("display_name")),
+                _strings(s.get("aliases")),
+                s.get("public_key"),
+                index,
+            )
+            self._newest_subject = index
+        elif kind == "grantee":
+            self.grantees[record_id] = SignedGrantee(
+                record_id, str(s.get("name")), str(s.get("api_key_sha256")), s.get("public_key"),
+                index,
+            )  # fmt: skip
+            self._grantees_named.setdefault(str(s.get("name")), []).append(record_id)
+        elif kind == "grant":
+            grant = SignedGrant(
+                record_id,
+                str(s.get("subject")),
+                str(s.get("grantee")),
+                _strings(s.get("purposes")),
+                _strings(s.get("priors")),
+                str(s.get("not_before")),
+                None if s.get("not_after") is None else str(s.get("not_after")),
+                index,
+            )
+            self.grants[record_id] = grant
+            self._by_subject.setdefault(grant.subject, []).append(record_id)
+            for sha in grant.priors:
+                self._by_prior.setdefault(sha, []).append(record_id)
+        elif kind == "revocation":
+            self.revoked.setdefault(str(s.get("grant")), index)
+        elif kind == "prior":
+            details = s.get("details")
+            self.priors[record_id] = SignedPrior(
+                record_id,
+                str(s.get("subject")),
+                str(s.get("kind")),
+                str(s.get("sha256")),
+                index,
+                dict(details) if isinstance(details, dict) else {},
+            )
+            self._priors_of_sha.setdefault(str(s.get("sha256")), []).append(record_id)
+        elif kind == "enrollment":
+            blobs = tuple(
+                SignedBlob(str(b["id"]), str(b["kind"]), str(b["photo_sha256"]), str(b["sha256"]))
+                for b in s.get("blobs") or ()
+            )
+            enrollment = SignedEnrollment(
+                record_id, str(s.get("subject")), str(s.get("engine")), blobs, index
+            )
+            self.enrollments[record_id] = enrollment
+            self._event(BiometricEvent(index, "enrollment", enrollment=enrollment))
+        elif kind == "erasure":
+            subject = str(s.get("subject"))
+            self.erased.setdefault(subject, index)
+            self._event(BiometricEvent(index, "erasure", subject=subject))
+        elif kind == "calibration":
+            engine, threshold = str(s.get("engine")), float(s.get("threshold", 0.0))
+            self.thresholds[engine] = threshold
+            self._event(BiometricEvent(index, "calibration", engine=engine, threshold=threshold))
+
+    def _event(self, event: BiometricEvent) -> None:
+        self._events.append(event)
+        self._event_index.append(event.index)
+
+    # ------------------------------------------------------------------ snapshot
+    def _snapshot_path(self) -> Path:
+        return self.registry.home.root / "cache" / "consent.bin"
+
+    def _snapshot_key(self) -> bytes | None:
+        if not self.registry.home.master_key.exists():
+            return None  # a home without a master key keeps no snapshot
+        return self.registry.master_key.derive("consent-snapshot")
+
+    def _save_snapshot(self) -> None:
+        """Seal the state of the prefix followed so far (best effort: a failure to
+        write only costs the next process a longer replay)."""
+        key = self._snapshot_key()
+        if key is None or self._size == 0:
+            return
+        checker = self._checker
+        body = {
+            "size": self._size,
+            "root": merkle.root_hash(self.registry.leaf_hashes(self._size)).hex(),
+            "checker": {
+                "keys": {k: public_key_hex(v) for k, v in checker.keys.items()},
+                "active_key": checker.active_key,
+                "subject_keys": checker.subject_keys,
+                "grant_subject": checker.grant_subject,
+                "grantees": sorted(checker.grantees),
+                "erased": sorted(checker.erased),
+                "key_span": checker.key_span,
+                "rotations": checker.rotations,
+            },
+            "subjects": [dataclasses.asdict(v) for v in self.subjects.values()],
+            "grantees": [dataclasses.asdict(v) for v in self.grantees.values()],
+            "grants": [dataclasses.asdict(v) for v in self.grants.values()],
+            "revoked": self.revoked,
+            "priors": [dataclasses.asdict(v) for v in self.priors.values()],
+            "erased": self.erased,
+            "thresholds": self.thresholds,
+            "events": [dataclasses.asdict(e) for e in self._events],
+        }
+        blob = _SNAPSHOT_MAGIC + seal(key, json.dumps(body).encode(), _SNAPSHOT_MAGIC)
+        path = self._snapshot_path()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            staged = path.with_name(f".consent-{os.getpid()}-{threading.get_ident()}.tmp")
+            staged.write_bytes(blob)
+            staged.chmod(0o600)
+            staged.replace(path)
+        except OSError:
+            return
+        self._snapshot_size = self._size
+
+    def _load_snapshot(self) -> None:
+        """Start from the sealed snapshot if it authenticates and its prefix root is
+        still this log's; otherwise start from 0 (nothing is trusted half-way)."""
+        key = self._snapshot_key()
+        try:
+            blob = self._snapshot_path().read_bytes()
+        except OSError:
+            return
+        if key is None or not blob.startswith(_SNAPSHOT_MAGIC):
+            return
+        try:
+            body = json.loads(unseal(key, blob[len(_SNAPSHOT_MAGIC) :], _SNAPSHOT_MAGIC))
+            size = int(body["size"])
+            hashes = self.registry.leaf_hashes(size)
+            if len(hashes) != size or merkle.root_hash(hashes).hex() != body["root"]:
+                return  # the log was rewritten or truncated under the snapshot: replay
+            self._restore(body)
+        except (ConsentryError, ValueError, KeyError, TypeError):
+            self._reset()  # an unreadable snapshot: replay from 0
+            return
+        self._size = self._snapshot_size = self.loaded_snapshot = size
+
+    def _restore(self, body: dict[str, Any]) -> None:
+        c = body["checker"]
+        checker = self._checker
+        checker.keys = {k: public_key_from_hex(v) for k, v in c["keys"].items()}
+        checker.active_key = c["active_key"]
+        checker.subject_keys = dict(c["subject_keys"])
+        checker.grant_subject = dict(c["grant_subject"])
+        checker.grantees = set(c["grantees"])
+        checker.erased = set(c["erased"])
+        checker.key_span = {
+            k: (int(a), None if b is None else int(b)) for k, (a, b) in c["key_span"].items()
+        }
+        checker.rotations = {k: (int(a), str(b)) for k, (a, b) in c["rotations"].items()}
+        for v in body["subjects"]:
+            self.subjects[v["id"]] = SignedSubject(**{**v, "aliases": tuple(v["aliases"])})
+            self._newest_subject = max(self._newest_subject, int(v["index"]))
+        for v in body["grantees"]:
+            self.grantees[v["id"]] = SignedGrantee(**v)
+            self._grantees_named.setdefault(v["name"], []).append(v["id"])
+        for v in sorted(body["grants"], key=lambda g: int(g["index"])):
+            grant = SignedGrant(
+                **{**v, "purposes": tuple(v["purposes"]), "priors": tuple(v["priors"])}
+            )
+            self.grants[grant.id] = grant
+            self._by_subject.setdefault(grant.subject, []).append(grant.id)
+            for sha in grant.priors:
+                self._by_prior.setdefault(sha, []).append(grant.id)
+        self.revoked = {str(k): int(v) for k, v in body["revoked"].items()}
+        for v in body["priors"]:
+            self.priors[v["id"]] = SignedPrior(**v)
+            self._priors_of_sha.setdefault(v["sha256"], []).append(v["id"])
+        self.erased = {str(k): int(v) for k, v in body["erased"].items()}
+        self.thresholds = {str(k): float(v) for k, v in body["thresholds"].items()}
+        for e in body["events"]:
+            enrollment = None
+            if e.get("enrollment") is not None:
+                raw = e["enrollment"]
+                enrollment = SignedEnrollment(
+                    raw["id"], raw["subject"], raw["engine"],
+                    tuple(SignedBlob(**b) for b in raw["blobs"]), int(raw["index"]),
+                )  # fmt: skip
+                self.enrollments[enrollment.id] = enrollment
+            self._event(BiometricEvent(**{**e, "enrollment": enrollment}))
+
+    # ------------------------------------------------------------------ reading
+    def events_since(self, index: int) -> list[BiometricEvent]:
+        """Enrollments, erasures and calibrations at log index ``index`` or later."""
+        with self._lock:
+            return self._events[bisect.bisect_left(self._event_index, index) :]
+
+    def operator_keys(self) -> dict[str, Ed25519PublicKey]:
+        """Every operator key the signed log introduced (genesis, then rotations)."""
+        with self._lock:
+            return dict(self._checker.keys)
+
+    def key_active_at(self, index: int) -> str | None:
+        """The operator key that signs entries at ``index`` (a rotation's new key from
+        the entry after the rotation)."""
+        with self._lock:
+            for key_id, (start, retired) in self._checker.key_span.items():
+                if start <= index and (retired is None or index < retired):
+                    return key_id
+            return None
+
+    def subjects_in_order(self) -> list[SignedSubject]:
+        with self._lock:
+            return sorted(self.subjects.values(), key=lambda s: s.index)
+
+    def subject_stamp(self) -> tuple[int, int]:
+        """(number of subjects, log index of the newest): changes iff one was added."""
+        with self._lock:
+            return len(self.subjects), self._newest_subject
+
+    def resolve_grantee(self, ref: str) -> SignedGrantee:
+        """A signed grantee by id, or by a signed name that exactly one grantee has."""
+        with self._lock:
+            found = self.grantees.get(ref)
+            if found is not None:
+                return found
+            named = [self.grantees[g] for g in self._grantees_named.get(ref, ())]
+        if not named:
+            raise NotFoundError(f"no grantee {ref!r}: see 'consentry grantee list'")
+        if len(named) > 1:
+            raise AmbiguousNameError(f"{len(named)} grantees are named {ref!r}: use the id")
+        return named[0]
+
+    def grants_for(self, subjects: Iterable[str], prior_sha256: str | None) -> list[SignedGrant]:
+        """Every signed grant of ``subjects`` and every one naming ``prior_sha256``,
+        in log order."""
+        with self._lock:
+            ids = {g for s in subjects for g in self._by_subject.get(s, ())}
+            if prior_sha256 is not None:
+                ids.update(self._by_prior.get(prior_sha256, ()))
+            return sorted((self.grants[g] for g in ids), key=lambda g: g.index)
+
+    def priors_with_sha(self, sha256: str) -> list[SignedPrior]:
+        with self._lock:
+            return [self.priors[p] for p in self._priors_of_sha.get(sha256, ())]
+
+    def grant_valid_at(self, grant_id: str, index: int, moment: str) -> tuple[bool, str]:
+        """Was the signed grant valid for a decision at log ``index`` taken at ``moment``
+        (``YYYY-MM-DDTHH:MM:SSZ``)? Appended before ``index``, ``moment`` in its window,
+        no revocation appended before ``index``. Returns ``(valid, one-line why)``."""
+        with self._lock:
+            grant = self.grants.get(grant_id)
+            revoked = self.revoked.get(grant_id)
+        if grant is None:
+            return False, f"grant {grant_id} is not in this registry's signed log"
+        if grant.index >= index:
+            return False, (
+                f"grant {grant_id} was appended at log index {grant.index}, "
+                f"not before the decision at {index}"
+            )
+        if moment < grant.not_before:
+            return False, (
+                f"grant {grant_id} was not yet valid at {moment} (from {grant.not_before})"
+            )
+        if grant.not_after is not None and moment >= grant.not_after:
+            return False, f"grant {grant_id} had expired at {moment} (until {grant.not_after})"
+        if revoked is not None and revoked < index:
+            return False, (
+                f"grant {grant_id} was revoked at log index {revoked}, "
+                f"before the decision at {index}"
+            )
+        return True, f"grant {grant_id} was valid at log index {index}"
+
+    # ------------------------------------------------------------------ rows
+    def check_rows(self, subjects: Iterable[str]) -> None:
+        """Check the cached rows of ``subjects`` (their subject rows, grant rows and
+        revocation rows) against the signed facts; LogIntegrityError on a mismatch.
+
+        Rows decide nothing (the facts do); this names tampering where the gate
+        would otherwise refuse or allow silently. Read order makes it race-free:
+        the log size S0, then the rows, then a refresh, so every row read is of an
+        entry the state holds, and every entry below S0 must have its row.
+        """
+        wanted = sorted(set(subjects))
+        if not wanted:
+            self.refresh()
+            return
+        with self.registry.db.read() as session:
+            last = session.execute(select(func.max(LogEntry.idx))).scalar()
+            before = 0 if last is None else int(last) + 1
+            subject_rows = {
+                r.id: r for r in session.exec(select(Subject).where(col(Subject.id).in_(wanted)))
+            }
+            grant_rows = {
+                r.id: r
+                for r in session.exec(select(Grant).where(col(Grant.subject_id).in_(wanted)))
+            }
+            signed_ids = {g for s in wanted for g in self._by_subject.get(s, ())}
+            revocation_rows = {
+                r.grant_id: r
+                for r in session.exec(
+                    select(Revocation).where(
+                        col(Revocation.grant_id).in_(sorted(signed_ids | grant_rows.keys()))
+                    )
+                )
+            }
+        self.refresh()
+        with self._lock:
+            for subject_id in wanted:
+                self._check_subject_row(subject_id, subject_rows.get(subject_id), before)
+                for grant_id in self._by_subject.get(subject_id, ()):
+                    grant = self.grants[grant_id]
+                    if grant.index < before:
+                        self._check_grant_row(grant, grant_rows.pop(grant_id, None))
+                        self._check_revocation_row(grant, revocation_rows.get(grant_id), before)
+                    else:
+                        grant_rows.pop(grant_id, None)
+            for row in grant_rows.values():
+                signed = self.grants.get(row.id)
+                raise LogIntegrityError(
+                    f"grant {row.id}: its row names subject {row.subject_id}, but "
+                    + (
+                        "the signed log has no such grant (forged row)"
+                        if signed is None
+                        else f"the signed grant is of subject {signed.subject} (re-pointed row)"
+                    )
+                )
+
+    def _check_subject_row(self, subject_id: str, row: Subject | None, before: int) -> None:
+        signed = self.subjects.get(subject_id)
+        if signed is None or signed.index >= before:
+            return  # a face or name of no signed subject involves nobody
+        if row is None:
+            raise LogIntegrityError(f"subject {subject_id}: its row is missing (deleted)")
+        fields = [
+            name
+            for name, cached, truth in (
+                ("display_name", row.display_name, signed.display_name),
+                ("aliases", tuple(row.aliases), signed.aliases),
+                ("public_key", row.public_key, signed.public_key),
+                ("log_index", row.log_index, signed.index),
+            )
+            if cached != truth
+        ]
+        if fields:
+            raise LogIntegrityError(
+                f"subject {subject_id}: its row differs from the signed log in {', '.join(fields)}"
+            )
+
+    @staticmethod
+    def _check_grant_row(grant: SignedGrant, row: Grant | None) -> None:
+        if row is None:
+            raise LogIntegrityError(f"grant {grant.id}: its row is missing (deleted)")
+        fields = [
+            name
+            for name, cached, truth in (
+                ("subject", row.subject_id, grant.subject),
+                ("grantee", row.grantee_id, grant.grantee),
+                ("purposes", tuple(row.purposes), grant.purposes),
+                ("priors", tuple(row.priors), grant.priors),
+                ("not_before", row.not_before, grant.not_before),
+                ("not_after", row.not_after, grant.not_after),
+                ("log_index", row.log_index, grant.index),
+            )
+            if cached != truth
+        ]
+        if fields:
+            raise LogIntegrityError(
+                f"grant {grant.id}: its row differs from the signed log in {', '.join(fields)}"
+            )
+
+    def _check_revocation_row(
+        self, grant: SignedGrant, row: Revocation | None, before: int
+    ) -> None:
+        revoked = self.revoked.get(grant.id)
+        if revoked is not None and revoked < before and row is None:
+            raise LogIntegrityError(
+                f"grant {grant.id}: the signed log revokes it at index {revoked}, "
+                "but the revocation row is missing (deleted)"
+            )
+        if row is not None and revoked is None:
+            raise LogIntegrityError(
+                f"grant {grant.id}: a revocation row {row.id} has no signed log entry (forged row)"
+            )
+        if row is not None and revoked is not None and row.log_index != revoked:
+            raise LogIntegrityError(
+                f"grant {grant.id}: its revocation row claims log index {row.log_index}, "
+                f"the signed log {revoked}"
+            )
