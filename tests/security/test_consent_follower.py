@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
+from consentry.errors import RollbackError
 from consentry.faces.engine import FaceEngine
 from consentry.faces.engines import get_engine
 from consentry.generation.gateway import CheckRequest, Gateway, is_integrity_failure
@@ -31,13 +32,18 @@ def engine() -> FaceEngine:
     return get_engine("sface")
 
 
-def reopen(w: World) -> Registry:
-    return Registry.open(w.registry.home.root, w.registry.db.url, clock=w.clock)
+def reopen(w: World, witness_dir: Path | None = None) -> Registry:
+    return Registry.open(
+        w.registry.home.root, w.registry.db.url, clock=w.clock, witness_dir=witness_dir
+    )
 
 
-def fresh_check(w: World, engine: FaceEngine, job: CheckRequest) -> tuple[bool, bool, Any]:
-    """(allowed, integrity failure, reasons) of ``job`` in a new process's gateway."""
-    registry = reopen(w)
+def fresh_check(
+    w: World, engine: FaceEngine, job: CheckRequest, witness_dir: Path | None = None
+) -> tuple[bool, bool, Any]:
+    """(allowed, integrity failure, reasons) of ``job`` in a new process's gateway
+    (with its own witness folder when ``witness_dir`` is given)."""
+    registry = reopen(w, witness_dir)
     try:
         receipt = Gateway(registry, engine).check(job)
         return receipt.allowed, is_integrity_failure(receipt), receipt.reasons
@@ -60,15 +66,22 @@ def _widen_signed_leaf(w: World) -> None:
 
 
 @pytest.mark.attack("log leaf edited with a consistent leaf hash")
-def test_a_leaf_that_does_not_verify_stops_the_gate(world: World, engine: FaceEngine) -> None:
+def test_a_leaf_that_does_not_verify_stops_the_gate(
+    world: World, engine: FaceEngine, tmp_path: Path
+) -> None:
     w = world
     train = CheckRequest(w.acme.id, "train", prompt=PROMPT)
     plain = CheckRequest(w.acme.id, "generate", prompt="a red house")
     assert fresh_check(w, engine, plain)[0]
     assert not fresh_check(w, engine, train)[0]  # grant_a does not cover train
     _widen_signed_leaf(w)
+    # A party that witnessed the log before sees the rewritten prefix at once...
+    with pytest.raises(RollbackError):
+        reopen(w)
+    # ...and one that never saw it (no witness state to compare) is stopped by the
+    # follower, which verifies every entry's signature.
     for job in (train, plain):  # every job stops, not only the one the leaf is about
-        allowed, integrity, reasons = fresh_check(w, engine, job)
+        allowed, integrity, reasons = fresh_check(w, engine, job, tmp_path / "new-witness")
         assert not allowed and integrity, reasons
         assert any("does not verify" in r for r in reasons), reasons
 
@@ -89,9 +102,12 @@ def test_a_log_replaced_under_another_key_is_refused(
     raw(w.registry, "DELETE FROM log_entries")
     for entry in entries:
         raw_insert(w.registry, "log_entries", entry)
-    allowed, integrity, reasons = fresh_check(w, engine, job)
-    assert not allowed and integrity, reasons
-    assert any("not an operator key of the database's log" in r for r in reasons), reasons
+    with pytest.raises(RollbackError):  # a party that witnessed the old log
+        reopen(w)
+    # Even a party with no witness state refuses it: the home's origin names its
+    # genesis operator key, and the replaced log starts with another.
+    with pytest.raises(RollbackError, match="another log"):
+        fresh_check(w, engine, job, tmp_path / "new-witness")
 
 
 def _fill(w: World, count: int) -> None:
@@ -102,7 +118,7 @@ def _fill(w: World, count: int) -> None:
 
 @pytest.mark.attack("consent snapshot forged or stale")
 def test_snapshot_is_used_only_while_its_prefix_is_the_log(
-    world: World, engine: FaceEngine, monkeypatch: pytest.MonkeyPatch
+    world: World, engine: FaceEngine, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     w = world
     monkeypatch.setattr(consent, "SNAPSHOT_EVERY", 4)
@@ -130,5 +146,7 @@ def test_snapshot_is_used_only_while_its_prefix_is_the_log(
     # the real snapshot, over a log whose prefix was rewritten: replayed, and refused
     path.write_bytes(sealed)
     _widen_signed_leaf(w)
-    allowed, integrity, reasons = fresh_check(w, engine, job)
+    with pytest.raises(RollbackError):  # a party that witnessed the old log
+        reopen(w)
+    allowed, integrity, reasons = fresh_check(w, engine, job, tmp_path / "new-witness")
     assert not allowed and integrity, reasons
