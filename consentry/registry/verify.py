@@ -41,6 +41,7 @@ from consentry.registry.models import (
     Grantee,
     LogEntry,
     OperatorKey,
+    OptOut,
     Prior,
     Revocation,
     Subject,
@@ -72,6 +73,7 @@ _ROW_TYPES: dict[str, type[Any]] = {
     "erasure": Erasure,
     "calibration": Calibration,
     "decision": Decision,
+    "opt-out": OptOut,
 }
 
 
@@ -133,6 +135,7 @@ class _Verifier:
         self.subject_keys: dict[str, str | None] = {}  # subject id -> logged public key hex
         self.grant_subject: dict[str, str] = {}
         self.erased: set[str] = set()
+        self.opted_out: set[str] = set()  # their kept photos are deleted by the opt-out
         self.signatures = SignatureBatcher()
         # key id -> (log index introducing it, log index retiring it or None)
         self.key_span: dict[str, tuple[int, int | None]] = {}
@@ -267,7 +270,7 @@ class _Verifier:
             subject_id = self.grant_subject.get(str(statement.get("grant")))
             if subject_id is None:
                 raise ConsentryError("revokes a grant that is not earlier in the log")
-        elif kind in ("enrollment", "erasure", "prior"):
+        elif kind in ("enrollment", "erasure", "prior", "opt-out"):
             named = str(statement.get("subject"))
             if named not in self.subject_keys:
                 raise ConsentryError(f"names subject {named} not earlier in the log")
@@ -275,6 +278,8 @@ class _Verifier:
                 raise ConsentryError(f"names subject {named}, erased earlier in the log")
             if kind == "erasure":
                 self.erased.add(named)
+            if kind == "opt-out":
+                self.opted_out.add(named)
         elif kind == "decision":
             self.check_decision_names(statement)
         trusted = dict(self.keys)
@@ -347,6 +352,14 @@ class _Verifier:
             if enrollment.subject_id in self.erased:
                 continue
             for item in enrollment.blobs:
+                if item["kind"] == "photo" and enrollment.subject_id in self.opted_out:
+                    if item["id"] in blobs:
+                        self.problem(
+                            f"enrollment {enrollment.id}: photo {item['id']} survived "
+                            "the subject's opt-out"
+                        )
+                        expected.add(item["id"])
+                    continue
                 expected.add(item["id"])
                 blob = blobs.get(item["id"])
                 if blob is None:
