@@ -323,7 +323,7 @@ def calibrate_command(
         bool,
         typer.Option(
             "--allow-far-threshold",
-            help="Apply a measured threshold more than 0.1 from the shipped default.",
+            help="Apply a measured threshold more than 0.15 from the shipped default.",
         ),
     ] = False,
     engine: EngineOpt = "sface",
