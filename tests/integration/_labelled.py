@@ -45,9 +45,7 @@ VARIANTS: list[Callable[[Image.Image], Image.Image]] = [
 ]
 
 
-def labelled_set(
-    folder: Path, variants: int, people: Mapping[str, Sequence[str]] = PEOPLE
-) -> Path:
+def labelled_set(folder: Path, variants: int, people: Mapping[str, Sequence[str]] = PEOPLE) -> Path:
     """Write ``folder/<identity>/<photo>_<i>.jpg``, ``variants`` per shipped photo."""
     if not 1 <= variants <= len(VARIANTS):
         raise ValueError(f"1..{len(VARIANTS)} variants")

@@ -43,7 +43,7 @@ def test_enroll_match_erase_cycle(cli: Cli) -> None:
     assert "OK:" in cli.ok("log", "verify")
     with Registry.open(cli.home) as registry:
         leaves = [registry.entry(i).leaf_json for i in range(registry.log_size())]
-    assert not any("embedding\":[" in leaf for leaf in leaves)  # hashes, never vectors
+    assert not any('embedding":[' in leaf for leaf in leaves)  # hashes, never vectors
 
 
 def test_reenroll_with_dlib_from_kept_photos(cli: Cli) -> None:
@@ -71,8 +71,15 @@ def test_bad_photos_are_rejected_one_line_each_and_nothing_is_enrolled(
     text.write_text("not an image")
     with Registry.open(cli.home) as registry:
         size = registry.log_size()
-    result = cli("subject", "enroll", "Barack Obama", str(DATA / "obama.jpg"),
-                 str(blank), str(corrupt), str(text))
+    result = cli(
+        "subject",
+        "enroll",
+        "Barack Obama",
+        str(DATA / "obama.jpg"),
+        str(blank),
+        str(corrupt),
+        str(text),
+    )
     assert result.code == 2 and "Traceback" not in result.err
     assert "3 photo(s) rejected" in result.err
     for name, reason in [("blank.png", "no face"), ("corrupt.jpg", ""), ("notes.png", "")]:
