@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 # The face stack (OpenCV, FAISS, NumPy) is imported inside the commands that use
 # it, so registry commands start fast.
 
-__all__ = ["ERASE_WARNING", "register"]
+__all__ = ["register"]
 
 EngineOpt = Annotated[
     str, typer.Option("--engine", help="Face engine: sface (default), dlib or insightface.")
@@ -45,13 +45,6 @@ YesOpt = Annotated[
     bool,
     typer.Option("--yes", "-y", help="Do it (without it: show what would happen, change nothing)."),
 ]
-
-ERASE_WARNING = (
-    "after erasure the gate no longer recognises this person: a photo of them is an "
-    "unregistered face, and jobs with it are ALLOWED (unless refuse_unknown_faces is on); "
-    "grants stay in the log. To keep refusing every job with their face or name, use "
-    "'consentry subject opt-out' instead."
-)
 
 
 def _engine(name: str, pack: Path | None) -> FaceEngine:
@@ -123,7 +116,7 @@ def erase_command(
     if opt_out:
         opt_out_command(subject, reason, yes, home, db, as_json)
         return
-    from consentry.registry.biometrics import erase_subject
+    from consentry.registry.biometrics import ERASE_WARNING, erase_subject
 
     typer.echo(f"warning: {ERASE_WARNING}", err=True)
     if not yes:

@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     from consentry.registry.store import Registry
 
 __all__ = [
+    "ERASE_WARNING",
     "MAX_PHOTOS_PER_ENROLLMENT",
     "CalibrationState",
     "EngineInfo",
@@ -69,6 +70,14 @@ __all__ = [
 ]
 
 MAX_PHOTOS_PER_ENROLLMENT = 999
+
+# What every erasure must tell its caller (CLI: stderr and --json).
+ERASE_WARNING = (
+    "after erasure the gate no longer recognises this person: a photo of them is an "
+    "unregistered face, and jobs with it are ALLOWED (unless refuse_unknown_faces is on); "
+    "grants stay in the log. To keep refusing every job with their face or name, use "
+    "'consentry subject opt-out' instead."
+)
 
 
 @dataclass(frozen=True)
