@@ -488,8 +488,6 @@ def _print_calibration(value: dict[str, Any]) -> None:
             f"  applied: threshold {value['threshold']:.4f} in force "
             f"(log index {value['log_index']})"
         )
-    for line in value["problems"]:
-        typer.echo(f"  refused: {line}", err=True)
 
 
 def register(app: typer.Typer, subject_app: typer.Typer) -> None:
