@@ -18,6 +18,7 @@ from consentry.cli.common import DbOpt, HomeOpt, JsonOpt, emit_json, open_regist
 from consentry.errors import InputError
 
 if TYPE_CHECKING:
+    from consentry.faces.calibration import Rates
     from consentry.faces.engine import FaceEngine
     from consentry.registry.models import Calibration
 
@@ -114,7 +115,8 @@ def erase_command(
     hashes stay in the log. Irreversible, and it leaves the person unprotected:
     needs --yes."""
     if opt_out:
-        opt_out_command(subject, reason, yes, home, db, as_json)
+        why = "opt-out requested" if reason == "erasure requested" else reason
+        opt_out_command(subject, why, yes, home, db, as_json)
         return
     from consentry.registry.biometrics import ERASE_WARNING, erase_subject
 
@@ -344,20 +346,18 @@ def calibrate_command(
         raise InputError("give a FOLDER of labelled photos, or --undo, or --reset (one of them)")
     face_engine = _engine(engine, pack)
     default = DEFAULT_THRESHOLDS.get(face_engine.name, 0.5)
-    value: dict[str, Any]
     problems: list[str] = []
+    measured = _measure(face_engine, folder, fmr) if folder is not None else None
     with open_registry(home, db) as registry:
         state = calibration_state(registry, face_engine.name, default)
-        if folder is not None:
-            row, value = _measure(face_engine, folder, fmr)
-            rates = row_rates(row)
+        value: dict[str, Any] = {}
+        if measured is not None:
+            rates, row, value = measured
             problems = calibration_problems(rates, fmr, max_fnmr, default, allow_far)
         elif undo:
             row = undo_calibration(state, face_engine.version)
-            value = {}
         else:
             row = reset_calibration(state, face_engine.version)
-            value = {}
         value |= {
             "engine": face_engine.name,
             "action": row.action,
@@ -384,22 +384,9 @@ def calibrate_command(
         typer.echo("dry run: nothing changed; run again with --apply to put it in force", err=True)
 
 
-def row_rates(row: Calibration) -> Any:
-    from consentry.faces.calibration import Rates
-
-    return Rates(
-        row.threshold,
-        row.fmr or 0.0,
-        row.fnmr or 0.0,
-        row.eer or 0.0,
-        row.genuine_pairs,
-        row.impostor_pairs,
-    )
-
-
 def _measure(
     face_engine: FaceEngine, folder: Path, fmr: float
-) -> tuple[Calibration, dict[str, Any]]:
+) -> tuple[Rates, Calibration, dict[str, Any]]:
     """Embed the labelled photos and measure the threshold at ``fmr`` (unlogged row)."""
     import numpy as np
 
@@ -454,7 +441,7 @@ def _measure(
         "identities": len(set(labels)),
         "skipped": skipped,
     }
-    return row, value
+    return rates, row, value
 
 
 def _print_calibration(value: dict[str, Any]) -> None:
