@@ -375,8 +375,8 @@ def test_erase_warns_needs_yes_and_opt_out_keeps_refusing(cli: Cli) -> None:
     assert erased.code == 0 and "ALLOWED" in erased.err
     value = json.loads(erased.out)
     assert value["protected"] is False and "ALLOWED" in value["warning"]
-    opted = cli("subject", "opt-out", "Joe Biden", "--yes", "--json")
-    assert opted.code == 0, opted.err
+    opted = cli("subject", "erase", "Joe Biden", "--opt-out", "--yes", "--json")  # = opt-out
+    assert opted.code == 0 and "ALLOWED" not in opted.err, opted.err
     assert json.loads(opted.out)["face_recognised"] is True
     cli.ok("grantee", "add", "Studio")
     granted = cli("grant", "Joe Biden", "--to", "Studio", "--purpose", "restore")
