@@ -332,6 +332,26 @@ def test_after_opt_out_every_job_with_them_is_refused(
     assert any(f"subject {obama} opted out" in r for r in refused.reasons), refused.reasons
 
 
+@pytest.mark.attack("training on an opted-out subject through an earlier grant")
+def test_training_an_opted_out_subject_is_refused_before_anything_runs(
+    registry: Registry, sface: FaceEngine, tmp_path: Path
+) -> None:
+    from consentry.errors import GrantError
+    from consentry.generation.personalize import TrainConfig
+    from consentry.generation.train_job import train_under_grant
+
+    obama = registry.get_subject("Barack Obama").id
+    enroll_photos(registry, sface, obama, [DATA / "obama.jpg"])  # no kept photos
+    registry.grant(obama, "Studio", ["train"])
+    missing = tmp_path / "no-model"
+    # the honest equivalent passes the consent gate (and stops at the missing photos)
+    with pytest.raises(InputError, match="no kept photos"):
+        train_under_grant(registry, "Studio", obama, missing, TrainConfig("lora", "sks"), device="cpu")
+    opt_out_subject(registry, obama, "asked")
+    with pytest.raises(GrantError, match="opted out"):
+        train_under_grant(registry, "Studio", obama, missing, TrainConfig("lora", "sks"), device="cpu")
+
+
 @pytest.mark.attack("grant to an opted-out subject")
 def test_opt_out_refuses_new_grants_and_keeps_only_what_refusing_needs(
     any_registry: Registry, sface: FaceEngine
