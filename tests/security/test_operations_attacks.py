@@ -343,13 +343,13 @@ def test_training_an_opted_out_subject_is_refused_before_anything_runs(
     obama = registry.get_subject("Barack Obama").id
     enroll_photos(registry, sface, obama, [DATA / "obama.jpg"])  # no kept photos
     registry.grant(obama, "Studio", ["train"])
-    missing = tmp_path / "no-model"
+    missing, config = tmp_path / "no-model", TrainConfig("lora", "sks")
     # the honest equivalent passes the consent gate (and stops at the missing photos)
     with pytest.raises(InputError, match="no kept photos"):
-        train_under_grant(registry, "Studio", obama, missing, TrainConfig("lora", "sks"), device="cpu")
+        train_under_grant(registry, "Studio", obama, missing, config, device="cpu")
     opt_out_subject(registry, obama, "asked")
     with pytest.raises(GrantError, match="opted out"):
-        train_under_grant(registry, "Studio", obama, missing, TrainConfig("lora", "sks"), device="cpu")
+        train_under_grant(registry, "Studio", obama, missing, config, device="cpu")
 
 
 @pytest.mark.attack("grant to an opted-out subject")
