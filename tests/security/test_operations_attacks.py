@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from sqlalchemy import text
 
 from consentry import Registry
 from consentry.errors import EnrollmentRejectedError, InputError, OptedOutError
@@ -117,8 +118,8 @@ def test_calibrate_refuses_an_unsafe_threshold(bare: Cli, tmp_path: Path, varian
     before = _state(cli)
     refused = cli("calibrate", str(build(tmp_path / "attack")), *flags, "--apply")
     assert refused.code == 2 and "Traceback" not in refused.err, refused.err
-    for text in says:
-        assert text in refused.err, refused.err
+    for said in says:
+        assert said in refused.err, refused.err
     assert "threshold not applied" in refused.err
     assert _state(cli) == before  # nothing logged, the threshold in force unchanged
     honest = cli.json("calibrate", str(honest_build(tmp_path / "honest")), *honest_flags, "--apply")
@@ -369,6 +370,11 @@ def test_opt_out_refuses_new_grants_and_keeps_only_what_refusing_needs(
     registry.checkpoint()
     report = registry.verify_log()
     assert report.ok, report.problems
+    # the opt-out is a signed log entry: deleting its row (to re-open the gate) is caught
+    with registry.db.writer.begin() as conn:
+        conn.execute(text("DELETE FROM opt_outs WHERE id = :i"), {"i": row.id})
+    problems = registry.verify_log().problems
+    assert any(row.id in line and "row missing" in line for line in problems), problems
 
 
 @pytest.mark.attack("erasure silently leaves the person unprotected")
