@@ -10,6 +10,7 @@ a request was refused, ``2`` when the input or the usage was wrong.
     ├── InputError                    (2) bad argument, file or value
     │   ├── ConfigError               (2) missing or unreadable home / settings
     │   ├── EnrollmentRejectedError   (2) photos failed the enrollment quality gates
+    │   ├── CalibrationRejectedError  (2) a measured threshold is not safe to put in force
     │   ├── NotFoundError             (2) no such subject, grantee, grant, entry
     │   │   └── AmbiguousNameError    (2) a name matches several records
     │   └── ImageError                (2) an image is unreadable, hostile, too large
@@ -20,6 +21,7 @@ a request was refused, ``2`` when the input or the usage was wrong.
     ├── RegistryError                 (1) the registry refused a change
     │   ├── DuplicateError            (1) the record already exists
     │   ├── ErasedError               (1) the subject's biometric data was erased
+    │   ├── OptedOutError             (1) the subject opted out: nothing may use them
     │   ├── PriorHashMismatchError    (1) a prior file is not the registered one
     │   └── VaultError                (1) encrypted data does not decrypt (tampered/erased)
     ├── SignatureError                (1) a signature or envelope does not verify
@@ -54,6 +56,7 @@ from pathlib import Path
 
 __all__ = [
     "AmbiguousNameError",
+    "CalibrationRejectedError",
     "CertificateError",
     "CheckpointError",
     "ConfigError",
@@ -76,6 +79,7 @@ __all__ = [
     "ModelHashError",
     "NonCanonicalError",
     "NotFoundError",
+    "OptedOutError",
     "PriorHashMismatchError",
     "ProofError",
     "ProvenanceError",
@@ -117,6 +121,11 @@ class EnrollmentRejectedError(InputError):
         super().__init__(f"{len(rejected)} photo(s) rejected, nothing enrolled: {lines}")
 
 
+class CalibrationRejectedError(InputError):
+    """A measured threshold was not put in force: its set is too small for the target
+    rates, its FNMR is above the bound, or it is far from the shipped default."""
+
+
 class NotFoundError(InputError):
     """A named record (subject, grantee, grant, log entry, key) does not exist."""
 
@@ -151,6 +160,10 @@ class DuplicateError(RegistryError):
 
 class ErasedError(RegistryError):
     """The subject's biometric data was erased; it cannot be used or re-enrolled from."""
+
+
+class OptedOutError(RegistryError):
+    """The subject opted out: no grant, kept photo or job may involve them again."""
 
 
 class VaultError(RegistryError):

@@ -5,11 +5,19 @@ Invariants
 - ``threshold_at_fmr`` returns the lowest threshold whose false-match rate on
   the impostor pairs is at most the target, i.e. it never trades FMR above the
   target for a better FNMR.
+- ``calibration_problems`` is the gate before a measured threshold is put in
+  force; it is empty only if the set has at least ``3 / target FMR`` impostor
+  pairs and ``3 / max FNMR`` genuine pairs (the rule of three: with no error in
+  N trials, 3/N bounds the rate at 95% confidence), the FNMR is at most the
+  bound, and the threshold lies within ``MAX_SHIFT`` of the shipped default
+  (unless that is explicitly overridden). A threshold with a high FNMR misses
+  registered faces, and a missed face is an allowed one: it fails open.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import combinations
@@ -20,14 +28,21 @@ import numpy as np
 from consentry.errors import InputError
 
 __all__ = [
+    "MAX_FNMR",
+    "MAX_SHIFT",
     "PairScores",
     "Rates",
+    "calibration_problems",
     "equal_error_rate",
     "labelled_photos",
     "pair_scores",
     "rates_at",
+    "required_pairs",
     "threshold_at_fmr",
 ]
+
+MAX_FNMR = 0.05  # default bound on the FNMR of a threshold put in force
+MAX_SHIFT = 0.15  # cosine distance from the shipped default that needs an override
 
 _SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff"}
 
@@ -113,3 +128,54 @@ def threshold_at_fmr(scores: PairScores, target_fmr: float) -> Rates:
     return Rates(
         threshold, fmr, fnmr, equal_error_rate(scores), len(scores.genuine), len(scores.impostor)
     )
+
+
+def required_pairs(rate: float) -> int:
+    """Pairs needed to measure an error rate down to ``rate``: ``ceil(3 / rate)``
+    (the rule of three); 0 for a rate that cannot be measured (<= 0)."""
+    if not rate > 0.0:
+        return 0
+    return math.ceil(3.0 / rate - 1e-9)
+
+
+def calibration_problems(
+    rates: Rates,
+    target_fmr: float,
+    max_fnmr: float,
+    default: float,
+    allow_far: bool = False,
+) -> list[str]:
+    """Why ``rates`` must not be put in force (empty: it may be). See the invariants."""
+    problems: list[str] = []
+    if not target_fmr > 0.0:
+        problems.append("a target FMR of 0 cannot be measured on any finite set")
+    else:
+        needed = required_pairs(target_fmr)
+        if rates.impostor_pairs < needed:
+            problems.append(
+                f"the set has {rates.impostor_pairs} impostor pairs; a target FMR of "
+                f"{target_fmr:g} needs at least {needed} (3 / FMR): add identities or photos"
+            )
+    if not 0.0 < max_fnmr < 1.0:
+        problems.append(f"the FNMR bound must be in (0, 1), not {max_fnmr:g}")
+    else:
+        needed = required_pairs(max_fnmr)
+        if rates.genuine_pairs < needed:
+            problems.append(
+                f"the set has {rates.genuine_pairs} genuine pairs; an FNMR bound of "
+                f"{max_fnmr:g} needs at least {needed} (3 / FNMR): add photos per identity"
+            )
+        if rates.fnmr > max_fnmr:
+            problems.append(
+                f"FNMR {rates.fnmr:.4f} at threshold {rates.threshold:.4f} exceeds the bound "
+                f"{max_fnmr:g}: registered faces would go unmatched, and an unmatched face "
+                "is allowed (check the labels, or raise --max-fnmr knowingly)"
+            )
+    shift = rates.threshold - default
+    if abs(shift) > MAX_SHIFT and not allow_far:
+        side = "above" if shift > 0 else "below"
+        problems.append(
+            f"threshold {rates.threshold:.4f} is {abs(shift):.4f} {side} the shipped default "
+            f"{default:.4f} (more than {MAX_SHIFT:g}): pass --allow-far-threshold to apply it"
+        )
+    return problems

@@ -55,6 +55,7 @@ from consentry.generation.policy import (
     Verdict,
     decide,
 )
+from consentry.registry.biometrics import opted_out_subjects
 from consentry.registry.decisions import record_decision
 from consentry.registry.models import Decision, Grant, Prior
 from consentry.registry.statements import format_time
@@ -336,6 +337,7 @@ class Gateway:
                 grants=tuple(self._grants(involved, prior)),
                 known_subjects=frozenset(involved),
                 refuse_unknown_faces=self.refuse_unknown_faces,
+                opted_out=opted_out_subjects(self.registry, involved),
                 images=len(images),
                 pixels=max((i.width * i.height for i in images), default=0),
                 steps=request.steps,
@@ -472,6 +474,7 @@ def run_job(gateway: Gateway, request: RunRequest, backend: Backend | None = Non
             output_faces=tuple(output_faces),
             grants=tuple(gateway._grants(involved, pre.facts.prior)),  # revocations re-read
             known_subjects=frozenset(involved),
+            opted_out=opted_out_subjects(gateway.registry, involved),
             copy_ssim=max(copies) if copies else None,
         )
         verdict = decide(post)

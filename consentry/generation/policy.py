@@ -33,6 +33,9 @@ Invariants
   refuses the whole job.)
 - Revocation wins: a grant with ``revoked=True`` never covers anything, at
   either stage.
+- Opt-out wins: a subject in ``opted_out`` (a signed opt-out is logged) is never
+  covered; every job involving them (face, name, prior) is refused, whatever
+  the grants.
 """
 
 from __future__ import annotations
@@ -148,6 +151,7 @@ class JobFacts:
     limits: Limits = field(default_factory=Limits)
     stage: Stage = "pre"
     copy_ssim: float | None = None  # post: highest copy SSIM of an output to a prior photo
+    opted_out: frozenset[str] = frozenset()  # involved subjects with a logged opt-out
 
 
 @dataclass(frozen=True)
@@ -306,6 +310,11 @@ def _defects(facts: JobFacts) -> list[str]:
     )
     if not known_ok:
         out.append("known_subjects is not a set of subject ids")
+    if not (
+        isinstance(facts.opted_out, frozenset | set)
+        and all(isinstance(s, str) for s in facts.opted_out)
+    ):
+        out.append("opted_out is not a set of subject ids")
     known = frozenset(facts.known_subjects) if known_ok else frozenset()
     out += _face_defects(facts.input_faces, "input", known)
     out += _face_defects(facts.output_faces, "output", known)
@@ -460,7 +469,15 @@ def _evaluate(facts: JobFacts, defects: list[str]) -> Verdict:
                         f"{owner} onto someone else"
                     )
 
+    opted_out = facts.opted_out if isinstance(facts.opted_out, frozenset | set) else ()
     for subject, lines in involved.items():
+        if subject in opted_out:
+            refusals += lines
+            refusals.append(
+                f"subject {subject} opted out: no grant covers them, every job with their "
+                "face, name or prior is refused"
+            )
+            continue
         cover = (
             prior_grant
             if prior is not None and prior_grant is not None and subject == prior.subject_id

@@ -31,7 +31,7 @@ from consentry.generation.gateway import grant_facts
 from consentry.generation.personalize import TrainConfig, TrainResult, train_prior
 from consentry.generation.placement import resolve_placement
 from consentry.generation.policy import GrantFact, active_grant, grant_problems
-from consentry.registry.biometrics import decrypt_photos
+from consentry.registry.biometrics import decrypt_photos, opted_out_subjects
 from consentry.registry.decisions import record_decision
 from consentry.registry.models import Decision, Prior
 from consentry.registry.statements import format_time
@@ -96,6 +96,8 @@ def train_under_grant(
     cover, reasons = _covering_grant(registry, subject_id, grantee_id)
     if _erased(registry, subject_id):
         cover, reasons = None, [f"subject {subject_id} was erased"]
+    if opted_out_subjects(registry, [subject_id]):
+        cover, reasons = None, [f"subject {subject_id} opted out: no grant covers them"]
     if cover is None:
         record_decision(
             registry, grantee_id, "train", False, reasons, [], [subject_id], None, [], []
@@ -132,6 +134,8 @@ def train_under_grant(
     after, late = _covering_grant(registry, subject_id, grantee_id)
     if _erased(registry, subject_id):
         after, late = None, [f"subject {subject_id} was erased while training"]
+    if opted_out_subjects(registry, [subject_id]):
+        after, late = None, [f"subject {subject_id} opted out while training"]
     if after is None:
         result.path.unlink(missing_ok=True)
         record_decision(

@@ -9,24 +9,33 @@ Invariants
   ``log verify`` still passes and nothing can be decrypted again.
 - Blob ``vector_id`` = enrollment log index * 1000 + position (< 1000 photos
   per enrollment), so every process derives the same FAISS ids.
+- An opt-out deletes the subject's kept photos (and stored prior files) in the
+  transaction of its log leaf and keeps their data key and embeddings, so their
+  face is still matched; from then on no kept photo is stored for them and the
+  policy refuses every job involving them (see ``policy.decide``).
+- Calibrations form a stack, replayed in log order: ``measure`` pushes, ``undo``
+  pops, ``reset`` empties; every entry states the threshold it puts in force, so
+  the newest entry's threshold is the one in force (``calibration_for``).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
 from sqlmodel import Session, col, select
 
-from consentry.errors import ErasedError, InputError, NotFoundError
+from consentry.errors import ErasedError, InputError, NotFoundError, OptedOutError
 from consentry.registry.models import (
     BiometricBlob,
     Calibration,
     Enrollment,
     Erasure,
+    OptOut,
+    Prior,
     SubjectDataKey,
 )
 from consentry.registry.signing import Envelope, sha256_hex
@@ -37,21 +46,39 @@ if TYPE_CHECKING:
     from consentry.registry.store import Registry
 
 __all__ = [
+    "ERASE_WARNING",
     "MAX_PHOTOS_PER_ENROLLMENT",
+    "CalibrationState",
     "EngineInfo",
     "Sample",
     "StoredEmbedding",
     "calibration_for",
+    "calibration_state",
     "decrypt_embeddings",
     "decrypt_photos",
     "enroll",
     "erase_subject",
+    "has_enrollment",
     "is_erased",
+    "is_opted_out",
     "open_blobs",
+    "opt_out_subject",
+    "opted_out_subjects",
     "record_calibration",
+    "reset_calibration",
+    "subject_embeddings",
+    "undo_calibration",
 ]
 
 MAX_PHOTOS_PER_ENROLLMENT = 999
+
+# What every erasure must tell its caller (CLI: stderr and --json).
+ERASE_WARNING = (
+    "after erasure the gate no longer recognises this person: a photo of them is an "
+    "unregistered face, and jobs with it are ALLOWED (unless refuse_unknown_faces is on); "
+    "grants stay in the log. To keep refusing every job with their face or name, use "
+    "'consentry subject opt-out' instead."
+)
 
 
 @dataclass(frozen=True)
@@ -104,10 +131,30 @@ def is_erased(session: Session, subject_id: str) -> bool:
     return session.exec(select(Erasure).where(Erasure.subject_id == subject_id)).first() is not None
 
 
+def is_opted_out(session: Session, subject_id: str) -> bool:
+    """Whether ``subject_id`` opted out (an opt-out is logged)."""
+    return session.exec(select(OptOut).where(OptOut.subject_id == subject_id)).first() is not None
+
+
+def opted_out_subjects(registry: Registry, subjects: Iterable[str]) -> frozenset[str]:
+    """Those of ``subjects`` that opted out, as the verified signed log says (the
+    consent follower), never as rows say: deleting an opt-out row changes nothing."""
+    wanted = set(subjects)
+    if not wanted:
+        return frozenset()
+    state = registry.consent
+    state.refresh()
+    return frozenset(wanted & state.opted_out.keys())
+
+
 def enroll(
     registry: Registry, subject: str, engine: EngineInfo, samples: Sequence[Sample]
 ) -> Enrollment:
-    """Encrypt and store ``samples`` for ``subject``; one log entry with hashes only."""
+    """Encrypt and store ``samples`` for ``subject``; one log entry with hashes only.
+
+    Refused for an erased subject, and with kept photos for an opted-out one
+    (their embeddings may still be added: more of them only refuse better).
+    """
     if not samples:
         raise InputError("nothing to enroll: no photo passed the quality gates")
     if len(samples) > MAX_PHOTOS_PER_ENROLLMENT:
@@ -117,6 +164,12 @@ def enroll(
     with registry.db.write() as session:
         if is_erased(session, subject_row.id):
             raise ErasedError(f"subject {subject_row.id} was erased; register them anew")
+        keeps = any(sample.aligned_png is not None for sample in samples)
+        if keeps and is_opted_out(session, subject_row.id):
+            raise OptedOutError(
+                f"subject {subject_row.id} opted out: no photo of them is kept; "
+                "enroll without --keep-photos"
+            )
         data_key = _data_key(registry, session, subject_row.id, create=True)
         blobs: list[BiometricBlob] = []
         for sample in samples:
@@ -204,7 +257,93 @@ def erase_subject(registry: Registry, subject: str, reason: str) -> Erasure:
     # persisted index caches hold the vectors (encrypted under the master key): purge them
     for cache in (registry.home.root / "cache").glob("index-*.bin"):
         cache.unlink(missing_ok=True)
+    _delete_prior_files(registry, subject_row.id)
     return row
+
+
+def opt_out_subject(registry: Registry, subject: str, reason: str) -> OptOut:
+    """Keep only what refusing needs: delete the subject's kept photos and stored
+    prior files, keep their data key and embeddings, log a signed opt-out.
+
+    From the opt-out on, the policy refuses every job with their face, name or
+    prior whatever the grants, no grant can be made for them (``Registry.grant``)
+    and no kept photo is stored for them. Final: there is no opting back in.
+    """
+    subject_row = registry.get_subject(subject)
+    with registry.db.write() as session:
+        if is_erased(session, subject_row.id):
+            raise ErasedError(
+                f"subject {subject_row.id} was erased: nothing of their face is left to refuse "
+                "with; register them anew, enroll them, then opt them out"
+            )
+        if is_opted_out(session, subject_row.id):
+            raise OptedOutError(f"subject {subject_row.id} has already opted out")
+        photos = list(
+            session.exec(
+                select(BiometricBlob)
+                .where(BiometricBlob.subject_id == subject_row.id, BiometricBlob.kind == "photo")
+                .order_by(col(BiometricBlob.id))
+            )
+        )
+        for blob in photos:
+            session.delete(blob)
+        row = OptOut(
+            id=registry.new_id("opt"),
+            subject_id=subject_row.id,
+            photos_json=json.dumps([blob.id for blob in photos]),
+            reason=reason.strip() or "opt-out requested",
+            created_at=format_time(registry.now()),
+            log_index=-1,
+        )
+        key = registry.signing_key(session)
+        registry.append(session, row, "opt-out", row.id, Envelope.sign(statement_of(row), [key]))
+    _delete_prior_files(registry, subject_row.id)
+    return row
+
+
+def _delete_prior_files(registry: Registry, subject_id: str) -> None:
+    """Delete the stored files of the subject's priors (their rows and hashes stay
+    in the log); a file another subject's prior also names is kept."""
+    from consentry.generation.backends.base import prior_store_path
+
+    with registry.db.read() as session:
+        priors = list(session.exec(select(Prior)))
+    theirs = [p for p in priors if p.subject_id == subject_id]
+    shared = {p.sha256 for p in priors if p.subject_id != subject_id}
+    for prior in theirs:
+        if prior.sha256 not in shared:
+            prior_store_path(registry, prior.sha256, prior.kind).unlink(missing_ok=True)
+
+
+def has_enrollment(registry: Registry, subject_id: str) -> bool:
+    """Whether ``subject_id`` has stored embeddings (of any engine)."""
+    with registry.db.read() as session:
+        found = session.exec(
+            select(BiometricBlob.id).where(
+                BiometricBlob.subject_id == subject_id, BiometricBlob.kind == "embedding"
+            )
+        ).first()
+    return found is not None
+
+
+def subject_embeddings(registry: Registry, subject_id: str, engine: str) -> np.ndarray:
+    """The subject's stored embeddings of ``engine`` (rows of unit vectors; 0 rows
+    when there are none), decrypted in memory only."""
+    with registry.db.read() as session:
+        blobs = list(
+            session.exec(
+                select(BiometricBlob)
+                .where(
+                    BiometricBlob.subject_id == subject_id,
+                    BiometricBlob.kind == "embedding",
+                    BiometricBlob.engine == engine,
+                )
+                .order_by(col(BiometricBlob.vector_id))
+            )
+        )
+        pairs = _decrypt(registry, session, blobs) if blobs else []
+    vectors = [np.frombuffer(plain, dtype="<f4").astype(np.float32) for _, plain in pairs]
+    return np.stack(vectors) if vectors else np.zeros((0, 0), dtype=np.float32)
 
 
 def _decrypt(
@@ -273,8 +412,109 @@ def decrypt_photos(registry: Registry, subject: str) -> list[tuple[str, bytes]]:
     return [(blob.photo_sha256, plain) for blob, plain in pairs]
 
 
+@dataclass(frozen=True)
+class CalibrationState:
+    """An engine's calibrations replayed: the threshold in force and the stack.
+
+    ``newest`` is the newest calibration entry (None: none logged, the shipped
+    default is in force); ``stack`` the measured entries an undo would walk back
+    through, oldest first.
+    """
+
+    engine: str
+    threshold: float
+    default: float
+    newest: Calibration | None
+    stack: tuple[Calibration, ...]
+
+
+def calibration_state(registry: Registry, engine: str, default: float) -> CalibrationState:
+    """Replay ``engine``'s calibration entries in log order (see the invariants)."""
+    with registry.db.read() as session:
+        rows = list(
+            session.exec(
+                select(Calibration)
+                .where(Calibration.engine == engine)
+                .order_by(col(Calibration.log_index))
+            )
+        )
+    stack: list[Calibration] = []
+    for row in rows:
+        if row.action == "measure":
+            stack.append(row)
+        elif row.action == "undo":
+            if stack:
+                stack.pop()
+        else:
+            stack.clear()
+    newest = rows[-1] if rows else None
+    threshold = newest.threshold if newest is not None else default
+    return CalibrationState(engine, threshold, default, newest, tuple(stack))
+
+
+def undo_calibration(state: CalibrationState, engine_version: str) -> Calibration:
+    """The (unlogged) entry that undoes the newest measured calibration in force:
+    it restates the one below it on the stack, or the shipped default."""
+    if not state.stack:
+        raise InputError(
+            f"engine {state.engine}: no measured calibration is in force, nothing to undo "
+            f"(threshold {state.threshold:.4f})"
+        )
+    below = state.stack[-2] if len(state.stack) > 1 else None
+    if below is None:
+        return _default_entry(state, engine_version, "undo")
+    return Calibration(
+        id="",
+        engine=state.engine,
+        engine_version=below.engine_version,
+        threshold=below.threshold,
+        fmr_target=below.fmr_target,
+        fmr=below.fmr,
+        fnmr=below.fnmr,
+        eer=below.eer,
+        genuine_pairs=below.genuine_pairs,
+        impostor_pairs=below.impostor_pairs,
+        dataset_sha256=below.dataset_sha256,
+        action="undo",
+        restores=below.id,
+        created_at="",
+        log_index=-1,
+    )
+
+
+def reset_calibration(state: CalibrationState, engine_version: str) -> Calibration:
+    """The (unlogged) entry that puts the shipped default back in force."""
+    if state.newest is None or (not state.stack and state.threshold == state.default):
+        raise InputError(
+            f"engine {state.engine}: the shipped default {state.default:.4f} is already in force"
+        )
+    return _default_entry(state, engine_version, "reset")
+
+
+def _default_entry(state: CalibrationState, engine_version: str, action: str) -> Calibration:
+    return Calibration(
+        id="",
+        engine=state.engine,
+        engine_version=engine_version,
+        threshold=state.default,
+        genuine_pairs=0,
+        impostor_pairs=0,
+        dataset_sha256="",
+        action=action,
+        restores=None,
+        created_at="",
+        log_index=-1,
+    )
+
+
 def record_calibration(registry: Registry, row: Calibration) -> Calibration:
-    """Log a measured threshold for an engine; it is in force from then on."""
+    """Log a calibration entry for an engine; its threshold is in force from then on.
+
+    Callers check a measured threshold before recording it (``consentry
+    calibrate`` refuses small sets, high FNMR and far thresholds).
+    """
+    if row.action not in ("measure", "undo", "reset"):
+        raise InputError(f"unknown calibration action {row.action!r}")
     row.id = registry.new_id("cal")
     row.created_at = format_time(registry.now())
     with registry.db.write() as session:

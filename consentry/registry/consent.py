@@ -171,6 +171,7 @@ class ConsentState:
         self.revoked: dict[str, int] = {}  # grant id -> index of its revocation
         self.priors: dict[str, SignedPrior] = {}
         self.erased: dict[str, int] = {}  # subject id -> index of its erasure
+        self.opted_out: dict[str, int] = {}  # subject id -> index of its opt-out
         self.enrollments: dict[str, SignedEnrollment] = {}
         self.thresholds: dict[str, float] = {}  # engine -> newest signed calibration
         self._by_subject: dict[str, list[str]] = {}
@@ -305,6 +306,8 @@ class ConsentState:
             subject = str(s.get("subject"))
             self.erased.setdefault(subject, index)
             self._event(BiometricEvent(index, "erasure", subject=subject))
+        elif kind == "opt-out":
+            self.opted_out.setdefault(str(s.get("subject")), index)
         elif kind == "calibration":
             engine, threshold = str(s.get("engine")), float(s.get("threshold", 0.0))
             self.thresholds[engine] = threshold
@@ -340,6 +343,7 @@ class ConsentState:
                 "grant_subject": checker.grant_subject,
                 "grantees": sorted(checker.grantees),
                 "erased": sorted(checker.erased),
+                "opted_out": sorted(checker.opted_out),
                 "key_span": checker.key_span,
                 "rotations": checker.rotations,
             },
@@ -349,6 +353,7 @@ class ConsentState:
             "revoked": self.revoked,
             "priors": [dataclasses.asdict(v) for v in self.priors.values()],
             "erased": self.erased,
+            "opted_out": self.opted_out,
             "thresholds": self.thresholds,
             "events": [dataclasses.asdict(e) for e in self._events],
         }
@@ -395,6 +400,7 @@ class ConsentState:
         checker.grant_subject = dict(c["grant_subject"])
         checker.grantees = set(c["grantees"])
         checker.erased = set(c["erased"])
+        checker.opted_out = set(c["opted_out"])
         checker.key_span = {
             k: (int(a), None if b is None else int(b)) for k, (a, b) in c["key_span"].items()
         }
@@ -418,6 +424,7 @@ class ConsentState:
             self.priors[v["id"]] = SignedPrior(**v)
             self._priors_of_sha.setdefault(v["sha256"], []).append(v["id"])
         self.erased = {str(k): int(v) for k, v in body["erased"].items()}
+        self.opted_out = {str(k): int(v) for k, v in body["opted_out"].items()}
         self.thresholds = {str(k): float(v) for k, v in body["thresholds"].items()}
         for e in body["events"]:
             enrollment = None

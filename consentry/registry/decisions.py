@@ -103,7 +103,7 @@ def record_decision(
     with registry.db.write() as session:
         moment = format_time(registry.now())
         if allowed:
-            late = _recheck(registry, session, grant_ids, prior, moment)
+            late = _recheck(registry, session, grant_ids, subject_ids, prior, moment)
             if late:
                 allowed, reason_list = False, [RACE_PREFIX + r for r in late]
         grantee_id = _grantee_id(session, grantee)
@@ -145,6 +145,7 @@ def _recheck(
     registry: Registry,
     session: Session,
     grant_ids: Sequence[str],
+    subject_ids: Sequence[str],
     prior_sha256: str | None,
     moment: str,
 ) -> list[str]:
@@ -169,6 +170,12 @@ def _recheck(
             f"subject {subject_id}, whose prior the job uses, was erased at log index "
             f"{state.erased[subject_id]}"
         )
+    # an opt-out withdraws every use of the subject's likeness, grants or not
+    for subject_id in dict.fromkeys([*subject_ids, *owners]):
+        if subject_id in state.opted_out:
+            problems.append(
+                f"subject {subject_id} opted out at log index {state.opted_out[subject_id]}"
+            )
     return problems
 
 

@@ -29,6 +29,7 @@ __all__ = [
     "Grantee",
     "LogEntry",
     "OperatorKey",
+    "OptOut",
     "Prior",
     "PriorKind",
     "Purpose",
@@ -245,8 +246,30 @@ class Erasure(SQLModel, table=True):
     log_index: int = Field(index=True)
 
 
+class OptOut(SQLModel, table=True):
+    """A subject's opt-out: every job with their face, name or prior is refused,
+    no grant can be made for them, and their kept photos are deleted; their
+    embeddings stay (encrypted) so their face keeps being recognised and refused."""
+
+    __tablename__ = "opt_outs"
+
+    id: str = Field(primary_key=True, max_length=40)
+    subject_id: str = Field(foreign_key="subjects.id", unique=True, max_length=40)
+    photos_json: str = _text()  # ids of the kept-photo blobs deleted
+    reason: str = _text()
+    created_at: str = Field(max_length=20)
+    log_index: int = Field(index=True)
+
+
 class Calibration(SQLModel, table=True):
-    """A measured match threshold for one engine; the newest one is in force."""
+    """A match threshold for one engine; the newest one is in force.
+
+    ``action`` is ``measure`` (measured on a labelled set), ``undo`` (restates
+    the calibration in force before the last measured one: ``restores`` names it,
+    or is None for the shipped default) or ``reset`` (the shipped default). A
+    default restated by ``undo`` or ``reset`` has no measured rates (None) and no
+    pairs; the log is append-only, so undoing is a new entry.
+    """
 
     __tablename__ = "calibrations"
 
@@ -254,13 +277,15 @@ class Calibration(SQLModel, table=True):
     engine: str = Field(max_length=32, index=True)
     engine_version: str
     threshold: float
-    fmr_target: float
-    fmr: float
-    fnmr: float
-    eer: float
+    fmr_target: float | None = None
+    fmr: float | None = None
+    fnmr: float | None = None
+    eer: float | None = None
     genuine_pairs: int
     impostor_pairs: int
     dataset_sha256: str = Field(max_length=64)
+    action: str = Field(default="measure", max_length=16)
+    restores: str | None = Field(default=None, max_length=40)
     created_at: str = Field(max_length=20)
     log_index: int = Field(index=True)
 

@@ -21,6 +21,7 @@ from consentry.registry.models import (
     Grant,
     Grantee,
     OperatorKey,
+    OptOut,
     Prior,
     Revocation,
     Subject,
@@ -53,6 +54,7 @@ Row = (
     | Erasure
     | Calibration
     | Decision
+    | OptOut
 )
 
 KIND_OF_TYPE: dict[str, str] = {
@@ -65,6 +67,7 @@ KIND_OF_TYPE: dict[str, str] = {
     "consentry.prior": "prior",
     "consentry.enrollment": "enrollment",
     "consentry.erasure": "erasure",
+    "consentry.opt-out": "opt-out",
     "consentry.calibration": "calibration",
     "consentry.decision": "decision",
 }
@@ -168,6 +171,14 @@ def statement_of(row: Row) -> dict[str, Any]:
             "reason": row.reason,
             "time": row.created_at,
         }
+    if isinstance(row, OptOut):
+        return _base("opt-out") | {
+            "id": row.id,
+            "subject": row.subject_id,
+            "photos": json.loads(row.photos_json),
+            "reason": row.reason,
+            "time": row.created_at,
+        }
     if isinstance(row, Calibration):
         return _base("calibration") | {
             "id": row.id,
@@ -181,6 +192,8 @@ def statement_of(row: Row) -> dict[str, Any]:
             "genuine_pairs": row.genuine_pairs,
             "impostor_pairs": row.impostor_pairs,
             "dataset_sha256": row.dataset_sha256,
+            "action": row.action,
+            "restores": row.restores,
             "time": row.created_at,
         }
     if isinstance(row, Decision):

@@ -47,6 +47,7 @@ from consentry.errors import (
     InputError,
     LogIntegrityError,
     NotFoundError,
+    OptedOutError,
     RetiredKeyError,
     RollbackError,
     SignatureError,
@@ -61,6 +62,7 @@ from consentry.registry.models import (
     Grantee,
     LogEntry,
     OperatorKey,
+    OptOut,
     Prior,
     Revocation,
     Subject,
@@ -527,6 +529,8 @@ class Registry:
             raise InputError("the grant would end before it starts (--until before --from)")
         with self.db.write() as session:
             subject_row = self._find_subject(session, subject)
+            if session.exec(select(OptOut).where(OptOut.subject_id == subject_row.id)).first():
+                raise OptedOutError(f"subject {subject_row.id} opted out: no grant can be made")
             grantee_row = self._find_grantee(session, grantee)
             cosigners = self._subject_cosigner(subject_row, subject_key, "grant")
             key = self.signing_key(session)

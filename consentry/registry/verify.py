@@ -47,6 +47,7 @@ from consentry.registry.models import (
     Grantee,
     LogEntry,
     OperatorKey,
+    OptOut,
     Prior,
     Revocation,
     Subject,
@@ -78,6 +79,7 @@ _ROW_TYPES: dict[str, type[Any]] = {
     "erasure": Erasure,
     "calibration": Calibration,
     "decision": Decision,
+    "opt-out": OptOut,
 }
 
 
@@ -146,6 +148,7 @@ class LogChecker:
         self.grant_subject: dict[str, str] = {}
         self.grantees: set[str] = set()
         self.erased: set[str] = set()
+        self.opted_out: set[str] = set()  # their kept photos are deleted by the opt-out
         self.signatures = SignatureBatcher()
         # key id -> (log index introducing it, log index retiring it or None)
         self.key_span: dict[str, tuple[int, int | None]] = {}
@@ -253,7 +256,7 @@ class LogChecker:
             subject_id = self.grant_subject.get(str(statement.get("grant")))
             if subject_id is None:
                 raise ConsentryError("revokes a grant that is not earlier in the log")
-        elif kind in ("enrollment", "erasure", "prior"):
+        elif kind in ("enrollment", "erasure", "prior", "opt-out"):
             named = str(statement.get("subject"))
             if named not in self.subject_keys:
                 raise ConsentryError(f"names subject {named} not earlier in the log")
@@ -284,6 +287,8 @@ class LogChecker:
             self.grant_subject[record_id] = str(subject_id)
         elif kind == "erasure":
             self.erased.add(str(statement.get("subject")))
+        elif kind == "opt-out":
+            self.opted_out.add(str(statement.get("subject")))
         self.on_record(entry, kind, record_id, statement)
 
     # hooks for what is built on the verified history (rows, consent facts)
@@ -431,6 +436,14 @@ class _Verifier(LogChecker):
             if items:
                 needs_key.add(subject_id)
             for item in items:
+                if item["kind"] == "photo" and subject_id in self.opted_out:
+                    if item["id"] in blobs:
+                        self.problem(
+                            f"enrollment {enrollment_id}: photo {item['id']} survived "
+                            "the subject's opt-out"
+                        )
+                        expected.add(item["id"])
+                    continue
                 expected.add(item["id"])
                 blob = blobs.get(item["id"])
                 if blob is None:
