@@ -12,6 +12,8 @@ a request was refused, ``2`` when the input or the usage was wrong.
     │   ├── EnrollmentRejectedError   (2) photos failed the enrollment quality gates
     │   ├── NotFoundError             (2) no such subject, grantee, grant, entry
     │   │   └── AmbiguousNameError    (2) a name matches several records
+    │   ├── PriorFileError            (2) a prior file is not what its kind must be
+    │   │                                 (a weights prior that is not safetensors)
     │   └── ImageError                (2) an image is unreadable, hostile, too large
     │       │                             or not an allowed format
     │       ├── UnsupportedImageError (2) not JPEG, PNG, WebP or TIFF (by magic bytes)
@@ -21,6 +23,7 @@ a request was refused, ``2`` when the input or the usage was wrong.
     │   ├── DuplicateError            (1) the record already exists
     │   ├── ErasedError               (1) the subject's biometric data was erased
     │   ├── PriorHashMismatchError    (1) a prior file is not the registered one
+    │   ├── PriorOwnerError           (1) a prior's SHA-256 is registered for another subject
     │   └── VaultError                (1) encrypted data does not decrypt (tampered/erased)
     ├── SignatureError                (1) a signature or envelope does not verify
     │   ├── UnknownKeyError           (1) signed by a key the registry does not know
@@ -72,7 +75,9 @@ __all__ = [
     "ModelHashError",
     "NonCanonicalError",
     "NotFoundError",
+    "PriorFileError",
     "PriorHashMismatchError",
+    "PriorOwnerError",
     "ProofError",
     "ProvenanceError",
     "RegistryError",
@@ -121,6 +126,11 @@ class AmbiguousNameError(NotFoundError):
     """A name matches more than one record; use the id instead."""
 
 
+class PriorFileError(InputError):
+    """A prior file is not what its kind must be (e.g. a weights prior whose bytes
+    are not a well-formed safetensors file); nothing was registered."""
+
+
 class ImageError(InputError):
     """An image is unreadable, hostile, too large, or not an allowed format."""
 
@@ -164,6 +174,12 @@ class PriorHashMismatchError(RegistryError):
             f"prior file {path} has SHA-256 {actual}, but the registry recorded {expected}: "
             "refusing to load it"
         )
+
+
+class PriorOwnerError(RegistryError):
+    """The file's SHA-256 is already registered as a prior of another subject: a
+    SHA-256 belongs to one subject, so the same bytes cannot be released under a
+    second subject's grant. The message names the existing prior id only."""
 
 
 class SignatureError(ConsentryError):
