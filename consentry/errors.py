@@ -12,6 +12,7 @@ a request was refused, ``2`` when the input or the usage was wrong.
     │   ├── EnrollmentRejectedError   (2) photos failed the enrollment quality gates
     │   ├── NotFoundError             (2) no such subject, grantee, grant, entry
     │   │   └── AmbiguousNameError    (2) a name matches several records
+    │   ├── JobLimitError             (2) a job parameter is outside the one ``Limits``
     │   ├── PriorFileError            (2) a prior file is not what its kind must be
     │   │                                 (a weights prior that is not safetensors)
     │   └── ImageError                (2) an image is unreadable, hostile, too large
@@ -70,6 +71,7 @@ __all__ = [
     "ImageError",
     "ImageTooLargeError",
     "InputError",
+    "JobLimitError",
     "LogError",
     "ManifestError",
     "ModelHashError",
@@ -124,6 +126,15 @@ class NotFoundError(InputError):
 
 class AmbiguousNameError(NotFoundError):
     """A name matches more than one record; use the id instead."""
+
+
+class JobLimitError(InputError):
+    """A job parameter (``field``: images, steps, size, strength) is outside the
+    bounds of ``consentry.generation.policy.Limits``; nothing ran or was logged."""
+
+    def __init__(self, field: str, message: str) -> None:
+        self.field = field
+        super().__init__(message)
 
 
 class PriorFileError(InputError):

@@ -103,9 +103,7 @@ def check_safetensors(path: Path) -> SafetensorsInfo:
                 raise _bad(name, f"{size} bytes, shorter than the 8-byte header length")
             (length,) = struct.unpack("<Q", prefix)
             if length == 0 or length > MAX_HEADER_BYTES:
-                raise _bad(
-                    name, f"header length {length} is outside 1..{MAX_HEADER_BYTES} bytes"
-                )
+                raise _bad(name, f"header length {length} is outside 1..{MAX_HEADER_BYTES} bytes")
             if 8 + length > size:
                 raise _bad(name, f"header length {length} runs past the end ({size} bytes)")
             raw = handle.read(length)
@@ -126,9 +124,7 @@ def check_safetensors(path: Path) -> SafetensorsInfo:
     if not isinstance(header, dict):
         raise _bad(name, "the header is not a JSON object")
     metadata = header.pop("__metadata__", {})
-    if not isinstance(metadata, dict) or not all(
-        isinstance(v, str) for v in metadata.values()
-    ):
+    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
         raise _bad(name, "__metadata__ is not an object of strings")
     data_bytes = size - 8 - length
     spans: list[tuple[int, int, str]] = []
@@ -168,7 +164,5 @@ def check_safetensors(path: Path) -> SafetensorsInfo:
             )
         position = end
     if position != data_bytes:
-        raise _bad(
-            name, f"the tensors cover {position} data bytes, but the file has {data_bytes}"
-        )
+        raise _bad(name, f"the tensors cover {position} data bytes, but the file has {data_bytes}")
     return SafetensorsInfo(len(spans), length, data_bytes)

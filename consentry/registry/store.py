@@ -614,6 +614,7 @@ class Registry:
                         f"this file (SHA-256 {digest}) is already registered as prior "
                         f"{other.id} of another subject: a prior's bytes belong to one subject"
                     )
+
         row = Prior(
             id=_new_id("pri"),
             subject_id=subject_row.id,
