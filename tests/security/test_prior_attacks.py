@@ -206,4 +206,4 @@ def test_prior_add_cli_refuses_pickles_and_foreign_files(tmp_path: Path) -> None
     again = cli("prior", "add", "Bob Example", str(weights), "--kind", "lora")
     assert again.code == 1 and first in again.err and "Alice" not in again.err, again.err
     listed = cli.json("prior", "list")
-    assert [p["id"] for p in listed] == [first]  # type: ignore[union-attr]
+    assert isinstance(listed, list) and [p["id"] for p in listed] == [first]
