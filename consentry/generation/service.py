@@ -12,8 +12,11 @@ Routes (all JSON unless noted; errors are ``{"error": {"code", "message"}}``):
 - ``POST /v1/grants``, ``POST /v1/grants/{id}/revoke``, ``GET /v1/grants``,
   ``POST /v1/subjects``, ``POST /v1/subjects/{id}/enroll``,
   ``POST /v1/subjects/{id}/erase`` (admin key).
+- ``POST /v1/audit`` (grantee or admin key): provenance and registered faces of one
+  image, at most ``Limits.max_faces`` faces; a grantee gets a pseudonym of its own
+  for every subject it holds no grant from, never a name or id.
 - ``GET /v1/log/checkpoint`` (text), ``GET /v1/log/proof/{index}``, ``POST /v1/verify``,
-  ``POST /v1/audit``, ``GET /healthz``: public.
+  ``GET /healthz``: public.
 
 Invariants
 - Keys come as ``Authorization: Bearer <key>``. Grantee keys are checked by the
@@ -25,8 +28,18 @@ Invariants
 - Handlers are sync ``def`` (run in the threadpool) sharing one registry; face
   analysis runs under one lock (the engines are not all thread-safe), and the
   pipeline under another (one job at a time per process).
-- Job parameters are bounded before anything runs: steps, size, strength and the
-  number of images; a job over a bound is a 422, never a partial run.
+- A form body (multipart or urlencoded) is validated strictly before any parser
+  sees it (:mod:`consentry.generation.multipart`): a malformed one is a 400
+  ``malformed_body`` and nothing is logged; every part must be a field the route
+  declares (once, unless a list; a file exactly where it takes a file), and the
+  number of files the route receives must equal the number validated.
+- Job parameters are bounded by the one :class:`~consentry.generation.policy.Limits`
+  the CLI uses (same bounds, same wording) before anything runs: steps, size,
+  strength, images (faces in the gateway); a job over a bound is a 422, never a
+  partial run.
+- A receipt sent to a grantee is :meth:`Receipt.for_grantee`: every subject the
+  grantee holds no grant from is "a registered person" (reasons, subjects, faces)
+  and other grantees' grants are not mentioned; the logged decision keeps the ids.
 - Any unexpected exception is a 500 ``internal`` with no detail in the body.
 """
 
