@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import pickle
 import struct
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,8 +51,8 @@ class PriorWorld:
 
 
 @pytest.fixture
-def world(tmp_path: Path, sqlite_url: str) -> Iterator[PriorWorld]:
-    registry = Registry.init(tmp_path / "home", sqlite_url)
+def world(tmp_path: Path, db_url: str) -> Iterator[PriorWorld]:
+    registry = Registry.init(tmp_path / "home", db_url)
     alice = registry.add_subject("Alice Example").id
     bob = registry.add_subject("Bob Example").id
     registry.add_grantee("Studio")
@@ -207,3 +208,38 @@ def test_prior_add_cli_refuses_pickles_and_foreign_files(tmp_path: Path) -> None
     assert again.code == 1 and first in again.err and "Alice" not in again.err, again.err
     listed = cli.json("prior", "list")
     assert isinstance(listed, list) and [p["id"] for p in listed] == [first]
+
+
+@pytest.mark.attack("two subjects register one prior file at once")
+def test_concurrent_registrations_of_one_file_leave_one_owner(world: PriorWorld) -> None:
+    data = _weights(seed=7)
+    sources = {}
+    for subject in (world.alice, world.bob):
+        sources[subject] = world.folder / f"{subject}.safetensors"
+        sources[subject].write_bytes(data)
+    barrier = threading.Barrier(2)
+    outcomes: dict[str, str] = {}
+
+    def register(subject: str) -> None:
+        barrier.wait()
+        try:
+            world.registry.add_prior(subject, "lora", "tiny-sd", sources[subject])
+            outcomes[subject] = "registered"
+        except PriorOwnerError:
+            outcomes[subject] = "refused"
+
+    threads = [threading.Thread(target=register, args=(s,)) for s in sources]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert sorted(outcomes.values()) == ["refused", "registered"], outcomes
+    owners = {p.subject_id for p in world.registry.list_priors()}
+    assert len(owners) == 1 and world.registry.verify_log().ok
+    # the honest owner's own grant releases it
+    (owner,) = owners
+    prior = world.registry.list_priors(owner)[0]
+    world.registry.grant(owner, "Studio", ["generate"], priors=[prior.sha256])
+    store_prior_file(world.registry, prior, sources[owner])
+    allowed = world.gateway.check(CheckRequest("Studio", "generate", [], "a portrait", prior.id))
+    assert allowed.allowed, allowed.reasons
