@@ -20,8 +20,10 @@ httpx, requests, curl and browsers produce it):
   LF, at most ``MAX_HEADER_BYTES``): exactly one ``Content-Disposition:
   form-data; name="..."`` with an optional ``filename="..."``, and at most one
   ``Content-Type``. Any other header (``Content-Transfer-Encoding`` included),
-  any other or repeated disposition parameter (``filename*`` included), a
-  backslash, quote, semicolon or control character inside a value: refused.
+  any other or repeated disposition parameter (``filename*`` included), an
+  unclosed quote, or a control character in a filename: refused. (Only field
+  names and the presence of a filename decide anything; names are restricted
+  below, so the parsers cannot disagree on them.)
 - Field names are 1..64 of ``A-Z a-z 0-9 _ . - [ ]``; 1..``MAX_PARTS`` parts.
 
 Invariant: :func:`validate_multipart` either returns every part of the body, in
@@ -51,7 +53,7 @@ _BCHARS = re.compile(r"[0-9A-Za-z'()+_,\-./:=? ]{0,69}[0-9A-Za-z'()+_,\-./:=?]")
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _NAME = re.compile(r"[A-Za-z0-9_.\-\[\]]{1,64}")
 _PARAM = re.compile(r'\s*([!#$%&\'*+\-.^_`|~0-9A-Za-z]+)\s*=\s*("[^"]*"|[^";\s]+)\s*')
-_BAD_VALUE = re.compile(r'[\x00-\x1f\x7f"\\;]')
+_BAD_VALUE = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class MultipartError(InputError):
