@@ -518,7 +518,7 @@ def create_app(
     *,
     refuse_unknown_faces: bool = False,
     max_body_bytes: int = MAX_BODY_BYTES,
-    max_images: int = MAX_IMAGES,
+    max_images: int | None = None,
     model_dir: Path | None = None,
     backend: Backend | None = None,
     limits: Limits | None = None,
@@ -528,14 +528,16 @@ def create_app(
     ``model_dir`` is the local diffusers folder that ``/v1/generate`` and
     ``/v1/restore`` run (loaded here, so a bad folder fails at start); ``backend``
     replaces the diffusers backend built from it (the same protocol). ``limits``
-    (default ``Limits()``, the CLI's) bounds every job; ``max_images`` overrides
-    its image count only.
+    (default ``Limits()``, the CLI's) bounds every job; ``max_images``, when given,
+    overrides its image count only.
     """
 
     admin_digest = admin_key_sha256.strip().lower()
     if len(admin_digest) != 64:
         raise InputError("the admin key hash must be a SHA-256 in hex")
-    bounds = replace(limits or Limits(), max_images=max_images)
+    bounds = limits or Limits()
+    if max_images is not None:
+        bounds = replace(bounds, max_images=max_images)
     gateway = Gateway(registry, engine, refuse_unknown_faces=refuse_unknown_faces, limits=bounds)
     faces_lock = threading.Lock()
     pipeline_lock = threading.Lock()
@@ -719,8 +721,8 @@ def create_app(
         from consentry.faces.enroll import enroll_photo_bytes
 
         _parsed_all(http, "photos", len(photos))
-        if not photos or len(photos) > max_images:
-            raise ApiError(422, "bad_input", f"give 1..{max_images} photos")
+        if not photos or len(photos) > bounds.max_images:
+            raise ApiError(422, "bad_input", f"give 1..{bounds.max_images} photos")
         datas = [(p.filename or f"photo-{n}", p.file.read()) for n, p in enumerate(photos)]
         with faces_lock:
             row = enroll_photo_bytes(registry, engine, subject, datas, keep_photos)
