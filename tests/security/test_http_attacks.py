@@ -414,18 +414,18 @@ def test_cli_and_http_refuse_the_same_out_of_bounds_job(
     assert honest.status_code == 503 and honest.json()["error"]["code"] == "no_model", honest.text
 
 
-def test_the_cli_runs_an_in_bounds_job_to_the_gateway(site: Site, tmp_path: Path) -> None:
-    """The CLI's half of the honest equivalent: an in-bounds job at the very limits
-    reaches the gateway and is decided and logged (it fails later, on the missing
-    model, as a logged refusal: exit 1, not the limits' exit 2)."""
+def test_the_cli_passes_an_in_bounds_job_at_the_limits(site: Site, tmp_path: Path) -> None:
+    """The CLI's half of the honest equivalent: a job at the very limits passes them
+    and goes on to the next check (here an existing output file, exit 2 with that
+    reason and nothing logged; test_gateway_run runs in-bounds CLI jobs through)."""
     cli = Cli(site.registry.home.root)
-    size = site.registry.log_size()
+    existing = tmp_path / "o.png"
+    existing.write_bytes(b"taken")
     limits = Limits()
     result = cli(
-        "generate", "--as", "Beta", "--prompt", "a red house", "--steps", str(limits.max_steps),
-        "--size", str(limits.min_size), "--model", str(tmp_path / "no-model"),
-        "-o", str(tmp_path / "o.png"),
+        "restore", str(DATA / "biden.jpg"), "--as", "Beta", "--steps", str(limits.max_steps),
+        "--size", str(limits.max_size), "--strength", "1.0", "--model", str(tmp_path),
+        "-o", str(existing),
     )  # fmt: skip
-    assert result.code == 1, result.err
+    assert result.code == 2 and "exists; not overwriting" in result.err, result.err
     assert "must be" not in result.err + result.out
-    assert site.registry.log_size() > size
