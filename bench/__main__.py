@@ -22,6 +22,8 @@ BENCHMARKS: dict[str, str] = {
     "provenance": "bench.provenance",
     "fidelity": "bench.fidelity",
     "gateway": "bench.gateway",
+    "aliases": "bench.aliases",
+    "attacks": "bench.attacks",
 }
 
 

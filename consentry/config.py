@@ -4,13 +4,24 @@ Resolution order for the home: an explicit path, then ``CONSENTRY_HOME``, then
 the per-user data folder. The database URL comes from an explicit value, then
 ``CONSENTRY_DB``, then the home's ``config.json``, then ``sqlite:///HOME/registry.db``.
 
+``config.json`` stores a SQLite file inside the home *relative to the home*
+(``sqlite:///registry.db``), so a copied or moved home uses its own copy of the
+database, never the original. A relative ``sqlite:///`` URL read from
+``config.json`` is resolved against the home root; absolute URLs (homes made
+before this rule, or a database outside the home) and PostgreSQL URLs are used as
+they are. Explicit and ``CONSENTRY_DB`` URLs keep SQLAlchemy's meaning.
+
+The witnessed checkpoint that defends against rollback is *not* kept here: see
+:mod:`consentry.registry.witness` (a per-user folder, ``CONSENTRY_WITNESS_DIR``).
+
 Layout::
 
     HOME/config.json          {"db_url": ..., "origin": ...}
     HOME/keys/operator.key    current operator Ed25519 key (PKCS#8 PEM, 0600)
     HOME/keys/operator.pub    its public key (PEM), what offline verifiers need
     HOME/keys/master.key      32-byte master key wrapping subject data keys (0600)
-    HOME/witness.checkpoint   the newest checkpoint this home has seen
+    HOME/witness.checkpoint   the newest checkpoint this home signed (the operator's
+                              own copy: restored with the home, so no rollback defence)
     HOME/registry.db          the SQLite database (default store)
 """
 
@@ -24,8 +35,11 @@ from pathlib import Path
 import platformdirs
 
 from consentry.errors import ConfigError
+from consentry.fsutil import atomic_write
 
 __all__ = ["Home", "resolve_db_url", "resolve_home"]
+
+_SQLITE_PREFIX = "sqlite:///"
 
 
 def resolve_home(home: Path | str | None = None) -> Path:
@@ -89,8 +103,42 @@ class Home:
         return {str(k): str(v) for k, v in data.items()}
 
     def write_config(self, values: dict[str, str]) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
-        self.config_file.write_text(json.dumps(values, indent=2, sort_keys=True) + "\n")
+        """Write ``config.json`` atomically; a SQLite file in the home is stored relative."""
+        stored = dict(values)
+        if "db_url" in stored:
+            stored["db_url"] = self.portable_db_url(stored["db_url"])
+        atomic_write(self.config_file, json.dumps(stored, indent=2, sort_keys=True) + "\n", 0o600)
+
+    def portable_db_url(self, url: str) -> str:
+        """``url`` as ``config.json`` stores it: a SQLite file inside the home becomes
+        ``sqlite:///<path relative to the home>``; anything else is unchanged."""
+        path, query = _sqlite_path(url)
+        if path is None or not path.is_absolute():
+            return url
+        try:
+            relative = path.resolve().relative_to(self.root.resolve())
+        except ValueError:
+            return url  # outside the home: a copy of the home shares it, as it should
+        return f"{_SQLITE_PREFIX}{relative.as_posix()}{query}"
+
+    def stored_db_url(self, url: str) -> str:
+        """The URL a ``config.json`` value means: relative SQLite paths are in the home."""
+        path, query = _sqlite_path(url)
+        if path is None or path.is_absolute():
+            return url
+        return f"{_SQLITE_PREFIX}{self.root / path}{query}"
+
+
+def _sqlite_path(url: str) -> tuple[Path | None, str]:
+    """The file path and ``?query`` of a ``sqlite:///PATH`` URL; ``None`` for any other
+    URL, an in-memory database or an empty path."""
+    if not url.startswith(_SQLITE_PREFIX):
+        return None, ""
+    rest = url[len(_SQLITE_PREFIX) :]
+    text, mark, query = rest.partition("?")
+    if not text or text == ":memory:":
+        return None, ""
+    return Path(text), mark + query
 
 
 def resolve_db_url(home: Home, explicit: str | None = None) -> str:
@@ -103,5 +151,5 @@ def resolve_db_url(home: Home, explicit: str | None = None) -> str:
     if home.exists():
         url = home.read_config().get("db_url")
         if url:
-            return url
+            return home.stored_db_url(url)
     return home.default_db_url

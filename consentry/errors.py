@@ -44,8 +44,8 @@ a request was refused, ``2`` when the input or the usage was wrong.
     └── LogError                      (1) the transparency log does not verify
         ├── ProofError                (1) an inclusion or consistency proof fails
         ├── CheckpointError           (1) a checkpoint is malformed or badly signed
-        │   └── RollbackError         (1) a checkpoint is older than one already seen,
-        │                                 or differs at the same size (split view)
+        │   └── RollbackError         (2) a checkpoint or log is older than one already
+        │                                 witnessed, or differs from it (split view)
         └── TamperError               (1) a row and its log leaf disagree
 """
 
@@ -263,6 +263,8 @@ class CheckpointError(LogError):
 
 class RollbackError(CheckpointError):
     """A checkpoint is smaller than one already trusted, or differs at equal size."""
+
+    exit_code = 2
 
 
 class TamperError(LogError):

@@ -26,7 +26,10 @@ URLs use libpq's ``postgresql://`` scheme; SQLAlchemy needs
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -42,7 +45,25 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 # machine too; the GPU paths are checked by ``python -m bench.gpu_check``.
 os.environ.setdefault("CONSENTRY_DEVICE", "cpu")
 
+# Witness state (what defends against a database rollback) lives outside the registry
+# home, by default in the per-user state folder: the suite must never write there.
+# Session-scoped fixtures use this folder; every test then gets its own (below), and
+# CLI subprocesses inherit it.
+WITNESS_DIR_ENV = "CONSENTRY_WITNESS_DIR"
+_SESSION_WITNESS = tempfile.mkdtemp(prefix="consentry-witness-")
+atexit.register(shutil.rmtree, _SESSION_WITNESS, True)
+os.environ[WITNESS_DIR_ENV] = _SESSION_WITNESS
+
 PG_URL_ENV = "CONSENTRY_TEST_PG_URL"
+
+
+@pytest.fixture(autouse=True)
+def _witness_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh witness folder per test (outside ``tmp_path``, whose contents some
+    tests list), so one test's witnessed checkpoints never judge another's logs."""
+    folder = tmp_path_factory.mktemp("witness")
+    monkeypatch.setenv(WITNESS_DIR_ENV, str(folder))
+    return folder
 
 
 # -- databases ---------------------------------------------------------------

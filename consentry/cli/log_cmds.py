@@ -1,4 +1,10 @@
-"""``consentry log``: checkpoints, proofs, offline proof verification, full verify."""
+"""``consentry log``: checkpoints, proofs, offline proof verification, full verify.
+
+Opening the registry checks the log against this party's witness folder (see
+``consentry.registry.witness``): a rolled-back database is refused with exit 2.
+``--witness-key`` makes ``verify`` and ``verify-proof`` also require a witness's
+cosignature (``consentry witness cosign``).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +15,7 @@ from typing import Annotated, Any
 import typer
 
 from consentry.cli.common import DbOpt, HomeOpt, JsonOpt, emit_json, fail, open_registry
+from consentry.cli.witness_cmds import WitnessKeyOpt, parse_witness_keys, require_cosigned
 from consentry.errors import InputError
 from consentry.registry import checkpoint as cp
 from consentry.registry.offline import verify_consistency_bundle, verify_inclusion_bundle
@@ -125,9 +132,14 @@ def verify_proof(
         list[Path],
         typer.Option("--public-key", help="Trusted operator public key (PEM); repeatable."),
     ],
+    witness_key: WitnessKeyOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Verify a proof offline, with only the operator's public key. Exit 1 if it fails."""
+    """Verify a proof offline, with only the operator's public key. Exit 1 if it fails.
+
+    With --witness-key the proof's checkpoint must also carry that witness's cosignature.
+    """
+    witnesses = parse_witness_keys(witness_key)
     try:
         bundle = json.loads(_read_text(proof_file, "proof"))
     except json.JSONDecodeError as exc:
@@ -135,6 +147,11 @@ def verify_proof(
     if not isinstance(bundle, dict):
         raise InputError(f"{proof_file} is not a proof object")
     keys = [load_public_key(p) for p in public_key]
+    note = bundle.get("new_checkpoint" if bundle.get("type") == "consistency" else "checkpoint")
+    if witnesses:
+        if not isinstance(note, str):
+            raise InputError(f"{proof_file} carries no checkpoint note")
+        require_cosigned(note, witnesses)
     if bundle.get("type") == "consistency":
         old, new = verify_consistency_bundle(bundle, keys)
         result = {
@@ -161,14 +178,44 @@ def verify_proof(
         typer.echo(text)
 
 
+@app.command("add-cosignature")
+def add_cosignature(
+    note_file: Annotated[Path, typer.Argument(help="A checkpoint note a witness co-signed.")],
+    home: HomeOpt = None,
+    db: DbOpt = None,
+) -> None:
+    """Store a witness's cosignature lines with the stored checkpoint they sign."""
+    note = _read_text(note_file, "checkpoint")
+    with open_registry(home, db) as registry:
+        stored = registry.add_cosignatures(note)
+    typer.echo(stored, nl=False)
+
+
 @app.command("verify")
-def verify(home: HomeOpt = None, db: DbOpt = None, as_json: JsonOpt = False) -> None:
+def verify(
+    home: HomeOpt = None,
+    db: DbOpt = None,
+    witness_key: WitnessKeyOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
     """Recompute every leaf from the rows, check every signature and checkpoint.
 
-    Exit 0 when everything verifies, 1 naming every record that does not.
+    Exit 0 when everything verifies, 1 naming every record that does not, 2 when
+    the log does not extend what this party's witness folder saw (rollback). With
+    --witness-key a stored checkpoint must carry that witness's cosignature.
     """
+    witnesses = parse_witness_keys(witness_key)
+    witnessed: dict[str, int] = {}
     with open_registry(home, db) as registry:
         report = registry.verify_log()
+        for name, public in witnesses:
+            witnessed[name] = registry.cosigned_size(name, public)
+    for name, size in witnessed.items():
+        if size == 0:
+            report.problems.append(
+                f"witness {name}: no stored checkpoint carries its valid cosignature "
+                "(run 'consentry witness cosign')"
+            )
     if as_json:
         emit_json(
             {
@@ -176,6 +223,7 @@ def verify(home: HomeOpt = None, db: DbOpt = None, as_json: JsonOpt = False) -> 
                 "size": report.size,
                 "root_hash": report.root.hex(),
                 "checkpoints": report.checkpoints,
+                "witnessed": witnessed,
                 "problems": report.problems,
             }
         )
@@ -183,6 +231,8 @@ def verify(home: HomeOpt = None, db: DbOpt = None, as_json: JsonOpt = False) -> 
         typer.echo(
             f"OK: {report.size} entries, {report.checkpoints} checkpoints, root {report.root.hex()}"
         )
+        for name, size in witnessed.items():
+            typer.echo(f"witness {name}: cosigned the first {size} of {report.size} entries")
     else:
         for problem in report.problems:
             typer.echo(f"FAIL: {problem}", err=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import typer
@@ -16,11 +17,13 @@ from consentry.cli import (
     provenance_cmds,
     registry_cmds,
     serve_cmds,
+    witness_cmds,
 )
 from consentry.cli.common import DbOpt, HomeOpt
 from consentry.errors import ConsentryError
 from consentry.provenance.certs import create_dev_pki
 from consentry.registry.store import Registry
+from consentry.registry.witness import WITNESS_DIR_ENV
 
 __all__ = ["app", "run"]
 
@@ -31,6 +34,13 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
+
+
+@app.callback()
+def main(witness_dir: witness_cmds.WitnessDirOpt = None) -> None:
+    """Consent-aware likeness registry: subjects, grants, revocations, a signed log."""
+    if witness_dir is not None:  # every command below checks the log against this folder
+        os.environ[WITNESS_DIR_ENV] = str(witness_dir)
 
 
 @app.command("init")
@@ -57,6 +67,7 @@ audit_cmds.register(app)
 gateway_cmds.register(app)
 serve_cmds.register(app)
 demo_cmds.register(app)
+witness_cmds.register(app)
 
 
 def run() -> None:

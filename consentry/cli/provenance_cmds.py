@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from consentry.cli.common import DbOpt, HomeOpt, JsonOpt, emit_json, fail, open_registry
+from consentry.cli.witness_cmds import WitnessKeyOpt, parse_witness_keys
 
 __all__ = ["register", "verify"]
 
@@ -16,9 +17,12 @@ def verify(
     file: Annotated[Path, typer.Argument(help="The image to verify (JPEG, PNG or WebP).")],
     home: HomeOpt = None,
     db: DbOpt = None,
+    witness_key: WitnessKeyOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Verify an output: trusted C2PA manifest and consent at the time of its decision.
+
+    With --witness-key the decision must also be in a checkpoint that witness cosigned.
 
     Exit 0 only if both hold; 1 with the C2PA status codes and the consent reason
     otherwise; 2 if the file is not a readable image.
@@ -26,9 +30,17 @@ def verify(
     # imported here: c2pa, numpy and Pillow would slow every other command's start
     from consentry.provenance.verify import read_media, verify_media
 
+    witnesses = parse_witness_keys(witness_key)
     data, mime = read_media(file)
     with open_registry(home, db) as registry:
         result = verify_media(registry, data, mime)
+        unwitnessed = [
+            name
+            for name, public in witnesses
+            if result.log_index is None or registry.cosigned_size(name, public) <= result.log_index
+        ]
+    if result.ok and unwitnessed:
+        fail(f"{file}: its decision is in no checkpoint cosigned by {', '.join(unwitnessed)}")
     if as_json:
         emit_json(result.to_json())
         if not result.ok:

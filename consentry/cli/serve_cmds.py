@@ -24,6 +24,7 @@ def admin_key_digest(home: Path) -> tuple[str, str | None]:
     key is made, its hash stored (mode 0600) and the key returned to be shown once.
     """
     from consentry.errors import ConfigError
+    from consentry.fsutil import atomic_write
     from consentry.generation.service import hash_admin_key
 
     given = os.environ.get(ADMIN_KEY_ENV, "").strip()
@@ -37,9 +38,7 @@ def admin_key_digest(home: Path) -> tuple[str, str | None]:
         return digest, None
     key = "csa_" + secrets.token_urlsafe(32)
     digest = hash_admin_key(key)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(digest + "\n")
+    atomic_write(path, digest + "\n", 0o600, exclusive=True)
     return digest, key
 
 

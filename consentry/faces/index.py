@@ -27,6 +27,7 @@ import numpy as np
 from sqlmodel import col, select
 
 from consentry.errors import ConsentryError, InputError, NotFoundError
+from consentry.fsutil import atomic_write
 from consentry.registry import merkle
 from consentry.registry.biometrics import calibration_for, decrypt_embeddings
 from consentry.registry.models import Enrollment, Erasure, LogEntry
@@ -279,10 +280,7 @@ class IdentityIndex:
         payload = struct.pack(">I", len(header)) + header + matrix
         blob = _CACHE_MAGIC + seal(self._cache_key(), payload, _CACHE_MAGIC + self.engine.encode())
         self._cache_path.parent.mkdir(parents=True, exist_ok=True)
-        staged = self._cache_path.with_suffix(".tmp")
-        staged.write_bytes(blob)
-        staged.chmod(0o600)
-        staged.replace(self._cache_path)
+        atomic_write(self._cache_path, blob, 0o600)
 
     def _load_cache(self) -> bool:
         """Load the cache if it authenticates and still matches the log; else ignore it."""

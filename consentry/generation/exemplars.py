@@ -25,6 +25,7 @@ import numpy as np
 from PIL import Image
 
 from consentry.errors import InputError, PriorHashMismatchError, RegistryError
+from consentry.fsutil import atomic_write
 from consentry.generation.backends.base import prior_store_path
 from consentry.registry.biometrics import decrypt_photos
 from consentry.registry.models import Prior
@@ -82,9 +83,7 @@ def register_exemplars(registry: Registry, subject: str) -> Prior:
     path = prior_store_path(registry, digest, "exemplars")
     path.parent.mkdir(parents=True, exist_ok=True)
     if not path.exists():
-        temporary = path.with_suffix(".tmp")
-        temporary.write_bytes(manifest)
-        temporary.replace(path)
+        atomic_write(path, manifest, 0o644)
     return registry.add_prior(
         row.id, "exemplars", "", path, details={"photos": hashes, "count": len(hashes)}
     )

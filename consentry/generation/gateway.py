@@ -304,7 +304,9 @@ class Gateway:
         return pre.receipt(decision)
 
     def _pre(self, request: CheckRequest) -> _PreCheck:
-        """Gather the facts and decide, logging nothing; never raises."""
+        """Gather the facts and decide, logging nothing; never raises, except
+        ``RollbackError`` when the log no longer extends the witness (every job fails)."""
+        self.registry.check_not_rolled_back()
         grantee_id: str | None = None
         inputs: list[str] = []
         prior_sha: str | None = None

@@ -81,6 +81,7 @@ from consentry.errors import (
     NotFoundError,
     ProvenanceError,
     RegistryError,
+    RollbackError,
     SignatureError,
 )
 from consentry.faces.engine import FaceEngine
@@ -143,6 +144,7 @@ _ERROR_MAP: tuple[tuple[type[ConsentryError], int, str], ...] = (
     (SignatureError, 403, "signature_required"),
     (GrantError, 403, "refused"),
     (EngineError, 503, "engine_unavailable"),
+    (RollbackError, 503, "log_rolled_back"),
     (LogError, 500, "log_error"),
     (ProvenanceError, 422, "provenance"),
 )

@@ -35,7 +35,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -47,6 +46,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from consentry.errors import CertificateError, ConfigError, ProvenanceError
+from consentry.fsutil import atomic_write
 
 __all__ = [
     "C2PA_SIGNING_EKU",
@@ -329,23 +329,13 @@ def _cert_pem(cert: x509.Certificate) -> bytes:
 
 
 def _write_new(path: Path, data: bytes, mode: int) -> None:
-    """Create ``path`` with ``mode``; fail if it exists (``O_EXCL``: no races, no overwrite)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    try:
-        os.fchmod(fd, mode)  # umask must not widen or narrow what we asked for
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    """Create ``path`` with ``mode``; fail if it exists (no races, no overwrite)."""
+    atomic_write(path, data, mode, exclusive=True)
 
 
 def _replace(path: Path, data: bytes, mode: int) -> None:
-    """Write ``path`` atomically: a fresh ``O_EXCL`` temporary file, then rename."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with contextlib.suppress(FileNotFoundError):
-        tmp.unlink()
-    _write_new(tmp, data, mode)
-    os.replace(tmp, path)
+    """Write ``path`` atomically and durably (``consentry.fsutil.atomic_write``)."""
+    atomic_write(path, data, mode)
 
 
 def _write_active(paths: PkiPaths, record: dict[str, Any]) -> None:

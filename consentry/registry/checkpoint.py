@@ -30,6 +30,23 @@ Invariants
   are ignored.
 * :func:`check_not_rollback` only compares two checkpoints; that a larger tree
   extends a smaller one is checked with :func:`consentry.registry.merkle.verify_consistency`.
+
+Witness cosignatures (C2SP tlog-cosignature, ``cosignature/v1``)
+----------------------------------------------------------------
+A witness that has checked a checkpoint extends everything it saw before adds one
+more signature line to the note. Its key hash uses the algorithm byte ``0x04``
+(so an operator key and a witness key never share a key hash), its blob is
+``key hash (4) || timestamp (8, big-endian seconds) || Ed25519 signature (64)``,
+and the signature covers::
+
+    cosignature/v1
+    time <timestamp, decimal seconds>
+    <the checkpoint body>
+
+Verifiers name a witness by its verifier key line ``<name>+<key hash hex>+<base64(
+0x04 || public key)>`` (:func:`format_vkey` / :func:`parse_vkey`). Cosignature lines
+are ignored by :func:`verify_checkpoint` (other algorithm, other length), and
+operator signature lines by :func:`verify_cosignature`.
 """
 
 from __future__ import annotations
@@ -50,12 +67,19 @@ __all__ = [
     "MAX_SIGNATURES",
     "Checkpoint",
     "NoteSignature",
+    "add_signature",
     "check_not_rollback",
+    "cosign_checkpoint",
+    "cosignature_key_hash",
     "ed25519_key_hash",
     "format_body",
+    "format_vkey",
+    "merge_signatures",
     "parse_checkpoint",
+    "parse_vkey",
     "sign_checkpoint",
     "verify_checkpoint",
+    "verify_cosignature",
 ]
 
 ROOT_HASH_SIZE = 32
@@ -65,6 +89,8 @@ MAX_SIGNATURES = 100
 
 _SIG_PREFIX = "\u2014 "  # em dash, space
 _ED25519_ALG = b"\x01"
+_COSIGNATURE_ALG = b"\x04"
+_COSIGNATURE_HEADER = "cosignature/v1\ntime "
 _KEY_HASH_SIZE = 4
 _ED25519_SIG_SIZE = 64
 
@@ -296,3 +322,126 @@ def check_not_rollback(trusted: Checkpoint, new: Checkpoint) -> None:
             f"checkpoint root differs from the trusted root at the same size "
             f"{new.tree_size} (split view)"
         )
+
+
+# -- witness cosignatures (C2SP tlog-cosignature) -------------------------------------
+
+
+def cosignature_key_hash(key_name: str, public_key: Ed25519PublicKey) -> bytes:
+    """The key hash of a ``cosignature/v1`` key: 4 bytes of
+    ``SHA-256(key_name || "\\n" || 0x04 || public key)``."""
+    material = key_name.encode("utf-8") + b"\n" + _COSIGNATURE_ALG + public_key.public_bytes_raw()
+    return hashlib.sha256(material).digest()[:_KEY_HASH_SIZE]
+
+
+def _cosigned_message(body: str, seconds: int) -> bytes:
+    return f"{_COSIGNATURE_HEADER}{seconds}\n{body}".encode()
+
+
+def _body_of(note: str) -> str:
+    body, _ = _split_note(note)
+    return body
+
+
+def add_signature(note: str, line: str) -> str:
+    """``note`` with one more signature line; a line of the same key name and key
+    hash is replaced (a newer cosignature supersedes the older one)."""
+    body, lines = _split_note(note)
+    _parse_body(body)
+    new = _parse_signature_line(line)
+    kept: list[str] = []
+    for old in lines:
+        sig = _parse_signature_line(old)
+        if (sig.key_name, sig.key_hash) != (new.key_name, new.key_hash):
+            kept.append(old)
+    if len(kept) + 1 > MAX_SIGNATURES:
+        raise CheckpointError(f"note would have more than {MAX_SIGNATURES} signature lines")
+    return body + "\n" + "".join(f"{old}\n" for old in [*kept, line])
+
+
+def merge_signatures(note: str, other: str) -> str:
+    """``note`` with every signature line of ``other`` added; both notes must have
+    the same body (the same checkpoint)."""
+    body, _ = _split_note(note)
+    other_body, lines = _split_note(other)
+    if other_body != body:
+        raise CheckpointError("the notes are of different checkpoints")
+    merged = note
+    for line in lines:
+        if line not in _split_note(merged)[1]:
+            merged = add_signature(merged, line)
+    return merged
+
+
+def cosign_checkpoint(
+    note: str, key_name: str, private_key: Ed25519PrivateKey, timestamp: datetime
+) -> str:
+    """``note`` with a ``cosignature/v1`` line by ``private_key`` at ``timestamp`` added.
+
+    The caller has verified the note and that it extends what this witness saw.
+    """
+    _check_key_name(key_name)
+    body = _body_of(note)
+    _parse_body(body)
+    if timestamp.utcoffset() != timedelta(0):
+        raise CheckpointError("cosignature time must be a timezone-aware UTC datetime")
+    seconds = int(timestamp.timestamp())
+    if not 0 <= seconds < 2**63:
+        raise CheckpointError("cosignature time is out of range")
+    signature = private_key.sign(_cosigned_message(body, seconds))
+    blob = (
+        cosignature_key_hash(key_name, private_key.public_key())
+        + seconds.to_bytes(8, "big")
+        + signature
+    )
+    line = f"{_SIG_PREFIX}{key_name} {base64.b64encode(blob).decode('ascii')}"
+    return add_signature(note, line)
+
+
+def verify_cosignature(
+    note: str, key_name: str, public_key: Ed25519PublicKey
+) -> tuple[Checkpoint, datetime]:
+    """The checkpoint and cosignature time if the witness key cosigned ``note``.
+
+    Raises :class:`CheckpointError` if the note is malformed or carries no valid
+    ``cosignature/v1`` line by this key (name and key hash must both match).
+    """
+    body, checkpoint, signatures = _parse_note(note)
+    _check_key_name(key_name)
+    key_hash = cosignature_key_hash(key_name, public_key)
+    for sig in signatures:
+        if sig.key_name != key_name or sig.key_hash != key_hash:
+            continue
+        if len(sig.signature) != 8 + _ED25519_SIG_SIZE:
+            continue
+        seconds = int.from_bytes(sig.signature[:8], "big")
+        try:
+            public_key.verify(sig.signature[8:], _cosigned_message(body, seconds))
+        except InvalidSignature:
+            continue
+        return checkpoint, datetime.fromtimestamp(seconds, UTC)
+    raise CheckpointError(f"no valid cosignature by witness {key_name!r} on the checkpoint")
+
+
+def format_vkey(key_name: str, public_key: Ed25519PublicKey) -> str:
+    """The verifier key line of a witness: ``name+hash+base64(0x04 || key)``."""
+    _check_key_name(key_name)
+    key_hash = cosignature_key_hash(key_name, public_key).hex()
+    blob = base64.b64encode(_COSIGNATURE_ALG + public_key.public_bytes_raw()).decode("ascii")
+    return f"{key_name}+{key_hash}+{blob}"
+
+
+def parse_vkey(text: str) -> tuple[str, Ed25519PublicKey]:
+    """The key name and public key of a witness verifier key line (strict)."""
+    parts = text.strip().split("+", 2)  # the name and hex hash hold no '+'; base64 may
+    if len(parts) != 3:
+        raise CheckpointError("a witness key is '<name>+<key hash hex>+<base64 key>'")
+    key_name, hash_text, blob_text = parts
+    _check_key_name(key_name)
+    blob = _decode_base64(blob_text, "witness key")
+    if len(blob) != 33 or blob[:1] != _COSIGNATURE_ALG:
+        raise CheckpointError("witness key is not a cosignature/v1 Ed25519 key")
+    public_key = Ed25519PublicKey.from_public_bytes(blob[1:])
+    if cosignature_key_hash(key_name, public_key).hex() != hash_text:
+        raise CheckpointError("witness key hash does not match its name and key")
+    return key_name, public_key

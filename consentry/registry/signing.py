@@ -34,6 +34,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 )
 
 from consentry.errors import InputError, NonCanonicalError, SignatureError, UnknownKeyError
+from consentry.fsutil import atomic_write
 
 __all__ = [
     "PAYLOAD_TYPE_PREFIX",
@@ -212,16 +213,13 @@ class SigningKey:
             serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),
         )
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(pem)
+        atomic_write(path, pem, 0o600, exclusive=True)
 
     def save_public(self, path: Path) -> None:
         pem = self.public_key.public_bytes(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
         )
-        path.write_bytes(pem)
+        atomic_write(path, pem, 0o644)
 
     @cached_property
     def public_key(self) -> Ed25519PublicKey:

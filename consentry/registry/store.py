@@ -9,6 +9,12 @@ Invariants
   A key retired by rotation signs nothing more.
 - A grant is *active* at time t iff ``not_before <= t < not_after`` (no upper
   bound when ``not_after`` is null) and it has no revocation.
+- Rollback: every Registry checks, when it opens and whenever it signs a
+  checkpoint, that the log extends the newest checkpoint its *own* witness state
+  (``consentry.registry.witness``, outside the home) has seen, with an RFC 9162
+  consistency proof, and advances that state; a log that does not (smaller, or
+  another history) raises ``RollbackError``. ``check_not_rolled_back`` is the
+  cheap check the gateway runs before every decision.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from consentry.config import Home, resolve_db_url, resolve_home
 from consentry.errors import (
     AmbiguousNameError,
     ConfigError,
+    ConsentryError,
     DuplicateError,
     GrantExpiredError,
     GrantNotYetValidError,
@@ -44,6 +51,7 @@ from consentry.errors import (
     RollbackError,
     SignatureError,
 )
+from consentry.fsutil import atomic_write, fsync_dir
 from consentry.registry import checkpoint as cp
 from consentry.registry import merkle
 from consentry.registry.db import Database
@@ -78,6 +86,7 @@ from consentry.registry.statements import (
 )
 from consentry.registry.vault import MasterKey
 from consentry.registry.verify import LogReport, verify_log
+from consentry.registry.witness import WitnessStore, check_extends
 
 __all__ = ["GrantStatus", "InclusionProof", "Registry", "leaf_bytes", "parse_until"]
 
@@ -150,12 +159,22 @@ class InclusionProof:
 class Registry:
     """A consent registry in one home folder, over SQLite or PostgreSQL."""
 
-    def __init__(self, home: Home, db: Database, key: SigningKey, clock: Clock) -> None:
+    def __init__(
+        self,
+        home: Home,
+        db: Database,
+        key: SigningKey,
+        clock: Clock,
+        witness: WitnessStore | None = None,
+    ) -> None:
         self.home = home
         self.db = db
         self._key = key
         self._clock = clock
         self._master: MasterKey | None = None
+        self.witness = witness if witness is not None else WitnessStore.resolve()
+        # (size, leaf hash hex at size - 1) of the tree last proved to extend the witness
+        self._witnessed_tail: tuple[int, str] | None = None
 
     # ------------------------------------------------------------------ opening
     @classmethod
@@ -164,8 +183,13 @@ class Registry:
         home: Path | str | None = None,
         db_url: str | None = None,
         clock: Clock = _utcnow,
+        witness_dir: Path | str | None = None,
     ) -> Registry:
-        """Create a registry: operator key (0600), schema, genesis entry, checkpoint."""
+        """Create a registry: operator key (0600), schema, genesis entry, checkpoint.
+
+        The first checkpoint is recorded in the witness folder (``witness_dir``, else
+        ``CONSENTRY_WITNESS_DIR``, else the per-user state folder).
+        """
         root = Home(resolve_home(home))
         if root.exists() or root.operator_key.exists():
             raise DuplicateError(f"a registry already exists at {root.root}")
@@ -183,7 +207,8 @@ class Registry:
         MasterKey.create(root.master_key)
         origin = f"consentry.registry/{key.key_id[:16]}"
         root.write_config({"db_url": url, "origin": origin})
-        registry = cls(root, db, key, clock)
+        registry = cls(root, db, key, clock, WitnessStore.resolve(witness_dir))
+        registry._origin = origin
         now = format_time(clock())
         row = OperatorKey(key_id=key.key_id, public_key=key.public_hex, created_at=now, log_index=0)
         with db.write() as session:
@@ -199,16 +224,29 @@ class Registry:
         home: Path | str | None = None,
         db_url: str | None = None,
         clock: Clock = _utcnow,
+        witness_dir: Path | str | None = None,
     ) -> Registry:
+        """Open a registry and check it against this party's witness state.
+
+        Raises ``RollbackError`` when the log does not extend the newest checkpoint
+        the witness folder (``witness_dir``, else ``CONSENTRY_WITNESS_DIR``, else the
+        per-user state folder) has seen of this log: the database was restored from
+        an older copy, truncated, rewritten, or is another log.
+        """
         root = Home(resolve_home(home))
         config = root.read_config()
         db = Database.connect(db_url or resolve_db_url(root))
-        db.create_schema()
-        if not root.operator_key.exists():
-            raise ConfigError(f"operator key missing: {root.operator_key}")
-        key = SigningKey.load(root.operator_key)
-        registry = cls(root, db, key, clock)
-        registry._origin = config.get("origin", "")
+        try:
+            db.create_schema()
+            if not root.operator_key.exists():
+                raise ConfigError(f"operator key missing: {root.operator_key}")
+            key = SigningKey.load(root.operator_key)
+            registry = cls(root, db, key, clock, WitnessStore.resolve(witness_dir))
+            registry._origin = config.get("origin", "")
+            registry.witness_check()
+        except BaseException:
+            db.dispose()
+            raise
         return registry
 
     def close(self) -> None:
@@ -667,6 +705,7 @@ class Registry:
             new_key.save(staged)
             # the commit happens when this block exits; only then does the file move
         staged.replace(self.home.operator_key)
+        fsync_dir(self.home.keys_dir)
         new_key.save_public(self.home.operator_public)
         self._key = new_key
         self.checkpoint()
@@ -710,7 +749,9 @@ class Registry:
             ]
             size = len(hashes)
             self._check_witness(session, hashes)
-            root = merkle.root_hash(hashes)
+            tree = merkle.MerkleTree(hashes)
+            self._check_extends_witness(hashes, tree)
+            root = tree.root
             existing = session.get(CheckpointRow, size)
             if existing is not None:
                 if existing.root_hash != root.hex():
@@ -733,10 +774,155 @@ class Registry:
                         created_at=format_time(self._clock()),
                     )
                 )
-        staged = self.home.witness_checkpoint.with_suffix(".tmp")
-        staged.write_text(note)
-        staged.replace(self.home.witness_checkpoint)
+        atomic_write(self.home.witness_checkpoint, note, 0o644)
+        self._advance_witness(hashes, tree, note)
         return note
+
+    # ------------------------------------------------------------------ witness
+    def witness_check(self) -> None:
+        """Prove that the whole log extends this party's witness state, then advance
+        the state to the newest stored checkpoint that verifies against the log.
+
+        One read of the leaf hashes, one Merkle tree, one consistency proof. Also
+        checks that the log is the one ``config.json`` names (its origin is bound
+        to the genesis key). Raises ``RollbackError``.
+        """
+        with self.db.read() as session:
+            hashes = [
+                bytes.fromhex(h)
+                for h in session.exec(select(LogEntry.leaf_hash).order_by(col(LogEntry.idx)))
+            ]
+            genesis = session.get(LogEntry, 0)
+            newest = session.exec(
+                select(CheckpointRow).order_by(col(CheckpointRow.tree_size).desc())
+            ).first()
+            keys = {
+                checkpoint_key_name(k.key_id): public_key_from_hex(k.public_key)
+                for k in session.exec(select(OperatorKey))
+            }
+        if genesis is not None:
+            self._check_genesis(genesis, hashes[0])
+        tree = merkle.MerkleTree(hashes)
+        self._check_extends_witness(hashes, tree)
+        if newest is not None:
+            candidate = self._verified_note(newest.note, keys, hashes)
+            if candidate is not None:
+                self._advance_witness(hashes, tree, candidate)
+
+    def check_not_rolled_back(self) -> None:
+        """The cheap check before each decision (O(1) queries, no tree).
+
+        The log still holds, unchanged, the last leaf of the tree this Registry
+        proved to extend its witness, and the witness state has not moved past it
+        (another process saw more: then the full :meth:`witness_check` runs). A
+        rollback under a running gateway therefore refuses the next job; a
+        rewrite that keeps that leaf is caught by the full proof at the next
+        checkpoint (before anything is released) and at every open.
+        """
+        seen = self.witness.latest(self.origin)
+        tail = self._witnessed_tail
+        if tail is None or (seen is not None and seen.checkpoint.tree_size > tail[0]):
+            self.witness_check()
+            return
+        size, leaf = tail
+        with self.db.read() as session:
+            found = session.execute(
+                select(LogEntry.leaf_hash).where(col(LogEntry.idx) == size - 1)
+            ).first()
+        if found is None or found[0] != leaf:
+            raise RollbackError(
+                f"rollback: the log no longer holds entry {size - 1} as witnessed "
+                f"(witness {self.witness.folder}): the database was restored from an older "
+                "copy or rewritten; refusing every job"
+            )
+
+    def _check_genesis(self, genesis: LogEntry, genesis_hash: bytes) -> None:
+        """The log's first entry is the key its origin is named after."""
+        try:
+            leaf = json.loads(genesis.leaf_json)
+        except ValueError:
+            leaf = {}
+        key_id = str(leaf.get("id", "")) if isinstance(leaf, dict) else ""
+        if (
+            merkle.leaf_hash(genesis.leaf_json.encode()) != genesis_hash
+            or not isinstance(leaf, dict)
+            or leaf.get("kind") != "key"
+            or self.origin != f"consentry.registry/{key_id[:16]}"
+        ):
+            raise RollbackError(
+                f"the database holds another log than {self.origin!r} (its genesis key is "
+                f"{key_id[:16] or 'missing'}): refusing it"
+            )
+
+    def _verified_note(
+        self, note: str, keys: Mapping[str, Ed25519PublicKey], hashes: Sequence[bytes]
+    ) -> str | None:
+        """``note`` if an operator key signed it for this origin and its root is the
+        log's prefix root; else None (``log verify`` reports why)."""
+        try:
+            _, signatures = cp.parse_checkpoint(note)
+            for signature in signatures:
+                public = keys.get(signature.key_name)
+                if public is None:
+                    continue
+                checkpoint = cp.verify_checkpoint(note, signature.key_name, public)
+                if (
+                    checkpoint.origin == self.origin
+                    and checkpoint.tree_size <= len(hashes)
+                    and merkle.root_hash(hashes[: checkpoint.tree_size]) == checkpoint.root_hash
+                ):
+                    return note
+                return None
+        except ConsentryError:
+            return None
+        return None
+
+    def _check_extends_witness(self, hashes: Sequence[bytes], tree: merkle.MerkleTree) -> None:
+        """The log extends the witness state (consistency proof), or RollbackError."""
+        seen = self.witness.latest(self.origin)
+        if seen is None:
+            return  # first sight: trusted on first use, recorded by _advance_witness
+        trusted = seen.checkpoint
+        if trusted.tree_size > len(tree):
+            hashes = self.leaf_hashes()  # another process may have grown the log since
+            if len(hashes) < trusted.tree_size:
+                raise RollbackError(
+                    f"rollback: the log has {len(hashes)} entries but the witness "
+                    f"{self.witness.folder} saw {trusted.tree_size} of {self.origin!r}: "
+                    "the database was restored from an older copy or truncated; refusing it"
+                )
+            tree = merkle.MerkleTree(hashes)
+        size = len(tree)
+        proof = tree.consistency_proof(trusted.tree_size) if 0 < trusted.tree_size < size else []
+        current = cp.Checkpoint(self.origin, size, tree.root, trusted.timestamp)
+        try:
+            check_extends(trusted, current, proof)
+        except RollbackError as exc:
+            raise RollbackError(
+                f"rollback: the log does not extend the checkpoint of size "
+                f"{trusted.tree_size} seen by the witness {self.witness.folder} ({exc}); "
+                "refusing it"
+            ) from exc
+        self._remember_tail(hashes, trusted.tree_size)
+
+    def _advance_witness(self, hashes: Sequence[bytes], tree: merkle.MerkleTree, note: str) -> None:
+        """Record ``note``, a checkpoint of a prefix of the log ``hashes``, as the
+        witness state. Under the state's lock the whole log is proved again to extend
+        what is stored, so the stored and the new checkpoint are both prefixes of one
+        tree and the state only moves forward."""
+        checkpoint, _ = cp.parse_checkpoint(note)
+        with self.witness.locked(self.origin):
+            self._check_extends_witness(hashes, tree)
+            seen = self.witness.latest(self.origin)
+            if seen is None or checkpoint.tree_size >= seen.checkpoint.tree_size:
+                self.witness.advance(note)
+                self._remember_tail(hashes, checkpoint.tree_size)
+
+    def _remember_tail(self, hashes: Sequence[bytes], size: int) -> None:
+        if 0 < size <= len(hashes) and (
+            self._witnessed_tail is None or self._witnessed_tail[0] <= size
+        ):
+            self._witnessed_tail = (size, hashes[size - 1].hex())
 
     def _check_witness(self, session: Session, hashes: list[bytes]) -> None:
         """The log must extend the newest checkpoint this home has witnessed."""
@@ -763,6 +949,50 @@ class Registry:
                 "the log's first entries differ from the witnessed checkpoint: "
                 "log rewritten; run 'consentry log verify'"
             )
+
+    def add_cosignatures(self, note: str) -> str:
+        """Store the signature lines of ``note`` (a witness-cosigned copy of a stored
+        checkpoint) on that checkpoint; returns the stored note.
+
+        Only lines are added: the body must be exactly a stored checkpoint's, so a
+        witness can never change what the operator signed.
+        """
+        checkpoint, _ = cp.parse_checkpoint(note)
+        with self.db.write() as session:
+            row = session.get(CheckpointRow, checkpoint.tree_size)
+            if row is None or cp.parse_checkpoint(row.note)[0] != checkpoint:
+                raise NotFoundError(
+                    f"no stored checkpoint of size {checkpoint.tree_size} with this body"
+                )
+            merged = cp.merge_signatures(row.note, note)
+            if merged != row.note:
+                row.note = merged
+                session.add(row)
+        return merged
+
+    def cosigned_size(self, key_name: str, public_key: Ed25519PublicKey) -> int:
+        """The largest tree size of a stored checkpoint that the witness key cosigned
+        and whose root is the log's prefix root; 0 when there is none."""
+        with self.db.read() as session:
+            notes = [
+                r.note
+                for r in session.exec(
+                    select(CheckpointRow).order_by(col(CheckpointRow.tree_size).desc())
+                )
+            ]
+        for note in notes:
+            try:
+                checkpoint, _ = cp.verify_cosignature(note, key_name, public_key)
+            except ConsentryError:
+                continue
+            hashes = self.leaf_hashes(checkpoint.tree_size)
+            if (
+                checkpoint.origin == self.origin
+                and len(hashes) == checkpoint.tree_size
+                and merkle.root_hash(hashes) == checkpoint.root_hash
+            ):
+                return checkpoint.tree_size
+        return 0
 
     def latest_checkpoint(self) -> str:
         with self.db.read() as session:
@@ -794,11 +1024,17 @@ class Registry:
         )
 
     def verify_log(self) -> LogReport:
-        """Verify every row, leaf, signature and checkpoint (see ``registry.verify``)."""
+        """Verify every row, leaf, signature and checkpoint (see ``registry.verify``),
+        and that the log extends this party's witness state (reported, not raised)."""
         witness_file = self.home.witness_checkpoint
         witness = witness_file.read_text() if witness_file.exists() else None
         with self.db.read() as session:
-            return verify_log(session, witness)
+            report = verify_log(session, witness)
+        try:
+            self.witness_check()
+        except RollbackError as exc:
+            report.problems.append(f"external witness: {exc}")
+        return report
 
     def consistency_proof(self, old_size: int, new_size: int | None = None) -> list[bytes]:
         hashes = self.leaf_hashes(new_size)

@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.hashes import SHA256
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from consentry.errors import ConfigError, VaultError
+from consentry.fsutil import atomic_write
 
 __all__ = ["MasterKey", "seal", "unseal"]
 
@@ -55,10 +56,7 @@ class MasterKey:
     @classmethod
     def create(cls, path: Path) -> MasterKey:
         secret = os.urandom(32)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(secret)
+        atomic_write(path, secret, 0o600, exclusive=True)
         return cls(secret)
 
     @classmethod

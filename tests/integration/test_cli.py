@@ -32,7 +32,7 @@ class Cli:
         env = {
             k: v
             for k, v in os.environ.items()
-            if not k.startswith("CONSENTRY_") or k == "CONSENTRY_DEVICE"
+            if not k.startswith("CONSENTRY_") or k in ("CONSENTRY_DEVICE", "CONSENTRY_WITNESS_DIR")
         }
         argv = [sys.executable, "-m", "consentry.cli.main", *args]
         if home:

@@ -21,7 +21,11 @@ DEMO_LIMIT_S = 180.0  # the target is 2 minutes on 2 cores; allow for a loaded m
 
 def _env(tmp_path: Path) -> dict[str, str]:
     """The environment of a user whose own registry is elsewhere: the demo must ignore it."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CONSENTRY_")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("CONSENTRY_") or k == "CONSENTRY_WITNESS_DIR"
+    }
     env["CONSENTRY_HOME"] = str(tmp_path / "users-own-home")
     env["CONSENTRY_DB"] = f"sqlite:///{tmp_path / 'users-own.db'}"
     return env

@@ -356,7 +356,11 @@ class GatewayMachine(RuleBasedStateMachine):
         shutil.copytree(template, self.root, dirs_exist_ok=True)
         self.url = sqlite_url(self.root)
         self.clock = Clock(T0)
-        self.registry = Registry.open(self.root / "home", self.url, clock=self.clock)
+        # each example restores the same template log: a witness folder of its own, or
+        # the second example would be (rightly) refused as a rollback of the first
+        self.registry = Registry.open(
+            self.root / "home", self.url, clock=self.clock, witness_dir=self.root / "witness"
+        )
         self.engine = _engine()
         subjects = {s.display_name: s.id for s in self.registry.list_subjects()}
         self.ids = {person: subjects[name] for person, (name, _) in PEOPLE.items()}
@@ -466,7 +470,9 @@ class GatewayMachine(RuleBasedStateMachine):
         self.clock.now += hours * HOUR
         if restart == "registry":
             self.registry.close()
-            self.registry = Registry.open(self.root / "home", self.url, clock=self.clock)
+            self.registry = Registry.open(
+                self.root / "home", self.url, clock=self.clock, witness_dir=self.root / "witness"
+            )
         if restart != "no":
             self.gateways = self._gateways()
 

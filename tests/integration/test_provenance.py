@@ -303,7 +303,11 @@ def test_sign_verify_and_log_verify_on_each_backend(tmp_path: Path, db_url: str)
 
 
 def subprocess_cli(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CONSENTRY_")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("CONSENTRY_") or k == "CONSENTRY_WITNESS_DIR"
+    }
     env["CONSENTRY_HOME"] = str(home)
     return subprocess.run(
         [sys.executable, "-m", "consentry.cli.main", *args],
@@ -327,6 +331,8 @@ def cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> 
 
     def invoke(home: Path, *args: str) -> Ran:
         for name in [k for k in os.environ if k.startswith("CONSENTRY_")]:
+            if name == "CONSENTRY_WITNESS_DIR":
+                continue
             monkeypatch.delenv(name)
         monkeypatch.setenv("CONSENTRY_HOME", str(home))
         monkeypatch.setattr(sys, "argv", ["consentry", *args])

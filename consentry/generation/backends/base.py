@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple, Protocol, runtime_checkable
 
 from consentry.errors import InputError, PriorFileError, PriorHashMismatchError
+from consentry.fsutil import fsync_dir
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -186,6 +187,8 @@ def store_prior_file(registry: Registry, prior: Prior, source: Path) -> Path:
     so what lies under ``<sha256>.safetensors`` is always what was registered and
     validated, even if ``source`` changed after registration. The gateway hashes
     the stored file again on every load, so a later swap is refused, never used.
+    Durable like :func:`consentry.fsutil.atomic_write` (file fsync, rename, folder
+    fsync), but streamed: a multi-GB DreamBooth file is never held in memory.
     """
     from consentry.registry.safetensors_header import check_safetensors
 
@@ -210,7 +213,9 @@ def store_prior_file(registry: Registry, prior: Prior, source: Path) -> Path:
             raise PriorHashMismatchError(Path(source), prior.sha256, actual)
         if prior.kind != "exemplars":
             check_safetensors(temporary)
+        temporary.chmod(0o644)
         os.replace(temporary, target)
     finally:
         temporary.unlink(missing_ok=True)
+    fsync_dir(target.parent)
     return target
