@@ -490,7 +490,12 @@ def verify(phase: Phase, world: World) -> dict[str, Any]:
             if len(result["examples"]) < 8:
                 result["examples"].append(f"refused, expected allow: {job.kind} "
                                           f"{job.image_name} prompt={job.prompt!r}")
-        if set(o.subjects) != set(job.expected_subjects):
+        # A grantee sees "a registered person" for a subject it holds no grant from
+        # (the service redacts receipts); an allowed job's subjects are all granted.
+        granted = {s for j in world.jobs if j.key == job.key and j.expected_allowed
+                   for s in j.expected_subjects}
+        if set(o.subjects) != {s if s in granted else "a registered person"
+                               for s in job.expected_subjects}:
             result["subject_mismatches"] += 1
             if len(result["examples"]) < 8:
                 result["examples"].append(f"subjects {sorted(o.subjects)} != expected "

@@ -13,6 +13,9 @@ a request was refused, ``2`` when the input or the usage was wrong.
     │   ├── CalibrationRejectedError  (2) a measured threshold is not safe to put in force
     │   ├── NotFoundError             (2) no such subject, grantee, grant, entry
     │   │   └── AmbiguousNameError    (2) a name matches several records
+    │   ├── JobLimitError             (2) a job parameter is outside the one ``Limits``
+    │   ├── PriorFileError            (2) a prior file is not what its kind must be
+    │   │                                 (a weights prior that is not safetensors)
     │   └── ImageError                (2) an image is unreadable, hostile, too large
     │       │                             or not an allowed format
     │       ├── UnsupportedImageError (2) not JPEG, PNG, WebP or TIFF (by magic bytes)
@@ -23,6 +26,7 @@ a request was refused, ``2`` when the input or the usage was wrong.
     │   ├── ErasedError               (1) the subject's biometric data was erased
     │   ├── OptedOutError             (1) the subject opted out: nothing may use them
     │   ├── PriorHashMismatchError    (1) a prior file is not the registered one
+    │   ├── PriorOwnerError           (1) a prior's SHA-256 is registered for another subject
     │   └── VaultError                (1) encrypted data does not decrypt (tampered/erased)
     ├── SignatureError                (1) a signature or envelope does not verify
     │   ├── UnknownKeyError           (1) signed by a key the registry does not know
@@ -73,6 +77,7 @@ __all__ = [
     "ImageError",
     "ImageTooLargeError",
     "InputError",
+    "JobLimitError",
     "LogError",
     "LogIntegrityError",
     "ManifestError",
@@ -80,7 +85,9 @@ __all__ = [
     "NonCanonicalError",
     "NotFoundError",
     "OptedOutError",
+    "PriorFileError",
     "PriorHashMismatchError",
+    "PriorOwnerError",
     "ProofError",
     "ProvenanceError",
     "RegistryError",
@@ -134,6 +141,20 @@ class AmbiguousNameError(NotFoundError):
     """A name matches more than one record; use the id instead."""
 
 
+class JobLimitError(InputError):
+    """A job parameter (``field``: images, steps, size, strength) is outside the
+    bounds of ``consentry.generation.policy.Limits``; nothing ran or was logged."""
+
+    def __init__(self, field: str, message: str) -> None:
+        self.field = field
+        super().__init__(message)
+
+
+class PriorFileError(InputError):
+    """A prior file is not what its kind must be (e.g. a weights prior whose bytes
+    are not a well-formed safetensors file); nothing was registered."""
+
+
 class ImageError(InputError):
     """An image is unreadable, hostile, too large, or not an allowed format."""
 
@@ -181,6 +202,12 @@ class PriorHashMismatchError(RegistryError):
             f"prior file {path} has SHA-256 {actual}, but the registry recorded {expected}: "
             "refusing to load it"
         )
+
+
+class PriorOwnerError(RegistryError):
+    """The file's SHA-256 is already registered as a prior of another subject: a
+    SHA-256 belongs to one subject, so the same bytes cannot be released under a
+    second subject's grant. The message names the existing prior id only."""
 
 
 class SignatureError(ConsentryError):

@@ -1,4 +1,10 @@
-"""``consentry check``: the gateway's decision on a job, without running it."""
+"""``consentry check``, ``generate`` and ``restore``: the gateway on the command line.
+
+Job parameters are bounded by the one ``consentry.generation.policy.Limits`` (the
+HTTP service uses the same values and wording): a job outside them fails with
+exit 2 before anything runs or is logged. The operator's CLI shows subject ids in
+reasons; the HTTP service redacts them for grantees.
+"""
 
 from __future__ import annotations
 
@@ -39,9 +45,11 @@ def check_command(
     from consentry.errors import InputError
     from consentry.faces.engines import get_engine
     from consentry.generation.gateway import CheckRequest, Gateway, is_integrity_failure
+    from consentry.generation.policy import Limits
 
     if not requester or not purpose:
         raise InputError("give --as GRANTEE and --purpose P")
+    Limits().check_job(images=len(images or []))
     with open_registry(home, db) as registry:
         gateway = Gateway(registry, get_engine(engine), refuse_unknown_faces=refuse_unknown_faces)
         receipt = gateway.check(CheckRequest(requester, purpose, list(images or []), prompt, prior))
@@ -73,6 +81,7 @@ def _run(
     steps: int,
     size: int,
     seed: int,
+    strength: float | None,
     engine: str,
     home: Path | None,
     db: str | None,
@@ -84,9 +93,11 @@ def _run(
     from consentry.faces.engines import get_engine
     from consentry.generation.gateway import Gateway, RunRequest, is_integrity_failure, run_job
     from consentry.generation.placement import resolve_placement
+    from consentry.generation.policy import Limits
 
     if not requester:
         raise InputError("give --as GRANTEE")
+    Limits().check_job(images=0 if image is None else 1, steps=steps, size=size, strength=strength)
     resolve_placement(device, dtype)  # a bad name fails here, before anything is logged
     if out.exists():
         raise InputError(f"{out} exists; not overwriting")
@@ -104,6 +115,7 @@ def _run(
                 steps,
                 size,
                 seed,
+                0.6 if strength is None else strength,
                 device=device,
                 dtype=dtype,
             ),
@@ -154,6 +166,7 @@ def generate_command(
         steps,
         size,
         seed,
+        None,
         engine,
         home,
         db,
@@ -175,6 +188,9 @@ def restore_command(
     steps: Annotated[int, typer.Option("--steps")] = 20,
     size: Annotated[int, typer.Option("--size")] = 512,
     seed: Annotated[int, typer.Option("--seed")] = 0,
+    strength: Annotated[
+        float, typer.Option("--strength", help="img2img strength, in (0, 1].")
+    ] = 0.6,
     engine: Annotated[str, typer.Option("--engine", help="Face engine.")] = "sface",
     device: DeviceOpt = None,
     dtype: DtypeOpt = None,
@@ -195,6 +211,7 @@ def restore_command(
         steps,
         size,
         seed,
+        strength,
         engine,
         home,
         db,

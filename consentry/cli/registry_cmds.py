@@ -271,6 +271,10 @@ def prior_add(
 ) -> None:
     """Register a personalised prior for a subject; prints the prior id.
 
+    A weights prior must be a well-formed ``.safetensors`` file (pickle checkpoints
+    are refused, exit 2), and a file already registered for another subject is
+    refused (exit 1): a prior's bytes belong to one subject.
+
     ``--kind exemplars`` registers the subject's kept enrollment photos (enroll with
     --keep-photos) as the prior used by personalised restoration; it takes no file.
     """
@@ -287,8 +291,9 @@ def prior_add(
         else:
             if file is None:
                 raise InputError(f"a {kind or 'weights'} prior needs its file")
-            from consentry.generation.backends.base import store_prior_file
+            from consentry.generation.backends.base import check_prior_file, store_prior_file
 
+            check_prior_file(file, kind)  # pickles refused by name; the header is checked next
             row = registry.add_prior(subject, kind, base_model, file)
             store_prior_file(registry, row, file)
         registry.checkpoint()

@@ -17,10 +17,10 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from PIL import Image
@@ -47,6 +47,7 @@ from consentry.generation.memorization import (
     prior_references,
 )
 from consentry.generation.policy import (
+    REGISTERED_PERSON,
     FaceFact,
     GrantFact,
     JobFacts,
@@ -54,6 +55,7 @@ from consentry.generation.policy import (
     PriorFact,
     Verdict,
     decide,
+    redact_reasons,
 )
 from consentry.registry.biometrics import opted_out_subjects
 from consentry.registry.decisions import record_decision
@@ -144,6 +146,40 @@ class Receipt:
     faces: list[dict[str, object]] = field(default_factory=list)
     outputs: list[bytes] = field(default_factory=list)  # signed PNGs, only when allowed
     details: dict[str, object] = field(default_factory=dict)  # restoration, memorization
+
+    def for_grantee(
+        self,
+        requester: str,
+        visible_subjects: Iterable[str],
+        own_grants: Iterable[str],
+        hidden_names: Iterable[str] = (),
+    ) -> Receipt:
+        """The receipt a grantee may read (what the HTTP service sends).
+
+        Every subject the grantee holds no grant from (``visible_subjects`` are
+        those it holds any grant from) becomes "a registered person" in the
+        reasons, ``subjects`` and ``faces``; lines about other grantees' grants are
+        dropped (see :func:`~consentry.generation.policy.redact_reasons`); only
+        the grantee's own grants are listed. The logged decision is unchanged:
+        the operator keeps every id.
+        """
+        visible = set(visible_subjects)
+        mine = set(own_grants)
+
+        def shown(subject: object) -> object:
+            return subject if subject in visible else REGISTERED_PERSON
+
+        faces = [
+            face | {"subjects": [shown(s) for s in cast(list[object], face.get("subjects", []))]}
+            for face in self.faces
+        ]
+        return replace(
+            self,
+            reasons=redact_reasons(self.reasons, requester, visible, mine, hidden_names),
+            grants=tuple(g for g in self.grants if g in mine),
+            subjects=tuple(str(shown(s)) for s in self.subjects),
+            faces=faces,
+        )
 
     def to_json(self) -> dict[str, object]:
         return {

@@ -50,6 +50,7 @@ from typing import Literal
 from consentry.registry.statements import PRIOR_KINDS, PURPOSES
 
 __all__ = [
+    "REGISTERED_PERSON",
     "FaceFact",
     "GrantFact",
     "JobFacts",
@@ -60,6 +61,7 @@ __all__ = [
     "active_grant",
     "decide",
     "grant_problems",
+    "redact_reasons",
 ]
 
 Stage = Literal["pre", "post"]
@@ -114,13 +116,50 @@ class FaceFact:
 
 @dataclass(frozen=True)
 class Limits:
-    """Per-job limits: images, pixels of the largest image, sampling steps, faces."""
+    """Per-job limits: images, pixels of the largest image, sampling steps, output
+    size and img2img strength, faces, memorization.
+
+    The one source of job bounds: the CLI (``consentry check/generate/restore``),
+    the HTTP service and :func:`decide` all use these values and
+    :meth:`check_job`'s wording, so a job one of them refuses, every one refuses.
+    """
 
     max_images: int = 8
     max_pixels: int = 16_777_216
-    max_steps: int = 150
+    max_steps: int = 50
+    min_size: int = 64  # output side, pixels, a multiple of size_multiple
+    max_size: int = 1024
+    size_multiple: int = 8
     max_faces: int = 32  # per job, inputs and outputs each; checked before embedding
     max_copy_ssim: float = 0.7  # an output this close to a prior's photo is withheld
+
+    def check_job(
+        self,
+        *,
+        images: int | None = None,
+        steps: int | None = None,
+        size: int | None = None,
+        strength: float | None = None,
+    ) -> None:
+        """Raise :class:`~consentry.errors.JobLimitError` for the first parameter
+        outside its bound (None: not part of this job); the message states the bound.
+        Checked before anything runs or is logged."""
+        from consentry.errors import JobLimitError
+
+        if images is not None and not 0 <= images <= self.max_images:
+            raise JobLimitError("images", f"{images} images: at most {self.max_images} per job")
+        if steps is not None and not 1 <= steps <= self.max_steps:
+            raise JobLimitError("steps", f"steps must be 1..{self.max_steps} (got {steps})")
+        if size is not None and (
+            not self.min_size <= size <= self.max_size or size % self.size_multiple
+        ):
+            raise JobLimitError(
+                "size",
+                f"size must be a multiple of {self.size_multiple} in "
+                f"{self.min_size}..{self.max_size} (got {size})",
+            )
+        if strength is not None and not (math.isfinite(strength) and 0.0 < strength <= 1.0):
+            raise JobLimitError("strength", f"strength must be in (0, 1] (got {strength})")
 
 
 @dataclass(frozen=True)
@@ -540,3 +579,58 @@ def decide(facts: JobFacts) -> Verdict:
         return _refusal(
             [*(_MALFORMED + d for d in defects), f"policy error: {type(exc).__name__}: {exc}"]
         )
+
+
+# ------------------------------------------------------------------ redaction
+REGISTERED_PERSON = "a registered person"
+"""What a grantee is told in place of a subject it holds no grant from."""
+
+_SUBJECT_ID = re.compile(r"\bsub_[0-9a-f]{20}\b")
+_OTHER_ID = re.compile(r"\b(?:grt|gte)_[0-9a-f]{20}\b")
+
+
+def redact_reasons(
+    reasons: Iterable[str],
+    requester: str,
+    visible_subjects: Iterable[str],
+    own_grants: Iterable[str],
+    hidden_names: Iterable[str] = (),
+) -> tuple[str, ...]:
+    """The reasons a grantee may read: the logged reasons with every subject it
+    holds no grant from replaced by "a registered person".
+
+    Pure. Every registry subject id (``sub_`` + 20 hex) not in
+    ``visible_subjects``, and every name in ``hidden_names`` (the display names and
+    aliases of those subjects, matched case-insensitively), becomes
+    :data:`REGISTERED_PERSON`; a line naming a grant that is not in ``own_grants``
+    or a grantee other than ``requester`` (another grantee's consent, which is
+    none of this grantee's business) is dropped. A refusal never comes back
+    without a reason: if every line was dropped, one generic line remains. The
+    operator's log keeps the full reasons.
+    """
+    given = tuple(reasons)
+    visible = set(visible_subjects)
+    mine = set(own_grants) | {requester}
+    names = sorted({n.strip() for n in hidden_names if n.strip()}, key=len, reverse=True)
+    pattern = (
+        re.compile(
+            r"(?<!\w)(?:" + "|".join(re.escape(n) for n in names) + r")(?!\w)", re.IGNORECASE
+        )
+        if names
+        else None
+    )
+    out: list[str] = []
+    for line in given:
+        if any(token not in mine for token in _OTHER_ID.findall(line)):
+            continue
+        text = _SUBJECT_ID.sub(
+            lambda m: m.group(0) if m.group(0) in visible else REGISTERED_PERSON, line
+        )
+        if pattern is not None:
+            text = pattern.sub(REGISTERED_PERSON, text)
+        text = text.replace(f"subject {REGISTERED_PERSON}", REGISTERED_PERSON)
+        out.append(text)
+    lines = tuple(dict.fromkeys(out))
+    if not lines and given:
+        return (f"{REGISTERED_PERSON} is involved (details withheld)",)
+    return lines

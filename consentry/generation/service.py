@@ -12,8 +12,11 @@ Routes (all JSON unless noted; errors are ``{"error": {"code", "message"}}``):
 - ``POST /v1/grants``, ``POST /v1/grants/{id}/revoke``, ``GET /v1/grants``,
   ``POST /v1/subjects``, ``POST /v1/subjects/{id}/enroll``,
   ``POST /v1/subjects/{id}/erase`` (admin key).
+- ``POST /v1/audit`` (grantee or admin key): provenance and registered faces of one
+  image, at most ``Limits.max_faces`` faces; a grantee gets a pseudonym of its own
+  for every subject it holds no grant from, never a name or id.
 - ``GET /v1/log/checkpoint`` (text), ``GET /v1/log/proof/{index}``, ``POST /v1/verify``,
-  ``POST /v1/audit``, ``GET /healthz``: public.
+  ``GET /healthz``: public.
 
 Invariants
 - Keys come as ``Authorization: Bearer <key>``. Grantee keys are checked by the
@@ -25,8 +28,18 @@ Invariants
 - Handlers are sync ``def`` (run in the threadpool) sharing one registry; face
   analysis runs under one lock (the engines are not all thread-safe), and the
   pipeline under another (one job at a time per process).
-- Job parameters are bounded before anything runs: steps, size, strength and the
-  number of images; a job over a bound is a 422, never a partial run.
+- A form body (multipart or urlencoded) is validated strictly before any parser
+  sees it (:mod:`consentry.generation.multipart`): a malformed one is a 400
+  ``malformed_body`` and nothing is logged; every part must be a field the route
+  declares (once, unless a list; a file exactly where it takes a file), and the
+  number of files the route receives must equal the number validated.
+- Job parameters are bounded by the one :class:`~consentry.generation.policy.Limits`
+  the CLI uses (same bounds, same wording) before anything runs: steps, size,
+  strength, images (faces in the gateway); a job over a bound is a 422, never a
+  partial run.
+- A receipt sent to a grantee is :meth:`Receipt.for_grantee`: every subject the
+  grantee holds no grant from is "a registered person" (reasons, subjects, faces)
+  and other grantees' grants are not mentioned; the logged decision keeps the ids.
 - Any unexpected exception is a 500 ``internal`` with no detail in the body.
 """
 
@@ -38,12 +51,16 @@ import hmac
 import json
 import logging
 import threading
-from collections.abc import Awaitable, Callable, MutableMapping
-from dataclasses import asdict
+import types
+import typing
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import parse_qsl
 
 from fastapi import Depends, FastAPI, File, Form, Request, UploadFile
+from fastapi import params as fastapi_params
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -59,6 +76,7 @@ from consentry.errors import (
     ImageError,
     ImageTooLargeError,
     InputError,
+    JobLimitError,
     LogError,
     NotFoundError,
     ProvenanceError,
@@ -70,6 +88,8 @@ from consentry.faces.engine import FaceEngine
 from consentry.faces.images import MAX_BYTES_DEFAULT
 from consentry.generation.backends.base import Backend
 from consentry.generation.gateway import CheckRequest, Gateway, Receipt, RunRequest, run_job
+from consentry.generation.multipart import MultipartError, Part, boundary_of, validate_multipart
+from consentry.generation.policy import REGISTERED_PERSON, Limits, redact_reasons
 from consentry.registry.models import Grantee, Prior
 from consentry.registry.statements import PURPOSES
 from consentry.registry.store import Registry, parse_until
@@ -79,7 +99,6 @@ __all__ = [
     "MAX_BODY_BYTES",
     "MAX_IMAGES",
     "ApiError",
-    "JobLimits",
     "create_app",
     "hash_admin_key",
 ]
@@ -87,7 +106,8 @@ __all__ = [
 log = logging.getLogger("consentry.service")
 
 MAX_BODY_BYTES = 50 * 1024 * 1024
-MAX_IMAGES = 8
+MAX_IMAGES = Limits().max_images
+_FORM_PARTS = "consentry.form_parts"  # scope key: the parts the guard validated
 _DRAIN_CAP = 64 * 1024 * 1024  # read and discard at most this much of an oversized body
 
 Scope = MutableMapping[str, Any]
@@ -153,6 +173,92 @@ _HTTP_CODES = {
     405: "method_not_allowed",
     413: "too_large",
 }
+
+
+def _form_parts(scope: Scope, body: bytes) -> list[Part] | None:
+    """The parts of a form body, validated strictly; None for a body that is not a
+    form (JSON, none). :class:`MultipartError` for a malformed one: the request
+    is answered 400 before any route, parser or log sees it."""
+    types_given = [v for k, v in scope.get("headers", []) if k.lower() == b"content-type"]
+    if len(types_given) > 1:
+        raise MultipartError("the request has more than one Content-Type header")
+    if not types_given:
+        return None
+    content_type = types_given[0].decode("latin-1")
+    boundary = boundary_of(content_type)
+    if boundary is not None:
+        return validate_multipart(body, boundary)
+    media = content_type.partition(";")[0].strip().lower()
+    if media != "application/x-www-form-urlencoded":
+        return None
+    try:
+        pairs = parse_qsl(body.decode("ascii"), keep_blank_values=True, strict_parsing=True)
+    except (UnicodeDecodeError, ValueError):
+        raise MultipartError("malformed application/x-www-form-urlencoded body") from None
+    return [Part(name, None, len(value)) for name, value in pairs]
+
+
+class _FieldSpec(typing.NamedTuple):
+    is_file: bool
+    repeatable: bool
+
+
+def _repeatable(annotation: object) -> bool:
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return any(_repeatable(a) for a in typing.get_args(annotation) if a is not type(None))
+    return typing.get_origin(annotation) in (list, tuple, set, frozenset)
+
+
+def _route_fields(route: object) -> dict[str, _FieldSpec]:
+    """The form fields a FastAPI route declares (its own and its dependencies')."""
+    spec: dict[str, _FieldSpec] = {}
+    pending = [getattr(route, "dependant", None)]
+    while pending:
+        dependant = pending.pop()
+        if dependant is None:
+            continue
+        for field in dependant.body_params:
+            info = field.field_info
+            if isinstance(info, fastapi_params.Form):
+                spec[field.alias] = _FieldSpec(
+                    isinstance(info, fastapi_params.File), _repeatable(info.annotation)
+                )
+        pending.extend(dependant.dependencies)
+    return spec
+
+
+def _strict_form(request: Request) -> None:
+    """Every part of a form body is a field the route declares, once unless it is a
+    list, a file exactly where the route takes a file; else 400. Nothing is
+    silently ignored (an image under a misspelt name would be dropped unseen)."""
+    parts: list[Part] | None = request.scope.get(_FORM_PARTS)
+    if not parts:
+        return
+    fields = _route_fields(request.scope.get("route"))
+    seen: set[str] = set()
+    for part in parts:
+        spec = fields.get(part.name)
+        if spec is None:
+            known = ", ".join(sorted(fields)) or "none"
+            raise ApiError(
+                400, "malformed_body", f"unknown form field {part.name!r} (fields: {known})"
+            )
+        if part.name in seen and not spec.repeatable:
+            raise ApiError(400, "malformed_body", f"form field {part.name!r} is given twice")
+        seen.add(part.name)
+        if spec.is_file != (part.filename is not None):
+            what = "a file (with a filename)" if spec.is_file else "a plain field, not a file"
+            raise ApiError(400, "malformed_body", f"form field {part.name!r} must be {what}")
+
+
+def _parsed_all(request: Request, name: str, parsed: int) -> None:
+    """The parser handed the route as many ``name`` files as the validated body
+    holds: a belt to the strict validation's braces (no parser differential)."""
+    parts: list[Part] = request.scope.get(_FORM_PARTS) or []
+    expected = sum(1 for p in parts if p.name == name)
+    if expected != parsed:
+        log.error("form parser differential on %s: %d != %d", name, expected, parsed)
+        raise ApiError(400, "malformed_body", f"the body's {name!r} parts could not all be read")
 
 
 class _GuardMiddleware:
@@ -222,6 +328,13 @@ class _GuardMiddleware:
             chunks.append(chunk)
         body = b"".join(chunks)
         chunks.clear()
+        try:
+            parts = _form_parts(scope, body)
+        except MultipartError as exc:
+            await self._send_json(send, 400, "malformed_body", f"malformed body: {exc}")
+            return
+        if parts is not None:
+            scope[_FORM_PARTS] = parts
         delivered = False
 
         async def replay() -> Message:
@@ -272,7 +385,20 @@ def _admin_auth(request: Request, credentials: Credentials) -> None:
         raise ApiError(401, "unauthorized", "this route needs the admin key")
 
 
+def _grantee_or_admin(request: Request, credentials: Credentials) -> Grantee | None:
+    """The grantee holding the key, or None for the admin key; else 401."""
+    token = _token(credentials)
+    if hmac.compare_digest(hash_admin_key(token), request.app.state.admin_digest):
+        return None
+    registry: Registry = request.app.state.registry
+    try:
+        return registry.authenticate_grantee(token)
+    except SignatureError:
+        raise ApiError(401, "unauthorized", "give a grantee or the admin API key") from None
+
+
 AuthGrantee = Annotated[Grantee, Depends(_grantee_auth)]
+AuthAny = Annotated[Grantee | None, Depends(_grantee_or_admin)]
 _ADMIN = [Depends(_admin_auth)]
 
 
@@ -298,12 +424,80 @@ class EraseIn(BaseModel):
     reason: str
 
 
-class JobLimits(BaseModel):
-    """Bounds on a job's parameters, checked before the gateway sees it."""
+class _GranteeView(typing.NamedTuple):
+    """What one grantee may see of the registry: the subjects it holds a grant
+    from (any state: it learnt their ids from that grant) and its grants."""
 
-    max_steps: int = 50
-    max_size: int = 1024
-    min_size: int = 64
+    requester: str
+    visible: frozenset[str]
+    grants: frozenset[str]
+
+    @classmethod
+    def of(cls, registry: Registry, grantee_id: str) -> _GranteeView:
+        rows = registry.list_grants(grantee=grantee_id)
+        return cls(
+            grantee_id,
+            frozenset(g.subject_id for g, _ in rows),
+            frozenset(g.id for g, _ in rows),
+        )
+
+    def hidden_names(self, registry: Registry, subjects: Iterable[object]) -> list[str]:
+        """Display names and aliases of the hidden subjects among ``subjects``."""
+        names: list[str] = []
+        for subject in dict.fromkeys(str(s) for s in subjects):
+            if subject in self.visible or not subject.startswith("sub_"):
+                continue
+            try:
+                row = registry.get_subject(subject)
+            except ConsentryError:
+                continue
+            names += [row.display_name, *row.aliases]
+        return names
+
+    def receipt(self, registry: Registry, receipt: Receipt) -> Receipt:
+        involved: list[object] = list(receipt.subjects)
+        for face in receipt.faces:
+            involved += list(typing.cast(list[object], face.get("subjects", [])))
+        names = self.hidden_names(registry, involved)
+        return receipt.for_grantee(self.requester, self.visible, self.grants, names)
+
+    def pseudonym(self, registry: Registry, subject_id: str) -> str:
+        """A stable name for a hidden subject, for this grantee only: HMAC-SHA256
+        of (grantee, subject) under a key derived from the registry's master key,
+        so two grantees' pseudonyms of one person differ and neither matches the
+        pseudonyms signed into C2PA media."""
+        key = registry.master_key.derive("grantee-pseudonym")
+        message = f"{self.requester}\n{subject_id}".encode()
+        return "person_" + hmac.new(key, message, hashlib.sha256).hexdigest()[:20]
+
+
+def _audit_for_grantee(
+    registry: Registry, view: _GranteeView, result: dict[str, Any]
+) -> dict[str, Any]:
+    """An audit item as a grantee may read it: every subject it holds no grant
+    from as its per-grantee pseudonym, named "a registered person"; free-text
+    fields redacted like a receipt's reasons."""
+    findings: list[dict[str, Any]] = result["findings"]
+    involved = [f["subject_id"] for f in findings] + list(result["provenance_subjects"])
+    names = view.hidden_names(registry, involved)
+
+    def text(value: str) -> str:
+        if not value:
+            return value
+        return "; ".join(redact_reasons([value], view.requester, view.visible, view.grants, names))
+
+    def shown(subject: str) -> str:
+        return subject if subject in view.visible else view.pseudonym(registry, subject)
+
+    for finding in findings:
+        if finding["subject_id"] not in view.visible:
+            finding["name"] = REGISTERED_PERSON
+        finding["subject_id"] = shown(finding["subject_id"])
+        finding["reason"] = text(finding["reason"])
+    result["provenance_subjects"] = [shown(s) for s in result["provenance_subjects"]]
+    result["consent"] = text(result["consent"])
+    result["error"] = text(result["error"])
+    return result
 
 
 def _job_json(receipt: Receipt) -> dict[str, Any]:
@@ -326,25 +520,29 @@ def create_app(
     *,
     refuse_unknown_faces: bool = False,
     max_body_bytes: int = MAX_BODY_BYTES,
-    max_images: int = MAX_IMAGES,
+    max_images: int | None = None,
     model_dir: Path | None = None,
     backend: Backend | None = None,
-    job_limits: JobLimits | None = None,
+    limits: Limits | None = None,
 ) -> FastAPI:
     """The service for one open registry and one face engine.
 
     ``model_dir`` is the local diffusers folder that ``/v1/generate`` and
     ``/v1/restore`` run (loaded here, so a bad folder fails at start); ``backend``
-    replaces the diffusers backend built from it (the same protocol).
+    replaces the diffusers backend built from it (the same protocol). ``limits``
+    (default ``Limits()``, the CLI's) bounds every job; ``max_images``, when given,
+    overrides its image count only.
     """
 
     admin_digest = admin_key_sha256.strip().lower()
     if len(admin_digest) != 64:
         raise InputError("the admin key hash must be a SHA-256 in hex")
-    gateway = Gateway(registry, engine, refuse_unknown_faces=refuse_unknown_faces)
+    bounds = limits or Limits()
+    if max_images is not None:
+        bounds = replace(bounds, max_images=max_images)
+    gateway = Gateway(registry, engine, refuse_unknown_faces=refuse_unknown_faces, limits=bounds)
     faces_lock = threading.Lock()
     pipeline_lock = threading.Lock()
-    limits = job_limits or JobLimits()
     if backend is None and model_dir is not None:
         from consentry.generation.backends.diffusers_backend import DiffusersBackend
 
@@ -355,17 +553,18 @@ def create_app(
             raise ApiError(503, "no_model", "this server has no model: start it with --model DIR")
         return backend
 
-    def bounded_job(steps: int, size: int, strength: float) -> None:
-        if not 1 <= steps <= limits.max_steps:
-            raise ApiError(422, "bad_job", f"steps must be 1..{limits.max_steps}")
-        if not limits.min_size <= size <= limits.max_size or size % 8:
-            raise ApiError(
-                422,
-                "bad_job",
-                f"size must be a multiple of 8 in {limits.min_size}..{limits.max_size}",
-            )
-        if not 0.0 < strength <= 1.0:
-            raise ApiError(422, "bad_job", "strength must be in (0, 1]")
+    def bounded_job(
+        images: int | None = None,
+        steps: int | None = None,
+        size: int | None = None,
+        strength: float | None = None,
+    ) -> None:
+        """The one ``Limits``, with the CLI's wording; 422 before anything runs."""
+        try:
+            bounds.check_job(images=images, steps=steps, size=size, strength=strength)
+        except JobLimitError as exc:
+            code = "too_many_images" if exc.field == "images" else "bad_job"
+            raise ApiError(422, code, str(exc)) from None
 
     def needs_model(prior_id: str | None) -> bool:
         """Every job runs the model but a personal restoration with an exemplars prior."""
@@ -375,16 +574,21 @@ def create_app(
             row = session.get(Prior, prior_id)
         return row is None or row.kind != "exemplars"  # an unknown prior is refused later
 
-    def run(request: RunRequest) -> dict[str, Any]:
+    def for_grantee(grantee: Grantee, receipt: Receipt) -> Receipt:
+        """What the grantee may read of a receipt (the log keeps every id)."""
+        return _GranteeView.of(registry, grantee.id).receipt(registry, receipt)
+
+    def run(grantee: Grantee, request: RunRequest) -> dict[str, Any]:
         runner = job_backend() if needs_model(request.prior) else backend
         with pipeline_lock, faces_lock:
             receipt = run_job(gateway, request, runner)
-        return _job_json(receipt)
+        return _job_json(for_grantee(grantee, receipt))
 
     app = FastAPI(
         title="Consentry",
         version="1",
         description="Consent-aware likeness registry: gateway checks, grants, the signed log.",
+        dependencies=[Depends(_strict_form)],
     )
     app.state.registry = registry
     app.state.admin_digest = admin_digest
@@ -417,6 +621,7 @@ def create_app(
     # ---------------------------------------------------------------- grantee
     @app.post("/v1/check", tags=["gateway"])
     def check(
+        http: Request,
         grantee: AuthGrantee,
         purpose: Annotated[str, Form(description=f"One of: {', '.join(PURPOSES)}.")],
         images: Annotated[list[UploadFile] | None, File(description="Input images.")] = None,
@@ -428,17 +633,15 @@ def create_app(
         A refusal is a 200 with ``allowed: false`` and its reasons.
         """
         files = list(images or [])
-        if len(files) > max_images:
-            raise ApiError(
-                422, "too_many_images", f"{len(files)} images: at most {max_images} per check"
-            )
+        _parsed_all(http, "images", len(files))
+        bounded_job(images=len(files))
         if purpose not in PURPOSES:
             raise InputError(f"unknown purpose {purpose!r}: choose from {', '.join(PURPOSES)}")
         datas = [f.file.read() for f in files]
         request = CheckRequest(grantee.id, purpose, datas, prompt, prior or None)
         with faces_lock:
             receipt = gateway.check(request)
-        return receipt.to_json()
+        return for_grantee(grantee, receipt).to_json()
 
     @app.post("/v1/generate", tags=["gateway"])
     def generate(
@@ -453,8 +656,9 @@ def create_app(
 
         A refusal is a 200 with ``allowed: false`` and no outputs.
         """
-        bounded_job(steps, size, 1.0)
+        bounded_job(steps=steps, size=size)
         return run(
+            grantee,
             RunRequest(
                 grantee.id,
                 "generate",
@@ -465,11 +669,12 @@ def create_app(
                 steps,
                 size,
                 seed,
-            )
+            ),
         )
 
     @app.post("/v1/restore", tags=["gateway"])
     def restore(
+        http: Request,
         grantee: AuthGrantee,
         image: Annotated[UploadFile, File(description="The image to restore.")],
         prompt: Annotated[str, Form()] = "a sharp photo",
@@ -480,9 +685,11 @@ def create_app(
         strength: Annotated[float, Form()] = 0.6,
     ) -> dict[str, Any]:
         """Restore an image for the calling grantee (img2img through the gateway)."""
-        bounded_job(steps, size, strength)
+        _parsed_all(http, "image", 1)
+        bounded_job(images=1, steps=steps, size=size, strength=strength)
         data = image.file.read()
         return run(
+            grantee,
             RunRequest(
                 grantee.id,
                 "restore",
@@ -494,7 +701,7 @@ def create_app(
                 size,
                 seed,
                 strength,
-            )
+            ),
         )
 
     # ---------------------------------------------------------------- admin
@@ -507,6 +714,7 @@ def create_app(
 
     @app.post("/v1/subjects/{subject}/enroll", tags=["admin"], dependencies=_ADMIN)
     def enroll_subject(
+        http: Request,
         subject: str,
         photos: Annotated[list[UploadFile], File(description="Enrollment photos.")],
         keep_photos: Annotated[bool, Form(description="Keep aligned photos, encrypted.")] = False,
@@ -514,8 +722,9 @@ def create_app(
         """Enroll a subject's face from photos: all pass the quality gates, or none."""
         from consentry.faces.enroll import enroll_photo_bytes
 
-        if not photos or len(photos) > max_images:
-            raise ApiError(422, "bad_input", f"give 1..{max_images} photos")
+        _parsed_all(http, "photos", len(photos))
+        if not photos or len(photos) > bounds.max_images:
+            raise ApiError(422, "bad_input", f"give 1..{bounds.max_images} photos")
         datas = [(p.filename or f"photo-{n}", p.file.read()) for n, p in enumerate(photos)]
         with faces_lock:
             row = enroll_photo_bytes(registry, engine, subject, datas, keep_photos)
@@ -585,9 +794,13 @@ def create_app(
         return registry.inclusion_proof(index).to_json()
 
     @app.post("/v1/verify", tags=["provenance"])
-    def verify(file: Annotated[UploadFile, File(description="The image to verify.")]) -> Any:
+    def verify(
+        http: Request, file: Annotated[UploadFile, File(description="The image to verify.")]
+    ) -> Any:
         """Verify an output's C2PA manifest and the consent it claims."""
         from consentry.provenance.verify import mime_of_bytes, verify_media
+
+        _parsed_all(http, "file", 1)
 
         data = file.file.read(MAX_BYTES_DEFAULT + 1)
         if len(data) > MAX_BYTES_DEFAULT:
@@ -595,22 +808,47 @@ def create_app(
         return verify_media(registry, data, mime_of_bytes(data)).to_json()
 
     @app.post("/v1/audit", tags=["provenance"])
-    def audit(file: Annotated[UploadFile, File(description="The image to audit.")]) -> Any:
-        """Provenance, consent and registered faces of one image (no face crops)."""
+    def audit(
+        http: Request,
+        caller: AuthAny,
+        file: Annotated[UploadFile, File(description="The image to audit.")],
+    ) -> Any:
+        """Provenance, consent and registered faces of one image (no face crops).
+
+        Needs a key. The admin sees subject ids and names; a grantee sees the ids
+        and names of the subjects it holds a grant from and, for every other
+        registered face, only a pseudonym of its own (never a name or id: this is
+        not a public face-recognition lookup). At most the job face cap of faces.
+        """
+        from consentry.faces.images import load_image
         from consentry.provenance.audit import audit_data
 
+        _parsed_all(http, "file", 1)
         data = file.file.read(MAX_BYTES_DEFAULT + 1)
         if len(data) > MAX_BYTES_DEFAULT:
             raise ImageTooLargeError(f"more than {MAX_BYTES_DEFAULT} bytes")
         names = {s.id: s.display_name for s in registry.list_subjects()}
+        too_many = ApiError(
+            422, "too_many_faces", f"more than {bounds.max_faces} faces: at most that per job"
+        )
         with faces_lock:
+            try:  # the cap before anything is embedded or searched
+                found = len(engine.detect(load_image(data).pixels))
+            except ConsentryError:
+                found = 0  # unreadable: audit_data reports the error
+            if found > bounds.max_faces:
+                raise too_many
             item = audit_data(
                 registry, engine, gateway.index, names, data, file.filename or "upload"
             )
+        if item.faces > bounds.max_faces:
+            raise too_many
         result = asdict(item)
         for finding in result["findings"]:
             finding.pop("crop_png", None)
-        return result
+        if caller is None:
+            return result
+        return _audit_for_grantee(registry, _GranteeView.of(registry, caller.id), result)
 
     @app.get("/healthz", tags=["health"])
     def healthz() -> dict[str, str]:

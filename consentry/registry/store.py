@@ -48,6 +48,7 @@ from consentry.errors import (
     LogIntegrityError,
     NotFoundError,
     OptedOutError,
+    PriorOwnerError,
     RetiredKeyError,
     RollbackError,
     SignatureError,
@@ -650,14 +651,39 @@ class Registry:
 
         ``details`` (how it was made: training configuration, base model hash,
         grant, photo hashes) is signed and logged with the row.
+
+        Invariants
+        - A SHA-256 belongs to one subject: registering bytes already registered
+          as a prior of another subject raises :class:`PriorOwnerError` (checked
+          inside the write transaction, under the writer lock, so two concurrent
+          registrations cannot both pass). The same subject may register it again.
+        - A weights prior given as a file (every kind but ``exemplars``, whose file
+          is a JSON manifest) must be a well-formed safetensors file
+          (:func:`~consentry.registry.safetensors_header.check_safetensors`), else
+          :class:`~consentry.errors.PriorFileError`; nothing is logged.
         """
         if kind not in PRIOR_KINDS:
             raise InputError(f"unknown prior kind {kind!r}: choose from {', '.join(PRIOR_KINDS)}")
         if path is not None:
+            if kind != "exemplars":
+                from consentry.registry.safetensors_header import check_safetensors
+
+                check_safetensors(path)
             sha256, size = _hash_file(path)
         if sha256 is None or size is None or not _SHA256.match(sha256):
             raise InputError("a prior needs a file, or its SHA-256 and size")
         subject_row = self.get_subject(subject)
+        digest = sha256
+
+        def one_owner(session: Session) -> None:
+            query = select(Prior).where(Prior.sha256 == digest).order_by(col(Prior.log_index))
+            for other in session.exec(query):
+                if other.subject_id != subject_row.id:
+                    raise PriorOwnerError(
+                        f"this file (SHA-256 {digest}) is already registered as prior "
+                        f"{other.id} of another subject: a prior's bytes belong to one subject"
+                    )
+
         row = Prior(
             id=_new_id("pri"),
             subject_id=subject_row.id,
@@ -669,7 +695,7 @@ class Registry:
             created_at=format_time(self._clock()),
             log_index=-1,
         )
-        self._sign_and_append(row, "prior")
+        self._sign_and_append(row, "prior", before=one_owner)
         return row
 
     def list_priors(self, subject: str | None = None) -> list[Prior]:

@@ -6,7 +6,9 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
+from safetensors.numpy import save
 
 from consentry import Registry
 from consentry.faces.engines import get_engine
@@ -78,7 +80,8 @@ def test_prompt_alias_needs_a_grant(world) -> None:  # type: ignore[no-untyped-d
 
 def test_prior_rules(world, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     registry, gateway, ids = world
-    prior_id, sha = _prior(registry, ids["biden"], tmp_path, b"biden lora weights")
+    weights = save({"lora_down": np.full((2, 4), 0.5, np.float32)})  # a real safetensors file
+    prior_id, sha = _prior(registry, ids["biden"], tmp_path, weights)
     registry.grant(ids["obama"], "Studio", ["restore"])
     registry.grant(ids["biden"], "Studio", ["restore"], priors=[sha])
     # Biden's prior on Obama's photo paints Biden onto Obama

@@ -8,7 +8,9 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import numpy as np
 import pytest
+from safetensors.numpy import save
 
 from consentry import (
     GrantExpiredError,
@@ -202,9 +204,9 @@ def test_subject_key_must_cosign_grants_and_revocations(registry: Registry, tmp_
 def test_prior_registration_hashes_the_file(registry: Registry, tmp_path: Path) -> None:
     registry.add_subject("Ada")
     blob = tmp_path / "lora.safetensors"
-    blob.write_bytes(b"weights" * 100)
+    blob.write_bytes(save({"lora_up": np.zeros((16, 10), np.float32)}))  # a real safetensors file
     prior = registry.add_prior("Ada", "lora", "sd15", blob)
-    assert prior.size == 700
+    assert prior.size == blob.stat().st_size
     assert len(prior.sha256) == 64
     assert [p.id for p in registry.list_priors("Ada")] == [prior.id]
     with pytest.raises(InputError, match="unknown prior kind"):

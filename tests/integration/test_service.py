@@ -128,11 +128,15 @@ def test_grants_decide_checks_and_the_requester_is_the_key_holder(
     assert allowed["allowed"] is True and allowed["grants"] == [grant["id"]]
     assert get_decision(world.registry, allowed["decision"]).grantee_id == world.beta
 
-    # Alpha cannot borrow Beta's grant: no field names a requester; extra ones are ignored.
+    # Alpha cannot borrow Beta's grant: no field names a requester, and a field the
+    # route does not declare is a 400 (never silently ignored), with nothing logged.
     for spoof in ({"grantee": world.beta}, {"requester": "Beta"}, {"as": world.beta}):
-        again = _check(client, world.alpha_key, **spoof).json()
-        assert again["allowed"] is False, spoof
-        assert get_decision(world.registry, again["decision"]).grantee_id == world.alpha
+        size = world.registry.log_size()
+        _error(_check(client, world.alpha_key, **spoof), 400, "malformed_body")
+        assert world.registry.log_size() == size, spoof
+    again = _check(client, world.alpha_key).json()
+    assert again["allowed"] is False
+    assert get_decision(world.registry, again["decision"]).grantee_id == world.alpha
 
     listed = client.get("/v1/grants", headers=_auth(ADMIN_KEY), params={"grantee": "Beta"})
     assert [g["id"] for g in listed.json()] == [grant["id"]]

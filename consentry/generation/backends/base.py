@@ -14,15 +14,17 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import os
 import re
+import secrets
 import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple, Protocol, runtime_checkable
 
-from consentry.errors import InputError, PriorHashMismatchError
-from consentry.fsutil import atomic_write
+from consentry.errors import InputError, PriorFileError, PriorHashMismatchError
+from consentry.fsutil import fsync_dir
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -129,12 +131,12 @@ def check_prior_file(
     prior = Path(path)
     suffix = prior.suffix.lower()
     if suffix in PICKLE_SUFFIXES:
-        raise InputError(
+        raise PriorFileError(
             f"prior {prior.name}: {suffix} checkpoints are pickles, which can run code "
             "when loaded; convert it to .safetensors"
         )
     if suffix != ".safetensors":
-        raise InputError(f"prior {prior.name}: only .safetensors files are accepted")
+        raise PriorFileError(f"prior {prior.name}: only .safetensors files are accepted")
     if not prior.is_file():
         raise InputError(f"prior file {prior} does not exist or is not a regular file")
     return prior
@@ -179,11 +181,41 @@ def prior_store_path(registry: Registry, sha256: str, kind: str = "") -> Path:
 def store_prior_file(registry: Registry, prior: Prior, source: Path) -> Path:
     """Copy a registered prior's file into the registry's store (once); its path.
 
-    The gateway hashes the stored file again on every load, so a swapped file is
-    refused, never used.
+    The bytes are copied into a temporary file beside the target while they are
+    hashed; the copy is kept (renamed into place) only if its SHA-256 is the
+    registered one and, for a weights prior, it is a well-formed safetensors file,
+    so what lies under ``<sha256>.safetensors`` is always what was registered and
+    validated, even if ``source`` changed after registration. The gateway hashes
+    the stored file again on every load, so a later swap is refused, never used.
+    Durable like :func:`consentry.fsutil.atomic_write` (file fsync, rename, folder
+    fsync), but streamed: a multi-GB DreamBooth file is never held in memory.
     """
+    from consentry.registry.safetensors_header import check_safetensors
+
     target = prior_store_path(registry, prior.sha256, prior.kind)
     target.parent.mkdir(parents=True, exist_ok=True)
-    if not target.exists():
-        atomic_write(target, source.read_bytes(), 0o644)
+    if target.exists():
+        return target
+    temporary = target.with_name(f".{target.name}.{secrets.token_hex(8)}.tmp")
+    digest = hashlib.sha256()
+    try:
+        try:
+            with Path(source).open("rb") as src, temporary.open("xb") as dst:
+                while chunk := src.read(_CHUNK):
+                    digest.update(chunk)
+                    dst.write(chunk)
+                dst.flush()
+                os.fsync(dst.fileno())
+        except OSError as exc:
+            raise InputError(f"cannot copy prior file {source}: {exc.strerror}") from exc
+        actual = digest.hexdigest()
+        if not hmac.compare_digest(actual, prior.sha256):
+            raise PriorHashMismatchError(Path(source), prior.sha256, actual)
+        if prior.kind != "exemplars":
+            check_safetensors(temporary)
+        temporary.chmod(0o644)
+        os.replace(temporary, target)
+    finally:
+        temporary.unlink(missing_ok=True)
+    fsync_dir(target.parent)
     return target
