@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import event, text
+from sqlalchemy import event, inspect, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlmodel import Session, SQLModel, create_engine
@@ -80,8 +80,11 @@ class Database:
         return self.writer.dialect.name == "postgresql"
 
     def create_schema(self) -> None:
+        """Create missing tables, then bring tables made by an earlier release up to
+        the current columns (see :func:`_upgrade_tables`); rows are never rewritten."""
         try:
             SQLModel.metadata.create_all(self.writer)
+            _upgrade_tables(self.writer)
         except OperationalError as exc:
             raise ConfigError(f"cannot open database {self.url}: {exc.orig}") from exc
 
@@ -107,3 +110,58 @@ class Database:
         self.reader.dispose()
         if self.writer is not self.reader:
             self.writer.dispose()
+
+
+# Columns added since release 0.1.0, with the value every older row takes, and
+# columns that became nullable. Old rows keep their meaning: an old calibration is
+# a measurement that restores nothing, and its signed statement (which has no
+# ``action`` or ``restores`` key, see ``statement_of``) is unchanged.
+_ADDED_COLUMNS: dict[str, dict[str, str]] = {
+    "calibrations": {
+        "action": "VARCHAR(16) NOT NULL DEFAULT 'measure'",
+        "restores": "VARCHAR(40)",
+    },
+}
+_NOW_NULLABLE: dict[str, tuple[str, ...]] = {
+    "calibrations": ("fmr_target", "fmr", "fnmr", "eer"),
+}
+
+
+def _upgrade_tables(engine: Engine) -> None:
+    """Add the columns of :data:`_ADDED_COLUMNS` and relax :data:`_NOW_NULLABLE` on
+    tables an earlier release created (a no-op on a current schema)."""
+    with engine.begin() as conn:  # one connection: the writer lock is held once
+        tables = set(inspect(conn).get_table_names())
+        for table, added in _ADDED_COLUMNS.items():
+            if table not in tables:
+                continue
+            present = {c["name"] for c in inspect(conn).get_columns(table)}
+            for name, ddl in added.items():
+                if name not in present:
+                    conn.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN {name} {ddl}")
+        for table, names in _NOW_NULLABLE.items():
+            if table not in tables:
+                continue
+            inspector = inspect(conn)
+            strict = [c["name"] for c in inspector.get_columns(table)
+                      if c["name"] in names and not c["nullable"]]  # fmt: skip
+            if not strict:
+                continue
+            if engine.dialect.name == "postgresql":
+                for name in strict:
+                    conn.exec_driver_sql(f"ALTER TABLE {table} ALTER COLUMN {name} DROP NOT NULL")
+            else:  # SQLite cannot alter a column: rebuild the table, rows copied as they are
+                _rebuild_sqlite_table(conn, table, inspector)
+
+
+def _rebuild_sqlite_table(conn: Any, table: str, inspector: Any) -> None:
+    model = SQLModel.metadata.tables[table]
+    old = f"_old_{table}"
+    indexes = [index["name"] for index in inspector.get_indexes(table)]
+    conn.exec_driver_sql(f"ALTER TABLE {table} RENAME TO {old}")
+    for name in indexes:  # they moved with the renamed table; the new one recreates them
+        conn.exec_driver_sql(f'DROP INDEX IF EXISTS "{name}"')
+    model.create(conn)
+    columns = ", ".join(column.name for column in model.columns)
+    conn.exec_driver_sql(f"INSERT INTO {table} ({columns}) SELECT {columns} FROM {old}")
+    conn.exec_driver_sql(f"DROP TABLE {old}")

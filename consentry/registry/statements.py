@@ -192,10 +192,13 @@ def statement_of(row: Row) -> dict[str, Any]:
             "genuine_pairs": row.genuine_pairs,
             "impostor_pairs": row.impostor_pairs,
             "dataset_sha256": row.dataset_sha256,
-            "action": row.action,
-            "restores": row.restores,
             "time": row.created_at,
-        }
+        } | (
+            # a measurement restating nothing is written as release 0.1.0 wrote it
+            {}
+            if row.action == "measure" and row.restores is None
+            else {"action": row.action, "restores": row.restores}
+        )
     if isinstance(row, Decision):
         return _base("decision") | {
             "id": row.id,
