@@ -180,24 +180,28 @@ def statement_of(row: Row) -> dict[str, Any]:
             "time": row.created_at,
         }
     if isinstance(row, Calibration):
-        return _base("calibration") | {
-            "id": row.id,
-            "engine": row.engine,
-            "engine_version": row.engine_version,
-            "threshold": row.threshold,
-            "fmr_target": row.fmr_target,
-            "fmr": row.fmr,
-            "fnmr": row.fnmr,
-            "eer": row.eer,
-            "genuine_pairs": row.genuine_pairs,
-            "impostor_pairs": row.impostor_pairs,
-            "dataset_sha256": row.dataset_sha256,
-            "time": row.created_at,
-        } | (
-            # a measurement restating nothing is written as release 0.1.0 wrote it
-            {}
-            if row.action == "measure" and row.restores is None
-            else {"action": row.action, "restores": row.restores}
+        return (
+            _base("calibration")
+            | {
+                "id": row.id,
+                "engine": row.engine,
+                "engine_version": row.engine_version,
+                "threshold": row.threshold,
+                "fmr_target": row.fmr_target,
+                "fmr": row.fmr,
+                "fnmr": row.fnmr,
+                "eer": row.eer,
+                "genuine_pairs": row.genuine_pairs,
+                "impostor_pairs": row.impostor_pairs,
+                "dataset_sha256": row.dataset_sha256,
+                "time": row.created_at,
+            }
+            | (
+                # a measurement restating nothing is written as release 0.1.0 wrote it
+                {}
+                if row.action == "measure" and row.restores is None
+                else {"action": row.action, "restores": row.restores}
+            )
         )
     if isinstance(row, Decision):
         return _base("decision") | {
