@@ -49,7 +49,7 @@ def check_command(
 
     if not requester or not purpose:
         raise InputError("give --as GRANTEE and --purpose P")
-    Limits().check_job(images=len(images or []))
+    Limits().check_job(images=len(images or []), prompt=prompt)
     with open_registry(home, db) as registry:
         gateway = Gateway(registry, get_engine(engine), refuse_unknown_faces=refuse_unknown_faces)
         receipt = gateway.check(CheckRequest(requester, purpose, list(images or []), prompt, prior))
@@ -97,7 +97,9 @@ def _run(
 
     if not requester:
         raise InputError("give --as GRANTEE")
-    Limits().check_job(images=0 if image is None else 1, steps=steps, size=size, strength=strength)
+    Limits().check_job(
+        images=0 if image is None else 1, steps=steps, size=size, strength=strength, prompt=prompt
+    )
     resolve_placement(device, dtype)  # a bad name fails here, before anything is logged
     if out.exists():
         raise InputError(f"{out} exists; not overwriting")

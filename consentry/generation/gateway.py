@@ -32,6 +32,7 @@ from consentry.errors import (
     InputError,
     LogIntegrityError,
     NotFoundError,
+    PriorOwnerError,
 )
 from consentry.faces.engine import FaceEngine
 from consentry.faces.images import LoadedImage, load_image
@@ -307,6 +308,14 @@ class Gateway:
                 f"prior {prior_id} is of subject {signed.subject}, who was erased: "
                 "their priors can no longer be used"
             )
+        owners = {p.subject for p in state.priors_with_sha(signed.sha256)}
+        if owners != {signed.subject}:
+            # registries made before a SHA-256 was bound to one subject may hold the same
+            # file for several: whose likeness it carries cannot be told, so it is unusable
+            raise PriorOwnerError(
+                f"prior {prior_id}: its file (SHA-256 {signed.sha256[:16]}...) is registered "
+                f"for {len(owners)} subjects; a prior file belongs to one subject"
+            )
         path = prior_store_path(self.registry, signed.sha256, signed.kind)
         file_sha256 = _hash_file(path) if path.exists() else "missing"
         return PriorFact(signed.id, signed.subject, signed.sha256, file_sha256, signed.kind)
@@ -354,6 +363,8 @@ class Gateway:
         try:
             self.registry.consent.refresh()
             grantee_id = self.registry.consent.resolve_grantee(request.grantee).id
+            # bounded before any work: a library caller gets the CLI's and HTTP's limits
+            self.limits.check_job(images=len(request.images), prompt=request.prompt)
             images = [load_image(source) for source in request.images]
             inputs = [image.sha256 for image in images]
             faces, shown = self._faces(images)

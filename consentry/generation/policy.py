@@ -132,6 +132,7 @@ class Limits:
     size_multiple: int = 8
     max_faces: int = 32  # per job, inputs and outputs each; checked before embedding
     max_copy_ssim: float = 0.7  # an output this close to a prior's photo is withheld
+    max_prompt_chars: int = 2_000  # bounds the alias matcher's work on one prompt
 
     def check_job(
         self,
@@ -140,6 +141,7 @@ class Limits:
         steps: int | None = None,
         size: int | None = None,
         strength: float | None = None,
+        prompt: str | None = None,
     ) -> None:
         """Raise :class:`~consentry.errors.JobLimitError` for the first parameter
         outside its bound (None: not part of this job); the message states the bound.
@@ -160,6 +162,11 @@ class Limits:
             )
         if strength is not None and not (math.isfinite(strength) and 0.0 < strength <= 1.0):
             raise JobLimitError("strength", f"strength must be in (0, 1] (got {strength})")
+        if prompt is not None and len(prompt) > self.max_prompt_chars:
+            raise JobLimitError(
+                "prompt",
+                f"prompt is {len(prompt)} characters: at most {self.max_prompt_chars} per job",
+            )
 
 
 @dataclass(frozen=True)
