@@ -98,6 +98,7 @@ from peft.utils import get_peft_model_state_dict
 from PIL import Image
 
 from consentry.errors import EngineError, ImageError, InputError
+from consentry.fsutil import fsync_dir
 from consentry.generation.backends.diffusers_backend import load_pipeline
 from consentry.generation.placement import Placement, resolve_placement
 from consentry.registry.signing import canonical_json
@@ -419,19 +420,6 @@ def _to_tensor(arrays: Sequence[np.ndarray[Any, np.dtype[np.uint8]]]) -> torch.T
 # -- files --------------------------------------------------------------------------
 
 
-def _fsync_dir(folder: Path) -> None:
-    try:
-        handle = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(handle)
-    except OSError:
-        pass
-    finally:
-        os.close(handle)
-
-
 def _fsync_file(path: Path) -> None:
     with path.open("rb") as stream:
         os.fsync(stream.fileno())
@@ -472,7 +460,7 @@ def _sort_safetensors_metadata(path: Path) -> None:
 def _publish_file(staged: Path, target: Path) -> None:
     _fsync_file(staged)
     os.replace(staged, target)
-    _fsync_dir(target.parent)
+    fsync_dir(target.parent)
 
 
 # -- class images --------------------------------------------------------------------
@@ -767,7 +755,7 @@ def _write_checkpoint(
         if target.exists():
             shutil.rmtree(target)
         os.replace(staging, target)
-    _fsync_dir(work_dir)
+    fsync_dir(work_dir)
     for _, old in _checkpoints(work_dir)[:-_KEEP_CHECKPOINTS]:
         shutil.rmtree(old, ignore_errors=True)
 
