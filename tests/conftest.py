@@ -38,6 +38,8 @@ import pytest
 
 from tests.pgserver import PostgresServer, ThrowawayPostgres
 
+pytest_plugins = ["tests.attack_tally"]  # the attack tally (see tests/attack_tally.py)
+
 # Nothing in the suite may reach a model hub: huggingface_hub reads this on first import.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
