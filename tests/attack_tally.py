@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 # Every test marked ``@pytest.mark.attack("name")`` is one attack tried (each
 # parametrised variant counts once); it passes only if the attack was refused
 # *and* the honest equivalent was allowed. The terminal summary prints the tally
