@@ -233,7 +233,6 @@ def match_command(
     transparency, every orientation, small faces by tiling), so ``match`` shows
     what the gateway sees; the per-job face cap applies to each image.
     """
-    import numpy as np
 
     from consentry.faces.images import load_image
     from consentry.faces.index import IdentityIndex
@@ -248,16 +247,11 @@ def match_command(
         for path in images:
             loaded = load_image(path)
             (faces,) = scan_images(face_engine, [loaded], Limits().max_faces)
-            vectors = [v for face in faces for v in face.embeddings]
-            found_all = index.search(np.stack(vectors)) if vectors else []
             rows: list[dict[str, Any]] = []
-            start = 0
-            for face in faces:
-                best: dict[str, float] = {}
-                for found in found_all[start : start + len(face.embeddings)]:
-                    for m in found:
-                        best[m.subject_id] = max(best.get(m.subject_id, -1.0), m.similarity)
-                start += len(face.embeddings)
+            for face, matches in zip(
+                faces, index.match_groups([face.embeddings for face in faces]), strict=True
+            ):
+                best = {m.subject_id: m.similarity for m in matches}
                 if not best and face.incidental:
                     continue  # no unknown person (see ScannedFace.incidental)
                 rows.append(
@@ -272,7 +266,7 @@ def match_command(
                                 "name": names.get(subject, ""),
                                 "similarity": round(similarity, 4),
                             }
-                            for subject, similarity in sorted(best.items(), key=lambda kv: -kv[1])
+                            for subject, similarity in best.items()  # best first
                         ],
                     }
                 )

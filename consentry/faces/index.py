@@ -27,6 +27,7 @@ import json
 import logging
 import struct
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -268,6 +269,26 @@ class IdentityIndex:
                         best[subject] = SubjectMatch(subject, score, vector_id)
                 ordered = sorted(best.values(), key=lambda m: (-m.similarity, m.subject_id))
                 results.append(ordered if k is None else ordered[:k])
+        return results
+
+    def match_groups(self, groups: Sequence[Sequence[np.ndarray]]) -> list[list[SubjectMatch]]:
+        """For each group of embeddings (one face seen in several views), every
+        subject at or above the threshold for any of them, with the best similarity,
+        best first: one range search for all groups. An empty group matches nobody."""
+        vectors = [vector for group in groups for vector in group]
+        found = self.search(np.stack(vectors)) if vectors else []
+        results: list[list[SubjectMatch]] = []
+        start = 0
+        for group in groups:
+            best: dict[str, SubjectMatch] = {}
+            for matches in found[start : start + len(group)]:
+                for match in matches:
+                    if match.subject_id not in best or best[match.subject_id].similarity < (
+                        match.similarity
+                    ):
+                        best[match.subject_id] = match
+            start += len(group)
+            results.append(sorted(best.values(), key=lambda m: (-m.similarity, m.subject_id)))
         return results
 
     def _range(self, queries: np.ndarray, limit: float) -> list[list[tuple[float, int]]]:

@@ -22,7 +22,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, cast
 
-import numpy as np
 from PIL import Image
 from sqlmodel import select
 
@@ -248,20 +247,11 @@ class Gateway:
         shown: list[dict[str, object]] = []
         scanned = scan_images(self.engine, images, self.limits.max_faces)
         for number, faces in enumerate(scanned):
-            vectors = [v for face in faces for v in face.embeddings]
             if any(not face.embeddings for face in faces):
                 raise InputError(f"image {number}: a face could not be embedded")
-            results = self.index.search(np.stack(vectors)) if vectors else []
-            start = 0
-            for position, face in enumerate(faces):
-                best: dict[str, float] = {}
-                for found in results[start : start + len(face.embeddings)]:
-                    for match in found:
-                        best[match.subject_id] = max(
-                            best.get(match.subject_id, -1.0), match.similarity
-                        )
-                start += len(face.embeddings)
-                ranked = sorted(best.items(), key=lambda item: -item[1])
+            matched = self.index.match_groups([face.embeddings for face in faces])
+            for position, (face, matches) in enumerate(zip(faces, matched, strict=True)):
+                ranked = [(m.subject_id, m.similarity) for m in matches]
                 if not ranked and face.incidental:
                     continue  # part of a larger face, or a weak turned look (consentry.faces.scan)
                 if not ranked:

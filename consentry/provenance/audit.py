@@ -185,18 +185,13 @@ def audit_data(
     except ConsentryError as exc:
         item.manifest_state, item.consent, covered = "invalid", f"failed: {exc}", set()
         why = f"provenance could not be checked: {exc}"
-    vectors = [v for face in scanned for v in face.embeddings]
-    results = index.search(np.stack(vectors)) if vectors else []
-    start = 0
-    for face in scanned:
-        best: dict[str, float] = {}
-        for found in results[start : start + len(face.embeddings)]:
-            for match in found:
-                best[match.subject_id] = max(best.get(match.subject_id, -1.0), match.similarity)
-        start += len(face.embeddings)
+    for face, matches in zip(
+        scanned, index.match_groups([face.embeddings for face in scanned]), strict=True
+    ):
+        best = {m.subject_id: m.similarity for m in matches}  # best first
         if best or not face.incidental:  # see ScannedFace.incidental
             item.faces += 1
-        for subject_id, similarity in sorted(best.items(), key=lambda kv: -kv[1]):
+        for subject_id, similarity in best.items():
             if subject_id in covered:
                 continue
             reason = why or "valid provenance does not cover this subject"
