@@ -649,6 +649,7 @@ def create_app(
     app.state.admin_digest = admin_digest
     app.state.gateway = gateway
     app.state.checkpointer = checkpointer
+    app.state.faces_lock = faces_lock  # taken only by requests with face work
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
