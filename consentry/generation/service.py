@@ -609,9 +609,23 @@ def create_app(
             row = session.get(Prior, prior_id)
         return row is None or row.kind != "exemplars"  # an unknown prior is refused later
 
+    views: dict[str, tuple[int, _GranteeView]] = {}
+
+    def view_of(grantee_id: str) -> _GranteeView:
+        """The grantee's view, rebuilt only when a grant was added since: grants are
+        append-only and a view holds grants in every state, so a view read after
+        the log held ``n`` grants is still whole while it holds ``n``."""
+        count = len(registry.consent.grants)
+        cached = views.get(grantee_id)
+        if cached is not None and cached[0] == count:
+            return cached[1]
+        view = _GranteeView.of(registry, grantee_id)  # rows read after the count
+        views[grantee_id] = (count, view)
+        return view
+
     def for_grantee(grantee: Grantee, receipt: Receipt) -> Receipt:
         """What the grantee may read of a receipt (the log keeps every id)."""
-        return _GranteeView.of(registry, grantee.id).receipt(registry, receipt)
+        return view_of(grantee.id).receipt(registry, receipt)
 
     def run(grantee: Grantee, request: RunRequest) -> dict[str, Any]:
         runner = job_backend() if needs_model(request.prior) else backend
