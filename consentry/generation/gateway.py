@@ -266,7 +266,10 @@ class Gateway:
         """Every face of every image as the face scan sees it (every frame, every
         view of transparency, every orientation, small faces by tiling: see
         consentry.faces.scan), each matched against the index. The face cap is
-        checked across all images before anything is embedded."""
+        checked across all images before anything is embedded. No images: no face
+        work, and no lock of the index is taken (a prompt-only check)."""
+        if not images:
+            return [], []
         self.index.refresh()
         facts: list[FaceFact] = []
         shown: list[dict[str, object]] = []
