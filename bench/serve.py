@@ -44,10 +44,15 @@ SUBJECTS = 200
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("serve")
-    group.add_argument("--serve-clients", type=int, default=8,
-                       help="serve: concurrent HTTP clients (default 8)")
-    group.add_argument("--serve-seconds", type=float, default=None,
-                       help="serve: seconds measured per mode (default 30, quick 6)")
+    group.add_argument(
+        "--serve-clients", type=int, default=8, help="serve: concurrent HTTP clients (default 8)"
+    )
+    group.add_argument(
+        "--serve-seconds",
+        type=float,
+        default=None,
+        help="serve: seconds measured per mode (default 30, quick 6)",
+    )
 
 
 @dataclass
@@ -96,10 +101,16 @@ def _free_port() -> int:
 def _start(home: Path, flags: list[str]) -> tuple[subprocess.Popen[bytes], str]:
     port = _free_port()
     env = dict(os.environ) | {"CONSENTRY_HOME": str(home), "CONSENTRY_ADMIN_KEY": ADMIN_KEY}
-    argv = [sys.executable, "-c", "from consentry.cli.main import run; run()",
-            "serve", "--port", str(port), *flags]
-    process = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE)
+    argv = [
+        sys.executable,
+        "-c",
+        "from consentry.cli.main import run; run()",
+        "serve",
+        "--port",
+        str(port),
+        *flags,
+    ]
+    process = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
@@ -166,7 +177,8 @@ def _drive(world: World, bases: list[str], clients: int, seconds: float) -> Resu
         with httpx.Client(base_url=base, timeout=60) as http:
             for grantee, prompt, _ in world.jobs[:10]:
                 response = http.post(
-                    "/v1/check", headers={"Authorization": f"Bearer {world.keys[grantee]}"},
+                    "/v1/check",
+                    headers={"Authorization": f"Bearer {world.keys[grantee]}"},
                     data={"purpose": "generate", "prompt": prompt},
                 )
                 result.indexes.append(int(response.json()["log_index"]))
@@ -197,7 +209,9 @@ def _log_check(home: Path, indexes: list[int]) -> tuple[bool, int]:
 
 MODES: dict[str, tuple[list[str], int]] = {
     "baseline: checkpoint every decision, one lock": (
-        ["--checkpoint-every-decision", "--serial"], 1),
+        ["--checkpoint-every-decision", "--serial"],
+        1,
+    ),
     "cadence checkpoints (1 s), concurrent checks": ([], 1),
     "cadence, 2 serve processes on one database": ([], 2),
 }
@@ -224,24 +238,55 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             baseline_rate = baseline_rate or rate
             p50 = 1000 * percentile(result.latencies, 50)
             p95 = 1000 * percentile(result.latencies, 95)
-            rows.append([name, processes, len(result.latencies), f"{rate:.0f}",
-                         f"{p50:.1f}", f"{p95:.1f}", f"{rate / baseline_rate:.2f}x",
-                         result.wrong, result.errors, "yes" if gap_free else "NO", size])
+            rows.append(
+                [
+                    name,
+                    processes,
+                    len(result.latencies),
+                    f"{rate:.0f}",
+                    f"{p50:.1f}",
+                    f"{p95:.1f}",
+                    f"{rate / baseline_rate:.2f}x",
+                    result.wrong,
+                    result.errors,
+                    "yes" if gap_free else "NO",
+                    size,
+                ]
+            )
             out["modes"][name] = {
-                "processes": processes, "flags": flags, "decisions": len(result.latencies),
-                "decisions_per_s": rate, "p50_ms": p50, "p95_ms": p95,
-                "wrong_answers": result.wrong, "errors": result.errors,
-                "log_gap_free_and_covered": gap_free, "log_size": size,
+                "processes": processes,
+                "flags": flags,
+                "decisions": len(result.latencies),
+                "decisions_per_s": rate,
+                "p50_ms": p50,
+                "p95_ms": p95,
+                "wrong_answers": result.wrong,
+                "errors": result.errors,
+                "log_gap_free_and_covered": gap_free,
+                "log_size": size,
             }
     table(
         f"prompt-only POST /v1/check over HTTP, {clients} clients, {seconds:.0f} s per mode",
-        ["mode", "procs", "decisions", "dec/s", "p50 ms", "p95 ms", "vs baseline",
-         "wrong", "errors", "log ok", "log size"],
+        [
+            "mode",
+            "procs",
+            "decisions",
+            "dec/s",
+            "p50 ms",
+            "p95 ms",
+            "vs baseline",
+            "wrong",
+            "errors",
+            "log ok",
+            "log size",
+        ],
         rows,
-        caption=(f"Clients run on the same machine as the servers (load {load_average()}). "
-                 "wrong: answers differing from the ground truth; log ok: one decision "
-                 "per answer, gap-free, covered by a checkpoint after the servers stop. "
-                 "Goal (issue 12): >= 300 decisions/s."),
+        caption=(
+            f"Clients run on the same machine as the servers (load {load_average()}). "
+            "wrong: answers differing from the ground truth; log ok: one decision "
+            "per answer, gap-free, covered by a checkpoint after the servers stop. "
+            "Goal (issue 12): >= 300 decisions/s."
+        ),
     )
     note("")
     return out

@@ -53,8 +53,8 @@ class Home:
     grant: str
 
 
-def _home(root: Path) -> Home:
-    registry = Registry.init(root / "home", None)
+def _home(root: Path, db_url: str | None = None) -> Home:
+    registry = Registry.init(root / "home", db_url)
     create_dev_pki(registry.home.root)
     obama = registry.add_subject("Barack Obama", ["Obama"])
     _, granted_key = registry.add_grantee("Granted")
@@ -254,9 +254,9 @@ FOLLOW = 0.2  # the follow interval the servers run with
 
 
 def test_two_server_processes_share_one_log_and_see_each_others_revocation(
-    tmp_path: Path,
+    tmp_path: Path, db_url: str
 ) -> None:
-    made = _home(tmp_path)
+    made = _home(tmp_path, db_url)
     root = made.registry.home.root
     made.registry.close()
     flags = ("--checkpoint-interval", str(INTERVAL), "--follow-interval", str(FOLLOW))
