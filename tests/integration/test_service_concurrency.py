@@ -29,6 +29,7 @@ from consentry.provenance.certs import create_dev_pki
 from consentry.provenance.manifest import CONSENT_LABEL
 from consentry.provenance.verify import verify_media
 from consentry.registry import checkpoint as cp
+from consentry.registry import merkle
 from consentry.registry.checkpointer import TLOG_PROOF_HEADER, Checkpointer
 from consentry.registry.decisions import get_decision
 from consentry.registry.offline import verify_inclusion_bundle
@@ -146,6 +147,36 @@ def test_concurrent_prompt_only_checks_are_logged_gap_free_and_correct(home: Hom
     signed = _checkpoints(registry) - before
     assert 1 <= signed < len(jobs) // 4, signed
     assert _covered(registry) == registry.log_size()
+
+
+def test_a_check_can_wait_for_its_proof(home: Home) -> None:
+    """``wait_for_proof`` (``serve --check-waits-for-proof``): the receipt carries the
+    decision's C2SP tlog-proof, from a checkpoint covering it, that proves its leaf."""
+    registry = home.registry
+    checkpointer = Checkpointer(registry, interval=INTERVAL)
+    app = create_app(
+        registry,
+        get_engine("sface"),
+        hash_admin_key(ADMIN_KEY),
+        checkpointer=checkpointer,
+        wait_for_proof=True,
+    )
+    with checkpointer, live_server(app) as base, httpx.Client(base_url=base, timeout=60) as http:
+        for key, allowed in ((home.granted_key, True), (home.other_key, False)):
+            answer = http.post(
+                "/v1/check", headers=_auth(key), data={"purpose": "generate", "prompt": "Obama"}
+            ).json()
+            assert answer["allowed"] is allowed, answer
+            body, _, note = str(answer["proof"]).partition("\n\n")
+            lines = body.split("\n")
+            assert lines[:2] == [TLOG_PROOF_HEADER, f"index {answer['log_index']}"]
+            checkpoint = cp.parse_checkpoint(note)[0]
+            assert checkpoint.tree_size > answer["log_index"]
+            leaf = merkle.leaf_hash(registry.entry(answer["log_index"]).leaf_json.encode())
+            hashes = [base64.b64decode(h) for h in lines[2:]]
+            merkle.verify_inclusion(
+                leaf, answer["log_index"], checkpoint.tree_size, hashes, checkpoint.root_hash
+            )
 
 
 def test_a_prompt_only_check_takes_no_face_lock(home: Home) -> None:
