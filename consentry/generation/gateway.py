@@ -10,6 +10,14 @@ Invariants
 - Facts come from the registry at the time of the check: grants with their
   revocation state, every registered face in every input, the subjects the
   prompt names, and the prior with the SHA-256 of its file, hashed on every load.
+- Checkpoints: without a :class:`~consentry.registry.checkpointer.Checkpointer`
+  every decision signs a checkpoint of the whole log (per-decision mode, the
+  library default and the service's ``--checkpoint-every-decision`` baseline).
+  With one, checkpoints come on its cadence: a receipt carries its log index at
+  once and its proof (C2SP tlog-proof) only when ``wait_for_proof`` is set or a
+  checkpoint already covers it; a released output always waits (bounded, see
+  :meth:`Checkpointer.covering`) for a checkpoint covering its decision, so its
+  manifest carries the proof and verifies offline.
 """
 
 from __future__ import annotations
@@ -58,6 +66,7 @@ from consentry.generation.policy import (
     redact_reasons,
 )
 from consentry.registry.biometrics import opted_out_subjects
+from consentry.registry.checkpointer import Checkpointer, tlog_proof
 from consentry.registry.decisions import record_decision
 from consentry.registry.models import Decision, Grant, Prior
 from consentry.registry.statements import format_time
@@ -146,6 +155,7 @@ class Receipt:
     faces: list[dict[str, object]] = field(default_factory=list)
     outputs: list[bytes] = field(default_factory=list)  # signed PNGs, only when allowed
     details: dict[str, object] = field(default_factory=dict)  # restoration, memorization
+    proof: str | None = None  # C2SP tlog-proof of the decision, once a checkpoint covers it
 
     def for_grantee(
         self,
@@ -182,15 +192,19 @@ class Receipt:
         )
 
     def to_json(self) -> dict[str, object]:
-        return {
-            "allowed": self.allowed,
-            "reasons": list(self.reasons),
-            "decision": self.decision_id,
-            "log_index": self.log_index,
-            "grants": list(self.grants),
-            "subjects": list(self.subjects),
-            "faces": self.faces,
-        } | ({"details": self.details} if self.details else {})
+        return (
+            {
+                "allowed": self.allowed,
+                "reasons": list(self.reasons),
+                "decision": self.decision_id,
+                "log_index": self.log_index,
+                "grants": list(self.grants),
+                "subjects": list(self.subjects),
+                "faces": self.faces,
+            }
+            | ({"details": self.details} if self.details else {})
+            | ({"proof": self.proof} if self.proof is not None else {})
+        )
 
 
 @dataclass(frozen=True)
@@ -217,7 +231,14 @@ class _PreCheck:
 
 
 class Gateway:
-    """Decides jobs for one registry with one face engine."""
+    """Decides jobs for one registry with one face engine.
+
+    Thread-safe for concurrent :meth:`check` calls when the engine is (sface is):
+    the consent state and the index take their own locks, each decision is its own
+    write transaction. ``checkpointer``: sign checkpoints on its cadence instead
+    of one per decision; ``wait_for_proof``: a check (no outputs) waits for a
+    checkpoint covering its decision and its receipt carries the proof.
+    """
 
     def __init__(
         self,
@@ -226,11 +247,15 @@ class Gateway:
         *,
         refuse_unknown_faces: bool = False,
         limits: Limits | None = None,
+        checkpointer: Checkpointer | None = None,
+        wait_for_proof: bool = False,
     ) -> None:
         self.registry = registry
         self.engine = engine
         self.refuse_unknown_faces = refuse_unknown_faces
         self.limits = limits or Limits()
+        self.checkpointer = checkpointer
+        self.wait_for_proof = wait_for_proof
         self.index = IdentityIndex(registry, engine.name, engine.dim)
         self._aliases: tuple[tuple[object, ...], AliasMatcher] | None = None
 
@@ -241,7 +266,10 @@ class Gateway:
         """Every face of every image as the face scan sees it (every frame, every
         view of transparency, every orientation, small faces by tiling: see
         consentry.faces.scan), each matched against the index. The face cap is
-        checked across all images before anything is embedded."""
+        checked across all images before anything is embedded. No images: no face
+        work, and no lock of the index is taken (a prompt-only check)."""
+        if not images:
+            return [], []
         self.index.refresh()
         facts: list[FaceFact] = []
         shown: list[dict[str, object]] = []
@@ -338,7 +366,21 @@ class Gateway:
         decision, verdict = self._record(
             pre.grantee_id, request.purpose, pre.verdict, pre.prior_sha, pre.inputs, []
         )
-        return replace(pre, verdict=verdict).receipt(decision)
+        receipt = replace(pre, verdict=verdict).receipt(decision)
+        if decision is None or self.checkpointer is None or not self.wait_for_proof:
+            return receipt
+        try:
+            proof = self.checkpointer.proof(decision.log_index)
+        except ConsentryError as exc:  # a truncated or rewritten log: nothing is allowed
+            return replace(receipt, allowed=False, reasons=(*receipt.reasons, _no_checkpoint(exc)))
+        return replace(receipt, proof=tlog_proof(proof))
+
+    def covering(self, decision: Decision) -> str:
+        """A signed checkpoint note covering ``decision`` (per-decision mode: the one
+        its record signed; cadence: waits, bounded, see :meth:`Checkpointer.covering`)."""
+        if self.checkpointer is None:
+            return self.registry.checkpoint()
+        return self.checkpointer.covering(decision.log_index)
 
     def _pre(self, request: CheckRequest) -> _PreCheck:
         """Gather the facts and decide, logging nothing; never raises, except
@@ -433,16 +475,20 @@ class Gateway:
         except InputError:
             return None, verdict
         try:
-            self.registry.checkpoint()
+            if self.checkpointer is None:  # per-decision mode; else on the cadence
+                self.registry.checkpoint()
         except ConsentryError as exc:  # a truncated or rewritten log: nothing is allowed
             _log.error("decision %s logged, but no checkpoint: %s", decision.id, exc)
-            reason = f"refused: {INTEGRITY_PREFIX}the log cannot be checkpointed: {exc}"
-            reasons = (*(verdict.reasons if not verdict.allowed else ()), reason)
+            reasons = (*(verdict.reasons if not verdict.allowed else ()), _no_checkpoint(exc))
             return decision, Verdict(False, reasons, verdict.grants_used, verdict.subjects)
         if verdict.allowed and not decision.allowed:
             _log.warning("allow overtaken at release: %s", "; ".join(decision.reasons))
             verdict = Verdict(False, tuple(decision.reasons), verdict.grants_used, verdict.subjects)
         return decision, verdict
+
+
+def _no_checkpoint(exc: Exception) -> str:
+    return f"refused: {INTEGRITY_PREFIX}the log cannot be checkpointed: {exc}"
 
 
 @dataclass(frozen=True)
@@ -541,8 +587,9 @@ def run_job(gateway: Gateway, request: RunRequest, backend: Backend | None = Non
     )
     if decision is None or not verdict.allowed:
         return replace(final.receipt(decision), details=details)
-    try:
-        signed = _sign_all(gateway.registry, decision, outputs, request, pre, memo_json)
+    try:  # the proof first: a checkpoint covering the decision (bounded wait on the cadence)
+        note = gateway.covering(decision)
+        signed = _sign_all(gateway.registry, decision, outputs, request, pre, memo_json, note)
     except Exception as exc:  # fail closed: nothing unsigned is released
         refusal = Verdict(
             False, (f"outputs not signed, withheld: {type(exc).__name__}: {exc}",), (), ()
@@ -653,6 +700,7 @@ def _sign_all(
     request: RunRequest,
     pre: _PreCheck,
     memorization: Sequence[dict[str, object] | None],
+    note: str,
 ) -> list[bytes]:
     from consentry.provenance.sign import sign_output
 
@@ -677,6 +725,7 @@ def _sign_all(
             prior=prior,
             parent=parent,
             memorization=memo,
+            checkpoint_note=note,
         )
         for data, memo in zip(outputs, list(memorization) or [None] * len(outputs), strict=True)
     ]

@@ -25,9 +25,23 @@ Invariants
   grantee route.
 - A request body over ``max_body_bytes`` is refused with 413 before the app sees
   it: by its ``Content-Length``, and by counting what is read (chunked bodies).
-- Handlers are sync ``def`` (run in the threadpool) sharing one registry; face
-  analysis runs under one lock (the engines are not all thread-safe), and the
-  pipeline under another (one job at a time per process).
+- Handlers are sync ``def`` (run in the threadpool, so checks run concurrently)
+  sharing one registry and one gateway; face analysis runs under one lock (the
+  engines are not all thread-safe), taken only by a request that has images: a
+  prompt-only check takes no lock of the service's (its write transaction takes
+  the database's writer lock, as every decision must). The pipeline runs under
+  another lock (one job at a time per process). ``serial=True`` is the old mode
+  (every check under the face lock), kept as the benchmark's baseline.
+- Checkpoints: with a ``checkpointer`` (what ``consentry serve`` gives) they are
+  signed on its cadence, started and stopped (a last one signed) with the app's
+  lifespan; a released output waits for one covering its decision;
+  ``GET /v1/log/proof/{index}`` waits (bounded) for one covering ``index``.
+  Without one, every decision signs a checkpoint (per-decision mode).
+- The app follows the log while it runs: the identity index (and through it the
+  consent state) is refreshed every ``follow_interval`` seconds in a background
+  thread, and every decision follows the log's tail first anyway, so a grant,
+  revocation or erasure made by another process on the same database is seen by
+  the next decision here (and re-checked inside its write transaction).
 - A form body (multipart or urlencoded) is validated strictly before any parser
   sees it (:mod:`consentry.generation.multipart`): a malformed one is a 400
   ``malformed_body`` and nothing is logged; every part must be a field the route
@@ -53,7 +67,8 @@ import logging
 import threading
 import types
 import typing
-from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, MutableMapping
+from contextlib import AbstractContextManager, asynccontextmanager, nullcontext
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Annotated, Any
@@ -62,7 +77,7 @@ from urllib.parse import parse_qsl
 from fastapi import Depends, FastAPI, File, Form, Request, UploadFile
 from fastapi import params as fastapi_params
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -90,12 +105,14 @@ from consentry.generation.backends.base import Backend
 from consentry.generation.gateway import CheckRequest, Gateway, Receipt, RunRequest, run_job
 from consentry.generation.multipart import MultipartError, Part, boundary_of, validate_multipart
 from consentry.generation.policy import REGISTERED_PERSON, Limits, redact_reasons
+from consentry.registry.checkpointer import Checkpointer, tlog_proof
 from consentry.registry.models import Grantee, Prior
 from consentry.registry.statements import PURPOSES
 from consentry.registry.store import Registry, parse_until
 from consentry.registry.views import grant_json, subject_json
 
 __all__ = [
+    "DEFAULT_FOLLOW_INTERVAL",
     "MAX_BODY_BYTES",
     "MAX_IMAGES",
     "ApiError",
@@ -106,6 +123,7 @@ __all__ = [
 log = logging.getLogger("consentry.service")
 
 MAX_BODY_BYTES = 50 * 1024 * 1024
+DEFAULT_FOLLOW_INTERVAL = 0.2  # seconds between background follows of the log
 MAX_IMAGES = Limits().max_images
 _FORM_PARTS = "consentry.form_parts"  # scope key: the parts the guard validated
 _DRAIN_CAP = 64 * 1024 * 1024  # read and discard at most this much of an oversized body
@@ -524,6 +542,11 @@ def create_app(
     model_dir: Path | None = None,
     backend: Backend | None = None,
     limits: Limits | None = None,
+    checkpointer: Checkpointer | None = None,
+    wait_for_proof: bool = False,
+    serial: bool = False,
+    follow_interval: float | None = DEFAULT_FOLLOW_INTERVAL,
+    owns_registry: bool = False,
 ) -> FastAPI:
     """The service for one open registry and one face engine.
 
@@ -531,7 +554,12 @@ def create_app(
     ``/v1/restore`` run (loaded here, so a bad folder fails at start); ``backend``
     replaces the diffusers backend built from it (the same protocol). ``limits``
     (default ``Limits()``, the CLI's) bounds every job; ``max_images``, when given,
-    overrides its image count only.
+    overrides its image count only. ``checkpointer``: checkpoints on its cadence
+    (started with the app), else one per decision; ``wait_for_proof``: a check
+    waits for its proof and returns it; ``serial``: every check under one lock
+    (the old mode); ``follow_interval``: seconds between background refreshes of
+    the identity index and consent state (None: only per decision);
+    ``owns_registry``: close the registry when the app shuts down.
     """
 
     admin_digest = admin_key_sha256.strip().lower()
@@ -540,7 +568,14 @@ def create_app(
     bounds = limits or Limits()
     if max_images is not None:
         bounds = replace(bounds, max_images=max_images)
-    gateway = Gateway(registry, engine, refuse_unknown_faces=refuse_unknown_faces, limits=bounds)
+    gateway = Gateway(
+        registry,
+        engine,
+        refuse_unknown_faces=refuse_unknown_faces,
+        limits=bounds,
+        checkpointer=checkpointer,
+        wait_for_proof=wait_for_proof,
+    )
     faces_lock = threading.Lock()
     pipeline_lock = threading.Lock()
     if backend is None and model_dir is not None:
@@ -574,9 +609,23 @@ def create_app(
             row = session.get(Prior, prior_id)
         return row is None or row.kind != "exemplars"  # an unknown prior is refused later
 
+    views: dict[str, tuple[int, _GranteeView]] = {}
+
+    def view_of(grantee_id: str) -> _GranteeView:
+        """The grantee's view, rebuilt only when a grant was added since: grants are
+        append-only and a view holds grants in every state, so a view read after
+        the log held ``n`` grants is still whole while it holds ``n``."""
+        count = len(registry.consent.grants)
+        cached = views.get(grantee_id)
+        if cached is not None and cached[0] == count:
+            return cached[1]
+        view = _GranteeView.of(registry, grantee_id)  # rows read after the count
+        views[grantee_id] = (count, view)
+        return view
+
     def for_grantee(grantee: Grantee, receipt: Receipt) -> Receipt:
         """What the grantee may read of a receipt (the log keeps every id)."""
-        return _GranteeView.of(registry, grantee.id).receipt(registry, receipt)
+        return view_of(grantee.id).receipt(registry, receipt)
 
     def run(grantee: Grantee, request: RunRequest) -> dict[str, Any]:
         runner = job_backend() if needs_model(request.prior) else backend
@@ -584,14 +633,37 @@ def create_app(
             receipt = run_job(gateway, request, runner)
         return _job_json(for_grantee(grantee, receipt))
 
+    def face_work(has_images: bool) -> AbstractContextManager[object]:
+        """The face lock for a request with images (or every check when serial)."""
+        return faces_lock if has_images or serial else nullcontext()
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if checkpointer is not None:
+            checkpointer.start()
+        if follow_interval is not None:
+            gateway.index.follow(follow_interval)
+        try:
+            yield
+        finally:
+            gateway.index.stop()
+            if checkpointer is not None:
+                checkpointer.stop()  # signs a last checkpoint: nothing logged is left uncovered
+            if owns_registry:
+                registry.close()
+
     app = FastAPI(
         title="Consentry",
         version="1",
         description="Consent-aware likeness registry: gateway checks, grants, the signed log.",
         dependencies=[Depends(_strict_form)],
+        lifespan=lifespan,
     )
     app.state.registry = registry
     app.state.admin_digest = admin_digest
+    app.state.gateway = gateway
+    app.state.checkpointer = checkpointer
+    app.state.faces_lock = faces_lock  # taken only by requests with face work
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
@@ -639,7 +711,7 @@ def create_app(
             raise InputError(f"unknown purpose {purpose!r}: choose from {', '.join(PURPOSES)}")
         datas = [f.file.read() for f in files]
         request = CheckRequest(grantee.id, purpose, datas, prompt, prior or None)
-        with faces_lock:
+        with face_work(bool(datas)):
             receipt = gateway.check(request)
         return for_grantee(grantee, receipt).to_json()
 
@@ -788,10 +860,19 @@ def create_app(
         """The latest signed checkpoint (a signed note)."""
         return registry.latest_checkpoint()
 
-    @app.get("/v1/log/proof/{index}", tags=["log"])
-    def proof(index: int) -> dict[str, Any]:
-        """Inclusion proof of log entry ``index`` against the latest checkpoint."""
-        return registry.inclusion_proof(index).to_json()
+    @app.get("/v1/log/proof/{index}", tags=["log"], response_model=None)
+    def proof(index: int, format: str = "json") -> dict[str, Any] | Response:
+        """Inclusion proof of log entry ``index`` against the latest checkpoint, once
+        a checkpoint covers it (waits about a second for the cadence, else signs one).
+        ``format=tlog-proof``: the C2SP tlog-proof text instead of JSON."""
+        if format not in ("json", "tlog-proof"):
+            raise ApiError(422, "invalid_request", "format: json or tlog-proof")
+        if checkpointer is not None and 0 <= index < registry.log_size():
+            checkpointer.covering(index)
+        found = registry.inclusion_proof(index)
+        if format == "tlog-proof":
+            return PlainTextResponse(tlog_proof(found))
+        return found.to_json()
 
     @app.post("/v1/verify", tags=["provenance"])
     def verify(
@@ -854,5 +935,6 @@ def create_app(
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
+    # routers of other route groups are included here, before the guard wraps the app
     app.add_middleware(_GuardMiddleware, max_body_bytes=max_body_bytes)
     return app

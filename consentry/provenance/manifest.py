@@ -121,11 +121,14 @@ class ConsentEvidence:
         }
 
 
-def collect_evidence(registry: Registry, decision: Decision) -> ConsentEvidence:
-    """Sign a checkpoint covering ``decision`` and prove the decision's leaf in it."""
+def collect_evidence(
+    registry: Registry, decision: Decision, note: str | None = None
+) -> ConsentEvidence:
+    """Prove the decision's leaf in ``note`` (a signed checkpoint covering it; default:
+    one signed now)."""
     if decision.log_index < 0:
         raise ManifestError(f"decision {decision.id} is not in the log")
-    note = registry.checkpoint()
+    note = note or registry.checkpoint()
     proof = registry.inclusion_proof(decision.log_index, note)
     key = pseudonym_key(registry)
     return ConsentEvidence(

@@ -51,12 +51,15 @@ def sign_output(
     title: str | None = None,
     signer: ManifestSigner | None = None,
     memorization: Mapping[str, Any] | None = None,
+    checkpoint_note: str | None = None,
 ) -> bytes:
     """Return ``data`` (JPEG, PNG or WebP) with its signed C2PA manifest embedded.
 
     ``decision`` must be an allowed decision already in the log, for this ``action``,
-    these ``grants`` and this ``prior``. A checkpoint covering it is signed now and the
-    decision's inclusion proof goes into the ``org.consentry.consent`` assertion.
+    these ``grants`` and this ``prior``. ``checkpoint_note``: a signed checkpoint
+    covering it (the gateway's, from its checkpointer's cadence); without one a
+    checkpoint is signed now. The decision's inclusion proof against that checkpoint
+    goes into the ``org.consentry.consent`` assertion.
     ``parent``: the input image of a restoration. ``memorization``: the output's
     memorization check, recorded in the consent assertion. ``signer`` defaults to the home's
     active identity (``HOME/pki``). Raises CertificateError for an unusable chain
@@ -67,7 +70,7 @@ def sign_output(
         signer = signer_from_identity(load_signing_identity(registry.home.root))
     check_signing_chain(signer.chain_pem)  # refuse before a checkpoint is signed for nothing
     parent_mime = mime_of_bytes(parent) if parent is not None else None
-    evidence = collect_evidence(registry, decision)
+    evidence = collect_evidence(registry, decision, checkpoint_note)
     manifest = build_manifest(
         action,
         title=title or ("generated image" if action == "generate" else "restored image"),

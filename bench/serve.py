@@ -1,0 +1,292 @@
+"""``python -m bench serve``: prompt-only checks over HTTP with concurrent clients.
+
+Real ``consentry serve`` processes on loopback over one SQLite registry (a fresh
+home per mode, built the same way: 200 subjects with aliases, two grantees, grants
+from half the subjects to one of them). Each client thread sends ``POST /v1/check``
+(purpose generate, a prompt naming one subject or none) for a fixed time after a
+warm-up; every answer is checked against the ground truth (allowed iff the prompt
+names no subject, or a subject that granted the caller) and, after the servers
+stop, the log must hold exactly one decision per answer, gap-free, all covered by
+a checkpoint.
+
+Modes, in one run:
+- ``baseline``: ``serve --checkpoint-every-decision --serial``: every check under one
+  lock and a checkpoint of the whole log signed per decision (the service before
+  issue 12).
+- ``cadence``: ``serve`` as shipped: concurrent checks (thread pool, no face lock
+  for prompt-only checks), checkpoints every second.
+- ``2 processes``: two ``serve`` processes on one database, clients alternating.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bench._common import load_average, note, percentile, table
+
+ADMIN_KEY = "csa_bench-serve-admin"
+SUBJECTS = 200
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("serve")
+    group.add_argument(
+        "--serve-clients", type=int, default=8, help="serve: concurrent HTTP clients (default 8)"
+    )
+    group.add_argument(
+        "--serve-seconds",
+        type=float,
+        default=None,
+        help="serve: seconds measured per mode (default 30, quick 6)",
+    )
+
+
+@dataclass
+class World:
+    home: Path
+    keys: dict[str, str]
+    jobs: list[tuple[str, str, bool]]  # (grantee, prompt, allowed)
+
+
+def build_world(root: Path) -> World:
+    from consentry.registry.store import Registry
+
+    rng = random.Random(12)
+    registry = Registry.init(root / "home", None)
+    try:
+        _, granted = registry.add_grantee("Studio")
+        _, other = registry.add_grantee("Agency")
+        names: list[tuple[str, bool]] = []
+        for number in range(SUBJECTS):
+            name = f"Person{number:03d} Example"
+            subject = registry.add_subject(name, [f"P{number:03d}x"])
+            consented = number % 2 == 0
+            if consented:
+                registry.grant(subject.id, "Studio", ["generate"])
+            names.append((name, consented))
+        registry.checkpoint()
+    finally:
+        registry.close()
+    jobs: list[tuple[str, str, bool]] = []
+    for _ in range(400):
+        grantee = rng.choice(["Studio", "Agency"])
+        if rng.random() < 0.3:
+            jobs.append((grantee, "a red house at dusk, watercolour", True))
+            continue
+        name, consented = rng.choice(names)
+        jobs.append((grantee, f"{name} on a beach at noon", grantee == "Studio" and consented))
+    return World(root / "home", {"Studio": granted, "Agency": other}, jobs)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _start(home: Path, flags: list[str]) -> tuple[subprocess.Popen[bytes], str]:
+    port = _free_port()
+    env = dict(os.environ) | {"CONSENTRY_HOME": str(home), "CONSENTRY_ADMIN_KEY": ADMIN_KEY}
+    argv = [
+        sys.executable,
+        "-c",
+        "from consentry.cli.main import run; run()",
+        "serve",
+        "--port",
+        str(port),
+        *flags,
+    ]
+    process = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"serve exited: {process.stderr.read().decode()[-2000:]}")  # type: ignore[union-attr]
+        try:
+            if httpx.get(base + "/healthz", timeout=2).status_code == 200:
+                return process, base
+        except httpx.TransportError:
+            time.sleep(0.2)
+    raise RuntimeError("serve did not start")
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    process.send_signal(signal.SIGINT)
+    try:
+        process.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+@dataclass
+class Result:
+    latencies: list[float] = field(default_factory=list)
+    wrong: int = 0
+    errors: int = 0
+    indexes: list[int] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def _drive(world: World, bases: list[str], clients: int, seconds: float) -> Result:
+    result = Result()
+    lock = threading.Lock()
+    stop_at = [0.0]
+
+    def client(number: int) -> None:
+        rng = random.Random(number)
+        with httpx.Client(base_url=bases[number % len(bases)], timeout=60) as http:
+            while time.perf_counter() < stop_at[0]:
+                grantee, prompt, allowed = rng.choice(world.jobs)
+                began = time.perf_counter()
+                try:
+                    response = http.post(
+                        "/v1/check",
+                        headers={"Authorization": f"Bearer {world.keys[grantee]}"},
+                        data={"purpose": "generate", "prompt": prompt},
+                    )
+                    body = response.json()
+                    ok = response.status_code == 200
+                except (httpx.HTTPError, ValueError):
+                    ok, body = False, {}
+                spent = time.perf_counter() - began
+                with lock:
+                    if not ok:
+                        result.errors += 1
+                        continue
+                    result.latencies.append(spent)
+                    result.indexes.append(int(body["log_index"]))
+                    if body["allowed"] is not allowed:
+                        result.wrong += 1
+
+    # warm-up: a few checks per server, not measured
+    for base in bases:
+        with httpx.Client(base_url=base, timeout=60) as http:
+            for grantee, prompt, _ in world.jobs[:10]:
+                response = http.post(
+                    "/v1/check",
+                    headers={"Authorization": f"Bearer {world.keys[grantee]}"},
+                    data={"purpose": "generate", "prompt": prompt},
+                )
+                result.indexes.append(int(response.json()["log_index"]))
+    began = time.perf_counter()
+    stop_at[0] = began + seconds
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    result.seconds = time.perf_counter() - began
+    return result
+
+
+def _log_check(home: Path, indexes: list[int]) -> tuple[bool, int]:
+    """Every answered check is one decision entry, the decisions are gap-free, and a
+    checkpoint covers the whole log. Returns (ok, log size)."""
+    from consentry.registry import checkpoint as cp
+    from consentry.registry.store import Registry
+
+    with Registry.open(home) as registry:
+        size = registry.log_size()
+        covered = cp.parse_checkpoint(registry.latest_checkpoint())[0].tree_size
+        first = min(indexes)
+        decisions = [i for i in range(first, size) if registry.entry(i).kind == "decision"]
+    return sorted(indexes) == decisions == list(range(first, size)) and covered == size, size
+
+
+MODES: dict[str, tuple[list[str], int]] = {
+    "baseline: checkpoint every decision, one lock": (
+        ["--checkpoint-every-decision", "--serial"],
+        1,
+    ),
+    "cadence checkpoints (1 s), concurrent checks": ([], 1),
+    "cadence, 2 serve processes on one database": ([], 2),
+}
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    seconds = args.serve_seconds or (6.0 if args.quick else 30.0)
+    clients = args.serve_clients
+    rows: list[list[object]] = []
+    out: dict[str, Any] = {"clients": clients, "seconds": seconds, "modes": {}}
+    baseline_rate = None
+    with tempfile.TemporaryDirectory(prefix="bench-serve-") as tmp:
+        os.environ.setdefault("CONSENTRY_WITNESS_DIR", str(Path(tmp) / "witness"))
+        for number, (name, (flags, processes)) in enumerate(MODES.items()):
+            world = build_world(Path(tmp) / f"mode{number}")
+            servers = [_start(world.home, flags) for _ in range(processes)]
+            try:
+                result = _drive(world, [base for _, base in servers], clients, seconds)
+            finally:
+                for process, _ in servers:
+                    _stop(process)
+            gap_free, size = _log_check(world.home, result.indexes)
+            rate = len(result.latencies) / result.seconds
+            baseline_rate = baseline_rate or rate
+            p50 = 1000 * percentile(result.latencies, 50)
+            p95 = 1000 * percentile(result.latencies, 95)
+            rows.append(
+                [
+                    name,
+                    processes,
+                    len(result.latencies),
+                    f"{rate:.0f}",
+                    f"{p50:.1f}",
+                    f"{p95:.1f}",
+                    f"{rate / baseline_rate:.2f}x",
+                    result.wrong,
+                    result.errors,
+                    "yes" if gap_free else "NO",
+                    size,
+                ]
+            )
+            out["modes"][name] = {
+                "processes": processes,
+                "flags": flags,
+                "decisions": len(result.latencies),
+                "decisions_per_s": rate,
+                "p50_ms": p50,
+                "p95_ms": p95,
+                "wrong_answers": result.wrong,
+                "errors": result.errors,
+                "log_gap_free_and_covered": gap_free,
+                "log_size": size,
+            }
+    table(
+        f"prompt-only POST /v1/check over HTTP, {clients} clients, {seconds:.0f} s per mode",
+        [
+            "mode",
+            "procs",
+            "decisions",
+            "dec/s",
+            "p50 ms",
+            "p95 ms",
+            "vs baseline",
+            "wrong",
+            "errors",
+            "log ok",
+            "log size",
+        ],
+        rows,
+        caption=(
+            f"Clients run on the same machine as the servers (load {load_average()}). "
+            "wrong: answers differing from the ground truth; log ok: one decision "
+            "per answer, gap-free, covered by a checkpoint after the servers stop. "
+            "Goal (issue 12): >= 300 decisions/s."
+        ),
+    )
+    note("")
+    return out
