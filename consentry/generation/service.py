@@ -11,7 +11,9 @@ Routes (all JSON unless noted; errors are ``{"error": {"code", "message"}}``):
   ``allowed: false`` and no outputs. Without a model folder these answer 503.
 - ``POST /v1/grants``, ``POST /v1/grants/{id}/revoke``, ``GET /v1/grants``,
   ``POST /v1/subjects``, ``POST /v1/subjects/{id}/enroll``,
-  ``POST /v1/subjects/{id}/erase`` (admin key).
+  ``POST /v1/subjects/{id}/erase`` and ``/opt-out`` (admin key; both final, both
+  need ``"confirm": true``; an erasure's answer carries the warning that the person
+  is no longer protected).
 - ``POST /v1/audit`` (grantee or admin key): provenance and registered faces of one
   image, at most ``Limits.max_faces`` faces; a grantee gets a pseudonym of its own
   for every subject it holds no grant from, never a name or id.
@@ -105,6 +107,7 @@ from consentry.generation.backends.base import Backend
 from consentry.generation.gateway import CheckRequest, Gateway, Receipt, RunRequest, run_job
 from consentry.generation.multipart import MultipartError, Part, boundary_of, validate_multipart
 from consentry.generation.policy import REGISTERED_PERSON, Limits, redact_reasons
+from consentry.registry.biometrics import ERASE_WARNING
 from consentry.registry.checkpointer import Checkpointer, tlog_proof
 from consentry.registry.models import Grantee, Prior
 from consentry.registry.statements import PURPOSES
@@ -439,7 +442,10 @@ class SubjectIn(BaseModel):
 
 
 class EraseIn(BaseModel):
+    """Erasure and opt-out are final: ``confirm`` must be true (the CLI's ``--yes``)."""
+
     reason: str
+    confirm: bool = False
 
 
 class _GranteeView(typing.NamedTuple):
@@ -593,10 +599,13 @@ def create_app(
         steps: int | None = None,
         size: int | None = None,
         strength: float | None = None,
+        prompt: str | None = None,
     ) -> None:
         """The one ``Limits``, with the CLI's wording; 422 before anything runs."""
         try:
-            bounds.check_job(images=images, steps=steps, size=size, strength=strength)
+            bounds.check_job(
+                images=images, steps=steps, size=size, strength=strength, prompt=prompt
+            )
         except JobLimitError as exc:
             code = "too_many_images" if exc.field == "images" else "bad_job"
             raise ApiError(422, code, str(exc)) from None
@@ -706,7 +715,7 @@ def create_app(
         """
         files = list(images or [])
         _parsed_all(http, "images", len(files))
-        bounded_job(images=len(files))
+        bounded_job(images=len(files), prompt=prompt)
         if purpose not in PURPOSES:
             raise InputError(f"unknown purpose {purpose!r}: choose from {', '.join(PURPOSES)}")
         datas = [f.file.read() for f in files]
@@ -728,7 +737,7 @@ def create_app(
 
         A refusal is a 200 with ``allowed: false`` and no outputs.
         """
-        bounded_job(steps=steps, size=size)
+        bounded_job(steps=steps, size=size, prompt=prompt)
         return run(
             grantee,
             RunRequest(
@@ -758,7 +767,7 @@ def create_app(
     ) -> dict[str, Any]:
         """Restore an image for the calling grantee (img2img through the gateway)."""
         _parsed_all(http, "image", 1)
-        bounded_job(images=1, steps=steps, size=size, strength=strength)
+        bounded_job(images=1, steps=steps, size=size, strength=strength, prompt=prompt)
         data = image.file.read()
         return run(
             grantee,
@@ -815,9 +824,32 @@ def create_app(
         """Crypto-erase a subject's biometric data; final."""
         from consentry.registry.biometrics import erase_subject
 
+        if not body.confirm:
+            raise ApiError(422, "confirm_required", f"erasure is final; {ERASE_WARNING}")
         row = erase_subject(registry, subject, body.reason)
         registry.checkpoint()
-        return {"id": row.id, "subject": row.subject_id, "log_index": row.log_index}
+        return {
+            "id": row.id,
+            "subject": row.subject_id,
+            "log_index": row.log_index,
+            "protected": False,
+            "warning": ERASE_WARNING,
+        }
+
+    @app.post("/v1/subjects/{subject}/opt-out", tags=["admin"], dependencies=_ADMIN)
+    def opt_out(subject: str, body: EraseIn) -> dict[str, Any]:
+        """Opt a subject out: keep only what refusing needs; every job with their face,
+        name or prior is refused from then on, whatever the grants; final."""
+        from consentry.registry.biometrics import opt_out_subject
+
+        if not body.confirm:
+            raise ApiError(
+                422, "confirm_required", "an opt-out is final: send confirm: true to proceed"
+            )
+        row = opt_out_subject(registry, subject, body.reason)
+        registry.checkpoint()
+        return {"id": row.id, "subject": row.subject_id, "log_index": row.log_index,
+                "protected": True}  # fmt: skip
 
     @app.post("/v1/grants", status_code=201, tags=["admin"], dependencies=_ADMIN)
     def create_grant(body: GrantIn) -> dict[str, Any]:

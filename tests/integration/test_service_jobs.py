@@ -215,18 +215,50 @@ def test_admin_enrolls_and_erases_and_the_gateway_follows(
     assert refused["allowed"] is False and refused["subjects"] == ["a registered person"]
     assert biden in get_decision(service.registry, refused["decision"]).subjects
 
-    erased = client.post(
+    size = service.registry.log_size()
+    unconfirmed = client.post(
         f"/v1/subjects/{biden}/erase", headers=_auth(ADMIN_KEY), json={"reason": "request"}
     )
+    _error(unconfirmed, 422, "confirm_required")
+    assert "ALLOWED" in unconfirmed.json()["error"]["message"]  # says what erasure costs
+    assert service.registry.log_size() == size
+    erased = client.post(
+        f"/v1/subjects/{biden}/erase",
+        headers=_auth(ADMIN_KEY),
+        json={"reason": "request", "confirm": True},
+    )
     assert erased.status_code == 200, erased.text
+    assert erased.json()["protected"] is False and "ALLOWED" in erased.json()["warning"]
     assert _restore(client, service.key, "biden.jpg").json()["allowed"] is True
     _error(
         client.post(
-            f"/v1/subjects/{biden}/erase", headers=_auth(ADMIN_KEY), json={"reason": "again"}
+            f"/v1/subjects/{biden}/erase",
+            headers=_auth(ADMIN_KEY),
+            json={"reason": "again", "confirm": True},
         ),
         409,
         "erased",
     )
+    assert service.registry.verify_log().ok
+
+
+def test_admin_opt_out_keeps_refusing_over_http(service: Service, client: httpx.Client) -> None:
+    made = client.post("/v1/subjects", headers=_auth(ADMIN_KEY), json={"name": "Eileen Collins"})
+    collins = made.json()["id"]
+    photo = [("photos", _photo("astronaut.jpg"))]
+    enrolled = client.post(f"/v1/subjects/{collins}/enroll", headers=_auth(ADMIN_KEY), files=photo)
+    assert enrolled.status_code == 200, enrolled.text
+    _grant(client, collins, ["restore"])
+    assert _restore(client, service.key, "astronaut.jpg").json()["allowed"] is True  # granted
+    url = f"/v1/subjects/{collins}/opt-out"
+    _error(client.post(url, headers=_auth(service.key), json={"reason": "r", "confirm": True}),
+           401, "unauthorized")  # fmt: skip
+    _error(client.post(url, headers=_auth(ADMIN_KEY), json={"reason": "r"}), 422,
+           "confirm_required")  # fmt: skip
+    opted = client.post(url, headers=_auth(ADMIN_KEY), json={"reason": "r", "confirm": True})
+    assert opted.status_code == 200 and opted.json()["protected"] is True, opted.text
+    refused = _restore(client, service.key, "astronaut.jpg").json()
+    assert refused["allowed"] is False  # the earlier grant no longer opens the gate
     assert service.registry.verify_log().ok
 
 

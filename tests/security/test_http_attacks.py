@@ -377,6 +377,7 @@ OUT_OF_BOUNDS = {
     "size-not-a-multiple-of-8": ("generate", {"size": "100"}, "size must be a multiple of 8"),
     "size-over": ("generate", {"size": "4096"}, "size must be a multiple of 8"),
     "strength-over-one": ("restore", {"strength": "1.5"}, "strength must be in (0, 1]"),
+    "prompt-over": ("generate", {"prompt": "a red house " * 200}, "at most 2000"),
 }
 
 
@@ -397,7 +398,8 @@ def test_cli_and_http_refuse_the_same_out_of_bounds_job(
     assert site.registry.log_size() == size
 
     cli = Cli(site.registry.home.root)
-    argv = [purpose, *(["--prompt", "a red house"] if purpose == "generate" else [])]
+    prompt = (fields | bad)["prompt"]
+    argv = [purpose, *(["--prompt", prompt] if purpose == "generate" else [])]
     if purpose == "restore":
         argv.append(str(DATA / "biden.jpg"))
     options = fields | bad
