@@ -242,24 +242,44 @@ def test_admin_enrolls_and_erases_and_the_gateway_follows(
     assert service.registry.verify_log().ok
 
 
-def test_admin_opt_out_keeps_refusing_over_http(service: Service, client: httpx.Client) -> None:
-    made = client.post("/v1/subjects", headers=_auth(ADMIN_KEY), json={"name": "Eileen Collins"})
-    collins = made.json()["id"]
-    photo = [("photos", _photo("astronaut.jpg"))]
-    enrolled = client.post(f"/v1/subjects/{collins}/enroll", headers=_auth(ADMIN_KEY), files=photo)
-    assert enrolled.status_code == 200, enrolled.text
-    _grant(client, collins, ["restore"])
-    assert _restore(client, service.key, "astronaut.jpg").json()["allowed"] is True  # granted
-    url = f"/v1/subjects/{collins}/opt-out"
-    _error(client.post(url, headers=_auth(service.key), json={"reason": "r", "confirm": True}),
-           401, "unauthorized")  # fmt: skip
-    _error(client.post(url, headers=_auth(ADMIN_KEY), json={"reason": "r"}), 422,
-           "confirm_required")  # fmt: skip
-    opted = client.post(url, headers=_auth(ADMIN_KEY), json={"reason": "r", "confirm": True})
-    assert opted.status_code == 200 and opted.json()["protected"] is True, opted.text
-    refused = _restore(client, service.key, "astronaut.jpg").json()
-    assert refused["allowed"] is False  # the earlier grant no longer opens the gate
-    assert service.registry.verify_log().ok
+def test_admin_opt_out_keeps_refusing_over_http(tmp_path: Path) -> None:
+    registry = Registry.init(tmp_path / "home", None)
+    engine = get_engine("sface")
+    _, key = registry.add_grantee("Studio")
+    app = create_app(registry, engine, hash_admin_key(ADMIN_KEY))
+    try:
+        with live_server(app) as base, httpx.Client(base_url=base, timeout=120) as client:
+            made = client.post(
+                "/v1/subjects", headers=_auth(ADMIN_KEY), json={"name": "Eileen Collins"}
+            )
+            collins = made.json()["id"]
+            photo = [("photos", _photo("astronaut.jpg"))]
+            enrolled = client.post(
+                f"/v1/subjects/{collins}/enroll", headers=_auth(ADMIN_KEY), files=photo
+            )
+            assert enrolled.status_code == 200, enrolled.text
+            _grant(client, collins, ["restore"])
+
+            def check() -> dict[str, object]:
+                files = [("images", _photo("astronaut.jpg"))]
+                response = client.post(
+                    "/v1/check", headers=_auth(key), data={"purpose": "restore"}, files=files
+                )
+                assert response.status_code == 200, response.text
+                return dict(response.json())
+
+            assert check()["allowed"] is True  # the grant opens the gate
+            url = f"/v1/subjects/{collins}/opt-out"
+            confirmed = {"reason": "r", "confirm": True}
+            _error(client.post(url, headers=_auth(key), json=confirmed), 401, "unauthorized")
+            _error(client.post(url, headers=_auth(ADMIN_KEY), json={"reason": "r"}), 422,
+                   "confirm_required")  # fmt: skip
+            opted = client.post(url, headers=_auth(ADMIN_KEY), json=confirmed)
+            assert opted.status_code == 200 and opted.json()["protected"] is True, opted.text
+            assert check()["allowed"] is False  # the earlier grant no longer opens the gate
+        assert registry.verify_log().ok
+    finally:
+        registry.close()
 
 
 def test_audit_flags_a_registered_face_without_provenance(
