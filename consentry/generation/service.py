@@ -854,5 +854,8 @@ def create_app(
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
+    from consentry.generation.tiles_api import tiles_router
+
+    app.include_router(tiles_router())  # GET /checkpoint, /tile/... (tlog-tiles)
     app.add_middleware(_GuardMiddleware, max_body_bytes=max_body_bytes)
     return app
