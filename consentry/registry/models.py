@@ -195,6 +195,7 @@ class TreeHash(SQLModel, table=True):
     """
 
     __tablename__ = "log_tree_hashes"
+    __table_args__ = {"sqlite_with_rowid": False}  # the key is the row: ~half the bytes
 
     level: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
     idx: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})

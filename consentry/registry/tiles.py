@@ -30,7 +30,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
-from sqlalchemy import func, insert, tuple_
+from sqlalchemy import and_, func, insert, or_
 from sqlmodel import Session, col, select
 
 from consentry.errors import LogIntegrityError, NotFoundError, RollbackError
@@ -101,11 +101,11 @@ def stored_size(session: Session) -> int:
 def _fetch(session: Session, nodes: Iterable[Node]) -> dict[Node, bytes]:
     wanted = sorted(set(nodes))
     found: dict[Node, bytes] = {}
-    for start in range(0, len(wanted), 400):
-        part = wanted[start : start + 400]
-        rows = session.execute(
+    for start in range(0, len(wanted), 200):
+        part = wanted[start : start + 200]
+        rows = session.execute(  # an OR of key lookups: each one index search
             select(TreeHash.level, TreeHash.idx, TreeHash.hash).where(
-                tuple_(col(TreeHash.level), col(TreeHash.idx)).in_(part)
+                or_(*(and_(TreeHash.level == lv, TreeHash.idx == ix) for lv, ix in part))
             )
         )
         for level, idx, value in rows:
