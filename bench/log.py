@@ -50,20 +50,23 @@ from consentry.registry.store import Registry, leaf_bytes
 FULL_SIZES = (1_000, 100_000, 1_000_000)
 QUICK_SIZES = (1_000, 10_000)
 _CHUNK = 5_000
+_CLI = "from consentry.cli.main import run; run()"  # the ``consentry`` command
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("log")
     group.add_argument("--log-reps", type=int, default=None, help="decisions per size")
     group.add_argument(
-        "--log-baseline-max", type=int, default=None,
+        "--log-baseline-max",
+        type=int,
+        default=None,
         help="largest size at which the read-all baseline runs (default 10^6, quick 10^4)",
-    )  # fmt: skip
+    )
 
 
-def _decision_rows(key: SigningKey, grantee_id: str, start: int, count: int, now: str) -> tuple[
-    list[dict[str, Any]], list[dict[str, Any]], list[bytes]
-]:  # fmt: skip
+def _decision_rows(
+    key: SigningKey, grantee_id: str, start: int, count: int, now: str
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[bytes]]:
     rows, entries, hashes = [], [], []
     empty = canonical_json([]).decode()
     for index in range(start, start + count):
@@ -92,7 +95,7 @@ def _decision_rows(key: SigningKey, grantee_id: str, start: int, count: int, now
                 "leaf_json": data.decode(),
                 "leaf_hash": digest.hex(),
                 "created_at": now,
-            }  # fmt: skip
+            }
         )
         hashes.append(digest)
     return rows, entries, hashes
@@ -117,9 +120,17 @@ def grow(registry: Registry, key: SigningKey, grantee_id: str, target: int) -> f
 
 def _decide(registry: Registry, grantee_id: str, n: int) -> Decision:
     return record_decision(
-        registry, grantee_id, "generate", False, [f"bench decision {n}"], [], [], None,
-        [f"{n % (1 << 256):064x}"], [],
-    )  # fmt: skip
+        registry,
+        grantee_id,
+        "generate",
+        False,
+        [f"bench decision {n}"],
+        [],
+        [],
+        None,
+        [f"{n % (1 << 256):064x}"],
+        [],
+    )
 
 
 def measure(registry: Registry, grantee_id: str, reps: int) -> dict[str, Any]:
@@ -170,8 +181,11 @@ def baseline(registry: Registry, grantee_id: str, reps: int) -> dict[str, Any]:
         merkle.inclusion_proof(again, row.log_index)
         totals.append(time.perf_counter() - t0)
     registry.checkpoint()
-    return {"total_p50_ms": 1000 * percentile(totals, 50),
-            "total_p95_ms": 1000 * percentile(totals, 95), "reps": reps}  # fmt: skip
+    return {
+        "total_p50_ms": 1000 * percentile(totals, 50),
+        "total_p95_ms": 1000 * percentile(totals, 95),
+        "reps": reps,
+    }
 
 
 def disk(path: Path, size: int) -> dict[str, Any]:
@@ -188,22 +202,34 @@ def disk(path: Path, size: int) -> dict[str, Any]:
     finally:
         conn.close()
     total = path.stat().st_size
-    return {"file_bytes": total, "bytes_per_entry": total / size,
-            "tree_hash_bytes_per_entry": None if stored is None else stored / size}  # fmt: skip
+    return {
+        "file_bytes": total,
+        "bytes_per_entry": total / size,
+        "tree_hash_bytes_per_entry": None if stored is None else stored / size,
+    }
 
 
 def verify_cli(home: Path, witness: Path, size: int) -> dict[str, Any]:
     env = {**os.environ, "CONSENTRY_WITNESS_DIR": str(witness)}
     began = time.perf_counter()
     done = subprocess.run(
-        [sys.executable, "-c", "from consentry.cli.main import run; run()", "log", "verify", "--home", str(home), "--json"],
-        env=env, capture_output=True, text=True, check=False,
-    )  # fmt: skip
+        [sys.executable, "-c", _CLI, "log", "verify", "--home", str(home), "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     wall = time.perf_counter() - began
     peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     ok = done.returncode == 0
-    return {"entries": size, "wall_s": wall, "entries_per_s": size / wall, "ok": ok,
-            "peak_rss_mb": peak_kb / 1024, "stderr_tail": done.stderr[-300:]}  # fmt: skip
+    return {
+        "entries": size,
+        "wall_s": wall,
+        "entries_per_s": size / wall,
+        "ok": ok,
+        "peak_rss_mb": peak_kb / 1024,
+        "stderr_tail": done.stderr[-300:],
+    }
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -229,14 +255,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         old = baseline(registry, grantee.id, old_reps) if size <= base_max else None
         result = {"size": size, "build_entries_per_s": rate, "stored": stored, "baseline": old}
         results.append(result)
-        rows.append([
-            f"{size:,}", f"{stored['total_p50_ms']:.2f}", f"{stored['total_p95_ms']:.2f}",
-            f"{stored['decision_p50_ms']:.2f}", f"{stored['checkpoint_p50_ms']:.2f}",
-            f"{stored['proof_p50_ms']:.2f}",
-            "-" if old is None else f"{old['total_p50_ms']:.1f}",
-            "-" if old is None else f"{old['total_p50_ms'] / stored['total_p50_ms']:.1f}x",
-            f"{stored['proof_bytes']}",
-        ])  # fmt: skip
+        rows.append(
+            [
+                f"{size:,}",
+                f"{stored['total_p50_ms']:.2f}",
+                f"{stored['total_p95_ms']:.2f}",
+                f"{stored['decision_p50_ms']:.2f}",
+                f"{stored['checkpoint_p50_ms']:.2f}",
+                f"{stored['proof_p50_ms']:.2f}",
+                "-" if old is None else f"{old['total_p50_ms']:.1f}",
+                "-" if old is None else f"{old['total_p50_ms'] / stored['total_p50_ms']:.1f}x",
+                f"{stored['proof_bytes']}",
+            ]
+        )
     flat = results[-1]["stored"]["total_p50_ms"] / results[0]["stored"]["total_p50_ms"]
     db_path = Path(registry.db.url.removeprefix("sqlite:///"))
     size = registry.log_size()
@@ -245,20 +276,37 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     checked = verify_cli(work / "home", witness, size)
     table(
         "log: decision + checkpoint + inclusion proof (ms), stored hashes vs read-all",
-        ["log size", "p50", "p95", "decision", "checkpoint", "proof", "old p50", "old/new",
-         "proof B"],
+        [
+            "log size",
+            "p50",
+            "p95",
+            "decision",
+            "checkpoint",
+            "proof",
+            "old p50",
+            "old/new",
+            "proof B",
+        ],
         rows,
         caption=(
             f"{reps} decisions per size (refusals: no consent follower). p50 at the largest size "
             f"is {flat:.2f}x the smallest (goal: within 1.3x). old = release 0.1.0's read-all-"
             "and-recompute tree work after the same decision (a lower bound of its cost).\n"
             f"disk: {space['bytes_per_entry']:.0f} bytes per entry in all"
-            + ("" if space["tree_hash_bytes_per_entry"] is None else
-               f", of which stored tree hashes {space['tree_hash_bytes_per_entry']:.0f}")
+            + (
+                ""
+                if space["tree_hash_bytes_per_entry"] is None
+                else f", of which stored tree hashes {space['tree_hash_bytes_per_entry']:.0f}"
+            )
             + f". log verify (CLI) at {size:,}: {checked['entries_per_s']:,.0f} entries/s, "
             f"peak RSS {checked['peak_rss_mb']:.0f} MB, ok={checked['ok']}."
         ),
-    )  # fmt: skip
+    )
     note(f"work folder (delete when done): {work}")
-    return {"sizes": results, "p50_ratio_largest_to_smallest": flat, "disk": space,
-            "verify": checked, "reps": reps}  # fmt: skip
+    return {
+        "sizes": results,
+        "p50_ratio_largest_to_smallest": flat,
+        "disk": space,
+        "verify": checked,
+        "reps": reps,
+    }

@@ -105,7 +105,7 @@ def _fetch(session: Session, nodes: Iterable[Node]) -> dict[Node, bytes]:
         part = wanted[start : start + 200]
         rows = session.execute(  # an OR of key lookups: each one index search
             select(TreeHash.level, TreeHash.idx, TreeHash.hash).where(
-                or_(*(and_(TreeHash.level == lv, TreeHash.idx == ix) for lv, ix in part))
+                or_(*(and_(col(TreeHash.level) == lv, col(TreeHash.idx) == ix) for lv, ix in part))
             )
         )
         for level, idx, value in rows:
