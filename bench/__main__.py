@@ -40,15 +40,12 @@ def _load(name: str) -> ModuleType | None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument(
-        "names",
-        nargs="*",
-        metavar="NAME",
+        "names", nargs="*", metavar="NAME",
         help=f"benchmarks to run (default: all available): {', '.join(BENCHMARKS)}",
     )
     parser.add_argument("--quick", action="store_true", help="small sizes, for iterating")
     parser.add_argument(
-        "--profile",
-        action="store_true",
+        "--profile", action="store_true",
         help="also run cProfile over the hot paths and print where the time goes",
     )
     parser.add_argument(
