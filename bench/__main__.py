@@ -26,6 +26,7 @@ BENCHMARKS: dict[str, str] = {
     "attacks": "bench.attacks",
     "face_scan": "bench.face_scan",
     "serve": "bench.serve",
+    "log": "bench.log",
 }
 
 

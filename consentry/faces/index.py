@@ -43,7 +43,6 @@ from consentry.errors import (
     VaultError,
 )
 from consentry.fsutil import atomic_write
-from consentry.registry import merkle
 from consentry.registry.biometrics import open_blobs
 from consentry.registry.consent import SignedEnrollment
 from consentry.registry.models import BiometricBlob
@@ -330,7 +329,7 @@ class IdentityIndex:
                 "engine": self.engine,
                 "dim": self.dim,
                 "log_size": self._log_size,
-                "root": merkle.root_hash(self.registry.leaf_hashes(self._log_size)).hex(),
+                "root": (self.registry.prefix_root(self._log_size) or b"").hex(),
                 "ids": ids,
                 "subjects": [self._subject_of[i] for i in ids],
                 "threshold": self._threshold,
@@ -359,8 +358,8 @@ class IdentityIndex:
             size = int(header["log_size"])
             if header["engine"] != self.engine or int(header["dim"]) != self.dim:
                 return False
-            hashes = self.registry.leaf_hashes(size)
-            if len(hashes) != size or merkle.root_hash(hashes).hex() != header["root"]:
+            root = self.registry.prefix_root(size)
+            if root is None or root.hex() != header["root"]:
                 return False  # the log was rewritten or truncated since: rebuild
             ids = [int(i) for i in header["ids"]]
             matrix = np.frombuffer(payload[4 + length :], dtype="<f4").reshape(len(ids), self.dim)

@@ -968,5 +968,8 @@ def create_app(
         return {"status": "ok"}
 
     # routers of other route groups are included here, before the guard wraps the app
+    from consentry.generation.tiles_api import tiles_router
+
+    app.include_router(tiles_router())  # GET /checkpoint, /tile/... (tlog-tiles)
     app.add_middleware(_GuardMiddleware, max_body_bytes=max_body_bytes)
     return app

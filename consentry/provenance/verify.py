@@ -58,7 +58,6 @@ from consentry.provenance.manifest import (
     subject_pseudonym,
 )
 from consentry.registry import checkpoint as cp
-from consentry.registry import merkle
 from consentry.registry.consent import ConsentState
 from consentry.registry.offline import verify_inclusion_bundle
 from consentry.registry.signing import Envelope, checkpoint_key_name, parse_canonical
@@ -195,13 +194,13 @@ def _checkpoint(
 
 
 def _check_log(registry: Registry, checkpoint: cp.Checkpoint) -> None:
-    hashes = registry.leaf_hashes(checkpoint.tree_size)
-    if len(hashes) < checkpoint.tree_size:
+    root = registry.prefix_root(checkpoint.tree_size)
+    if root is None:
         raise _ConsentFailedError(
             f"the checkpoint covers {checkpoint.tree_size} entries but this registry's log "
-            f"has {len(hashes)} (truncated log?)"
+            f"has {registry.log_size()} (truncated log?)"
         )
-    if merkle.root_hash(hashes) != checkpoint.root_hash:
+    if root != checkpoint.root_hash:
         raise _ConsentFailedError(
             f"the checkpoint of size {checkpoint.tree_size} is not consistent with this "
             "registry's log (rewritten log or split view)"

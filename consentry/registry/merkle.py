@@ -46,7 +46,9 @@ __all__ = [
     "HASH_SIZE",
     "MerkleTree",
     "consistency_proof",
+    "consistency_proof_from",
     "inclusion_proof",
+    "inclusion_proof_from",
     "leaf_hash",
     "node_hash",
     "root_hash",
@@ -374,3 +376,25 @@ def verify_consistency(
         raise ProofError(f"consistency proof does not lead to the old root (size {old_size})")
     if sr != new_root:
         raise ProofError(f"consistency proof does not lead to the new root (size {new_size})")
+
+
+# --- proofs over stored hashes (registry.tiles) ------------------------------------
+
+
+def inclusion_proof_from(range_hash: _RangeHash, index: int, size: int) -> list[bytes]:
+    """RFC 9162 ``PATH`` for leaf ``index`` of a tree of ``size`` leaves, asking
+    ``range_hash(lo, hi)`` for each sibling's ``MTH`` of leaves ``[lo, hi)``.
+
+    Every range asked is either an aligned power-of-two range or one that ends at
+    ``size`` and starts at a multiple of a power of two at least its length, so a
+    store of complete-subtree hashes can answer it from O(log n) of them.
+    """
+    _check_index(index, size)
+    return _inclusion_path(index, size, range_hash)
+
+
+def consistency_proof_from(range_hash: _RangeHash, old_size: int, size: int) -> list[bytes]:
+    """RFC 9162 ``PROOF`` from ``old_size`` to ``size`` through ``range_hash`` (see
+    :func:`inclusion_proof_from` for the ranges it asks)."""
+    _check_old_size(old_size, size)
+    return _consistency_path(old_size, size, range_hash)

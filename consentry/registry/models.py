@@ -36,6 +36,7 @@ __all__ = [
     "Revocation",
     "Subject",
     "SubjectDataKey",
+    "TreeHash",
 ]
 
 Purpose = str  # one of PURPOSES in statements.py
@@ -182,6 +183,23 @@ class CheckpointRow(SQLModel, table=True):
     note: str = _text()
     key_id: str = Field(max_length=64)
     created_at: str = Field(max_length=20)
+
+
+class TreeHash(SQLModel, table=True):
+    """One stored complete-subtree hash of the log's Merkle tree (``registry.tiles``).
+
+    ``hash`` is RFC 9162 ``MTH`` of leaves ``[idx << level, (idx + 1) << level)``;
+    level 0 holds the leaf hashes. Written in the same transaction as the leaf that
+    completes the subtree, never updated: the C2SP tlog-tiles tile ``L/N`` is the
+    hashes of level ``8 * L``, indexes ``256 * N`` onwards.
+    """
+
+    __tablename__ = "log_tree_hashes"
+    __table_args__ = {"sqlite_with_rowid": False}  # the key is the row: ~half the bytes
+
+    level: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    idx: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    hash: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
 
 
 class SubjectDataKey(SQLModel, table=True):

@@ -24,7 +24,8 @@ import hmac
 import json
 import re
 import secrets
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -55,7 +56,7 @@ from consentry.errors import (
 )
 from consentry.fsutil import atomic_write, fsync_dir
 from consentry.registry import checkpoint as cp
-from consentry.registry import merkle
+from consentry.registry import merkle, tiles
 from consentry.registry.db import Database
 from consentry.registry.models import (
     CheckpointRow,
@@ -250,6 +251,7 @@ class Registry:
             key = SigningKey.load(root.operator_key)
             registry = cls(root, db, key, clock, WitnessStore.resolve(witness_dir))
             registry._origin = config.get("origin", "")
+            registry._check_stored_leaves()
             registry.witness_check()
         except BaseException:
             db.dispose()
@@ -334,8 +336,11 @@ class Registry:
         """
         with session.no_autoflush:
             last = session.execute(_MAX_INDEX).scalar()
-        index = 0 if last is None else int(last) + 1
+            index = 0 if last is None else int(last) + 1
+            if tiles.stored_size(session) != index:
+                tiles.sync(session)  # leaves an older release wrote; refuses a truncated log
         data = leaf_bytes(kind, record_id, envelope)
+        digest = merkle.leaf_hash(data)
         try:
             if row is not None:
                 row.log_index = index
@@ -347,10 +352,11 @@ class Registry:
                     "kind": kind,
                     "record_id": record_id,
                     "leaf_json": data.decode(),
-                    "leaf_hash": merkle.leaf_hash(data).hex(),
+                    "leaf_hash": digest.hex(),
                     "created_at": format_time(self._clock()),
                 },
             )
+            tiles.append_leaf(session, index, digest)
         except IntegrityError as exc:
             raise DuplicateError(f"{kind} {record_id} conflicts with an existing record") from exc
         return index
@@ -758,6 +764,14 @@ class Registry:
         with self.db.read() as session:
             return [bytes.fromhex(h) for h in session.exec(query)]
 
+    def prefix_root(self, size: int) -> bytes | None:
+        """RFC 9162 root of the first ``size`` entries, from O(log n) stored hashes;
+        None when the log holds fewer entries."""
+        with self._tree() as tree:
+            if not 0 <= size <= len(tree):
+                return None
+            return tree.root_at(size)
+
     def entry(self, index: int) -> LogEntry:
         with self.db.read() as session:
             row = session.get(LogEntry, index)
@@ -765,23 +779,53 @@ class Registry:
             raise NotFoundError(f"no log entry {index}")
         return row
 
+    @contextmanager
+    def _tree(self) -> Iterator[tiles.StoredTree]:
+        """The whole log's tree from stored hashes, in one read session (O(log n)
+        rows per root or proof). Leaves without stored hashes (a home an older
+        release wrote) get them first, in a write transaction. Stored hashes past
+        the log's end (entries deleted) are ignored here: the witness proofs then
+        see the smaller log and refuse it."""
+        with self.db.read() as session:
+            size = tiles.log_size(session)
+            if tiles.stored_size(session) >= size:
+                yield tiles.StoredTree(session, size)
+                return
+        with self.db.write() as session:
+            yield tiles.StoredTree(session, tiles.sync(session))
+
+    def _check_stored_leaves(self) -> None:
+        """At open: bring the stored hashes up to the log (upgrade in place, once),
+        then check that every stored leaf hash is the log's, streaming. A leaf
+        rewritten under unchanged stored hashes is refused here (``RollbackError``);
+        ``log verify`` checks every level."""
+        with self.db.read() as session:
+            behind = tiles.stored_size(session) < tiles.log_size(session)
+        if behind:
+            with self.db.write() as session:
+                tiles.sync(session)
+        with self.db.read() as session:
+            bad = tiles.first_leaf_mismatch(session)
+        if bad is not None:
+            raise RollbackError(
+                f"log entry {bad}'s hash differs from the stored tree: the log was "
+                "rewritten; refusing it (run 'consentry log verify')"
+            )
+
     def checkpoint(self) -> str:
         """Sign a checkpoint of the whole log now; store it and the home's witness copy.
 
         Refuses (``RollbackError``) when the log no longer extends the witness
         checkpoint this home saw last, or a stored checkpoint of the same size has
-        another root: a truncated or rewritten log is never re-signed.
+        another root: a truncated or rewritten log is never re-signed. The root
+        and the witness proofs come from stored hashes (O(log n) rows).
         """
         with self.db.write() as session:
             key = self.signing_key(session)
-            hashes = [
-                bytes.fromhex(h)
-                for h in session.exec(select(LogEntry.leaf_hash).order_by(col(LogEntry.idx)))
-            ]
-            size = len(hashes)
-            self._check_witness(session, hashes)
-            tree = merkle.MerkleTree(hashes)
-            self._check_extends_witness(hashes, tree)
+            size = tiles.sync(session)
+            tree = tiles.StoredTree(session, size)
+            self._check_witness(session, tree)
+            self._check_extends_witness(tree)
             root = tree.root
             existing = session.get(CheckpointRow, size)
             if existing is not None:
@@ -806,7 +850,8 @@ class Registry:
                     )
                 )
         atomic_write(self.home.witness_checkpoint, note, 0o644)
-        self._advance_witness(hashes, tree, note)
+        with self._tree() as tree:
+            self._advance_witness(tree, note)
         return note
 
     # ------------------------------------------------------------------ witness
@@ -814,15 +859,12 @@ class Registry:
         """Prove that the whole log extends this party's witness state, then advance
         the state to the newest stored checkpoint that verifies against the log.
 
-        One read of the leaf hashes, one Merkle tree, one consistency proof. Also
-        checks that the log is the one ``config.json`` names (its origin is bound
-        to the genesis key). Raises ``RollbackError``.
+        Roots and the consistency proof come from stored hashes: O(log n) rows.
+        Also checks that the log is the one ``config.json`` names (its origin is
+        bound to the genesis key). Raises ``RollbackError``.
         """
-        with self.db.read() as session:
-            hashes = [
-                bytes.fromhex(h)
-                for h in session.exec(select(LogEntry.leaf_hash).order_by(col(LogEntry.idx)))
-            ]
+        with self._tree() as tree:
+            session = tree.session
             genesis = session.get(LogEntry, 0)
             newest = session.exec(
                 select(CheckpointRow).order_by(col(CheckpointRow.tree_size).desc())
@@ -831,14 +873,13 @@ class Registry:
                 checkpoint_key_name(k.key_id): public_key_from_hex(k.public_key)
                 for k in session.exec(select(OperatorKey))
             }
-        if genesis is not None:
-            self._check_genesis(genesis, hashes[0])
-        tree = merkle.MerkleTree(hashes)
-        self._check_extends_witness(hashes, tree)
-        if newest is not None:
-            candidate = self._verified_note(newest.note, keys, hashes)
-            if candidate is not None:
-                self._advance_witness(hashes, tree, candidate)
+            if genesis is not None:
+                self._check_genesis(genesis, tree.leaf(0))
+            self._check_extends_witness(tree)
+            if newest is not None:
+                candidate = self._verified_note(newest.note, keys, tree)
+                if candidate is not None:
+                    self._advance_witness(tree, candidate)
 
     def check_not_rolled_back(self) -> None:
         """The cheap check before each decision (O(1) queries, no tree).
@@ -886,7 +927,7 @@ class Registry:
             )
 
     def _verified_note(
-        self, note: str, keys: Mapping[str, Ed25519PublicKey], hashes: Sequence[bytes]
+        self, note: str, keys: Mapping[str, Ed25519PublicKey], tree: tiles.StoredTree
     ) -> str | None:
         """``note`` if an operator key signed it for this origin and its root is the
         log's prefix root; else None (``log verify`` reports why)."""
@@ -899,8 +940,8 @@ class Registry:
                 checkpoint = cp.verify_checkpoint(note, signature.key_name, public)
                 if (
                     checkpoint.origin == self.origin
-                    and checkpoint.tree_size <= len(hashes)
-                    and merkle.root_hash(hashes[: checkpoint.tree_size]) == checkpoint.root_hash
+                    and checkpoint.tree_size <= len(tree)
+                    and tree.root_at(checkpoint.tree_size) == checkpoint.root_hash
                 ):
                     return note
                 return None
@@ -908,21 +949,26 @@ class Registry:
             return None
         return None
 
-    def _check_extends_witness(self, hashes: Sequence[bytes], tree: merkle.MerkleTree) -> None:
+    def _check_extends_witness(self, tree: tiles.StoredTree) -> None:
         """The log extends the witness state (consistency proof), or RollbackError."""
         seen = self.witness.latest(self.origin)
         if seen is None:
             return  # first sight: trusted on first use, recorded by _advance_witness
         trusted = seen.checkpoint
         if trusted.tree_size > len(tree):
-            hashes = self.leaf_hashes()  # another process may have grown the log since
-            if len(hashes) < trusted.tree_size:
-                raise RollbackError(
-                    f"rollback: the log has {len(hashes)} entries but the witness "
-                    f"{self.witness.folder} saw {trusted.tree_size} of {self.origin!r}: "
-                    "the database was restored from an older copy or truncated; refusing it"
-                )
-            tree = merkle.MerkleTree(hashes)
+            with self._tree() as fresh:  # another process may have grown the log since
+                if len(fresh) < trusted.tree_size:
+                    raise RollbackError(
+                        f"rollback: the log has {len(fresh)} entries but the witness "
+                        f"{self.witness.folder} saw {trusted.tree_size} of {self.origin!r}: "
+                        "the database was restored from an older copy or truncated; "
+                        "refusing it"
+                    )
+                self._prove_extends(fresh, trusted)
+            return
+        self._prove_extends(tree, trusted)
+
+    def _prove_extends(self, tree: tiles.StoredTree, trusted: cp.Checkpoint) -> None:
         size = len(tree)
         proof = tree.consistency_proof(trusted.tree_size) if 0 < trusted.tree_size < size else []
         current = cp.Checkpoint(self.origin, size, tree.root, trusted.timestamp)
@@ -934,28 +980,28 @@ class Registry:
                 f"{trusted.tree_size} seen by the witness {self.witness.folder} ({exc}); "
                 "refusing it"
             ) from exc
-        self._remember_tail(hashes, trusted.tree_size)
+        self._remember_tail(tree, trusted.tree_size)
 
-    def _advance_witness(self, hashes: Sequence[bytes], tree: merkle.MerkleTree, note: str) -> None:
-        """Record ``note``, a checkpoint of a prefix of the log ``hashes``, as the
+    def _advance_witness(self, tree: tiles.StoredTree, note: str) -> None:
+        """Record ``note``, a checkpoint of a prefix of the log ``tree``, as the
         witness state. Under the state's lock the whole log is proved again to extend
         what is stored, so the stored and the new checkpoint are both prefixes of one
         tree and the state only moves forward."""
         checkpoint, _ = cp.parse_checkpoint(note)
         with self.witness.locked(self.origin):
-            self._check_extends_witness(hashes, tree)
+            self._check_extends_witness(tree)
             seen = self.witness.latest(self.origin)
             if seen is None or checkpoint.tree_size >= seen.checkpoint.tree_size:
                 self.witness.advance(note)
-                self._remember_tail(hashes, checkpoint.tree_size)
+                self._remember_tail(tree, checkpoint.tree_size)
 
-    def _remember_tail(self, hashes: Sequence[bytes], size: int) -> None:
-        if 0 < size <= len(hashes) and (
+    def _remember_tail(self, tree: tiles.StoredTree, size: int) -> None:
+        if 0 < size <= len(tree) and (
             self._witnessed_tail is None or self._witnessed_tail[0] <= size
         ):
-            self._witnessed_tail = (size, hashes[size - 1].hex())
+            self._witnessed_tail = (size, tree.leaf(size - 1).hex())
 
-    def _check_witness(self, session: Session, hashes: list[bytes]) -> None:
+    def _check_witness(self, session: Session, tree: tiles.StoredTree) -> None:
         """The log must extend the newest checkpoint this home has witnessed."""
         path = self.home.witness_checkpoint
         if not path.exists():
@@ -970,12 +1016,12 @@ class Registry:
         if not names:
             raise RollbackError("the witness checkpoint is not signed by this registry's keys")
         witness = cp.verify_checkpoint(note, names[0], keys[names[0]])
-        if witness.tree_size > len(hashes):
+        if witness.tree_size > len(tree):
             raise RollbackError(
-                f"the log has {len(hashes)} entries but this home witnessed "
+                f"the log has {len(tree)} entries but this home witnessed "
                 f"{witness.tree_size}: log truncated; run 'consentry log verify'"
             )
-        if merkle.root_hash(hashes[: witness.tree_size]) != witness.root_hash:
+        if tree.root_at(witness.tree_size) != witness.root_hash:
             raise RollbackError(
                 "the log's first entries differ from the witnessed checkpoint: "
                 "log rewritten; run 'consentry log verify'"
@@ -1016,13 +1062,13 @@ class Registry:
                 checkpoint, _ = cp.verify_cosignature(note, key_name, public_key)
             except ConsentryError:
                 continue
-            hashes = self.leaf_hashes(checkpoint.tree_size)
-            if (
-                checkpoint.origin == self.origin
-                and len(hashes) == checkpoint.tree_size
-                and merkle.root_hash(hashes) == checkpoint.root_hash
-            ):
-                return checkpoint.tree_size
+            with self._tree() as tree:
+                if (
+                    checkpoint.origin == self.origin
+                    and checkpoint.tree_size <= len(tree)
+                    and tree.root_at(checkpoint.tree_size) == checkpoint.root_hash
+                ):
+                    return checkpoint.tree_size
         return 0
 
     def latest_checkpoint(self) -> str:
@@ -1043,13 +1089,30 @@ class Registry:
                 f"entry {index} is not covered by the checkpoint of size {checkpoint.tree_size}:"
                 " run 'consentry log checkpoint' first"
             )
-        hashes = self.leaf_hashes(checkpoint.tree_size)
-        entry = self.entry(index)
+        with self._tree() as whole:
+            if len(whole) < checkpoint.tree_size:
+                raise RollbackError(
+                    f"the log has {len(whole)} entries but the checkpoint covers "
+                    f"{checkpoint.tree_size}: log truncated; run 'consentry log verify'"
+                )
+            tree = tiles.StoredTree(whole.session, checkpoint.tree_size)
+            leaf_hash = tree.leaf(index)
+            hashes = tree.inclusion_proof(index)
+            entry = whole.session.get(LogEntry, index)
+        if (
+            entry is None
+            or entry.leaf_hash != leaf_hash.hex()
+            or merkle.leaf_hash(entry.leaf_json.encode()) != leaf_hash
+        ):
+            raise LogIntegrityError(
+                f"log entry {index} differs from its stored hash: the log was rewritten; "
+                "run 'consentry log verify'"
+            )
         return InclusionProof(
             index=index,
             tree_size=checkpoint.tree_size,
-            leaf_hash=hashes[index],
-            hashes=merkle.inclusion_proof(hashes, index),
+            leaf_hash=leaf_hash,
+            hashes=hashes,
             checkpoint=note,
             leaf=entry.leaf_json,
         )
@@ -1068,12 +1131,15 @@ class Registry:
         return report
 
     def consistency_proof(self, old_size: int, new_size: int | None = None) -> list[bytes]:
-        hashes = self.leaf_hashes(new_size)
-        if new_size is not None and len(hashes) != new_size:
-            raise NotFoundError(f"the log has only {len(hashes)} entries")
-        if not 0 < old_size <= len(hashes):
-            raise InputError(f"old size must be between 1 and {len(hashes)}")
-        return merkle.consistency_proof(hashes, old_size)
+        """RFC 9162 consistency proof from ``old_size`` to ``new_size`` (default: the
+        whole log), from O(log n) stored hashes."""
+        with self._tree() as whole:
+            size = len(whole) if new_size is None else new_size
+            if size > len(whole):
+                raise NotFoundError(f"the log has only {len(whole)} entries")
+            if not 0 < old_size <= size:
+                raise InputError(f"old size must be between 1 and {size}")
+            return tiles.StoredTree(whole.session, size).consistency_proof(old_size)
 
 
 def _hash_file(path: Path) -> tuple[str, int]:

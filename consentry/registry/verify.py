@@ -10,7 +10,10 @@ What is checked, in one pass over the log in index order:
    key also carry that subject's signature; a retired key signs nothing later;
 3. each leaf's statement equals ``statement_of`` its row (so any edited column
    is named), the row points back at the leaf, and every row has a leaf;
-4. every stored checkpoint verifies under an operator key and its root equals
+4. every stored tree hash (``registry.tiles``, what roots, proofs and tiles are
+   served from) equals the one recomputed from the leaves, in bounded memory; a
+   forged one is named by level, index and tile;
+5. every stored checkpoint verifies under an operator key and its root equals
    the root of the log prefix of its size; so does the home's witness
    checkpoint, so a truncated or rewritten log is caught even when the
    checkpoints table was edited too.
@@ -35,7 +38,7 @@ from sqlmodel import Session, col, select
 
 from consentry.errors import ConsentryError
 from consentry.registry import checkpoint as cp
-from consentry.registry import merkle
+from consentry.registry import merkle, tiles
 from consentry.registry.models import (
     BiometricBlob,
     Calibration,
@@ -67,6 +70,7 @@ from consentry.registry.statements import KIND_OF_TYPE, rotation_statement, stat
 
 __all__ = ["LogChecker", "LogReport", "prefix_roots", "verify_log"]
 
+_MAX_TREE_PROBLEMS = 20  # stored-hash problems listed before the rest are summarised
 _ROW_TYPES: dict[str, type[Any]] = {
     "subject": Subject,
     "grantee": Grantee,
@@ -536,5 +540,10 @@ def verify_log(session: Session, witness: str | None = None) -> LogReport:
     verifier.check_biometrics()
     verifier.report_signatures()
     verifier.check_checkpoints(hashes, witness)
+    for count, problem in enumerate(tiles.check_stored(session, len(hashes))):
+        if count == _MAX_TREE_PROBLEMS:
+            verifier.problem("stored tree hashes: more problems not listed")
+            break
+        verifier.problem(problem)
     verifier.report.root = merkle.root_hash(hashes)
     return verifier.report

@@ -27,6 +27,7 @@ hash (``append_leaf``), exactly as an attacker with database access would.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import secrets
 import shutil
@@ -42,9 +43,10 @@ import psycopg
 import pytest
 from psycopg import sql
 from sqlalchemy import text
-from sqlmodel import SQLModel
+from sqlmodel import Session, SQLModel
 
-from consentry.registry import merkle
+from consentry.errors import ConsentryError
+from consentry.registry import merkle, tiles
 from consentry.registry.models import Grant, Grantee, Prior, Revocation, Subject
 from consentry.registry.signing import Envelope, SigningKey, canonical_json
 from consentry.registry.statements import format_time, statement_of
@@ -203,9 +205,24 @@ def sqlite_world(
 
 
 def raw(registry: Registry, sql: str, **params: Any) -> int:
-    """Run one statement on the writer engine, committed; returns the row count."""
+    """Run one statement on the writer engine, committed; returns the row count.
+
+    A statement that changes ``log_entries`` also rebuilds the stored tree hashes
+    from the edited leaves, as an attacker with the database would, so what follows
+    tests the defences behind them (stale stored hashes: tests/security/test_tiles.py).
+    """
     with registry.db.writer.begin() as conn:
-        return int(conn.execute(text(sql), params).rowcount)
+        count = int(conn.execute(text(sql), params).rowcount)
+        if "log_entries" in sql and not sql.lstrip().upper().startswith("SELECT"):
+            rebuild_tree_hashes(conn)
+        return count
+
+
+def rebuild_tree_hashes(conn: Any) -> None:
+    """Replace the stored tree hashes with those of the leaves now in the table."""
+    conn.execute(text("DELETE FROM log_tree_hashes"))
+    with contextlib.suppress(ConsentryError):  # a log with a gap: left without any,
+        tiles.sync(Session(bind=conn))  # refused at the next use
 
 
 def raw_insert(registry: Registry, table: str, values: dict[str, Any]) -> None:
