@@ -101,8 +101,14 @@ def test_a_truncated_log_is_never_covered(registry: Registry) -> None:
     checkpointer = Checkpointer(registry, interval=0.1)
     checkpointer.covering(last)  # honest: covered
     with registry.db.write() as session:
-        session.execute(text("DELETE FROM log_entries WHERE idx >= :n"), {"n": last - 1})
+        cut = last - 1
+        session.execute(text("DELETE FROM log_entries WHERE idx >= :n"), {"n": cut})
         session.execute(text("DELETE FROM checkpoints"))
+        # a careful attacker also cuts the stored tree hashes back to the shorter log
+        # (else the next append is refused already: stored hashes cover more entries)
+        session.execute(
+            text("DELETE FROM log_tree_hashes WHERE ((idx + 1) << level) > :n"), {"n": cut}
+        )
     _grow(registry, 3)  # regrown past the witnessed size: another history
     with checkpointer, pytest.raises(RollbackError):
         checkpointer.covering(registry.log_size() - 1, wait=0.5)
