@@ -26,7 +26,7 @@ from consentry.registry.decisions import get_decision
 from consentry.registry.models import Decision
 from consentry.registry.store import Registry
 from tests.integration._offline import offline_single_thread  # noqa: F401  (autouse)
-from tests.integration.test_cli import Cli
+from tests.support.cli import Cli
 
 DATA = Path(__file__).resolve().parents[2] / "consentry" / "data" / "faces"
 
