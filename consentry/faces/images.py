@@ -3,7 +3,10 @@
 Every command that takes a photo goes through :func:`load_image` (a path or raw
 bytes) or :func:`load_image_bytes`, and gets back a :class:`LoadedImage` whose
 pixels are an ``H x W x 3`` ``uint8`` RGB array, or an
-:class:`~consentry.errors.ImageError`.
+:class:`~consentry.errors.ImageError`. The bounded read and the magic-byte
+sniffing are :mod:`consentry.media` (shared with provenance); the conversion of a
+decoded frame to RGB is :mod:`consentry.faces.pixels`; this module holds the guards
+around Pillow and the decode itself.
 
 Invariants
 ----------
@@ -80,7 +83,6 @@ import hashlib
 import io
 import os
 import re
-import stat
 import struct
 import threading
 import warnings
@@ -92,13 +94,31 @@ from typing import Final
 
 import numpy as np
 import numpy.typing as npt
-from PIL import ExifTags, Image, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 from consentry.errors import (
     CorruptImageError,
     ImageError,
     ImageTooLargeError,
     UnsupportedImageError,
+)
+from consentry.faces.pixels import (
+    exif_orientation,
+    frame_has_alpha,
+    frame_views,
+    orient,
+    to_rgb,
+)
+from consentry.media import (
+    ALLOWED_FORMATS,
+    MAX_BYTES_DEFAULT,
+    PNG_MAGIC,
+    describe,
+    is_truncated_signature,
+    one_line,
+    printable,
+    read_bounded,
+    sniff_format,
 )
 
 __all__ = [
@@ -121,12 +141,6 @@ __all__ = [
 MAX_PIXELS_DEFAULT: Final = 40_000_000
 """Default pixel budget (width x height of the first frame)."""
 
-MAX_BYTES_DEFAULT: Final = 50 * 1024 * 1024
-"""Default byte budget for one image file."""
-
-ALLOWED_FORMATS: Final = ("JPEG", "PNG", "WEBP", "TIFF")
-"""The only formats accepted, by Pillow's format names."""
-
 MAX_SIDE: Final = 65_535
 """No side may be longer than this (JPEG's own limit), whatever ``max_pixels`` says."""
 
@@ -143,13 +157,7 @@ FACE_MAX_TOTAL_PIXELS: Final = 64 * 1024 * 1024
 BYTES_SOURCE: Final = "<bytes>"
 """``LoadedImage.source`` for images given as bytes."""
 
-_READ_CHUNK: Final = 1 << 20
 _WARNINGS_LOCK: Final = threading.Lock()  # see invariant 7
-_MESSAGE_LIMIT: Final = 200
-
-_PNG_MAGIC: Final = b"\x89PNG\r\n\x1a\n"
-_JPEG_MAGIC: Final = b"\xff\xd8\xff"
-_TIFF_MAGICS: Final = (b"II*\x00", b"MM\x00*")
 
 # Pillow format names each sniffed format may come back as.
 _PILLOW_FORMATS: Final[dict[str, frozenset[str]]] = {
@@ -158,8 +166,6 @@ _PILLOW_FORMATS: Final[dict[str, frozenset[str]]] = {
     "WEBP": frozenset({"WEBP"}),
     "TIFF": frozenset({"TIFF"}),
 }
-
-_ALPHA_MODES: Final = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
 
 _U8 = npt.NDArray[np.uint8]
 
@@ -222,7 +228,7 @@ def load_image(
     if isinstance(source, bytes):
         return _decode(source, BYTES_SOURCE, max_pixels=max_pixels, max_bytes=max_bytes)
     name = os.fspath(source)
-    data = _read_bounded(Path(name), _printable(name), max_bytes)
+    data = read_bounded(Path(name), max_bytes, label=printable(name))
     return _decode(data, name, max_pixels=max_pixels, max_bytes=max_bytes)
 
 
@@ -237,7 +243,7 @@ def load_image_bytes(
     return _decode(bytes(data), BYTES_SOURCE, max_pixels=max_pixels, max_bytes=max_bytes)
 
 
-# -- reading -----------------------------------------------------------------
+# -- limits ------------------------------------------------------------------
 
 
 def _check_limits(max_pixels: int, max_bytes: int) -> None:
@@ -245,138 +251,6 @@ def _check_limits(max_pixels: int, max_bytes: int) -> None:
         raise ValueError(f"max_pixels must be positive, got {max_pixels}")
     if max_bytes < 1:
         raise ValueError(f"max_bytes must be positive, got {max_bytes}")
-
-
-def _read_bounded(path: Path, label: str, max_bytes: int) -> bytes:
-    """Read at most ``max_bytes + 1`` bytes; refuse oversized regular files unread."""
-    flags = os.O_RDONLY | getattr(os, "O_BINARY", 0) | getattr(os, "O_CLOEXEC", 0)
-    try:
-        fd = os.open(path, flags)
-    except FileNotFoundError:
-        raise ImageError(f"{label}: no such file") from None
-    except IsADirectoryError:
-        raise ImageError(f"{label}: is a directory, not an image file") from None
-    except PermissionError:
-        raise ImageError(f"{label}: permission denied") from None
-    except OSError as exc:
-        raise ImageError(f"{label}: cannot open ({_one_line(exc.strerror or exc)})") from exc
-    try:
-        info = os.fstat(fd)
-        if stat.S_ISDIR(info.st_mode):
-            raise ImageError(f"{label}: is a directory, not an image file")
-        if stat.S_ISREG(info.st_mode) and info.st_size > max_bytes:
-            raise ImageTooLargeError(
-                f"{label}: file is {info.st_size} bytes, more than the limit of {max_bytes}"
-            )
-        chunks: list[bytes] = []
-        total = 0
-        while total <= max_bytes:
-            chunk = os.read(fd, min(_READ_CHUNK, max_bytes + 1 - total))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            total += len(chunk)
-    except OSError as exc:
-        raise ImageError(f"{label}: cannot read ({_one_line(exc.strerror or exc)})") from exc
-    finally:
-        os.close(fd)
-    if total > max_bytes:
-        raise ImageTooLargeError(f"{label}: file is more than the limit of {max_bytes} bytes")
-    return b"".join(chunks)
-
-
-# -- format sniffing ---------------------------------------------------------
-
-
-def sniff_format(data: bytes) -> str | None:
-    """The allowed format (``JPEG``, ``PNG``, ``WEBP``, ``TIFF``) the magic bytes
-    announce, or ``None``."""
-    if data.startswith(_JPEG_MAGIC):
-        return "JPEG"
-    if data.startswith(_PNG_MAGIC):
-        return "PNG"
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "WEBP"
-    if data[:4] in _TIFF_MAGICS:
-        return "TIFF"
-    return None
-
-
-def _is_truncated_signature(data: bytes) -> bool:
-    """True if ``data`` is too short to hold a signature it begins to spell."""
-    if len(data) < 12 and data.startswith(b"RIFF"):
-        return True
-    signatures = (_JPEG_MAGIC, _PNG_MAGIC, b"RIFF", *_TIFF_MAGICS)
-    return any(len(data) < len(sig) and sig.startswith(data) for sig in signatures)
-
-
-_ISO_BMFF_BRANDS: Final = {
-    b"heic": "HEIC",
-    b"heix": "HEIC",
-    b"hevc": "HEIC",
-    b"hevx": "HEIC",
-    b"heim": "HEIC",
-    b"heis": "HEIC",
-    b"mif1": "HEIF",
-    b"msf1": "HEIF",
-    b"avif": "AVIF",
-    b"avis": "AVIF",
-    b"crx ": "Canon CR3 raw",
-    b"jxl ": "JPEG XL",
-}
-
-_PREFIXES: Final = (
-    (b"GIF87a", "GIF"),
-    (b"GIF89a", "GIF"),
-    (b"BM", "BMP"),
-    (b"%PDF", "PDF"),
-    (b"%!PS", "PostScript"),
-    (b"\x00\x00\x01\x00", "ICO"),
-    (b"8BPS", "Photoshop PSD"),
-    (b"II+\x00", "BigTIFF"),
-    (b"MM\x00+", "BigTIFF"),
-    (b"\x00\x00\x00\x0cjP  \r\n\x87\n", "JPEG 2000"),
-    (b"\xff\x4f\xff\x51", "JPEG 2000 codestream"),
-    (b"\x00\x00\x00\x0cJXL \r\n\x87\n", "JPEG XL"),
-    (b"\xff\x0a", "JPEG XL codestream"),
-    (b"qoif", "QOI"),
-    (b"v/1\x01", "OpenEXR"),
-    (b"#?RADIANCE", "Radiance HDR"),
-    (b"PK\x03\x04", "ZIP archive"),
-    (b"\x1f\x8b", "gzip data"),
-    (b"\x7fELF", "ELF executable"),
-    (b"MZ", "Windows executable"),
-)
-
-
-def _describe(data: bytes) -> str:
-    """A short, printable description of data that is not an allowed image."""
-    head = data[:1024]
-    for prefix, name in _PREFIXES:
-        if head.startswith(prefix):
-            return name
-    if head[4:8] == b"ftyp":
-        brand = head[8:12]
-        known = _ISO_BMFF_BRANDS.get(brand)
-        return known or f"ISO media file (brand {brand.decode('latin-1')!r})"
-    if head.startswith(b"RIFF"):
-        return f"RIFF container of type {head[8:12].decode('latin-1')!r}, not WEBP"
-    if len(head) >= 3 and head[0:1] == b"P" and head[1:2] in b"1234567" and head[2:3].isspace():
-        return "PNM / PAM"
-    text = head.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
-    if b"<svg" in text or (text.startswith(b"<?xml") and b"<svg" in data[:65536].lower()):
-        return "SVG"
-    if text.startswith((b"<!doctype html", b"<html")):
-        return "HTML"
-    if text.startswith(b"<"):
-        return "XML / markup text"
-    try:
-        decoded = head.decode("utf-8")
-    except UnicodeDecodeError:
-        decoded = None
-    if decoded is not None and all(c.isprintable() or c in "\t\r\n\f" for c in decoded):
-        return "text"
-    return f"unrecognised data starting {data[:8].hex(' ')}"
 
 
 # -- structure budget --------------------------------------------------------
@@ -411,7 +285,7 @@ def _check_structure(data: bytes, fmt: str, label: str) -> None:
 
 def _png_chunks(data: bytes) -> int:
     """Chunks up to IEND (or the end of data), counting stops past the cap."""
-    pos, count = len(_PNG_MAGIC), 0
+    pos, count = len(PNG_MAGIC), 0
     while pos + 8 <= len(data) and count <= _MAX_PNG_CHUNKS:
         (length,) = struct.unpack_from(">I", data, pos)
         count += 1
@@ -453,7 +327,7 @@ def _jpeg_header_steps(data: bytes) -> int:
 
 
 def _decode(data: bytes, source: str, *, max_pixels: int, max_bytes: int) -> LoadedImage:
-    label = _printable(source)
+    label = printable(source)
     if len(data) > max_bytes:
         raise ImageTooLargeError(
             f"{label}: {len(data)} bytes is more than the limit of {max_bytes} bytes"
@@ -462,11 +336,11 @@ def _decode(data: bytes, source: str, *, max_pixels: int, max_bytes: int) -> Loa
         raise CorruptImageError(f"{label}: empty file (0 bytes)")
     fmt = sniff_format(data)
     if fmt is None:
-        if _is_truncated_signature(data):
+        if is_truncated_signature(data):
             raise CorruptImageError(f"{label}: only {len(data)} bytes, truncated image header")
         allowed = ", ".join(ALLOWED_FORMATS)
         raise UnsupportedImageError(
-            f"{label}: not an allowed image format (saw {_describe(data)}; allowed: {allowed})"
+            f"{label}: not an allowed image format (saw {describe(data)}; allowed: {allowed})"
         )
     _check_structure(data, fmt, label)
     digest = hashlib.sha256(data).hexdigest()
@@ -486,10 +360,10 @@ def _decode(data: bytes, source: str, *, max_pixels: int, max_bytes: int) -> Loa
                 _check_size(label, fmt, im.size, max_pixels)
             im.load()
             _check_size(label, fmt, im.size, max_pixels)
-            orientation = _orientation(im)
-            rgb = _to_rgb(im, label)
-            pixels = np.ascontiguousarray(_orient(rgb, orientation), dtype=np.uint8)
-            has_alpha = _has_alpha(im)
+            orientation = exif_orientation(im)
+            rgb = to_rgb(im, label)
+            pixels = np.ascontiguousarray(orient(rgb, orientation), dtype=np.uint8)
+            has_alpha = frame_has_alpha(im)
 
     pixels.setflags(write=False)
     height, width = int(pixels.shape[0]), int(pixels.shape[1])
@@ -525,7 +399,7 @@ def face_views(
     (refused for face purposes, never scanned in part). Frame sizes may differ
     (TIFF pages); each is checked against ``max_pixels``.
     """
-    label = _printable(image.source)
+    label = printable(image.source)
     if image.frames > max_frames:
         raise ImageTooLargeError(
             f"{label}: has {image.frames} frames; the face check scans every frame and"
@@ -546,7 +420,7 @@ def face_views(
         warnings.simplefilter("ignore", UserWarning)
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         with Image.open(io.BytesIO(image.data), formats=[fmt]) as im:
-            orientation = _orientation(im)
+            orientation = exif_orientation(im)
             for number in range(image.frames):
                 im.seek(number)
                 _check_size(label, fmt, im.size, max_pixels)
@@ -557,8 +431,8 @@ def face_views(
                         " pixels together, more than the face check scans: refused"
                     )
                 im.load()
-                for kind, rgb in _frame_views(im, label):
-                    pixels = np.ascontiguousarray(_orient(rgb, orientation), dtype=np.uint8)
+                for kind, rgb in frame_views(im, label):
+                    pixels = np.ascontiguousarray(orient(rgb, orientation), dtype=np.uint8)
                     key = (pixels.shape, hashlib.blake2b(pixels.data, digest_size=16).digest())
                     if key in seen:
                         continue
@@ -566,41 +440,6 @@ def face_views(
                     pixels.setflags(write=False)
                     views.append(FaceView(number, kind, pixels))
     return views
-
-
-def _has_alpha(im: Image.Image) -> bool:
-    """True if the loaded frame makes any pixel less than opaque."""
-    if im.mode.startswith("I;16") or im.mode in ("I", "F"):
-        return isinstance(im.info.get("transparency"), int) and im.mode != "F"
-    if im.mode not in _ALPHA_MODES and not im.has_transparency_data:
-        return False
-    alpha = np.asarray(im.convert("RGBA"))[:, :, 3]
-    return bool(alpha.size) and int(alpha.min()) < 255
-
-
-def _frame_views(im: Image.Image, label: str) -> list[tuple[str, _U8]]:
-    """The views of one loaded frame (see :class:`FaceView`), not yet oriented."""
-    if not _has_alpha(im):
-        return [("image", _to_rgb(im, label))]
-    if im.mode.startswith("I;16") or im.mode == "I":
-        keyed = _gray_high_depth_to_rgb(im)
-        plain = _gray_high_depth_to_rgb(_without_key(im))
-        return [("over-white", keyed), ("ignoring-alpha", plain)]
-    rgba = np.asarray(im.convert("RGBA"))
-    rgb, alpha = rgba[:, :, :3], rgba[:, :, 3]
-    black = np.zeros_like(rgb)
-    return [
-        ("over-white", _over_white(rgb, alpha)),
-        ("over-black", _over(rgb, alpha, black)),
-        ("ignoring-alpha", np.ascontiguousarray(rgb)),
-        ("alpha", np.repeat(alpha[:, :, np.newaxis], 3, axis=2)),
-    ]
-
-
-def _without_key(im: Image.Image) -> Image.Image:
-    copy = im.copy()
-    copy.info.pop("transparency", None)
-    return copy
 
 
 @contextmanager
@@ -614,7 +453,7 @@ def _pillow_errors(label: str, fmt: str) -> Iterator[None]:
         raise CorruptImageError(f"{label}: not a valid {fmt} image") from exc
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageTooLargeError(
-            f"{label}: {fmt} header declares too many pixels ({_one_line(exc)})"
+            f"{label}: {fmt} header declares too many pixels ({one_line(exc)})"
         ) from exc
     except MemoryError as exc:
         raise ImageTooLargeError(f"{label}: not enough memory to decode this {fmt} image") from exc
@@ -623,7 +462,7 @@ def _pillow_errors(label: str, fmt: str) -> Iterator[None]:
         # SyntaxError, ValueError, struct.error, EOFError, IndexError, KeyError,
         # TypeError, ZeroDivisionError, RecursionError, ...): all mean "corrupt".
         raise CorruptImageError(
-            f"{label}: corrupt or truncated {fmt} image ({type(exc).__name__}: {_one_line(exc)})"
+            f"{label}: corrupt or truncated {fmt} image ({type(exc).__name__}: {one_line(exc)})"
         ) from exc
 
 
@@ -646,7 +485,7 @@ def _count_frames(im: Image.Image, label: str) -> int:
     """Pillow's frame count (APNG: declared in acTL; WebP: from libwebp's demuxer)."""
     frames = getattr(im, "n_frames", 1)
     if not isinstance(frames, int) or isinstance(frames, bool) or frames < 1:
-        raise CorruptImageError(f"{label}: bad frame count {_one_line(repr(frames))}")
+        raise CorruptImageError(f"{label}: bad frame count {one_line(repr(frames))}")
     if frames > MAX_FRAMES:
         raise ImageTooLargeError(
             f"{label}: declares {frames} frames, more than the limit of {MAX_FRAMES}"
@@ -677,126 +516,3 @@ def _tiff_pages(data: bytes, label: str) -> int:
             raise CorruptImageError(f"{label}: truncated TIFF directory at {offset}")
         (offset,) = struct.unpack_from(order + "I", data, link)
     return max(len(seen), 1)
-
-
-def _orientation(im: Image.Image) -> int:
-    """The EXIF orientation (1..8); 1 if absent, out of range or unreadable."""
-    try:
-        value = im.getexif().get(ExifTags.Base.Orientation, 1)
-    except Exception:
-        return 1  # a broken EXIF block does not make the pixels unusable
-    if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 8:
-        return value
-    return 1
-
-
-def _orient(rgb: _U8, orientation: int) -> _U8:
-    """Apply an EXIF orientation, as ``ImageOps.exif_transpose`` would."""
-    if orientation == 2:  # mirror horizontal (FLIP_LEFT_RIGHT)
-        return rgb[:, ::-1]
-    if orientation == 3:  # rotate 180
-        return rgb[::-1, ::-1]
-    if orientation == 4:  # mirror vertical (FLIP_TOP_BOTTOM)
-        return rgb[::-1]
-    if orientation == 5:  # TRANSPOSE (mirror along the main diagonal)
-        return rgb.swapaxes(0, 1)
-    if orientation == 6:  # rotate 90 clockwise (ROTATE_270)
-        return np.rot90(rgb, k=-1)
-    if orientation == 7:  # TRANSVERSE (mirror along the anti-diagonal)
-        return rgb[::-1, ::-1].swapaxes(0, 1)
-    if orientation == 8:  # rotate 90 counter-clockwise (ROTATE_90)
-        return np.rot90(rgb, k=1)
-    return rgb
-
-
-# -- colour conversion -------------------------------------------------------
-
-
-def _to_rgb(im: Image.Image, label: str) -> _U8:
-    """Convert a loaded frame of any mode to ``H x W x 3`` uint8 RGB."""
-    mode = im.mode
-    if mode.startswith("I;16") or mode in ("I", "F"):
-        return _gray_high_depth_to_rgb(im)
-    if mode in _ALPHA_MODES or im.has_transparency_data:
-        rgba = np.asarray(im.convert("RGBA"))
-        return _over_white(rgba[:, :, :3], rgba[:, :, 3])
-    if mode == "RGB":
-        return np.asarray(im)
-    try:
-        converted = im.convert("RGB")
-    except ValueError as exc:
-        raise UnsupportedImageError(
-            f"{label}: colour mode {mode!r} cannot be converted to RGB"
-        ) from exc
-    return np.asarray(converted)
-
-
-def _gray_high_depth_to_rgb(im: Image.Image) -> _U8:
-    """16-bit, 32-bit integer and float gray to RGB, scaled (not clipped) to 8 bits."""
-    raw = np.asarray(im)
-    if im.mode == "F":
-        gray = _float_to_u8(raw.astype(np.float64))
-    elif raw.size and (int(raw.min()) < 0 or int(raw.max()) > 65535):
-        gray = _stretch(raw.astype(np.float64))
-    else:  # 16-bit range: 65535 -> 255, 32768 -> 128, rounded
-        gray = ((raw.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
-    rgb = np.repeat(gray[:, :, np.newaxis], 3, axis=2)
-    key = im.info.get("transparency")
-    if im.mode != "F" and isinstance(key, int) and not isinstance(key, bool):
-        alpha = np.where(raw == key, 0, 255).astype(np.uint8)
-        return _over_white(rgb, alpha)
-    return rgb
-
-
-def _float_to_u8(values: npt.NDArray[np.float64]) -> _U8:
-    finite = np.isfinite(values)
-    clean = np.where(finite, values, 0.0)
-    if not finite.any():
-        return np.zeros(values.shape, dtype=np.uint8)
-    lo, hi = float(clean[finite].min()), float(clean[finite].max())
-    if lo >= 0.0 and hi <= 1.0:
-        return np.rint(clean * 255.0).astype(np.uint8)
-    if lo >= 0.0 and hi <= 255.0:
-        return np.rint(clean).astype(np.uint8)
-    return _stretch(clean)
-
-
-def _stretch(values: npt.NDArray[np.float64]) -> _U8:
-    """Min-max stretch to 0..255 (a constant image becomes 0)."""
-    lo, hi = float(values.min()), float(values.max())
-    if hi <= lo:
-        return np.zeros(values.shape, dtype=np.uint8)
-    scaled = np.rint((values - lo) * (255.0 / (hi - lo)))
-    return np.clip(scaled, 0, 255).astype(np.uint8)
-
-
-def _over_white(rgb: _U8, alpha: _U8) -> _U8:
-    """Composite straight-alpha RGB onto a white background."""
-    a = alpha.astype(np.uint16)[:, :, np.newaxis]
-    out = (rgb.astype(np.uint16) * a + 255 * (255 - a) + 127) // 255
-    return out.astype(np.uint8)
-
-
-def _over(rgb: _U8, alpha: _U8, background: _U8) -> _U8:
-    """Composite straight-alpha RGB onto ``background`` (same shape as ``rgb``)."""
-    a = alpha.astype(np.uint16)[:, :, np.newaxis]
-    out = (rgb.astype(np.uint16) * a + background.astype(np.uint16) * (255 - a) + 127) // 255
-    return out.astype(np.uint8)
-
-
-def _printable(text: str) -> str:
-    """``text`` with control and other unprintable characters escaped."""
-    if text.isprintable():
-        return text
-    return "".join(
-        ch if ch.isprintable() else ch.encode("unicode_escape", "backslashreplace").decode("ascii")
-        for ch in text
-    )
-
-
-def _one_line(value: object) -> str:
-    """``str(value)`` as one printable line, at most ~200 characters."""
-    text = _printable(str(value))
-    if len(text) > _MESSAGE_LIMIT:
-        text = text[: _MESSAGE_LIMIT - 3] + "..."
-    return text

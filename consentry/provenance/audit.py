@@ -36,7 +36,8 @@ from consentry.faces.images import BYTES_SOURCE, FaceView, face_views, load_imag
 from consentry.faces.index import IdentityIndex
 from consentry.faces.scan import ScannedFace, scan_images
 from consentry.generation.policy import Limits
-from consentry.provenance.verify import read_capped, verify_media
+from consentry.media import read_capped
+from consentry.provenance.verify import verify_media
 from consentry.registry.store import Registry
 
 __all__ = [

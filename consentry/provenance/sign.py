@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from consentry.errors import ManifestError, ProvenanceError
+from consentry.media import mime_of_bytes
 from consentry.provenance.c2pa_io import sign_asset
 from consentry.provenance.certs import check_signing_chain, load_signing_identity
 from consentry.provenance.manifest import (
@@ -15,7 +16,6 @@ from consentry.provenance.manifest import (
     collect_evidence,
 )
 from consentry.provenance.signer import ManifestSigner, signer_from_identity
-from consentry.provenance.verify import mime_of_bytes
 from consentry.registry.models import Decision, Grant, Prior
 
 if TYPE_CHECKING:

@@ -31,8 +31,6 @@ the manifest claimed is kept apart, under ``claimed``.
 
 from __future__ import annotations
 
-import os
-import stat
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -42,13 +40,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from consentry.errors import (
     CheckpointError,
     ConsentryError,
-    CorruptImageError,
-    ImageError,
     ImageTooLargeError,
     LogIntegrityError,
-    UnsupportedImageError,
 )
-from consentry.faces.images import MAX_BYTES_DEFAULT, load_image_bytes, sniff_format
+from consentry.faces.images import load_image_bytes
+from consentry.media import MAX_BYTES_DEFAULT, mime_of, mime_of_bytes, read_capped
 from consentry.provenance.c2pa_io import ManifestState, read_asset
 from consentry.provenance.certs import root_pem
 from consentry.provenance.manifest import (
@@ -73,8 +69,6 @@ __all__ = [
     "read_media",
     "verify_media",
 ]
-
-_SIGNABLE_MIME = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
 
 
 @dataclass
@@ -108,40 +102,8 @@ class _ConsentFailedError(Exception):
 
 
 # -- input -------------------------------------------------------------------------------
-
-
-def mime_of_bytes(data: bytes) -> str:
-    """``image/jpeg``, ``image/png`` or ``image/webp`` by magic bytes; ImageError otherwise."""
-    if not data:
-        raise CorruptImageError("the file is empty")
-    mime = _SIGNABLE_MIME.get(sniff_format(data) or "")
-    if mime is None:
-        raise UnsupportedImageError("not a JPEG, PNG or WebP image (by its magic bytes)")
-    return mime
-
-
-def read_capped(path: Path, max_bytes: int = MAX_BYTES_DEFAULT) -> bytes:
-    """A regular file's bytes, refused (ImageError) before reading past ``max_bytes``."""
-    try:
-        with path.open("rb") as handle:
-            info = os.fstat(handle.fileno())
-            if not stat.S_ISREG(info.st_mode):
-                raise ImageError(f"{path}: not a regular file")
-            if info.st_size > max_bytes:
-                raise ImageTooLargeError(
-                    f"{path}: file is {info.st_size} bytes, more than the limit of {max_bytes}"
-                )
-            data = handle.read(max_bytes + 1)
-    except OSError as exc:
-        raise ImageError(f"{path}: cannot read ({exc.strerror or exc})") from exc
-    if len(data) > max_bytes:
-        raise ImageTooLargeError(f"{path}: file is more than the limit of {max_bytes} bytes")
-    return data
-
-
-def mime_of(path: Path | str, max_bytes: int = MAX_BYTES_DEFAULT) -> str:
-    """The media type of the image file at ``path`` by its magic bytes (size-capped read)."""
-    return mime_of_bytes(read_capped(Path(path), max_bytes))
+# ``mime_of_bytes``, ``mime_of`` and ``read_capped`` live in :mod:`consentry.media` and are
+# re-exported here, where callers have always found them.
 
 
 def read_media(path: Path | str, max_bytes: int = MAX_BYTES_DEFAULT) -> tuple[bytes, str]:
