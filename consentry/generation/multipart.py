@@ -127,35 +127,57 @@ def boundary_of(content_type: str) -> str | None:
 
 
 def _part_headers(block: bytes, number: int) -> tuple[str, str | None]:
+    """The field name and filename of part ``number``, from its header ``block``.
+
+    Refused (:class:`MultipartError`, the first fault in header order): over
+    ``MAX_HEADER_BYTES``, not UTF-8, any header but one Content-Disposition and at most
+    one Content-Type, or a disposition that is not a plain form-data field."""
     if len(block) > MAX_HEADER_BYTES:
         raise MultipartError(f"part {number}: headers over {MAX_HEADER_BYTES} bytes")
     try:
         text = block.decode("utf-8")
     except UnicodeDecodeError:
         raise MultipartError(f"part {number}: headers are not UTF-8") from None
+    return _disposition_field(_disposition(text, number), number)
+
+
+def _disposition(text: str, number: int) -> str:
+    """The Content-Disposition value of a part's headers, checking every line."""
     disposition: str | None = None
     seen_type = False
     for line in text.split("\r\n"):
-        if "\r" in line or "\n" in line:
-            raise MultipartError(f"part {number}: a bare CR or LF in its headers")
-        name, colon, value = line.partition(":")
-        if not colon or not _TOKEN.fullmatch(name):
-            raise MultipartError(f"part {number}: malformed header line {line[:60]!r}")
-        key = name.lower()
+        key, value = _header_line(line, number)
         if key == "content-disposition":
             if disposition is not None:
                 raise MultipartError(f"part {number}: two Content-Disposition headers")
             disposition = value.strip()
-        elif key == "content-type":
+        else:  # content-type: _header_line accepts no other header
             if seen_type:
                 raise MultipartError(f"part {number}: two Content-Type headers")
             seen_type = True
             if re.search(r"[\x00-\x1f\x7f]", value):
                 raise MultipartError(f"part {number}: a control character in Content-Type")
-        else:
-            raise MultipartError(f"part {number}: header {name!r} is not accepted")
     if disposition is None:
         raise MultipartError(f"part {number}: no Content-Disposition header")
+    return disposition
+
+
+def _header_line(line: str, number: int) -> tuple[str, str]:
+    """``(lower-cased name, value)`` of one header line: a token, a colon, a value;
+    the name Content-Disposition or Content-Type."""
+    if "\r" in line or "\n" in line:
+        raise MultipartError(f"part {number}: a bare CR or LF in its headers")
+    name, colon, value = line.partition(":")
+    if not colon or not _TOKEN.fullmatch(name):
+        raise MultipartError(f"part {number}: malformed header line {line[:60]!r}")
+    key = name.lower()
+    if key not in ("content-disposition", "content-type"):
+        raise MultipartError(f"part {number}: header {name!r} is not accepted")
+    return key, value
+
+
+def _disposition_field(disposition: str, number: int) -> tuple[str, str | None]:
+    """``(name, filename)`` of a ``form-data`` disposition with only those parameters."""
     kind, separator, rest = disposition.partition(";")
     if kind.strip().lower() != "form-data":
         raise MultipartError(f"part {number}: the disposition is not form-data")
