@@ -456,7 +456,9 @@ class _Search:
             keep(form, None)
         size = len(joined)
         for bucket in buckets:
-            for length in (size - 1, size, size + 1) if bucket else ():
+            if not bucket:
+                continue
+            for length in (size - 1, size, size + 1):
                 for form in bucket.get(length, ()):
                     edit = _one_edit(joined, form.text)
                     if edit is not None:

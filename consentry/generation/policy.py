@@ -6,6 +6,8 @@ the time of the check, the job's sizes and limits), calls :func:`decide` before
 running a job (``stage="pre"``) and again on the outputs before releasing them
 (``stage="post"``, with ``output_faces`` and the revocation state re-read), and
 records every verdict with ``consentry.registry.decisions.record_decision``.
+The facts and the verdict are :mod:`consentry.generation.job_facts` (re-exported
+here); their well-formedness is :mod:`consentry.generation.fact_checks`.
 
 Invariants
 - Pure: no I/O, no clock, no database; the same facts give the same verdict.
@@ -44,10 +46,17 @@ import math
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Literal
 
-from consentry.registry.statements import PRIOR_KINDS, PURPOSES
+from consentry.generation.fact_checks import fact_defects, grant_defect, is_int, is_time, sha
+from consentry.generation.job_facts import (
+    FaceFact,
+    GrantFact,
+    JobFacts,
+    Limits,
+    PriorFact,
+    Stage,
+    Verdict,
+)
 
 __all__ = [
     "REGISTERED_PERSON",
@@ -64,212 +73,10 @@ __all__ = [
     "redact_reasons",
 ]
 
-Stage = Literal["pre", "post"]
-
-_TIME = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})T([0-9]{2}):([0-9]{2}):([0-9]{2})Z")
-_SHA256 = re.compile(r"[0-9a-f]{64}")
 _MALFORMED = "malformed facts: "
 
 
-@dataclass(frozen=True)
-class GrantFact:
-    """A grant as the gateway read it, with its revocation state at the check time.
-
-    ``purposes`` and ``priors`` (SHA-256 hex of the priors it names) are tuples;
-    ``not_after`` None means no end.
-    """
-
-    id: str
-    subject_id: str
-    grantee_id: str
-    purposes: tuple[str, ...]
-    priors: tuple[str, ...]
-    not_before: str
-    not_after: str | None
-    revoked: bool
-
-
-@dataclass(frozen=True)
-class PriorFact:
-    """The prior a job uses: its registered SHA-256 and the SHA-256 of the file loaded."""
-
-    id: str
-    subject_id: str
-    registered_sha256: str
-    file_sha256: str
-    kind: str
-
-
-@dataclass(frozen=True)
-class FaceFact:
-    """One face found in image ``image`` (0-based) of the input or the output.
-
-    ``subject_id`` is the registered subject it matched, or None for a face that
-    matched nobody (an unknown person); ``similarity`` is the match score.
-    """
-
-    image: int
-    face: int
-    subject_id: str | None
-    similarity: float
-
-
-@dataclass(frozen=True)
-class Limits:
-    """Per-job limits: images, pixels of the largest image, sampling steps, output
-    size and img2img strength, faces, memorization.
-
-    The one source of job bounds: the CLI (``consentry check/generate/restore``),
-    the HTTP service and :func:`decide` all use these values and
-    :meth:`check_job`'s wording, so a job one of them refuses, every one refuses.
-    """
-
-    max_images: int = 8
-    max_pixels: int = 16_777_216
-    max_steps: int = 50
-    min_size: int = 64  # output side, pixels, a multiple of size_multiple
-    max_size: int = 1024
-    size_multiple: int = 8
-    max_faces: int = 32  # per job, inputs and outputs each; checked before embedding
-    max_copy_ssim: float = 0.7  # an output this close to a prior's photo is withheld
-    max_prompt_chars: int = 2_000  # bounds the alias matcher's work on one prompt
-
-    def check_job(
-        self,
-        *,
-        images: int | None = None,
-        steps: int | None = None,
-        size: int | None = None,
-        strength: float | None = None,
-        prompt: str | None = None,
-    ) -> None:
-        """Raise :class:`~consentry.errors.JobLimitError` for the first parameter
-        outside its bound (None: not part of this job); the message states the bound.
-        Checked before anything runs or is logged."""
-        from consentry.errors import JobLimitError
-
-        if images is not None and not 0 <= images <= self.max_images:
-            raise JobLimitError("images", f"{images} images: at most {self.max_images} per job")
-        if steps is not None and not 1 <= steps <= self.max_steps:
-            raise JobLimitError("steps", f"steps must be 1..{self.max_steps} (got {steps})")
-        if size is not None and (
-            not self.min_size <= size <= self.max_size or size % self.size_multiple
-        ):
-            raise JobLimitError(
-                "size",
-                f"size must be a multiple of {self.size_multiple} in "
-                f"{self.min_size}..{self.max_size} (got {size})",
-            )
-        if strength is not None and not (math.isfinite(strength) and 0.0 < strength <= 1.0):
-            raise JobLimitError("strength", f"strength must be in (0, 1] (got {strength})")
-        if prompt is not None and len(prompt) > self.max_prompt_chars:
-            raise JobLimitError(
-                "prompt",
-                f"prompt is {len(prompt)} characters: at most {self.max_prompt_chars} per job",
-            )
-
-
-@dataclass(frozen=True)
-class JobFacts:
-    """Everything :func:`decide` may look at; nothing else is consulted.
-
-    ``requester`` is the grantee id; ``purpose`` one of ``PURPOSES``; ``now`` the
-    time of the check; ``prompt_subjects`` the subject ids whose alias occurs in
-    the prompt (see :mod:`consentry.generation.aliases`); ``grants`` the grants
-    that may matter (at least every grant of every involved subject);
-    ``known_subjects`` the ids of the registered subjects the gateway holds
-    records for (every subject id mentioned elsewhere must be one of them).
-    """
-
-    requester: str
-    purpose: str
-    now: str
-    input_faces: tuple[FaceFact, ...]
-    output_faces: tuple[FaceFact, ...] = ()
-    prior: PriorFact | None = None
-    prompt_subjects: tuple[str, ...] = ()
-    grants: tuple[GrantFact, ...] = ()
-    known_subjects: frozenset[str] = frozenset()
-    refuse_unknown_faces: bool = False
-    images: int = 0
-    pixels: int = 0
-    steps: int = 0
-    limits: Limits = field(default_factory=Limits)
-    stage: Stage = "pre"
-    copy_ssim: float | None = None  # post: highest copy SSIM of an output to a prior photo
-    opted_out: frozenset[str] = frozenset()  # involved subjects with a logged opt-out
-
-
-@dataclass(frozen=True)
-class Verdict:
-    """The outcome: ``allowed``, and every reason for it.
-
-    A refusal has at least one reason. ``grants_used`` are the grants that
-    covered a subject or named the prior (on a refusal too: those that did
-    count); ``subjects`` the involved subjects that are in ``known_subjects``, in
-    order of first involvement, so both can be passed to ``record_decision``.
-    """
-
-    allowed: bool
-    reasons: tuple[str, ...]
-    grants_used: tuple[str, ...]
-    subjects: tuple[str, ...]
-
-
-# ------------------------------------------------------------------ helpers
-def _is_time(value: object) -> bool:
-    """``YYYY-MM-DDTHH:MM:SSZ`` naming a real instant; such strings sort by time."""
-    match = _TIME.fullmatch(value) if isinstance(value, str) else None
-    if match is None:
-        return False
-    try:
-        year, month, day, hour, minute, second = (int(part) for part in match.groups())
-        datetime(year, month, day, hour, minute, second)
-    except ValueError:
-        return False
-    return True
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_id(value: object) -> bool:
-    return isinstance(value, str) and value.strip() != ""
-
-
-def _is_str_seq(value: object) -> bool:
-    return isinstance(value, tuple | list) and all(isinstance(v, str) for v in value)
-
-
-def _sha(value: str) -> str:
-    return value.strip().lower()
-
-
-def _grant_defect(grant: object) -> str | None:
-    """Why ``grant`` is not a well-formed GrantFact, or None if it is."""
-    if not isinstance(grant, GrantFact):
-        return f"a grant is not a GrantFact: {type(grant).__name__}"
-    name = grant.id if _is_id(grant.id) else repr(grant.id)
-    if not _is_id(grant.id):
-        return f"grant {name} has no id"
-    if not _is_id(grant.subject_id):
-        return f"grant {name} has no subject id"
-    if not _is_id(grant.grantee_id):
-        return f"grant {name} has no grantee id"
-    if not _is_str_seq(grant.purposes):
-        return f"grant {name} has malformed purposes: {grant.purposes!r}"
-    if not _is_str_seq(grant.priors):
-        return f"grant {name} has malformed priors: {grant.priors!r}"
-    if not _is_time(grant.not_before):
-        return f"grant {name} has an unparsable not_before: {grant.not_before!r}"
-    if grant.not_after is not None and not _is_time(grant.not_after):
-        return f"grant {name} has an unparsable not_after: {grant.not_after!r}"
-    if not isinstance(grant.revoked, bool):
-        return f"grant {name} has a non-boolean revoked flag: {grant.revoked!r}"
-    return None
-
-
+# ------------------------------------------------------------------ coverage
 def grant_problems(
     grant: GrantFact, subject_id: str, grantee_id: str, purpose: str, now: str
 ) -> tuple[str, ...]:
@@ -278,7 +85,7 @@ def grant_problems(
     Empty iff it covers. Every failing condition is listed; ``now`` must be a
     ``YYYY-MM-DDTHH:MM:SSZ`` time (otherwise nothing is covered). Never raises.
     """
-    defect = _grant_defect(grant)
+    defect = grant_defect(grant)
     if defect is not None:
         return (defect,)
     head = f"grant {grant.id} for subject {grant.subject_id}"
@@ -292,7 +99,7 @@ def grant_problems(
         problems.append(f"{head} does not cover purpose {purpose} (covers {covers})")
     if grant.revoked:
         problems.append(f"{head} is revoked")
-    if not _is_time(now):
+    if not is_time(now):
         problems.append(f"{head} cannot be checked: the check time {now!r} is unparsable")
     else:
         if now < grant.not_before:
@@ -314,109 +121,7 @@ def active_grant(
     return None
 
 
-# ------------------------------------------------------------------ validation
-def _face_defects(faces: object, where: str, known: frozenset[str]) -> list[str]:
-    if not isinstance(faces, tuple | list):
-        return [f"{where} faces are not a sequence: {type(faces).__name__}"]
-    out: list[str] = []
-    for face in faces:
-        if not isinstance(face, FaceFact):
-            out.append(f"an {where} face is not a FaceFact: {type(face).__name__}")
-            continue
-        if not (_is_int(face.image) and face.image >= 0):
-            out.append(f"an {where} face has a bad image index: {face.image!r}")
-        if not (_is_int(face.face) and face.face >= 0):
-            out.append(f"an {where} face has a bad face index: {face.face!r}")
-        sim = face.similarity
-        if isinstance(sim, bool) or not isinstance(sim, int | float) or not math.isfinite(sim):
-            out.append(f"{where} image {face.image} face {face.face} has a bad similarity: {sim!r}")
-        if face.subject_id is not None and face.subject_id not in known:
-            out.append(
-                f"{where} image {face.image} face {face.face} matches subject "
-                f"{face.subject_id}, which has no record in the facts"
-            )
-    return out
-
-
-def _defects(facts: JobFacts) -> list[str]:
-    """Every malformed or inconsistent fact, as lines (without the prefix)."""
-    out: list[str] = []
-    if not _is_id(facts.requester):
-        out.append(f"no requester (grantee id): {facts.requester!r}")
-    if facts.purpose not in PURPOSES:
-        out.append(f"unknown purpose {facts.purpose!r} (choose from {', '.join(PURPOSES)})")
-    if not _is_time(facts.now):
-        out.append(f"the check time is not a YYYY-MM-DDTHH:MM:SSZ time: {facts.now!r}")
-    if facts.stage not in ("pre", "post"):
-        out.append(f"unknown stage {facts.stage!r}")
-    if not isinstance(facts.refuse_unknown_faces, bool):
-        out.append(f"refuse_unknown_faces is not a boolean: {facts.refuse_unknown_faces!r}")
-    known_ok = isinstance(facts.known_subjects, frozenset | set) and all(
-        isinstance(s, str) for s in facts.known_subjects
-    )
-    if not known_ok:
-        out.append("known_subjects is not a set of subject ids")
-    if not (
-        isinstance(facts.opted_out, frozenset | set)
-        and all(isinstance(s, str) for s in facts.opted_out)
-    ):
-        out.append("opted_out is not a set of subject ids")
-    known = frozenset(facts.known_subjects) if known_ok else frozenset()
-    out += _face_defects(facts.input_faces, "input", known)
-    out += _face_defects(facts.output_faces, "output", known)
-    if not isinstance(facts.prompt_subjects, tuple | list):
-        out.append("prompt_subjects is not a sequence")
-    else:
-        for subject in facts.prompt_subjects:
-            if subject not in known:
-                out.append(
-                    f"the prompt names subject {subject!r}, which has no record in the facts"
-                )
-    prior = facts.prior
-    if prior is not None:
-        if not isinstance(prior, PriorFact):
-            out.append(f"the prior is not a PriorFact: {type(prior).__name__}")
-        else:
-            name = prior.id if _is_id(prior.id) else repr(prior.id)
-            if not _is_id(prior.id):
-                out.append(f"prior {name} has no id")
-            if prior.subject_id not in known:
-                out.append(f"prior {name} is of subject {prior.subject_id!r}, which has no record")
-            for label, value in (
-                ("registered", prior.registered_sha256),
-                ("file", prior.file_sha256),
-            ):
-                if not isinstance(value, str) or not _SHA256.fullmatch(_sha(value)):
-                    out.append(f"prior {name}: the {label} sha256 is not SHA-256 hex: {value!r}")
-            if prior.kind not in PRIOR_KINDS:
-                out.append(f"prior {name} has an unknown kind {prior.kind!r}")
-    if not isinstance(facts.grants, tuple | list):
-        out.append("grants is not a sequence")
-    else:
-        seen: dict[str, GrantFact] = {}
-        for grant in facts.grants:
-            defect = _grant_defect(grant)
-            if defect is not None:
-                out.append(defect)
-                continue
-            if grant.id in seen and seen[grant.id] != grant:
-                out.append(f"grant {grant.id} appears twice with different contents")
-            seen.setdefault(grant.id, grant)
-    for label in ("images", "pixels", "steps"):
-        value = getattr(facts, label)
-        if not (_is_int(value) and value >= 0):
-            out.append(f"{label} is not a non-negative integer: {value!r}")
-    limits = facts.limits
-    if not isinstance(limits, Limits):
-        out.append(f"limits is not a Limits: {type(limits).__name__}")
-    else:
-        for label in ("max_images", "max_pixels", "max_steps"):
-            value = getattr(limits, label)
-            if not (_is_int(value) and value >= 0):
-                out.append(f"limit {label} is not a non-negative integer: {value!r}")
-    return out
-
-
+# ------------------------------------------------------------------ limits
 def _limit_reasons(facts: JobFacts) -> list[str]:
     if not isinstance(facts.limits, Limits):
         return []
@@ -426,7 +131,7 @@ def _limit_reasons(facts: JobFacts) -> list[str]:
         ("pixels", facts.pixels, facts.limits.max_pixels),
         ("steps", facts.steps, facts.limits.max_steps),
     ):
-        if _is_int(value) and _is_int(limit) and value > limit:
+        if is_int(value) and is_int(limit) and value > limit:
             out.append(f"too many {what}: {value} > {limit}")
     copy, most = facts.copy_ssim, facts.limits.max_copy_ssim
     if copy is not None:
@@ -448,15 +153,27 @@ def _refusal(
     return Verdict(False, lines, tuple(dict.fromkeys(grants)), tuple(dict.fromkeys(subjects)))
 
 
-def _evaluate(facts: JobFacts, defects: list[str]) -> Verdict:
-    refusals = [_MALFORMED + d for d in defects]
-    refusals += _limit_reasons(facts)
-    notes: list[str] = []
-    used: list[str] = []
-    requester, purpose, now = facts.requester, facts.purpose, facts.now
-    grants = [g for g in facts.grants if _grant_defect(g) is None]
-    known = facts.known_subjects if isinstance(facts.known_subjects, frozenset | set) else ()
+@dataclass
+class _Tally:
+    """The reasons gathered so far: refusals, notes for an allow, grants that counted."""
 
+    refusals: list[str]
+    notes: list[str] = field(default_factory=list)
+    used: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Involvement:
+    """Who a job involves: each registered subject with the lines saying how (input
+    and output faces, then prompt names, then the prior's own subject, in that order),
+    the subjects shown in the input, and the images with an unregistered face."""
+
+    subjects: dict[str, list[str]]
+    input_subjects: tuple[str, ...]
+    unknown_images: tuple[tuple[str, int], ...]
+
+
+def _involvement(facts: JobFacts, prior: PriorFact | None) -> _Involvement:
     involved: dict[str, list[str]] = {}
     input_subjects: dict[str, None] = {}
     unknown_images: dict[tuple[str, int], None] = {}
@@ -474,99 +191,160 @@ def _evaluate(facts: JobFacts, defects: list[str]) -> Verdict:
                 input_subjects.setdefault(subject, None)
     for subject in facts.prompt_subjects:
         involved.setdefault(str(subject), []).append(f"prompt names subject {subject}")
-
-    prior = facts.prior if isinstance(facts.prior, PriorFact) else None
-    prior_grant: GrantFact | None = None
     if prior is not None:
         owner = str(prior.subject_id)
         involved.setdefault(owner, []).append(f"prior {prior.id} is of subject {owner}")
-        registered = _sha(str(prior.registered_sha256))
-        if _sha(str(prior.file_sha256)) != registered:
-            refusals.append(f"prior {prior.id}: file hash differs from the registered sha256")
-        naming = [g for g in grants if registered in {_sha(p) for p in g.priors}]
-        prior_grant = active_grant(
-            (g for g in naming if g.subject_id == owner), owner, requester, purpose, now
-        )
-        if prior_grant is None:
-            refusals.append(
-                f"prior {prior.id} is not named by an active grant for subject {owner} "
-                f"(grantee {requester}, purpose {purpose})"
-            )
-            for grant in naming:
-                if grant.subject_id != owner:
-                    refusals.append(
-                        f"grant {grant.id} names prior {prior.id} but is for subject "
-                        f"{grant.subject_id}, not the prior's subject {owner}"
-                    )
-        else:
-            used.append(prior_grant.id)
-            notes.append(f"grant {prior_grant.id} names prior {prior.id}")
-        if purpose == "restore":
-            for subject in input_subjects:
-                if subject != owner:
-                    refusals.append(
-                        f"prior {prior.id} belongs to {owner} but the input shows {subject}"
-                    )
-            for where, image in unknown_images:
-                if where == "input":
-                    refusals.append(
-                        f"prior {prior.id} belongs to {owner} but input image {image} shows an "
-                        "unregistered face: restoring it with this prior would paint "
-                        f"{owner} onto someone else"
-                    )
+    return _Involvement(involved, tuple(input_subjects), tuple(unknown_images))
 
-    opted_out = facts.opted_out if isinstance(facts.opted_out, frozenset | set) else ()
-    for subject, lines in involved.items():
-        if subject in opted_out:
-            refusals += lines
-            refusals.append(
-                f"subject {subject} opted out: no grant covers them, every job with their "
-                "face, name or prior is refused"
-            )
-            continue
-        cover = (
-            prior_grant
-            if prior is not None and prior_grant is not None and subject == prior.subject_id
-            else active_grant(grants, subject, requester, purpose, now)
-        )
-        if cover is not None:
-            used.append(cover.id)
-            notes += lines
-            notes.append(
-                f"grant {cover.id} covers subject {subject} "
-                f"(grantee {requester}, purpose {purpose})"
-            )
-            continue
-        refusals += lines
-        refusals.append(
-            f"no active grant for subject {subject} (grantee {requester}, purpose {purpose})"
-        )
-        for near in grants:
-            if near.subject_id == subject:
-                refusals += grant_problems(near, subject, requester, purpose, now)
 
-    for where, image in unknown_images:
+def _check_prior(
+    facts: JobFacts,
+    prior: PriorFact,
+    grants: list[GrantFact],
+    seen: _Involvement,
+    tally: _Tally,
+) -> GrantFact | None:
+    """The grant of the prior's own subject that names the prior, or None; records the
+    prior's refusals (hash, naming grant, restore onto someone else) in ``tally``."""
+    owner = str(prior.subject_id)
+    requester, purpose, now = facts.requester, facts.purpose, facts.now
+    registered = sha(str(prior.registered_sha256))
+    if sha(str(prior.file_sha256)) != registered:
+        tally.refusals.append(f"prior {prior.id}: file hash differs from the registered sha256")
+    naming = [g for g in grants if registered in {sha(p) for p in g.priors}]
+    prior_grant = active_grant(
+        (g for g in naming if g.subject_id == owner), owner, requester, purpose, now
+    )
+    if prior_grant is None:
+        tally.refusals += _unnamed_prior(facts, prior, owner, naming)
+    else:
+        tally.used.append(prior_grant.id)
+        tally.notes.append(f"grant {prior_grant.id} names prior {prior.id}")
+    if purpose == "restore":
+        tally.refusals += _restore_conflicts(prior, owner, seen)
+    return prior_grant
+
+
+def _unnamed_prior(
+    facts: JobFacts, prior: PriorFact, owner: str, naming: list[GrantFact]
+) -> list[str]:
+    """Why no active grant of the prior's subject names it (and which grants of other
+    subjects do)."""
+    return [
+        f"prior {prior.id} is not named by an active grant for subject {owner} "
+        f"(grantee {facts.requester}, purpose {facts.purpose})",
+        *(
+            f"grant {grant.id} names prior {prior.id} but is for subject "
+            f"{grant.subject_id}, not the prior's subject {owner}"
+            for grant in naming
+            if grant.subject_id != owner
+        ),
+    ]
+
+
+def _restore_conflicts(prior: PriorFact, owner: str, seen: _Involvement) -> list[str]:
+    """A restore may show only the prior's own subject in the input."""
+    others = [
+        f"prior {prior.id} belongs to {owner} but the input shows {subject}"
+        for subject in seen.input_subjects
+        if subject != owner
+    ]
+    unknown = [
+        f"prior {prior.id} belongs to {owner} but input image {image} shows an "
+        "unregistered face: restoring it with this prior would paint "
+        f"{owner} onto someone else"
+        for where, image in seen.unknown_images
+        if where == "input"
+    ]
+    return others + unknown
+
+
+def _check_subject(
+    facts: JobFacts,
+    subject: str,
+    lines: list[str],
+    grants: list[GrantFact],
+    prior_cover: GrantFact | None,
+    opted_out: frozenset[str] | set[str] | tuple[()],
+    tally: _Tally,
+) -> None:
+    """Record whether ``subject`` is covered: opted out (never), by ``prior_cover``
+    (the prior's grant, for the prior's own subject), or by an active grant."""
+    requester, purpose = facts.requester, facts.purpose
+    if subject in opted_out:
+        tally.refusals += lines
+        tally.refusals.append(
+            f"subject {subject} opted out: no grant covers them, every job with their "
+            "face, name or prior is refused"
+        )
+        return
+    cover = (
+        prior_cover
+        if prior_cover is not None
+        else active_grant(grants, subject, requester, purpose, facts.now)
+    )
+    if cover is not None:
+        tally.used.append(cover.id)
+        tally.notes += lines
+        tally.notes.append(
+            f"grant {cover.id} covers subject {subject} (grantee {requester}, purpose {purpose})"
+        )
+        return
+    tally.refusals += lines
+    tally.refusals.append(
+        f"no active grant for subject {subject} (grantee {requester}, purpose {purpose})"
+    )
+    for near in grants:
+        if near.subject_id == subject:
+            tally.refusals += grant_problems(near, subject, requester, purpose, facts.now)
+
+
+def _unknown_faces(facts: JobFacts, seen: _Involvement, tally: _Tally) -> None:
+    for where, image in seen.unknown_images:
         place = f"image {image}" if where == "input" else f"output image {image}"
         if facts.refuse_unknown_faces is False:
-            notes.append(f"unregistered face in {place} allowed (refuse_unknown_faces is off)")
+            tally.notes.append(
+                f"unregistered face in {place} allowed (refuse_unknown_faces is off)"
+            )
         else:
-            refusals.append(f"unregistered face in {place} (refuse_unknown_faces)")
+            tally.refusals.append(f"unregistered face in {place} (refuse_unknown_faces)")
 
+
+def _memorization_note(facts: JobFacts) -> list[str]:
+    """The passed memorization check, as a note, when there was one."""
     copy, limits = facts.copy_ssim, facts.limits
     finite = isinstance(copy, float | int) and math.isfinite(copy)
     if finite and copy is not None and isinstance(limits, Limits) and copy < limits.max_copy_ssim:
-        notes.append(
-            f"memorization check passed: copy SSIM {copy:.3f} < {limits.max_copy_ssim:.3f}"
-        )
+        return [f"memorization check passed: copy SSIM {copy:.3f} < {limits.max_copy_ssim:.3f}"]
+    return []
 
-    subjects = [s for s in involved if s in known]
-    if refusals:
+
+def _evaluate(facts: JobFacts, defects: list[str]) -> Verdict:
+    tally = _Tally([_MALFORMED + d for d in defects])
+    tally.refusals += _limit_reasons(facts)
+    grants = [g for g in facts.grants if grant_defect(g) is None]
+    known = facts.known_subjects if isinstance(facts.known_subjects, frozenset | set) else ()
+    prior = facts.prior if isinstance(facts.prior, PriorFact) else None
+    seen = _involvement(facts, prior)
+    prior_grant = _check_prior(facts, prior, grants, seen, tally) if prior is not None else None
+    opted_out = facts.opted_out if isinstance(facts.opted_out, frozenset | set) else ()
+    for subject, lines in seen.subjects.items():
+        prior_cover = prior_grant if prior is not None and subject == prior.subject_id else None
+        _check_subject(facts, subject, lines, grants, prior_cover, opted_out, tally)
+    _unknown_faces(facts, seen, tally)
+    tally.notes += _memorization_note(facts)
+
+    subjects = [s for s in seen.subjects if s in known]
+    if tally.refusals:
         if facts.stage == "post":
-            refusals.append("post-check failed: output withheld")
-        return _refusal(refusals, used, subjects)
-    if not involved:
+            tally.refusals.append("post-check failed: output withheld")
+        return _refusal(tally.refusals, tally.used, subjects)
+    notes = tally.notes
+    if not seen.subjects:
         notes.insert(0, "no registered subject involved")
-    return Verdict(True, tuple(dict.fromkeys(notes)), tuple(dict.fromkeys(used)), tuple(subjects))
+    return Verdict(
+        True, tuple(dict.fromkeys(notes)), tuple(dict.fromkeys(tally.used)), tuple(subjects)
+    )
 
 
 def decide(facts: JobFacts) -> Verdict:
@@ -577,7 +355,7 @@ def decide(facts: JobFacts) -> Verdict:
     try:
         if not isinstance(facts, JobFacts):
             return _refusal([f"{_MALFORMED}not a JobFacts: {type(facts).__name__}"])
-        defects = _defects(facts)
+        defects = fact_defects(facts)
     except Exception as exc:
         return _refusal([f"policy error: {type(exc).__name__}: {exc}"])
     try:
