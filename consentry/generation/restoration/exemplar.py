@@ -80,9 +80,20 @@ import numpy as np
 import numpy.typing as npt
 
 from consentry.errors import ImageError, InputError
-from consentry.faces.engine import ARCFACE_TEMPLATE_112, Face, FaceEngine
+from consentry.faces.engine import FaceEngine
 from consentry.generation.restoration.degrade import Degradation, consistency_error
 from consentry.generation.restoration.generic import bicubic_upscale
+from consentry.generation.restoration.geometry import (
+    BBOX_LANDMARKS,
+    EXEMPLAR_SIZE,
+    EXEMPLAR_TEMPLATE,
+    FACE_AXES,
+    FACE_CENTRE,
+    locate,
+    perturbation,
+    region,
+    translation,
+)
 
 __all__ = [
     "BBOX_LANDMARKS",
@@ -98,26 +109,6 @@ F32 = npt.NDArray[np.float32]
 F64 = npt.NDArray[np.float64]
 U8 = npt.NDArray[np.uint8]
 
-EXEMPLAR_SIZE = 256
-"""Side of the enrollment exemplar frame (:data:`consentry.faces.enroll.EXEMPLAR_SIZE`)."""
-
-EXEMPLAR_TEMPLATE: F32 = ((ARCFACE_TEMPLATE_112 - 56.0) * 1.25 + EXEMPLAR_SIZE / 2).astype(
-    np.float32
-)
-"""Where the five landmarks sit in an exemplar (the enrollment frame's template)."""
-
-BBOX_LANDMARKS: F32 = np.array(
-    [[0.261, 0.364], [0.731, 0.364], [0.494, 0.569], [0.302, 0.727], [0.712, 0.727]],
-    dtype=np.float32,
-)
-"""Mean landmark positions inside a YuNet face box, as fractions of ``(w, h)``, measured
-on the 126 labelled photos of shared/faces (per-point spread about 0.05 of the box).
-Used only when no landmarks can be found (the crop-geometry fallback)."""
-
-# The face region in the exemplar frame: an ellipse around the landmarks (forehead to
-# chin, cheek to cheek) with a feathered edge.
-_FACE_CENTRE = (128.0, 142.0)
-_FACE_AXES = (62.0, 80.0)
 _FEATHER = 8.0
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 _MIN_LOW_RES = 4
@@ -215,27 +206,6 @@ def _luma(image: npt.NDArray[np.floating] | U8) -> F32:
     return out
 
 
-def _to_h(matrix: F64) -> F64:
-    out: F64 = np.vstack([matrix, [0.0, 0.0, 1.0]])
-    return out
-
-
-def _similarity(src: npt.ArrayLike, dst: npt.ArrayLike) -> F64:
-    """Least-squares similarity (2 x 3) taking ``src`` points onto ``dst`` points."""
-    matrix, _ = cv2.estimateAffinePartial2D(
-        np.asarray(src, dtype=np.float32).reshape(-1, 2),
-        np.asarray(dst, dtype=np.float32).reshape(-1, 2),
-        method=cv2.RANSAC,
-        ransacReprojThreshold=1e7,
-        maxIters=10,
-        refineIters=50,
-    )
-    if matrix is None:
-        raise ImageError("could not fit a similarity transform to the face landmarks")
-    out: F64 = np.asarray(matrix, dtype=np.float64)
-    return out
-
-
 @lru_cache(maxsize=4)
 def face_mask(size: int = EXEMPLAR_SIZE, grow: float = 1.0) -> F32:
     """The feathered face ellipse of the exemplar frame at ``size`` px, values in [0, 1].
@@ -244,8 +214,8 @@ def face_mask(size: int = EXEMPLAR_SIZE, grow: float = 1.0) -> F32:
     """
     k = size / EXEMPLAR_SIZE
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
-    cx, cy = ((c + 0.5) * k - 0.5 for c in _FACE_CENTRE)
-    ax, ay = (a * k * grow for a in _FACE_AXES)
+    cx, cy = ((c + 0.5) * k - 0.5 for c in FACE_CENTRE)
+    ax, ay = (a * k * grow for a in FACE_AXES)
     radius = np.sqrt(((xx - cx) / ax) ** 2 + ((yy - cy) / ay) ** 2)
     # Signed distance (approx., in px) outside the ellipse, then a smooth ramp.
     outside = (radius - 1.0) * min(ax, ay)
@@ -304,114 +274,6 @@ def _weighted_rms(residual: F32, weight: F32) -> float:
     return math.sqrt(float((sq * weight).sum()) / total) if total > 0 else 0.0
 
 
-# ----------------------------------------------------------------------------- geometry
-
-
-@dataclass(frozen=True)
-class _Geometry:
-    to_exemplar: F64  # 3 x 3: HR-frame (x, y, 1) -> exemplar-frame (x, y, 1)
-    source: str
-
-
-def _from_landmarks(points_hr: npt.ArrayLike, source: str) -> _Geometry:
-    return _Geometry(_to_h(_similarity(points_hr, EXEMPLAR_TEMPLATE)), source)
-
-
-def _lr_to_hr(points: F32, scale: int) -> F32:
-    out: F32 = ((points + 0.5) * scale - 0.5).astype(np.float32)
-    return out
-
-
-def _iou(a: Sequence[float], b: Sequence[float]) -> float:
-    ix = max(0.0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = a[2] * a[3] + b[2] * b[3] - inter
-    return inter / union if union > 0 else 0.0
-
-
-def _locate(
-    up: U8,
-    scale: int,
-    *,
-    aligned: bool,
-    landmarks: npt.ArrayLike | None,
-    bbox: Sequence[float] | None,
-    detector: FaceEngine | None,
-) -> _Geometry:
-    height, width = up.shape[:2]
-    if aligned:
-        if height != width:
-            raise ImageError(
-                f"an aligned input must be square, got {width // scale} x {height // scale}"
-            )
-        k = EXEMPLAR_SIZE / width
-        return _Geometry(
-            np.array([[k, 0.0, 0.5 * k - 0.5], [0.0, k, 0.5 * k - 0.5], [0.0, 0.0, 1.0]]), "aligned"
-        )
-    if landmarks is not None:
-        points = np.asarray(landmarks, dtype=np.float32)
-        if points.shape != (5, 2) or not np.isfinite(points).all():
-            raise InputError(f"landmarks must be a finite (5, 2) array, got {points.shape}")
-        return _from_landmarks(_lr_to_hr(points, scale), "landmarks")
-    box_hr: tuple[float, float, float, float] | None = None
-    if bbox is not None:
-        if len(bbox) != 4 or not all(math.isfinite(v) for v in bbox) or min(bbox[2:]) <= 0:
-            raise InputError(f"bbox must be a finite (x, y, w, h) with w, h > 0, got {bbox!r}")
-        box_hr = (bbox[0] * scale, bbox[1] * scale, bbox[2] * scale, bbox[3] * scale)
-    if detector is not None:
-        faces: list[Face] = detector.detect(up)
-        chosen: Face | None = None
-        if box_hr is None:
-            chosen = faces[0] if faces else None
-        else:
-            best = 0.3
-            for face in faces:
-                value = _iou(face.bbox, box_hr)
-                if value >= best:
-                    chosen, best = face, value
-        if chosen is not None:
-            return _from_landmarks(chosen.landmarks, "detected")
-    if box_hr is not None:
-        x, y, w, h = box_hr
-        points = BBOX_LANDMARKS * np.array([w, h], dtype=np.float32) + np.array([x, y])
-        return _from_landmarks(points, "bbox")
-    raise ImageError(
-        "no face found in the upsampled input: pass bbox=, landmarks= or "
-        "aligned=True (an input already in the exemplar frame)"
-    )
-
-
-def _region(
-    geometry: _Geometry, width: int, height: int, scale: int, pad: int
-) -> tuple[int, int, int, int]:
-    """HR box ``(x0, y0, x1, y1)`` holding the exemplar frame plus ``pad``, on the LR grid."""
-    if geometry.source == "aligned":
-        return 0, 0, width, height
-    inverse = np.linalg.inv(geometry.to_exemplar)
-    e = float(EXEMPLAR_SIZE)
-    corners = inverse @ np.array([[0, e, 0, e], [0, 0, e, e], [1, 1, 1, 1]], dtype=np.float64)
-    x0 = max(0, math.floor((corners[0].min() - pad) / scale) * scale)
-    y0 = max(0, math.floor((corners[1].min() - pad) / scale) * scale)
-    x1 = min(width, math.ceil((corners[0].max() + pad) / scale) * scale)
-    y1 = min(height, math.ceil((corners[1].max() + pad) / scale) * scale)
-    if x1 - x0 < 2 * scale or y1 - y0 < 2 * scale:
-        raise ImageError("the located face lies outside the image")
-    return x0, y0, x1, y1
-
-
-def _perturbation(scale: float, degrees: float) -> F64:
-    """Similarity about the face centre in the exemplar frame."""
-    cx, cy = _FACE_CENTRE
-    angle = math.radians(degrees)
-    c, s = scale * math.cos(angle), scale * math.sin(angle)
-    return np.array([[c, -s, cx - c * cx + s * cy], [s, c, cy - s * cx - c * cy], [0.0, 0.0, 1.0]])
-
-
-def _translation(dx: float, dy: float) -> F64:
-    return np.array([[1.0, 0.0, dx], [0.0, 1.0, dy], [0.0, 0.0, 1.0]])
-
-
 # ----------------------------------------------------------------------------- search
 
 
@@ -458,7 +320,7 @@ def _search(
     out: list[_Match] = []
     for zoom in options.scales:
         for rotation in rotations:
-            to_source = _perturbation(zoom, rotation) @ to_exemplar @ _translation(-pad, -pad)
+            to_source = perturbation(zoom, rotation) @ to_exemplar @ translation(-pad, -pad)
             warped = _warp(exemplar_luma, to_source, width + 2 * pad, height + 2 * pad)
             if blur_sigma > 0:
                 ksize = 2 * math.ceil(3.0 * blur_sigma) + 1  # the forward model's kernel
@@ -581,17 +443,15 @@ def restore(
     height, width = up.shape[:2]
     if (height, width) != (low.shape[0] * scale, low.shape[1] * scale):
         raise ImageError("bicubic_upscale returned an unexpected size")
-    geometry = _locate(
-        up, scale, aligned=aligned, landmarks=landmarks, bbox=bbox, detector=detector
-    )
+    geometry = locate(up, scale, aligned=aligned, landmarks=landmarks, bbox=bbox, detector=detector)
     k = float(math.sqrt(abs(np.linalg.det(geometry.to_exemplar[:2, :2]))))  # exemplar px/HR px
     step = max(1, round(opts.shift_step / k))
     reach = math.floor(opts.max_shift / k / step) * step
     shifts = np.arange(-reach, reach + 1, step, dtype=np.int64)
     pad = reach + 4 * scale
-    x0, y0, x1, y1 = _region(geometry, width, height, scale, pad)
+    x0, y0, x1, y1 = region(geometry, width, height, scale, pad)
     roi_w, roi_h = x1 - x0, y1 - y0
-    to_exemplar = geometry.to_exemplar @ _translation(x0, y0)  # ROI coords -> exemplar frame
+    to_exemplar = geometry.to_exemplar @ translation(x0, y0)  # ROI coords -> exemplar frame
     low_roi = low[y0 // scale : y1 // scale, x0 // scale : x1 // scale].astype(np.float32)
     up_roi = up[y0:y1, x0:x1].astype(np.float32)
     # Face masks in the ROI: detail transfer and matching on the face; back-projection on
@@ -654,9 +514,9 @@ def restore(
     references: list[U8] = []
     for match in chosen:
         to_source = (
-            _perturbation(match.scale, match.rotation)
+            perturbation(match.scale, match.rotation)
             @ to_exemplar
-            @ _translation(match.dx, match.dy)
+            @ translation(match.dx, match.dy)
         )
         warped = _warp(prepared[match.exemplar], to_source, roi_w, roi_h, cv2.INTER_CUBIC)
         references.append(np.clip(np.rint(warped), 0, 255).astype(np.uint8))
