@@ -162,40 +162,13 @@ def enroll(
     subject_row = registry.get_subject(subject)
     enrollment_id = registry.new_id("enr")
     with registry.db.write() as session:
-        if is_erased(session, subject_row.id):
-            raise ErasedError(f"subject {subject_row.id} was erased; register them anew")
-        keeps = any(sample.aligned_png is not None for sample in samples)
-        if keeps and is_opted_out(session, subject_row.id):
-            raise OptedOutError(
-                f"subject {subject_row.id} opted out: no photo of them is kept; "
-                "enroll without --keep-photos"
-            )
+        _check_may_enroll(session, subject_row.id, samples)
         data_key = _data_key(registry, session, subject_row.id, create=True)
-        blobs: list[BiometricBlob] = []
-        for sample in samples:
-            vector = np.asarray(sample.embedding, dtype=np.float32).ravel()
-            norm = float(np.linalg.norm(vector))
-            if not np.isfinite(norm) or norm == 0.0:
-                raise InputError("an embedding is zero or not finite")
-            items = [("embedding", (vector / norm).astype("<f4").tobytes())]
-            if sample.aligned_png is not None:
-                items.append(("photo", sample.aligned_png))
-            for kind, plaintext in items:
-                blob_id = registry.new_id("bio")
-                ciphertext = seal(data_key, plaintext, _context(subject_row.id, kind, blob_id))
-                blobs.append(
-                    BiometricBlob(
-                        id=blob_id,
-                        enrollment_id=enrollment_id,
-                        subject_id=subject_row.id,
-                        kind=kind,
-                        engine=engine.name,
-                        vector_id=-1,
-                        photo_sha256=sample.photo_sha256,
-                        ciphertext=ciphertext,
-                        sha256=sha256_hex(ciphertext),
-                    )
-                )
+        blobs = [
+            _sealed_blob(registry, data_key, subject_row.id, enrollment_id, engine, sample, item)
+            for sample in samples
+            for item in _sample_items(sample)
+        ]
         row = Enrollment(
             id=enrollment_id,
             subject_id=subject_row.id,
@@ -215,13 +188,70 @@ def enroll(
         index = registry.append(
             session, row, "enrollment", row.id, Envelope.sign(statement_of(row), [key])
         )
-        position = 0
+        _number_embeddings(blobs, index)
         for blob in blobs:
-            if blob.kind == "embedding":
-                blob.vector_id = index * 1000 + position
-                position += 1
             session.add(blob)
     return row
+
+
+def _check_may_enroll(session: Session, subject_id: str, samples: Sequence[Sample]) -> None:
+    """Refuse an erased subject, and kept photos of an opted-out one."""
+    if is_erased(session, subject_id):
+        raise ErasedError(f"subject {subject_id} was erased; register them anew")
+    keeps = any(sample.aligned_png is not None for sample in samples)
+    if keeps and is_opted_out(session, subject_id):
+        raise OptedOutError(
+            f"subject {subject_id} opted out: no photo of them is kept; "
+            "enroll without --keep-photos"
+        )
+
+
+def _sample_items(sample: Sample) -> list[tuple[str, bytes]]:
+    """What one sample stores: its unit-norm little-endian float32 embedding, then its
+    aligned photo if kept. InputError for a zero or non-finite embedding."""
+    vector = np.asarray(sample.embedding, dtype=np.float32).ravel()
+    norm = float(np.linalg.norm(vector))
+    if not np.isfinite(norm) or norm == 0.0:
+        raise InputError("an embedding is zero or not finite")
+    items = [("embedding", (vector / norm).astype("<f4").tobytes())]
+    if sample.aligned_png is not None:
+        items.append(("photo", sample.aligned_png))
+    return items
+
+
+def _sealed_blob(
+    registry: Registry,
+    data_key: bytes,
+    subject_id: str,
+    enrollment_id: str,
+    engine: EngineInfo,
+    sample: Sample,
+    item: tuple[str, bytes],
+) -> BiometricBlob:
+    """One item sealed under the subject's data key, bound to its kind and blob id."""
+    kind, plaintext = item
+    blob_id = registry.new_id("bio")
+    ciphertext = seal(data_key, plaintext, _context(subject_id, kind, blob_id))
+    return BiometricBlob(
+        id=blob_id,
+        enrollment_id=enrollment_id,
+        subject_id=subject_id,
+        kind=kind,
+        engine=engine.name,
+        vector_id=-1,
+        photo_sha256=sample.photo_sha256,
+        ciphertext=ciphertext,
+        sha256=sha256_hex(ciphertext),
+    )
+
+
+def _number_embeddings(blobs: Sequence[BiometricBlob], index: int) -> None:
+    """Embedding blobs get vector ids ``index * 1000 + position`` in order; others keep -1."""
+    position = 0
+    for blob in blobs:
+        if blob.kind == "embedding":
+            blob.vector_id = index * 1000 + position
+            position += 1
 
 
 def erase_subject(registry: Registry, subject: str, reason: str) -> Erasure:

@@ -337,10 +337,7 @@ def verify_consistency(
     if old_size > new_size:
         raise ProofError(f"old tree size {old_size} exceeds new tree size {new_size}")
     if old_size == new_size:
-        if proof:
-            raise ProofError("consistency proof between equal sizes must be empty")
-        if old_root != new_root:
-            raise ProofError(f"trees of equal size {old_size} have different roots")
+        _check_equal_trees(old_size, old_root, new_root, proof)
         return
     expected = _consistency_proof_length(old_size, new_size)
     if len(proof) != expected:
@@ -348,7 +345,26 @@ def verify_consistency(
             f"consistency proof from {old_size} to {new_size} has {len(proof)} hashes, "
             f"expected {expected}"
         )
+    fr, sr = _consistency_roots(old_size, new_size, old_root, proof)
+    if fr != old_root:
+        raise ProofError(f"consistency proof does not lead to the old root (size {old_size})")
+    if sr != new_root:
+        raise ProofError(f"consistency proof does not lead to the new root (size {new_size})")
 
+
+def _check_equal_trees(size: int, old_root: bytes, new_root: bytes, proof: Sequence[bytes]) -> None:
+    """Between equal sizes the proof is empty and the roots are the same."""
+    if proof:
+        raise ProofError("consistency proof between equal sizes must be empty")
+    if old_root != new_root:
+        raise ProofError(f"trees of equal size {size} have different roots")
+
+
+def _consistency_roots(
+    old_size: int, new_size: int, old_root: bytes, proof: Sequence[bytes]
+) -> tuple[bytes, bytes]:
+    """The old and new roots ``proof`` leads to (RFC 9162 section 2.1.4.2, steps 1-6),
+    for ``0 < old_size < new_size``; ProofError if the path is too long or too short."""
     path = list(proof)
     if old_size & (old_size - 1) == 0:  # a power of two: the old root starts the path
         path.insert(0, old_root)
@@ -372,10 +388,7 @@ def verify_consistency(
         sn >>= 1
     if sn != 0:
         raise ProofError("consistency proof is too short")
-    if fr != old_root:
-        raise ProofError(f"consistency proof does not lead to the old root (size {old_size})")
-    if sr != new_root:
-        raise ProofError(f"consistency proof does not lead to the new root (size {new_size})")
+    return fr, sr
 
 
 # --- proofs over stored hashes (registry.tiles) ------------------------------------
