@@ -94,6 +94,21 @@ def check_safetensors(path: Path) -> SafetensorsInfo:
     ``8 + MAX_HEADER_BYTES`` bytes.
     """
     name = Path(path).name
+    size, raw = _read_header(path, name)
+    header = _parse_header(raw, name)
+    metadata = header.pop("__metadata__", {})
+    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+        raise _bad(name, "__metadata__ is not an object of strings")
+    data_bytes = size - 8 - len(raw)
+    spans = [_tensor_span(name, tensor, entry) for tensor, entry in header.items()]
+    if not spans:
+        raise _bad(name, "it holds no tensors")
+    _check_tiling(name, spans, data_bytes)
+    return SafetensorsInfo(len(spans), len(raw), data_bytes)
+
+
+def _read_header(path: Path, name: str) -> tuple[int, bytes]:
+    """``(file size, header bytes)``: the 8-byte length, then exactly that many bytes."""
     try:
         with Path(path).open("rb") as handle:
             size = handle.seek(0, 2)
@@ -111,6 +126,11 @@ def check_safetensors(path: Path) -> SafetensorsInfo:
         raise PriorFileError(f"cannot read the prior file {path}: {exc.strerror}") from exc
     if len(raw) != length:
         raise _bad(name, "the file changed while it was read")
+    return size, raw
+
+
+def _parse_header(raw: bytes, name: str) -> dict[str, Any]:
+    """The header as one UTF-8 JSON object without duplicate keys."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
@@ -123,37 +143,38 @@ def check_safetensors(path: Path) -> SafetensorsInfo:
         raise _bad(name, f"the header is not valid JSON ({exc})") from None
     if not isinstance(header, dict):
         raise _bad(name, "the header is not a JSON object")
-    metadata = header.pop("__metadata__", {})
-    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
-        raise _bad(name, "__metadata__ is not an object of strings")
-    data_bytes = size - 8 - length
-    spans: list[tuple[int, int, str]] = []
-    for tensor, entry in header.items():
-        if not isinstance(entry, dict) or set(entry) != _TENSOR_KEYS:
-            raise _bad(name, f"tensor {tensor!r} is not {{dtype, shape, data_offsets}}")
-        dtype, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
-        if not isinstance(dtype, str) or dtype not in DTYPE_BYTES:
-            raise _bad(name, f"tensor {tensor!r} has an unknown dtype {dtype!r}")
-        if not isinstance(shape, list) or not all(_is_uint(d) for d in shape):
-            raise _bad(name, f"tensor {tensor!r} has a malformed shape {shape!r}")
-        if (
-            not isinstance(offsets, list)
-            or len(offsets) != 2
-            or not all(_is_uint(o) for o in offsets)
-            or offsets[0] > offsets[1]
-        ):
-            raise _bad(name, f"tensor {tensor!r} has malformed data_offsets {offsets!r}")
-        begin, end = offsets
-        expected = math.prod(shape) * DTYPE_BYTES[dtype]
-        if end - begin != expected:
-            raise _bad(
-                name,
-                f"tensor {tensor!r} spans {end - begin} bytes, but {dtype} {shape} needs "
-                f"{expected}",
-            )
-        spans.append((begin, end, tensor))
-    if not spans:
-        raise _bad(name, "it holds no tensors")
+    return header
+
+
+def _tensor_span(name: str, tensor: str, entry: object) -> tuple[int, int, str]:
+    """``(begin, end, tensor)`` of one well-formed tensor entry whose byte span fits
+    its dtype and shape."""
+    if not isinstance(entry, dict) or set(entry) != _TENSOR_KEYS:
+        raise _bad(name, f"tensor {tensor!r} is not {{dtype, shape, data_offsets}}")
+    dtype, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
+    if not isinstance(dtype, str) or dtype not in DTYPE_BYTES:
+        raise _bad(name, f"tensor {tensor!r} has an unknown dtype {dtype!r}")
+    if not isinstance(shape, list) or not all(_is_uint(d) for d in shape):
+        raise _bad(name, f"tensor {tensor!r} has a malformed shape {shape!r}")
+    if (
+        not isinstance(offsets, list)
+        or len(offsets) != 2
+        or not all(_is_uint(o) for o in offsets)
+        or offsets[0] > offsets[1]
+    ):
+        raise _bad(name, f"tensor {tensor!r} has malformed data_offsets {offsets!r}")
+    begin, end = offsets
+    expected = math.prod(shape) * DTYPE_BYTES[dtype]
+    if end - begin != expected:
+        raise _bad(
+            name,
+            f"tensor {tensor!r} spans {end - begin} bytes, but {dtype} {shape} needs {expected}",
+        )
+    return begin, end, tensor
+
+
+def _check_tiling(name: str, spans: list[tuple[int, int, str]], data_bytes: int) -> None:
+    """Sorted by offset, the spans tile ``[0, data_bytes)`` with no gap or overlap."""
     position = 0
     for begin, end, tensor in sorted(spans):
         if begin != position:
@@ -165,4 +186,3 @@ def check_safetensors(path: Path) -> SafetensorsInfo:
         position = end
     if position != data_bytes:
         raise _bad(name, f"the tensors cover {position} data bytes, but the file has {data_bytes}")
-    return SafetensorsInfo(len(spans), length, data_bytes)
