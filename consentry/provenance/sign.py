@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING, Any
 from consentry.errors import ManifestError, ProvenanceError
 from consentry.media import mime_of_bytes
 from consentry.provenance.c2pa_io import sign_asset
-from consentry.provenance.certs import check_signing_chain, load_signing_identity
+from consentry.provenance.certs import load_signing_identity
+from consentry.provenance.chain import check_signing_chain
 from consentry.provenance.manifest import (
     PARENT_LABEL,
     Action,

@@ -31,11 +31,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from consentry.errors import CertificateError, ManifestError
-from consentry.provenance.certs import (
-    SigningIdentity,
-    alg_for_public_key,
-    check_signing_chain,
-)
+from consentry.provenance.certs import SigningIdentity
+from consentry.provenance.chain import alg_for_public_key, check_signing_chain
 
 __all__ = [
     "ALGORITHMS",
