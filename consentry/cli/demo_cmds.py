@@ -30,16 +30,25 @@ Invariants
 
 from __future__ import annotations
 
-import shlex
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from consentry.cli.common import JsonOpt, emit_json
+from consentry.cli.demo_report import (
+    AUDIT_HTML,
+    AUDIT_JSON,
+    OUTPUT_NAME,
+    STEPS,
+    TRUTH_PHOTO,
+    DemoRecord,
+    Job,
+    Step,
+)
 
 if TYPE_CHECKING:
     import numpy as np
@@ -51,7 +60,6 @@ if TYPE_CHECKING:
 
 __all__ = ["demo_command", "register"]
 
-STEPS = 12
 STUDIO = "Demo Studio"
 UNINVITED = "Uninvited App"
 SUBJECTS: tuple[tuple[str, tuple[str, ...], str], ...] = (
@@ -59,15 +67,11 @@ SUBJECTS: tuple[tuple[str, tuple[str, ...], str], ...] = (
     ("Joe Biden", ("Biden",), "biden.jpg"),
     ("Eileen Collins", (), "astronaut.jpg"),
 )
-TRUTH_PHOTO = "obama2.jpg"  # held out: degraded to make the input, never enrolled
 DOWNSCALE = 8
 JPEG_QUALITY = 60
 
 INPUT_NAME = "input-degraded.jpg"
-OUTPUT_NAME = "restored-allowed.png"
 BICUBIC_NAME = "comparison-bicubic-unsigned.png"
-AUDIT_JSON = "audit-report.json"
-AUDIT_HTML = "audit-report.html"
 
 DemoHomeOpt = Annotated[
     Path | None,
@@ -85,85 +89,14 @@ class _StepError(Exception):
 
 
 @dataclass
-class _Step:
-    number: int
-    name: str
-    ok: bool
-    seconds: float
-    detail: str
+class _Demo(DemoRecord):
+    """The demo's state, filled in step by step: the record, and what runs the steps."""
 
-    def to_json(self) -> dict[str, object]:
-        return {
-            "step": self.number,
-            "name": self.name,
-            "ok": self.ok,
-            "seconds": round(self.seconds, 3),
-            "detail": self.detail,
-        }
-
-
-@dataclass
-class _Job:
-    """One gateway job of the demo and what came of it."""
-
-    label: str
-    grantee: str
-    receipt: Receipt
-    main_reason: str
-    written: str | None = None
-
-    @property
-    def outcome(self) -> str:
-        return "allowed" if self.receipt.allowed else "refused"
-
-    def to_json(self) -> dict[str, object]:
-        return {
-            "job": self.label,
-            "grantee": self.grantee,
-            "outcome": self.outcome,
-            "allowed": self.receipt.allowed,
-            "decision": self.receipt.decision_id,
-            "log_index": self.receipt.log_index,
-            "main_reason": self.main_reason,
-            "reasons": list(self.receipt.reasons),
-            "outputs_released": len(self.receipt.outputs),
-            "written": self.written,
-        } | ({"details": self.receipt.details} if self.receipt.details else {})
-
-
-@dataclass
-class _Demo:
-    """The demo's state, filled in step by step."""
-
-    home: Path
-    data: Path
-    as_json: bool
-    started: float = field(default_factory=time.perf_counter)
-    steps: list[_Step] = field(default_factory=list)
     registry: Registry | None = None
     engine: FaceEngine | None = None
     gateway: Gateway | None = None
-    subjects: dict[str, str] = field(default_factory=dict)  # display name -> id
-    grantees: dict[str, str] = field(default_factory=dict)  # name -> id
-    prior_id: str = ""
-    prior_sha256: str = ""
-    grant_id: str = ""
-    grant_index: int | None = None
-    revocation_id: str = ""
-    revocation_index: int | None = None
-    jobs: list[_Job] = field(default_factory=list)
-    files: dict[str, str] = field(default_factory=dict)
-    restoration: dict[str, Any] = field(default_factory=dict)
-    verify: dict[str, object] = field(default_factory=dict)
-    audit: dict[str, object] = field(default_factory=dict)
-    log: dict[str, object] = field(default_factory=dict)
-    identity: dict[str, object] = field(default_factory=dict)
 
     # ------------------------------------------------------------------ plumbing
-    @property
-    def demo_dir(self) -> Path:
-        return self.home / "demo"
-
     def reg(self) -> Registry:
         assert self.registry is not None
         return self.registry
@@ -186,22 +119,13 @@ class _Demo:
             detail, ok = f"{type(exc).__name__}: {exc}", False
         except Exception as exc:  # a demo names the failing step rather than a traceback
             detail, ok = f"unexpected {type(exc).__name__}: {exc}", False
-        step = _Step(number, name, ok, time.perf_counter() - start, detail)
+        step = Step(number, name, ok, time.perf_counter() - start, detail)
         self.steps.append(step)
         mark = "ok  " if ok else "FAIL"
         typer.echo(
             f"[{number:>2}/{STEPS}] {mark} {name:<26} {step.seconds:6.2f} s  {detail}", err=True
         )
         return ok
-
-    def relative(self, path: Path) -> str:
-        return str(path.relative_to(self.home))
-
-    def human(self, text: str) -> str:
-        """``text`` with the demo's subject and grantee ids followed by their names."""
-        for name, record_id in [*self.subjects.items(), *self.grantees.items()]:
-            text = text.replace(record_id, f"{record_id} [{name}]")
-        return text
 
     # ------------------------------------------------------------------ steps
     def init_registry(self) -> str:
@@ -283,7 +207,7 @@ class _Demo:
 
     def allowed_restore(self) -> str:
         receipt = self._restore(STUDIO)
-        job = _Job("allowed", STUDIO, receipt, _main_reason(receipt.reasons, "covers subject"))
+        job = Job("allowed", STUDIO, receipt, _main_reason(receipt.reasons, "covers subject"))
         self.jobs.append(job)
         if not receipt.allowed or len(receipt.outputs) != 1:
             raise _StepError(
@@ -324,7 +248,7 @@ class _Demo:
         grantee, _api_key = registry.add_grantee(UNINVITED)
         self.grantees[UNINVITED] = grantee.id
         receipt = self._restore(UNINVITED)
-        job = _Job("no grant", UNINVITED, receipt, _main_reason(receipt.reasons, "no active grant"))
+        job = Job("no grant", UNINVITED, receipt, _main_reason(receipt.reasons, "no active grant"))
         self.jobs.append(job)
         if receipt.allowed or receipt.outputs or receipt.log_index is None:
             raise _StepError(
@@ -339,7 +263,7 @@ class _Demo:
         revocation = self.reg().revoke(self.grant_id, "demo: the subject withdrew consent")
         self.revocation_id, self.revocation_index = revocation.id, revocation.log_index
         receipt = self._restore(STUDIO)
-        job = _Job("after revocation", STUDIO, receipt, _main_reason(receipt.reasons, "revoked"))
+        job = Job("after revocation", STUDIO, receipt, _main_reason(receipt.reasons, "revoked"))
         self.jobs.append(job)
         if receipt.allowed or receipt.outputs or receipt.log_index is None:
             raise _StepError(
@@ -450,111 +374,6 @@ class _Demo:
             f"bicubic {values['bicubic']:.3f} "
             f"(the enrolled photo itself: {values['enrolled_photo']:.3f})"
         )
-
-    # ------------------------------------------------------------------ report
-    @property
-    def ok(self) -> bool:
-        return len(self.steps) == STEPS and all(step.ok for step in self.steps)
-
-    def failed(self) -> _Step | None:
-        return next((step for step in self.steps if not step.ok), None)
-
-    def inspect_commands(self) -> list[str]:
-        home = shlex.quote(str(self.home))
-        out = shlex.quote(self.files.get("restored", str(self.demo_dir / OUTPUT_NAME)))
-        return [
-            f"consentry log verify --home {home}",
-            f"consentry verify {out} --home {home}",
-            f"consentry audit {shlex.quote(str(self.demo_dir))} --home {home}",
-            f"consentry grants --home {home}",
-        ]
-
-    def to_json(self) -> dict[str, object]:
-        failed = self.failed()
-        return {
-            "ok": self.ok,
-            "failed_step": failed.to_json() if failed else None,
-            "home": str(self.home),
-            "seconds": round(time.perf_counter() - self.started, 3),
-            "outcomes": [job.outcome for job in self.jobs],
-            "steps": [step.to_json() for step in self.steps],
-            "subjects": self.subjects,
-            "grantees": self.grantees,
-            "prior": {"id": self.prior_id, "sha256": self.prior_sha256},
-            "grant": {"id": self.grant_id, "log_index": self.grant_index},
-            "revocation": {"id": self.revocation_id, "log_index": self.revocation_index},
-            "jobs": [job.to_json() for job in self.jobs],
-            "verify": self.verify,
-            "audit": self.audit,
-            "log": self.log,
-            "identity": self.identity,
-            "files": self.files,
-            "inspect": self.inspect_commands(),
-        }
-
-    def summary(self) -> str:
-        seconds = time.perf_counter() - self.started
-        failed = self.failed()
-        if failed is None:
-            headline = (
-                f"Consentry demo: every step did what it should ({STEPS} steps, {seconds:.1f} s)."
-            )
-        else:
-            headline = (
-                f"Consentry demo FAILED at step {failed.number} ({failed.name}) after "
-                f"{seconds:.1f} s: {failed.detail}"
-            )
-        lines = [
-            headline,
-            "",
-            "What happened (each decision is a signed entry of the transparency log):",
-        ]
-        for job in self.jobs:
-            lines.append(
-                f"  {job.outcome.upper():<8} log index {job.receipt.log_index}  "
-                f"{job.grantee} ({job.label}): {self.human(job.main_reason)}"
-            )
-        if self.verify.get("ok"):
-            lines += [
-                f"  The output released at log index {self.jobs[0].receipt.log_index} still "
-                f"verifies after the revocation at log index {self.revocation_index}:",
-                "  consent is judged at the time of the decision. The grant was valid when the "
-                "output was released;",
-                "  the revocation stops every later job (the retry was refused) but does not "
-                "unmake a lawful release.",
-            ]
-        if self.audit:
-            lines.append(
-                f"  Audit of demo/: {self.audit['files']} files, {self.audit['findings']} "
-                "finding(s): registered faces without valid provenance (the unsigned input and "
-                "comparison); the signed output has none."
-            )
-        if self.log.get("ok"):
-            lines.append(f"  Log: {self.log['size']} entries, verified.")
-        if "restored" in self.identity:
-            ident = self.identity
-            lines += [
-                "",
-                f"Identity (SFace cosine to the held-out truth {TRUTH_PHOTO}, same face geometry; "
-                "two clean photos of one person average about 0.70):",
-                f"  personal restoration {ident['restored']:.3f}   bicubic {ident['bicubic']:.3f}"
-                f"   the enrolled photo itself {ident['enrolled_photo']:.3f}",
-                f"  (the input face is {ident['input_face_px']} px wide, restored at "
-                f"x{ident['scale']}; a personal prior gains most on faces of about 16 px)",
-            ]
-        lines += ["", f"Files (home {self.home}):"]
-        labels = {
-            "input": "degraded input (unsigned)",
-            "restored": "restored output (signed, C2PA)",
-            "bicubic_comparison": "bicubic comparison (unsigned)",
-            "audit_html": "audit report (HTML)",
-            "audit_json": "audit report (JSON)",
-        }
-        for key, label in labels.items():
-            if key in self.files:
-                lines.append(f"  {label:<32} {self.files[key]}")
-        lines += ["", "Inspect:"] + [f"  {command}" for command in self.inspect_commands()]
-        return "\n".join(lines)
 
 
 def _main_reason(reasons: tuple[str, ...], wanted: str) -> str:
