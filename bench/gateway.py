@@ -463,47 +463,54 @@ def merge(phases: list[Phase]) -> Phase:
 def verify(phase: Phase, world: World) -> dict[str, Any]:
     """Count 5xx, other errors, allows without a grant, wrong refusals, subject mismatches."""
     if phase.outcomes and phase.outcomes[0].kind == "healthz":
-        errors = [o for o in phase.outcomes if o.status != 200 or o.error]
-        return {"5xx": sum(1 for o in errors if o.status >= 500),
-                "other_errors": sum(1 for o in errors if o.status < 500),
-                "allowed_without_grant": 0, "wrong_refusals": 0, "subject_mismatches": 0,
-                "unlogged": 0, "examples": [o.error for o in errors[:3]]}
+        return _verify_health(phase)
     result: dict[str, Any] = {"5xx": 0, "other_errors": 0, "allowed_without_grant": 0,
                               "wrong_refusals": 0, "subject_mismatches": 0, "unlogged": 0,
                               "examples": []}
     for o in phase.outcomes:
         job = world.jobs[o.job % len(world.jobs)]
-        if o.status >= 500:
-            result["5xx"] += 1
-            result["examples"].append(f"{o.status} on {job.kind}: {o.error}")
-            continue
         if o.status != 200:
-            result["other_errors"] += 1
+            key = "5xx" if o.status >= 500 else "other_errors"
+            result[key] += 1
             result["examples"].append(f"{o.status} on {job.kind}: {o.error}")
             continue
-        if o.allowed and not job.expected_allowed:
-            result["allowed_without_grant"] += 1
-            result["examples"].append(f"ALLOWED without grant: {job.kind} {job.image_name} "
-                                      f"prompt={job.prompt!r} key={job.key}")
-        elif not o.allowed and job.expected_allowed:
-            result["wrong_refusals"] += 1
-            if len(result["examples"]) < 8:
-                result["examples"].append(f"refused, expected allow: {job.kind} "
-                                          f"{job.image_name} prompt={job.prompt!r}")
-        # A grantee sees "a registered person" for a subject it holds no grant from
-        # (the service redacts receipts); an allowed job's subjects are all granted.
-        granted = {s for j in world.jobs if j.key == job.key and j.expected_allowed
-                   for s in j.expected_subjects}
-        if set(o.subjects) != {s if s in granted else "a registered person"
-                               for s in job.expected_subjects}:
-            result["subject_mismatches"] += 1
-            if len(result["examples"]) < 8:
-                result["examples"].append(f"subjects {sorted(o.subjects)} != expected "
-                                          f"{sorted(job.expected_subjects)}: {job.kind} "
-                                          f"{job.image_name}")
-        if not o.logged:
-            result["unlogged"] += 1
+        _check_answer(o, job, world, result)
     return result
+
+
+def _verify_health(phase: Phase) -> dict[str, Any]:
+    """A healthz phase: only errors count."""
+    errors = [o for o in phase.outcomes if o.status != 200 or o.error]
+    return {"5xx": sum(1 for o in errors if o.status >= 500),
+            "other_errors": sum(1 for o in errors if o.status < 500),
+            "allowed_without_grant": 0, "wrong_refusals": 0, "subject_mismatches": 0,
+            "unlogged": 0, "examples": [o.error for o in errors[:3]]}
+
+
+def _check_answer(o: Outcome, job: Job, world: World, result: dict[str, Any]) -> None:
+    """Count one 200 answer against what the job should get (allow, subjects, logged)."""
+    if o.allowed and not job.expected_allowed:
+        result["allowed_without_grant"] += 1
+        result["examples"].append(f"ALLOWED without grant: {job.kind} {job.image_name} "
+                                  f"prompt={job.prompt!r} key={job.key}")
+    elif not o.allowed and job.expected_allowed:
+        result["wrong_refusals"] += 1
+        if len(result["examples"]) < 8:
+            result["examples"].append(f"refused, expected allow: {job.kind} "
+                                      f"{job.image_name} prompt={job.prompt!r}")
+    # A grantee sees "a registered person" for a subject it holds no grant from
+    # (the service redacts receipts); an allowed job's subjects are all granted.
+    granted = {s for j in world.jobs if j.key == job.key and j.expected_allowed
+               for s in j.expected_subjects}
+    if set(o.subjects) != {s if s in granted else "a registered person"
+                           for s in job.expected_subjects}:
+        result["subject_mismatches"] += 1
+        if len(result["examples"]) < 8:
+            result["examples"].append(f"subjects {sorted(o.subjects)} != expected "
+                                      f"{sorted(job.expected_subjects)}: {job.kind} "
+                                      f"{job.image_name}")
+    if not o.logged:
+        result["unlogged"] += 1
 
 
 def _phase_summary(phase: Phase, world: World) -> dict[str, Any]:

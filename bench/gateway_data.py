@@ -324,26 +324,72 @@ def build_world(home: Path, engine: FaceEngine, faces_dir: Path | None, seed: in
     """Create the registry at ``home`` (SQLite in the home) and the job mix; see the module."""
     rng = np.random.default_rng(seed)
     threshold = DEFAULT_THRESHOLDS[engine.name]
-    low, high = threshold - MARGIN, threshold + MARGIN
     notes: list[str] = []
     stats: dict[str, Any] = {"threshold": threshold, "margin": MARGIN}
 
     folder = faces_dir if faces_dir is not None else default_faces_dir()
-    use_shared = (folder / "MANIFEST.tsv").is_file()
-    shipped = _shipped()
-    if use_shared:
-        photos = _read_manifest(folder) + [p for p in shipped
-                                           if p.identity in UNREGISTERED_SHIPPED]
-        source = f"{folder} ({len(photos) - 1} photos) + shipped astronaut.jpg"
-    else:
-        photos = shipped
-        source = f"{SHIPPED} only (no {folder}): 4 public-domain photos"
+    photos, source, use_shared = _photos(folder)
     began = time.perf_counter()
     embedded = [embed(engine, p) for p in photos]
     stats["embed_seconds"] = time.perf_counter() - began
     stats["photos_embedded"] = len(embedded)
     log(f"  embedded {len(embedded)} real photos in {stats['embed_seconds']:.1f} s")
 
+    cast = _cast(engine, embedded, use_shared, threshold, notes)
+    fillers = _fillers(engine, cast, threshold, rng, notes, stats)
+    setup = _registry(home, engine, cast, fillers, rng, stats, log)
+    jobs, kinds = _job_mix(cast, setup, rng)
+    first_granted = setup.granted_probes[0]
+    return World(
+        home=home,
+        keys=setup.keys,
+        grantee_ids=setup.grantee_ids,
+        jobs=jobs,
+        kinds=kinds,
+        subjects_total=len(cast.registered_ids) + len(fillers),
+        real_registered=len(cast.registered_ids),
+        real_with_probe=len(cast.probes),
+        fillers=len(fillers),
+        granted_subjects=len(setup.granted_real) + len(setup.granted_fillers),
+        grants=setup.grants,
+        unregistered_photos=len(cast.unregistered),
+        source=source,
+        notes=notes,
+        stats=stats,
+        granted_probe=first_granted.photo,
+        granted_name=first_granted.photo.identity,
+        granted_filler_name=setup.granted_fillers[0][1],
+    )
+
+
+def _photos(folder: Path) -> tuple[list[FacePhoto], str, bool]:
+    """The real photos (shared/faces with its manifest, else the shipped four), a line
+    naming their source, and whether shared/faces is used."""
+    use_shared = (folder / "MANIFEST.tsv").is_file()
+    shipped = _shipped()
+    if use_shared:
+        photos = _read_manifest(folder) + [p for p in shipped
+                                           if p.identity in UNREGISTERED_SHIPPED]
+        return photos, f"{folder} ({len(photos) - 1} photos) + shipped astronaut.jpg", True
+    return shipped, f"{SHIPPED} only (no {folder}): 4 public-domain photos", False
+
+
+@dataclass
+class _Cast:
+    """Who plays which part: per registered identity its enrolled photos and (for most)
+    a probe sent to the gate; the unregistered photos sent; everyone's real embeddings."""
+
+    by_identity: dict[str, list[Embedded]]
+    registered_ids: list[str]
+    probes: dict[str, Embedded]
+    enrolled: dict[str, list[Embedded]]
+    unregistered: list[Embedded]
+
+
+def _cast(engine: FaceEngine, embedded: list[Embedded], use_shared: bool, threshold: float,
+          notes: list[str]) -> _Cast:
+    """Split the real photos into enrolled photos, probes and unregistered photos."""
+    low, high = threshold - MARGIN, threshold + MARGIN
     by_identity: dict[str, list[Embedded]] = {}
     for e in embedded:
         by_identity.setdefault(e.photo.identity, []).append(e)
@@ -363,49 +409,66 @@ def build_world(home: Path, engine: FaceEngine, faces_dir: Path | None, seed: in
         members = [e for e in by_identity[identity] if e.vector is not None]
         others = [v for i, v in labelled.items() if i != identity]
         gallery = np.concatenate(others) if others else np.zeros((0, engine.dim), np.float32)
-
-        def far_from_others(e: Embedded, gallery: np.ndarray = gallery) -> bool:
-            return not len(gallery) or float((np.stack(e.faces) @ gallery.T).max()) < low
-
-        chosen: Embedded | None = None
-        if len(members) == 1:  # shipped-only mode: the one augmented probe
-            probe = embed(engine, augmented_probe(members[0].photo))
-            if probe.vector is not None and far_from_others(probe) and float(
-                    probe.vector @ members[0].vector) >= high:
-                probes[identity] = probe
-            enrolled[identity] = members
-            continue
-        for cand in reversed(members):
-            if cand.photo.n_faces != 1 or len(cand.faces) != 1 or cand.vector is None:
-                continue
-            rest = np.stack([e.vector for e in members if e is not cand])  # type: ignore[misc]
-            if float((rest @ cand.vector).max()) >= high and far_from_others(cand):
-                chosen = cand
-                break
-        if chosen is not None:
-            probes[identity] = chosen
-        enrolled[identity] = [e for e in members if e is not chosen]
+        probe = _probe(engine, members, gallery, low, high)
+        if probe is not None:
+            probes[identity] = probe
+        enrolled[identity] = [e for e in members if e is not probe]
     everyone = np.concatenate(list(labelled.values()))
-    unregistered = []
-    for identity in unregistered_ids:
-        for e in by_identity[identity]:
-            if not e.faces:
-                notes.append(f"unregistered photo {e.photo.name}: no face found, not used")
-            elif float((np.stack(e.faces) @ everyone.T).max()) >= low:
-                notes.append(f"unregistered photo {e.photo.name}: a face is within threshold - "
-                             "margin of a registered identity, not used")
-            else:
-                unregistered.append(e)
+    unregistered = [e for identity in unregistered_ids for e in by_identity[identity]
+                    if _usable_unregistered(e, everyone, low, notes)]
     missing = [i for i in registered_ids if i not in probes]
     if missing:
         notes.append(f"registered but never sent (no single-face photo passes the probe "
                      f"screen): {', '.join(missing)}")
+    return _Cast(by_identity, registered_ids, probes, enrolled, unregistered)
 
-    # Fillers: fit on the real labelled embeddings; a filler is redrawn while any of its
-    # vectors is within threshold - margin of a face in a photo that is sent (probes,
-    # unregistered photos), so no sent face can match a filler.
+
+def _probe(engine: FaceEngine, members: list[Embedded], gallery: np.ndarray, low: float,
+           high: float) -> Embedded | None:
+    """The probe of one identity (see :func:`_cast`), or None. With one photo
+    (shipped-only mode) the probe is an augmented copy of it, and the photo stays enrolled."""
+
+    def far_from_others(e: Embedded) -> bool:
+        return not len(gallery) or float((np.stack(e.faces) @ gallery.T).max()) < low
+
+    if len(members) == 1:  # shipped-only mode: the one augmented probe
+        probe = embed(engine, augmented_probe(members[0].photo))
+        if probe.vector is not None and far_from_others(probe) and float(
+                probe.vector @ members[0].vector) >= high:
+            return probe
+        return None
+    for cand in reversed(members):
+        if cand.photo.n_faces != 1 or len(cand.faces) != 1 or cand.vector is None:
+            continue
+        rest = np.stack([e.vector for e in members if e is not cand])  # type: ignore[misc]
+        if float((rest @ cand.vector).max()) >= high and far_from_others(cand):
+            return cand
+    return None
+
+
+def _usable_unregistered(e: Embedded, everyone: np.ndarray, low: float,
+                         notes: list[str]) -> bool:
+    """An unregistered photo is sent only if it has a face and none near a registered one."""
+    if not e.faces:
+        notes.append(f"unregistered photo {e.photo.name}: no face found, not used")
+        return False
+    if float((np.stack(e.faces) @ everyone.T).max()) >= low:
+        notes.append(f"unregistered photo {e.photo.name}: a face is within threshold - "
+                     "margin of a registered identity, not used")
+        return False
+    return True
+
+
+def _fillers(engine: FaceEngine, cast: _Cast, threshold: float, rng: np.random.Generator,
+             notes: list[str], stats: dict[str, Any]) -> list[np.ndarray]:
+    """Synthetic subjects' embeddings, none near a face that is sent; their stats in ``stats``.
+
+    Fit on the real labelled embeddings; a filler is redrawn while any of its vectors is
+    within threshold - margin of a face in a photo that is sent (probes, unregistered
+    photos), so no sent face can match a filler."""
+    low = threshold - MARGIN
     real_by_identity = {i: [e.vector for e in es if e.vector is not None]
-                        for i, es in by_identity.items()}
+                        for i, es in cast.by_identity.items()}
     real_by_identity = {i: v for i, v in real_by_identity.items() if v}
     real_groups = [np.stack(v) for v in real_by_identity.values()]
     real_genuine, real_impostor = _pair_stats(real_groups)
@@ -417,9 +480,9 @@ def build_world(home: Path, engine: FaceEngine, faces_dir: Path | None, seed: in
                      f"isotropic (uniform on the sphere), within noise matched to a genuine "
                      f"mean cosine of {FALLBACK_GENUINE} (DESIGN.md: two photos of one person "
                      "average 0.70 with sface)")
-    sent_faces = np.stack([f for p in probes.values() for f in p.faces]
-                          + [f for e in unregistered for f in e.faces])
-    filler_count = SUBJECTS_TOTAL - len(registered_ids)
+    sent_faces = np.stack([f for p in cast.probes.values() for f in p.faces]
+                          + [f for e in cast.unregistered for f in e.faces])
+    filler_count = SUBJECTS_TOTAL - len(cast.registered_ids)
     fillers: list[np.ndarray] = []
     drawn = 0
     while len(fillers) < filler_count:
@@ -440,8 +503,28 @@ def build_world(home: Path, engine: FaceEngine, faces_dir: Path | None, seed: in
     stats["filler_share_at_threshold"] = _impostor_share(fillers[:1000], threshold)
     stats["filler_model"] = {"identities": model.identities, "photos": model.photos,
                              "shrinkage": SHRINK, "within_scale": model.within_scale}
+    return fillers
 
-    # The registry.
+
+@dataclass
+class _Setup:
+    """What the registry holds after setup: keys, subject ids, who is granted."""
+
+    keys: dict[str, str]
+    grantee_ids: dict[str, str]
+    subject_of: dict[str, str]  # real identity -> subject id
+    granted_real: set[str]
+    ungranted_real: list[str]
+    granted_fillers: list[tuple[str, str]]  # (subject id, display name)
+    ungranted_fillers: list[tuple[str, str]]
+    granted_probes: list[Embedded]
+    ungranted_probes: list[Embedded]
+    grants: int
+
+
+def _registry(home: Path, engine: FaceEngine, cast: _Cast, fillers: list[np.ndarray],
+              rng: np.random.Generator, stats: dict[str, Any], log: Any) -> _Setup:
+    """Create the registry: two grantees, every subject enrolled, A's grants, a checkpoint."""
     began = time.perf_counter()
     registry = Registry.init(home, None)
     try:
@@ -450,35 +533,24 @@ def build_world(home: Path, engine: FaceEngine, faces_dir: Path | None, seed: in
         grantee_a, key_a = registry.add_grantee("Studio A")
         grantee_b, key_b = registry.add_grantee("Studio B")
         subject_of: dict[str, str] = {}
-        for identity in registered_ids:
+        for identity in cast.registered_ids:
             subject = registry.add_subject(identity)
             subject_of[identity] = subject.id
             enroll(registry, subject.id, info,
                    [Sample(hashlib.sha256(e.photo.data).hexdigest(), e.vector)
-                    for e in enrolled[identity] if e.vector is not None])
-        filler_ids: list[tuple[str, str]] = []  # (subject id, display name)
-        for (name, handle), vectors in zip(_names(filler_count, rng), fillers, strict=True):
-            subject = registry.add_subject(name, [handle])
-            label = f"synthetic embedding of {name}"
-            enroll(registry, subject.id, info,
-                   [Sample(hashlib.sha256(f"{label} #{k}".encode()).hexdigest(), v)
-                    for k, v in enumerate(vectors)])
-            filler_ids.append((subject.id, name))
+                    for e in cast.enrolled[identity] if e.vector is not None])
+        filler_ids = _enroll_fillers(registry, info, fillers, rng)
         stats["enroll_seconds"] = time.perf_counter() - began
-        log(f"  registered {len(registered_ids)} real + {filler_count} filler subjects in "
+        log(f"  registered {len(cast.registered_ids)} real + {len(fillers)} filler subjects in "
             f"{stats['enroll_seconds']:.1f} s")
 
-        probed = sorted(probes)
+        probed = sorted(cast.probes)
         granted_real = set(probed[0::2])
-        ungranted_real = [i for i in probed if i not in granted_real]
         granted_fillers = filler_ids[0::2]
-        ungranted_fillers = filler_ids[1::2]
         began = time.perf_counter()
         grants = 0
-        for identity in sorted(granted_real):
-            registry.grant(subject_of[identity], grantee_a.id, PURPOSES)
-            grants += 1
-        for subject_id, _ in granted_fillers:
+        for subject_id in [subject_of[i] for i in sorted(granted_real)] + [
+                s for s, _ in granted_fillers]:
             registry.grant(subject_id, grantee_a.id, PURPOSES)
             grants += 1
         registry.checkpoint()
@@ -486,77 +558,94 @@ def build_world(home: Path, engine: FaceEngine, faces_dir: Path | None, seed: in
         stats["log_size_after_setup"] = registry.log_size()
     finally:
         registry.close()
-
-    # The job mix: one "round" of kinds, repeated over the probes.
-    landscapes = [(f"landscape-{i}.jpg", landscape_jpeg(i)) for i in range(3)]
-    kinds = {
-        "granted face": "probe of a subject A holds a grant for -> allow",
-        "ungranted face": "probe of a registered subject without a grant for A -> refuse",
-        "unregistered face": "real photo of an unregistered person -> allow (no subject)",
-        "no face": "generated landscape, no prompt -> allow (no subject)",
-        "face + prompt alias": "granted probe + prompt naming an ungranted subject -> refuse",
-        "prompt alias only": "landscape + prompt naming a granted filler by alias -> allow",
-        "other grantee": "granted probe sent with B's key (B holds no grant) -> refuse",
-    }
-    jobs: list[Job] = []
-    granted_list = [probes[i] for i in sorted(granted_real)]
-    ungranted_list = [probes[i] for i in ungranted_real]
-    if not granted_list or not ungranted_list:
-        raise RuntimeError("need at least one granted and one ungranted probed identity")
-    rounds = max(24, len(probes))
-    for r in range(rounds):
-        g = granted_list[r % len(granted_list)]
-        u = ungranted_list[r % len(ungranted_list)]
-        gs = frozenset({subject_of[g.photo.identity]})
-        us = frozenset({subject_of[u.photo.identity]})
-        land_name, land = landscapes[r % len(landscapes)]
-        uf_id, uf_name = ungranted_fillers[(7 * r) % len(ungranted_fillers)]
-        gf_id, gf_name = granted_fillers[(11 * r) % len(granted_fillers)]
-        handle = gf_name.replace(" ", "_").lower() if r % 2 else gf_name
-        jobs += [
-            Job("granted face", "A", g.photo.data, g.photo.name, "", True, gs),
-            Job("granted face", "A", g.photo.data, g.photo.name, "", True, gs),
-            Job("granted face", "A", g.photo.data, g.photo.name, "", True, gs),
-            Job("ungranted face", "A", u.photo.data, u.photo.name, "", False, us),
-            Job("ungranted face", "A", u.photo.data, u.photo.name, "", False, us),
-            Job("ungranted face", "A", u.photo.data, u.photo.name, "", False, us),
-            Job("no face", "A", land, land_name, "", True, frozenset()),
-            Job("face + prompt alias", "A", g.photo.data, g.photo.name,
-                PROMPT_TEMPLATE.format(name=uf_name), False, gs | {uf_id}),
-            Job("face + prompt alias", "A", g.photo.data, g.photo.name,
-                PROMPT_TEMPLATE.format(name=u.photo.identity), False,
-                gs | {subject_of[u.photo.identity]}),
-            Job("prompt alias only", "A", land, land_name, PROMPT_TEMPLATE.format(name=handle),
-                True, frozenset({gf_id})),
-            Job("other grantee", "B", g.photo.data, g.photo.name, "", False, gs),
-        ]
-        if unregistered:
-            x = unregistered[r % len(unregistered)]
-            jobs.append(Job("unregistered face", "A", x.photo.data, x.photo.name, "", True,
-                            frozenset()))
-    order = rng.permutation(len(jobs))
-    jobs = [jobs[i] for i in order]
-    first_granted = granted_list[0]
-    return World(
-        home=home,
+    ungranted_real = [i for i in probed if i not in granted_real]
+    return _Setup(
         keys={"A": key_a, "B": key_b},
         grantee_ids={"A": grantee_a.id, "B": grantee_b.id},
-        jobs=jobs,
-        kinds=kinds,
-        subjects_total=len(registered_ids) + filler_count,
-        real_registered=len(registered_ids),
-        real_with_probe=len(probes),
-        fillers=filler_count,
-        granted_subjects=len(granted_real) + len(granted_fillers),
+        subject_of=subject_of,
+        granted_real=granted_real,
+        ungranted_real=ungranted_real,
+        granted_fillers=granted_fillers,
+        ungranted_fillers=filler_ids[1::2],
+        granted_probes=[cast.probes[i] for i in sorted(granted_real)],
+        ungranted_probes=[cast.probes[i] for i in ungranted_real],
         grants=grants,
-        unregistered_photos=len(unregistered),
-        source=source,
-        notes=notes,
-        stats=stats,
-        granted_probe=first_granted.photo,
-        granted_name=first_granted.photo.identity,
-        granted_filler_name=granted_fillers[0][1],
     )
+
+
+def _enroll_fillers(registry: Registry, info: Any, fillers: list[np.ndarray],
+                    rng: np.random.Generator) -> list[tuple[str, str]]:
+    """Register and enroll each filler under a distinct made-up name (its handle an alias)."""
+    filler_ids: list[tuple[str, str]] = []  # (subject id, display name)
+    for (name, handle), vectors in zip(_names(len(fillers), rng), fillers, strict=True):
+        subject = registry.add_subject(name, [handle])
+        label = f"synthetic embedding of {name}"
+        enroll(registry, subject.id, info,
+               [Sample(hashlib.sha256(f"{label} #{k}".encode()).hexdigest(), v)
+                for k, v in enumerate(vectors)])
+        filler_ids.append((subject.id, name))
+    return filler_ids
+
+
+_KINDS = {
+    "granted face": "probe of a subject A holds a grant for -> allow",
+    "ungranted face": "probe of a registered subject without a grant for A -> refuse",
+    "unregistered face": "real photo of an unregistered person -> allow (no subject)",
+    "no face": "generated landscape, no prompt -> allow (no subject)",
+    "face + prompt alias": "granted probe + prompt naming an ungranted subject -> refuse",
+    "prompt alias only": "landscape + prompt naming a granted filler by alias -> allow",
+    "other grantee": "granted probe sent with B's key (B holds no grant) -> refuse",
+}
+
+
+def _job_mix(cast: _Cast, setup: _Setup,
+             rng: np.random.Generator) -> tuple[list[Job], dict[str, str]]:
+    """The job mix: one "round" of kinds, repeated over the probes, then shuffled."""
+    landscapes = [(f"landscape-{i}.jpg", landscape_jpeg(i)) for i in range(3)]
+    kinds = dict(_KINDS)
+    if not setup.granted_probes or not setup.ungranted_probes:
+        raise RuntimeError("need at least one granted and one ungranted probed identity")
+    jobs: list[Job] = []
+    for r in range(max(24, len(cast.probes))):
+        jobs += _round(r, cast, setup, landscapes[r % len(landscapes)])
+    order = rng.permutation(len(jobs))
+    return [jobs[i] for i in order], kinds
+
+
+def _round(r: int, cast: _Cast, setup: _Setup, landscape: tuple[str, bytes]) -> list[Job]:
+    """Round ``r`` of the job mix: every kind of job once (granted and ungranted faces
+    three times), each probe and filler chosen by ``r``."""
+    subject_of = setup.subject_of
+    g = setup.granted_probes[r % len(setup.granted_probes)]
+    u = setup.ungranted_probes[r % len(setup.ungranted_probes)]
+    gs = frozenset({subject_of[g.photo.identity]})
+    us = frozenset({subject_of[u.photo.identity]})
+    land_name, land = landscape
+    uf_id, uf_name = setup.ungranted_fillers[(7 * r) % len(setup.ungranted_fillers)]
+    gf_id, gf_name = setup.granted_fillers[(11 * r) % len(setup.granted_fillers)]
+    handle = gf_name.replace(" ", "_").lower() if r % 2 else gf_name
+    jobs = [
+        Job("granted face", "A", g.photo.data, g.photo.name, "", True, gs),
+        Job("granted face", "A", g.photo.data, g.photo.name, "", True, gs),
+        Job("granted face", "A", g.photo.data, g.photo.name, "", True, gs),
+        Job("ungranted face", "A", u.photo.data, u.photo.name, "", False, us),
+        Job("ungranted face", "A", u.photo.data, u.photo.name, "", False, us),
+        Job("ungranted face", "A", u.photo.data, u.photo.name, "", False, us),
+        Job("no face", "A", land, land_name, "", True, frozenset()),
+        Job("face + prompt alias", "A", g.photo.data, g.photo.name,
+            PROMPT_TEMPLATE.format(name=uf_name), False, gs | {uf_id}),
+        Job("face + prompt alias", "A", g.photo.data, g.photo.name,
+            PROMPT_TEMPLATE.format(name=u.photo.identity), False,
+            gs | {subject_of[u.photo.identity]}),
+        Job("prompt alias only", "A", land, land_name, PROMPT_TEMPLATE.format(name=handle),
+            True, frozenset({gf_id})),
+        Job("other grantee", "B", g.photo.data, g.photo.name, "", False, gs),
+    ]
+    if cast.unregistered:
+        x = cast.unregistered[r % len(cast.unregistered)]
+        jobs.append(Job("unregistered face", "A", x.photo.data, x.photo.name, "", True,
+                        frozenset()))
+    return jobs
 
 
 def face_square(photo: FacePhoto, side: int = 512) -> Image.Image:

@@ -40,6 +40,7 @@ import tempfile
 import time
 import traceback
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -235,6 +236,180 @@ class Check:
         return value
 
 
+@dataclass
+class _Run:
+    """One run of the check: its arguments, placements, model folder and photos, and
+    what the sections hand on to later ones (the backend, the trained priors)."""
+
+    args: argparse.Namespace
+    infer: Placement
+    train: Placement
+    size: int
+    class_steps: int
+    root: Path
+    model: Path
+    photos: list[Image.Image]
+    backend_box: dict[str, DiffusersBackend] = field(default_factory=dict)
+    trained: dict[str, TrainResult] = field(default_factory=dict)
+
+    def environment(self) -> dict[str, Any]:
+        return {
+            "python": sys.version.split()[0],
+            "torch": torch.__version__,
+            "cuda_available": torch.cuda.is_available(),
+            "device": self.infer.describe(),
+            "train_device": self.train.describe(),
+            "host": platform.node(),
+            "cpu_count": os.cpu_count(),
+            "arch": self.args.arch,
+        }
+
+    def build(self) -> dict[str, Any]:
+        if self.args.arch == "tiny":
+            build_tiny_pipeline(self.model)
+        else:
+            build_sd15_architecture(self.model, self.train.device)
+        files = list(self.model.rglob("*.safetensors"))
+        return {"weights_gib": round(sum(p.stat().st_size for p in files) / 2**30, 2)}
+
+    def inference(self) -> dict[str, Any]:
+        _reset_peak(self.infer)
+        backend, load_s = _timed(self.infer, lambda: DiffusersBackend(self.model, self.infer))
+        self.backend_box["backend"] = backend
+        backend.text2img(PROMPT, 2, self.size, 0)  # warm-up
+        calls = []
+        images: list[Image.Image] = []
+        for seed in range(3):
+            images, seconds = _timed(
+                self.infer, lambda s=seed: backend.text2img(PROMPT, 25, self.size, s)
+            )
+            calls.append(round(seconds, 4))
+        again = backend.text2img(PROMPT, 25, self.size, 2)
+        same = np.array_equal(np.asarray(again[0]), np.asarray(images[0]))
+        source = self.photos[0]
+        restored, img2img_s = _timed(
+            self.infer, lambda: backend.img2img(source, PROMPT, 0.6, 25, 0)
+        )
+        return {
+            "placement": backend.placement.describe(),
+            "load_s": round(load_s, 2),
+            "text2img_25_steps_s": calls,
+            "text2img_best_s": min(calls),
+            "img2img_25x0.6_s": round(img2img_s, 4),
+            "same_seed_same_pixels": same,
+            "text2img_image": _image_stats(images),
+            "img2img_image": _image_stats(restored),
+            "peak_gpu_gib": _peak_gib(self.infer),
+        }
+
+    def inference_vs_raw(self) -> dict[str, Any]:
+        """The backend against a plain diffusers pipeline on the same folder, same
+        arguments and seeds, calls interleaved: the overhead ratio and pixel identity."""
+        from diffusers import StableDiffusionPipeline
+
+        backend = self.backend_box["backend"]
+        raw = StableDiffusionPipeline.from_pretrained(
+            str(self.model), dtype=self.infer.dtype, local_files_only=True, use_safetensors=True
+        ).to(self.infer.device)
+        raw.set_progress_bar_config(disable=True)
+
+        def raw_call(seed: int) -> list[Image.Image]:
+            generator = torch.Generator("cpu").manual_seed(seed)
+            out = raw(PROMPT, height=self.size, width=self.size, num_inference_steps=25,
+                      guidance_scale=7.5, generator=generator, output_type="pil")  # fmt: skip
+            return list(out.images)
+
+        raw_call(0)
+        raw_s, ours_s, identical = [], [], []
+        for seed in range(self.args.rounds):
+            theirs, seconds = _timed(self.infer, lambda s=seed: raw_call(s))
+            raw_s.append(round(seconds, 4))
+            mine, seconds = _timed(
+                self.infer, lambda s=seed: backend.text2img(PROMPT, 25, self.size, s)
+            )
+            ours_s.append(round(seconds, 4))
+            identical.append(np.array_equal(np.asarray(theirs[0]), np.asarray(mine[0])))
+        return {
+            "raw_diffusers_s": raw_s,
+            "backend_s": ours_s,
+            "backend_over_raw_median": round(
+                statistics.median(ours_s) / statistics.median(raw_s), 3
+            ),
+            "same_pixels_as_raw": identical,
+        }
+
+    def train_kind(self, kind: str) -> Callable[[], dict[str, Any]]:
+        def run() -> dict[str, Any]:
+            config = _config(kind, self.args.steps, self.size, self.class_steps)
+            work = self.root / f"train-{kind}"
+            result, record = _train(self.model, self.photos, config, work, self.train)
+            if result is not None:
+                self.trained[kind] = result
+            return record
+
+        return run
+
+    def lora_resume(self) -> dict[str, Any]:
+        config = _config("lora", self.args.steps, self.size, self.class_steps)
+        work = self.root / "train-lora-resumed"
+        half = config.checkpoint_every
+        _, first = _train(self.model, self.photos, config, work, self.train, stop_at=half)
+        result, second = _train(self.model, self.photos, config, work, self.train, resume=True)
+        assert result is not None and result.resumed_from == half
+        full = self.trained["lora"]
+        return {
+            "interrupted_at": half,
+            "first_leg": first,
+            "second_leg": second,
+            "bitwise_equal_to_uninterrupted": result.sha256 == full.sha256,
+            "max_abs_weight_diff": _max_abs_diff(result.path, full.path),
+        }
+
+    def priors_apply(self) -> dict[str, Any]:
+        backend = self.backend_box["backend"]
+        plain = np.asarray(backend.text2img(PROMPT, 25, self.size, 0)[0], dtype=np.float32)
+        record: dict[str, Any] = {}
+        for kind, result in self.trained.items():
+            token = result.token if kind == "textual_inversion" else None
+            prompt = f"a photo of {result.token}" if token else f"a photo of {result.token} person"
+            ref = PriorRef(result.path, kind, result.sha256, token)
+            base = np.asarray(backend.text2img(prompt, 25, self.size, 0)[0], dtype=np.float32)
+            images, seconds = _timed(
+                self.infer, lambda r=ref, p=prompt: backend.text2img(p, 25, self.size, 0, r)
+            )
+            with_prior = np.asarray(images[0], dtype=np.float32)
+            record[kind] = {
+                "seconds": round(seconds, 3),
+                "mean_abs_change": round(float(np.abs(with_prior - base).mean()), 3),
+                "image": _image_stats(images),
+            }
+        after = np.asarray(backend.text2img(PROMPT, 25, self.size, 0)[0], dtype=np.float32)
+        record["no_leak_after_prior_jobs"] = bool(np.array_equal(after, plain))
+        return record
+
+    def cpu_baseline(self) -> dict[str, Any]:
+        self.backend_box.clear()
+        if self.infer.is_cuda:
+            torch.cuda.empty_cache()
+        config = TrainConfig(
+            kind="lora",
+            token="sks",
+            steps=self.args.cpu_steps + 1,
+            learning_rate=1e-4,
+            resolution=self.size,
+            prior_loss_weight=0.0,
+        )
+        cpu = resolve_placement("cpu", purpose="training")
+        _, cpu_record = _train(self.model, self.photos, config, self.root / "cpu-lora", cpu)
+        _, gpu_record = _train(
+            self.model, self.photos, config, self.root / "gpu-lora-nopp", self.train
+        )
+        ratio = None
+        if cpu_record.get("median_step_s") and gpu_record.get("median_step_s"):
+            ratio = round(cpu_record["median_step_s"] / gpu_record["median_step_s"], 1)
+        return {"cpu": cpu_record, "device": gpu_record, "cpu_over_device_per_step": ratio}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="auto")
@@ -254,182 +429,19 @@ def main(argv: list[str] | None = None) -> int:
     class_steps = 10 if args.arch == "sd15" else 2
     check = Check(args.out)
     root = Path(tempfile.mkdtemp(prefix="gpu-check-"))
-    model = root / "model"
-    photos = _photos(size)
+    run = _Run(args, infer, train, size, class_steps, root, root / "model", _photos(size))
 
-    check.section(
-        "environment",
-        lambda: {
-            "python": sys.version.split()[0],
-            "torch": torch.__version__,
-            "cuda_available": torch.cuda.is_available(),
-            "device": infer.describe(),
-            "train_device": train.describe(),
-            "host": platform.node(),
-            "cpu_count": os.cpu_count(),
-            "arch": args.arch,
-        },
-    )
-
-    def build() -> dict[str, Any]:
-        if args.arch == "tiny":
-            build_tiny_pipeline(model)
-        else:
-            build_sd15_architecture(model, train.device)
-        files = list(model.rglob("*.safetensors"))
-        return {"weights_gib": round(sum(p.stat().st_size for p in files) / 2**30, 2)}
-
-    check.section("build_model", build)
-
-    backend_box: dict[str, DiffusersBackend] = {}
-
-    def inference() -> dict[str, Any]:
-        _reset_peak(infer)
-        backend, load_s = _timed(infer, lambda: DiffusersBackend(model, infer))
-        backend_box["backend"] = backend
-        backend.text2img(PROMPT, 2, size, 0)  # warm-up
-        calls = []
-        images: list[Image.Image] = []
-        for seed in range(3):
-            images, seconds = _timed(infer, lambda s=seed: backend.text2img(PROMPT, 25, size, s))
-            calls.append(round(seconds, 4))
-        again = backend.text2img(PROMPT, 25, size, 2)
-        same = np.array_equal(np.asarray(again[0]), np.asarray(images[0]))
-        source = photos[0]
-        restored, img2img_s = _timed(
-            infer, lambda: backend.img2img(source, PROMPT, 0.6, 25, 0)
-        )
-        return {
-            "placement": backend.placement.describe(),
-            "load_s": round(load_s, 2),
-            "text2img_25_steps_s": calls,
-            "text2img_best_s": min(calls),
-            "img2img_25x0.6_s": round(img2img_s, 4),
-            "same_seed_same_pixels": same,
-            "text2img_image": _image_stats(images),
-            "img2img_image": _image_stats(restored),
-            "peak_gpu_gib": _peak_gib(infer),
-        }
-
-    check.section("inference", inference)
-
-    def inference_vs_raw() -> dict[str, Any]:
-        """The backend against a plain diffusers pipeline on the same folder, same
-        arguments and seeds, calls interleaved: the overhead ratio and pixel identity."""
-        from diffusers import StableDiffusionPipeline
-
-        backend = backend_box["backend"]
-        raw = StableDiffusionPipeline.from_pretrained(
-            str(model), dtype=infer.dtype, local_files_only=True, use_safetensors=True
-        ).to(infer.device)
-        raw.set_progress_bar_config(disable=True)
-
-        def raw_call(seed: int) -> list[Image.Image]:
-            generator = torch.Generator("cpu").manual_seed(seed)
-            out = raw(PROMPT, height=size, width=size, num_inference_steps=25,
-                      guidance_scale=7.5, generator=generator, output_type="pil")  # fmt: skip
-            return list(out.images)
-
-        raw_call(0)
-        raw_s, ours_s, identical = [], [], []
-        for seed in range(args.rounds):
-            theirs, seconds = _timed(infer, lambda s=seed: raw_call(s))
-            raw_s.append(round(seconds, 4))
-            mine, seconds = _timed(infer, lambda s=seed: backend.text2img(PROMPT, 25, size, s))
-            ours_s.append(round(seconds, 4))
-            identical.append(np.array_equal(np.asarray(theirs[0]), np.asarray(mine[0])))
-        return {
-            "raw_diffusers_s": raw_s,
-            "backend_s": ours_s,
-            "backend_over_raw_median": round(
-                statistics.median(ours_s) / statistics.median(raw_s), 3
-            ),
-            "same_pixels_as_raw": identical,
-        }
-
-    check.section("inference_vs_raw_diffusers", inference_vs_raw)
+    check.section("environment", run.environment)
+    check.section("build_model", run.build)
+    check.section("inference", run.inference)
+    check.section("inference_vs_raw_diffusers", run.inference_vs_raw)
     if args.only_inference:
         return _report(check)
-
-    trained: dict[str, TrainResult] = {}
-
-    def train_kind(kind: str) -> Callable[[], dict[str, Any]]:
-        def run() -> dict[str, Any]:
-            config = _config(kind, args.steps, size, class_steps)
-            result, record = _train(model, photos, config, root / f"train-{kind}", train)
-            if result is not None:
-                trained[kind] = result
-            return record
-
-        return run
-
     for kind in ("textual_inversion", "lora", "dreambooth"):
-        check.section(f"train_{kind}", train_kind(kind))
-
-    def lora_resume() -> dict[str, Any]:
-        config = _config("lora", args.steps, size, class_steps)
-        work = root / "train-lora-resumed"
-        half = config.checkpoint_every
-        _, first = _train(model, photos, config, work, train, stop_at=half)
-        result, second = _train(model, photos, config, work, train, resume=True)
-        assert result is not None and result.resumed_from == half
-        full = trained["lora"]
-        return {
-            "interrupted_at": half,
-            "first_leg": first,
-            "second_leg": second,
-            "bitwise_equal_to_uninterrupted": result.sha256 == full.sha256,
-            "max_abs_weight_diff": _max_abs_diff(result.path, full.path),
-        }
-
-    check.section("train_lora_resume", lora_resume)
-
-    def priors_apply() -> dict[str, Any]:
-        backend = backend_box["backend"]
-        plain = np.asarray(backend.text2img(PROMPT, 25, size, 0)[0], dtype=np.float32)
-        record: dict[str, Any] = {}
-        for kind, result in trained.items():
-            token = result.token if kind == "textual_inversion" else None
-            prompt = f"a photo of {result.token}" if token else f"a photo of {result.token} person"
-            ref = PriorRef(result.path, kind, result.sha256, token)
-            base = np.asarray(backend.text2img(prompt, 25, size, 0)[0], dtype=np.float32)
-            images, seconds = _timed(
-                infer, lambda r=ref, p=prompt: backend.text2img(p, 25, size, 0, r)
-            )
-            with_prior = np.asarray(images[0], dtype=np.float32)
-            record[kind] = {
-                "seconds": round(seconds, 3),
-                "mean_abs_change": round(float(np.abs(with_prior - base).mean()), 3),
-                "image": _image_stats(images),
-            }
-        after = np.asarray(backend.text2img(PROMPT, 25, size, 0)[0], dtype=np.float32)
-        record["no_leak_after_prior_jobs"] = bool(np.array_equal(after, plain))
-        return record
-
-    check.section("priors_apply", priors_apply)
-
-    def cpu_baseline() -> dict[str, Any]:
-        backend_box.clear()
-        if infer.is_cuda:
-            torch.cuda.empty_cache()
-        config = TrainConfig(
-            kind="lora",
-            token="sks",
-            steps=args.cpu_steps + 1,
-            learning_rate=1e-4,
-            resolution=size,
-            prior_loss_weight=0.0,
-        )
-        cpu = resolve_placement("cpu", purpose="training")
-        _, cpu_record = _train(model, photos, config, root / "cpu-lora", cpu)
-        _, gpu_record = _train(model, photos, config, root / "gpu-lora-nopp", train)
-        ratio = None
-        if cpu_record.get("median_step_s") and gpu_record.get("median_step_s"):
-            ratio = round(cpu_record["median_step_s"] / gpu_record["median_step_s"], 1)
-        return {"cpu": cpu_record, "device": gpu_record, "cpu_over_device_per_step": ratio}
-
-    check.section("cpu_baseline_lora_no_prior_preservation", cpu_baseline)
-
+        check.section(f"train_{kind}", run.train_kind(kind))
+    check.section("train_lora_resume", run.lora_resume)
+    check.section("priors_apply", run.priors_apply)
+    check.section("cpu_baseline_lora_no_prior_preservation", run.cpu_baseline)
     return _report(check)
 
 

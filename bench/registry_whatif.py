@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 from sqlalchemy import insert, text
@@ -262,16 +263,8 @@ def verify_components(registry: Registry, verify_cpu_per_entry: float,
         entries = list(session.exec(select(LogEntry).order_by(col(LogEntry.idx))))
         rows_by_id = {g.id: g for g in session.exec(select(Grant))}
     total = len(entries)
-
-    def load_entries() -> None:
-        with registry.db.read() as session:
-            for _ in session.exec(select(LogEntry).order_by(col(LogEntry.idx))):
-                pass
-
-    def load_rows() -> None:
-        with registry.db.read() as session:
-            for table in tables:
-                list(session.exec(select(table)))
+    load_entries = partial(_load_entries, registry)
+    load_rows = partial(_load_rows, registry, tables)
 
     picked = [e for e in entries if e.kind == "grant"][-sample:]
     leaves = [e.leaf_json.encode() for e in picked]
@@ -284,22 +277,9 @@ def verify_components(registry: Registry, verify_cpu_per_entry: float,
     trusted = {key_id: public}
     messages = [_pae(env.payload_type, env.payload) for env in envelopes]
     n = len(picked)
-
-    def each(fn: Callable[[int], object]) -> Callable[[], None]:
-        def loop() -> None:
-            for i in range(n):
-                fn(i)
-        return loop
-
-    def fast_parse_leaf() -> None:
-        with patched_canonical_json():
-            for leaf in leaves:
-                parse_canonical(leaf)
-
-    def fast_statement() -> None:
-        with patched_canonical_json():
-            for env in envelopes:
-                env.statement  # noqa: B018  (the property parses the payload)
+    each = partial(_each, n)
+    fast_parse_leaf = partial(_fast_parse_leaves, leaves)
+    fast_statement = partial(_fast_statements, envelopes)
 
     whole = _interleaved({"load_entries": load_entries, "load_rows": load_rows}, 1, repeat=2)
     m = {k: v / total for k, v in whole.items()}
@@ -342,3 +322,37 @@ def verify_components(registry: Registry, verify_cpu_per_entry: float,
         r("  what-if: envelope.statement with C json.dumps fast path", "fast_statement",
           "what-if"),
     ]
+
+
+def _load_entries(registry: Registry) -> None:
+    """Load every LogEntry row through the ORM, in log order."""
+    with registry.db.read() as session:
+        for _ in session.exec(select(LogEntry).order_by(col(LogEntry.idx))):
+            pass
+
+
+def _load_rows(registry: Registry, tables: list[Any]) -> None:
+    """Load every row of ``tables`` through the ORM."""
+    with registry.db.read() as session:
+        for table in tables:
+            list(session.exec(select(table)))
+
+
+def _each(n: int, fn: Callable[[int], object]) -> Callable[[], None]:
+    """A call that runs ``fn(i)`` for ``i`` in ``range(n)``."""
+    def loop() -> None:
+        for i in range(n):
+            fn(i)
+    return loop
+
+
+def _fast_parse_leaves(leaves: list[bytes]) -> None:
+    with patched_canonical_json():
+        for leaf in leaves:
+            parse_canonical(leaf)
+
+
+def _fast_statements(envelopes: list[Envelope]) -> None:
+    with patched_canonical_json():
+        for env in envelopes:
+            env.statement  # noqa: B018  (the property parses the payload)
