@@ -51,7 +51,6 @@ import csv
 import hashlib
 import io
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,6 +58,13 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from bench.gateway_fillers import (
+    FILLER_VECTORS,
+    SHRINK,
+    FillerModel,
+    impostor_share,
+    pair_stats,
+)
 from consentry.faces.engine import FaceEngine
 from consentry.faces.enroll import engine_info
 from consentry.faces.images import load_image
@@ -70,12 +76,10 @@ from consentry.registry.store import Registry
 Box = tuple[float, float, float, float]  # x, y, w, h
 
 SUBJECTS_TOTAL = 1000
-FILLER_VECTORS = 3  # embeddings per filler subject
 MARGIN = 0.05  # cosine margin around the threshold when screening probes and fillers
 MIN_IOU = 0.3
 MIN_FIT_IDENTITIES = 10  # fewer real identities: isotropic filler centres
 FALLBACK_GENUINE = 0.70  # sface genuine mean cosine (DESIGN.md section 5)
-SHRINK = 0.9  # covariance shrinkage towards (trace/d) * I (34 identities, 128 dimensions)
 PURPOSES = ["generate", "restore"]
 CHECK_PURPOSE = "restore"
 PROMPT_TEMPLATE = "a portrait photo of {name}, studio light"
@@ -185,91 +189,6 @@ def embed(engine: FaceEngine, photo: FacePhoto) -> Embedded:
         if scores[best] >= MIN_IOU:
             chosen = vectors[best]
     return Embedded(photo, chosen, vectors)
-
-
-# ---------------------------------------------------------------- fillers
-def _shrunk_cov(samples: np.ndarray) -> np.ndarray:
-    centred = samples - samples.mean(axis=0, keepdims=True)
-    cov = centred.T @ centred / max(1, len(samples) - 1)
-    d = cov.shape[0]
-    shrunk: np.ndarray = (1 - SHRINK) * cov + SHRINK * (np.trace(cov) / d) * np.eye(d)
-    return shrunk
-
-
-@dataclass(frozen=True)
-class FillerModel:
-    """Two-level Gaussian of real embeddings: identity centres and photo residuals."""
-
-    mean: np.ndarray
-    between: np.ndarray  # Cholesky factor of the shrunk between-identity covariance
-    within: np.ndarray  # Cholesky factor of the shrunk within-identity covariance
-    identities: int
-    photos: int
-    within_scale: float = 1.0
-
-    @classmethod
-    def isotropic(cls, dim: int) -> FillerModel:
-        """Identity centres uniform on the sphere (for too few real identities to fit)."""
-        eye = np.eye(dim) / np.sqrt(dim)
-        return cls(np.zeros(dim), eye, eye * 0.5, 0, 0)
-
-    @classmethod
-    def fit(cls, by_identity: dict[str, list[np.ndarray]]) -> FillerModel:
-        centres = np.stack([np.mean(v, axis=0) for v in by_identity.values()])
-        residuals = np.concatenate([np.stack(v) - np.mean(v, axis=0) for v in by_identity.values()
-                                    if len(v) >= 2])
-        within = _shrunk_cov(np.vstack([residuals, -residuals]))  # zero-mean by construction
-        return cls(centres.mean(axis=0), np.linalg.cholesky(_shrunk_cov(centres)),
-                   np.linalg.cholesky(within), len(centres),
-                   sum(len(v) for v in by_identity.values()))
-
-    def matched(self, target_genuine: float, rng: np.random.Generator) -> FillerModel:
-        """This model with the within-identity noise scaled (grid 0.4-3.0) so that the mean
-        cosine of two vectors of one filler is closest to ``target_genuine`` (the real one)."""
-        best, best_gap = self, float("inf")
-        for scale in np.arange(0.4, 3.0001, 0.05):
-            model = FillerModel(self.mean, self.between, self.within * scale, self.identities,
-                                self.photos, float(scale))
-            genuine, _ = _pair_stats(list(model.draw_many(np.random.default_rng(rng.integers(
-                1 << 31)), 300, FILLER_VECTORS)))
-            if abs(genuine - target_genuine) < best_gap:
-                best, best_gap = model, abs(genuine - target_genuine)
-        return best
-
-    def draw_many(self, rng: np.random.Generator, identities: int, count: int) -> np.ndarray:
-        """``count`` unit vectors for each of ``identities`` new identities: (n, count, d)."""
-        d = len(self.mean)
-        centres = self.mean + rng.standard_normal((identities, d)) @ self.between.T
-        noise = rng.standard_normal((identities, count, d)) @ self.within.T
-        vectors = centres[:, None, :] + noise
-        unit: np.ndarray = vectors / np.linalg.norm(vectors, axis=2, keepdims=True)
-        return unit.astype(np.float32)
-
-
-def _pair_stats(groups: Sequence[np.ndarray]) -> tuple[float, float]:
-    """Mean cosine of pairs within a group and of pairs across groups."""
-    genuine: list[float] = []
-    for g in groups:
-        if len(g) >= 2:
-            sims = g @ g.T
-            genuine.extend(sims[np.triu_indices(len(g), 1)].tolist())
-    labels = np.concatenate([np.full(len(g), i) for i, g in enumerate(groups)])
-    stacked = np.concatenate(list(groups))
-    sims = stacked @ stacked.T
-    upper = np.triu_indices(len(stacked), 1)
-    across = labels[upper[0]] != labels[upper[1]]
-    impostor = float(sims[upper][across].mean()) if across.any() else float("nan")
-    return float(np.mean(genuine)) if genuine else float("nan"), impostor
-
-
-def _impostor_share(groups: Sequence[np.ndarray], threshold: float) -> float:
-    """Share of cross-identity pairs of real faces at or above ``threshold``."""
-    labels = np.concatenate([np.full(len(g), i) for i, g in enumerate(groups)])
-    stacked = np.concatenate(list(groups))
-    sims = stacked @ stacked.T
-    upper = np.triu_indices(len(stacked), 1)
-    across = labels[upper[0]] != labels[upper[1]]
-    return float((sims[upper][across] >= threshold).mean())
 
 
 # ---------------------------------------------------------------- the world
@@ -471,7 +390,7 @@ def _fillers(engine: FaceEngine, cast: _Cast, threshold: float, rng: np.random.G
                         for i, es in cast.by_identity.items()}
     real_by_identity = {i: v for i, v in real_by_identity.items() if v}
     real_groups = [np.stack(v) for v in real_by_identity.values()]
-    real_genuine, real_impostor = _pair_stats(real_groups)
+    real_genuine, real_impostor = pair_stats(real_groups)
     if len(real_by_identity) >= MIN_FIT_IDENTITIES:
         model = FillerModel.fit(real_by_identity).matched(real_genuine, rng)
     else:
@@ -494,13 +413,13 @@ def _fillers(engine: FaceEngine, cast: _Cast, threshold: float, rng: np.random.G
     all_real = np.concatenate(real_groups)
     stats["real_pairs_mean_cos"] = {"genuine": real_genuine, "impostor": real_impostor}
     stats["filler_pairs_mean_cos"] = dict(zip(("genuine", "impostor"),
-                                              _pair_stats(fillers[:300]), strict=True))
+                                              pair_stats(fillers[:300]), strict=True))
     cross = np.concatenate(fillers) @ all_real.T
     stats["filler_vs_real_mean_cos"] = float(cross.mean())
     stats["filler_vs_real_share_at_threshold"] = float((cross >= threshold).mean())
-    stats["real_impostor_share_at_threshold"] = _impostor_share(real_groups, threshold)
+    stats["real_impostor_share_at_threshold"] = impostor_share(real_groups, threshold)
     stats["filler_vs_sent_max_cos"] = float((np.concatenate(fillers) @ sent_faces.T).max())
-    stats["filler_share_at_threshold"] = _impostor_share(fillers[:1000], threshold)
+    stats["filler_share_at_threshold"] = impostor_share(fillers[:1000], threshold)
     stats["filler_model"] = {"identities": model.identities, "photos": model.photos,
                              "shrinkage": SHRINK, "within_scale": model.within_scale}
     return fillers
