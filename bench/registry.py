@@ -34,14 +34,12 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, insert
-from sqlalchemy.orm import Session as SASession
 from sqlmodel import SQLModel, select
 
 from bench import registry_whatif as whatif
 from bench._common import (
     Timing,
     console,
-    cumulative_breakdown,
     load_average,
     note,
     percentile,
@@ -49,8 +47,9 @@ from bench._common import (
     timed,
     top_functions,
 )
+from bench.registry_profile import breakdown, grant_breakdown, verify_breakdown
 from bench.registry_report import SQLITE_TARGET_GPS, VERIFY_TARGET_N, VERIFY_TARGET_S, report
-from consentry.registry import merkle, verify
+from consentry.registry import merkle
 from consentry.registry.db import Database
 from consentry.registry.models import Grant, Grantee, LogEntry, Subject
 from consentry.registry.offline import verify_consistency_bundle, verify_inclusion_bundle
@@ -58,9 +57,7 @@ from consentry.registry.signing import (
     Envelope,
     SigningKey,
     canonical_json,
-    key_id_of,
     load_public_key,
-    parse_canonical,
 )
 from consentry.registry.statements import format_time, statement_of
 from consentry.registry.store import Registry, leaf_bytes
@@ -240,72 +237,6 @@ def _side(count: int, t: Timing, latencies: list[float]) -> dict[str, Any]:
     }
 
 
-def _code(fn: Callable[..., Any]) -> Callable[..., Any]:
-    return getattr(fn, "__func__", fn)
-
-
-def _grant_breakdown() -> list[tuple[str, Any]]:
-    """(label, function or "file-suffix:name") pairs; names that no longer exist drop out."""
-    m = whatif.method
-    return [
-        ("Registry.grant (total)", Registry.grant),
-        ("  get_subject (read session + SELECT)", Registry.get_subject),
-        ("  get_grantee (read session + SELECT)", Registry.get_grantee),
-        ("  _sign_and_append", m(Registry, "_sign_and_append", "sign_and_append")),
-        ("    Database.write (session, lock, commit)",
-         getattr(Database.write, "__wrapped__", None)),
-        ("      Session.commit", SASession.commit),
-        ("    signing_key (Session.get OperatorKey)", m(Registry, *whatif.SIGNING_KEY)),
-        ("    Envelope.sign", _code(Envelope.sign)),
-        ("      Ed25519 sign (cryptography)", "~:<method 'sign' of"),
-        (f"    {whatif.APPEND_NAME} (SELECT max(idx), flush)", m(Registry, *whatif.APPEND)),
-        ("      Session.flush (autoflush + explicit)", SASession.flush),
-        ("  canonical_json (rfc8785, all calls)", canonical_json),
-        ("  SigningKey.key_id (derives public key)", SigningKey.key_id.fget),  # type: ignore[attr-defined]
-        ("  SQLAlchemy connection checkout", "sqlalchemy/pool/base.py:_checkout"),
-        ("  sqlite3/psycopg execute (driver)", "~:<method 'execute' of"),
-    ]
-
-
-def _verify_breakdown() -> list[tuple[str, Any]]:
-    m, verifier = whatif.method, getattr(verify, "_Verifier", None)
-    return [
-        ("verify_log (total)", verify.verify_log),
-        ("  _Verifier.__init__ (load all rows)", m(verifier, "__init__")),
-        ("  check_entries (iterate LogEntry rows)", m(verifier, "check_entries")),
-        ("    check_leaf", m(verifier, "check_leaf")),
-        ("      parse_canonical (json.loads + re-canonicalise)", parse_canonical),
-        ("        canonical_json (rfc8785)", canonical_json),
-        ("      Envelope.from_json (base64)", _code(Envelope.from_json)),
-        ("      Envelope.statement (parse_canonical again)", Envelope.statement.fget),  # type: ignore[attr-defined]
-        ("      check_record", m(verifier, "check_record")),
-        ("        Envelope.verify", Envelope.verify),
-        ("          Ed25519 verify (cryptography)", "~:<method 'verify' of"),
-        ("          key_id_of", key_id_of),
-        ("        compare_row -> statement_of", statement_of),
-        ("  merkle.leaf_hash", merkle.leaf_hash),
-        ("  check_checkpoints (prefix roots)", m(verifier, "check_checkpoints")),
-    ]
-
-
-def _spec(label: str, target: Any) -> tuple[str, str, str]:
-    if isinstance(target, str):
-        suffix, name = target.split(":", 1)
-        return label, suffix, name
-    code = target.__code__
-    return label, f"{code.co_filename}@{code.co_firstlineno}", code.co_name
-
-
-def _breakdown(profiler: Any, per: int, spec: list[tuple[str, Any]]) -> list[list[object]]:
-    wanted = [_spec(label, target) for label, target in spec
-              if target is not None and (isinstance(target, str) or hasattr(target, "__code__"))]
-    # cumulative_breakdown matches by file suffix + name; pin code objects to their line too
-    exact = [(lbl, suf.split("@")[0], name) for lbl, suf, name in wanted]
-    lines = {lbl: int(suf.split("@")[1]) for lbl, suf, _ in wanted if "@" in suf}
-    _total, rows = cumulative_breakdown(profiler, per, exact, lines)
-    return rows
-
-
 def _whatif_lean(registry: Registry, subject_id: str, grantee_id: str, until: datetime,
                  sizes: Sizes) -> dict[str, Any]:
     key_id = registry.key_id
@@ -335,7 +266,7 @@ def _profile_grants(label: str, registry: Registry, subject_id: str, grantee_id:
     return {
         "grants": count,
         "prof_file": str(path),
-        "breakdown": _breakdown(profiler, count, _grant_breakdown()),
+        "breakdown": breakdown(profiler, count, grant_breakdown()),
         "top_tottime": top_functions(profiler, count),
     }
 
@@ -499,7 +430,7 @@ def _profile_verify(registry: Registry, size: int, profile_dir: Path) -> dict[st
         "entries": size,
         "wall_s": t.wall,
         "prof_file": str(path),
-        "breakdown": _breakdown(profiler, size, _verify_breakdown()),
+        "breakdown": breakdown(profiler, size, verify_breakdown()),
         "top_tottime": top_functions(profiler, size),
     }
 
