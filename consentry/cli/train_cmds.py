@@ -48,9 +48,7 @@ def train_command(
     ] = "lora",
     model: Annotated[Path, typer.Option("--model", help="Local diffusers model folder.")] = Path(),
     requester: Annotated[str, typer.Option("--as", help="Grantee id or unique name.")] = "",
-    steps: Annotated[int, typer.Option("--steps", help="Optimisation steps.")] = _DEFAULTS[
-        "steps"
-    ],
+    steps: Annotated[int, typer.Option("--steps", help="Optimisation steps.")] = _DEFAULTS["steps"],
     resume: Annotated[bool, typer.Option("--resume", help="Continue from a checkpoint.")] = False,
     resolution: Annotated[
         int, typer.Option("--resolution", help="Training size; kept photos are 256 px.")

@@ -254,4 +254,3 @@ def sort_safetensors_metadata(path: Path) -> None:
     text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
     text += b" " * (-len(text) % 8)
     path.write_bytes(len(text).to_bytes(8, "little") + text + data[8 + length :])
-

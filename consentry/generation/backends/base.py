@@ -48,7 +48,6 @@ PICKLE_SUFFIXES: frozenset[str] = frozenset({".bin", ".ckpt", ".pt", ".pth", ".p
 """Suffixes of pickle-based checkpoints, which can run code when loaded: always refused."""
 
 
-
 class PriorRef(NamedTuple):
     """A prior to apply for one job: the file, its kind, its registered digest, its token.
 
