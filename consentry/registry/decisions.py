@@ -22,7 +22,6 @@ Invariants
 from __future__ import annotations
 
 import contextlib
-import re
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -30,6 +29,7 @@ from typing import TYPE_CHECKING
 from sqlmodel import Session, select
 
 from consentry.errors import ConsentryError, InputError, NotFoundError
+from consentry.hashing import is_sha256_hex
 from consentry.registry.models import Decision, Grant, Grantee, Subject
 from consentry.registry.signing import Envelope, canonical_json
 from consentry.registry.statements import PURPOSES, format_time, parse_time, statement_of
@@ -42,14 +42,12 @@ __all__ = ["RACE_PREFIX", "get_decision", "grant_valid_at_index", "record_decisi
 # The reasons of an allow turned into a refusal by the in-transaction re-check start so.
 RACE_PREFIX = "refused at release: "
 
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
-
 
 def _hashes(values: Iterable[str], what: str) -> list[str]:
     result = []
     for value in values:
         clean = str(value).strip().lower()
-        if not _SHA256.match(clean):
+        if not is_sha256_hex(clean):
             raise InputError(f"{what}: not a SHA-256 in hex: {value!r}")
         result.append(clean)
     return result
