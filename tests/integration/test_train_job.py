@@ -26,7 +26,7 @@ from consentry.registry.store import Registry
 from consentry.training import TrainConfig, model_folder_sha256
 from consentry.training.job import default_work_dir, train_under_grant
 from tests.integration._offline import offline_single_thread  # noqa: F401  (autouse)
-from tests.integration.test_cli import Cli
+from tests.support.cli import Cli
 
 DATA = Path(__file__).resolve().parents[2] / "consentry" / "data" / "faces"
 

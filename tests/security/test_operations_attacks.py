@@ -42,7 +42,7 @@ from consentry.registry.biometrics import (
 )
 from consentry.registry.models import Calibration
 from tests.integration._labelled import DATA, PEOPLE, labelled_set
-from tests.integration.test_cli import Cli, _initialised
+from tests.support.cli import Cli, initialised
 
 SFACE_DEFAULT = DEFAULT_THRESHOLDS["sface"]
 
@@ -54,7 +54,7 @@ def sface() -> FaceEngine:
 
 @pytest.fixture
 def bare(tmp_path: Path, sqlite_url: str) -> Cli:
-    return _initialised(tmp_path / "home", sqlite_url)
+    return initialised(tmp_path / "home", sqlite_url)
 
 
 def _state(cli: Cli) -> tuple[int, float]:
