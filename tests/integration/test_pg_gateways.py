@@ -264,6 +264,17 @@ def test_two_gateways_on_one_postgres_share_one_log_and_revocations(
         revoked_at = time.monotonic()  # the revocation committed before A answered
         assert revoked.status_code == 200, revoked.text
         revocation = int(revoked.json()["log_index"])
+        with httpx.Client(base_url=b.base, timeout=60) as probe:  # B, at once
+            response = probe.post(
+                "/v1/check",
+                headers={"Authorization": f"Bearer {world.keys['Granted']}"},
+                data={"purpose": "generate", "prompt": OBAMA},
+            )
+        answered_in = time.monotonic() - revoked_at
+        assert response.status_code == 200, response.text
+        at_once = Answer("B", "Granted", OBAMA, revoked_at, response.json())
+        with load.lock:
+            load.answers.append(at_once)
         time.sleep(AFTER)
     finally:
         load.stop.set()
@@ -295,12 +306,14 @@ def test_two_gateways_on_one_postgres_share_one_log_and_revocations(
     assert not [x for x in by_recheck if x.started >= bound], by_recheck
     assert all(any("revoked" in r for r in x.reasons) for x in on_b), on_b[:3]
     lag = max((x.started for x in by_recheck), default=revoked_at) - revoked_at
-    first = min(x.started for x in on_b if x not in by_recheck) - revoked_at
     print(
-        f"\nrevocation through A, follow interval {FOLLOW * 1000:.0f} ms: B's first check "
-        f"refused by its own pre-check started {first * 1000:.0f} ms after A answered; the "
-        f"last one left to the write's re-check started at {lag * 1000:.0f} ms; "
-        f"{len(answers)} decisions (A {len(by_server['A'])}, B {len(by_server['B'])})"
+        f"\nrevocation through A, follow interval {FOLLOW * 1000:.0f} ms: a check sent to B "
+        f"as soon as A answered was refused by B's "
+        f"{'re-check' if any(x is at_once for x in by_recheck) else 'pre-check'}, answered in "
+        f"{answered_in * 1000:.0f} ms; {len(by_recheck)} of B's {len(on_b)} refusals after "
+        f"it were left to the write's re-check (the last started {lag * 1000:.0f} ms after); "
+        f"{len(answers)} decisions "
+        f"(A {len(by_server['A'])}, B {len(by_server['B'])})"
     )
 
     # (c) one checkpoint covers both processes' entries; proofs from either verify
