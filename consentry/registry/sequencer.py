@@ -171,6 +171,17 @@ class DecisionSequencer:
         self._lead(slot)
         return slot.result()
 
+    def pending(self) -> int:
+        """Requests queued and not yet taken into a batch."""
+        with self._lock:
+            return len(self._queue)
+
+    @property
+    def leading(self) -> bool:
+        """Whether a caller is writing (or about to write) a batch now."""
+        with self._lock:
+            return self._leading
+
     def stats(self) -> SequencerStats:
         with self._lock:
             return SequencerStats(self._batches, self._decisions, self._largest, self._failed)
