@@ -50,14 +50,27 @@ def _clock() -> datetime:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("sequencer")
-    group.add_argument("--seq-seconds", type=float, default=None,
-                       help="seconds per configuration (default 5, quick 1.5)")  # fmt: skip
-    group.add_argument("--seq-threads", type=str, default=None,
-                       help="comma-separated thread counts (default 1,8,32)")  # fmt: skip
-    group.add_argument("--seq-wait", type=float, default=0.0,
-                       help="the batched sequencer's max_wait in seconds (default 0)")  # fmt: skip
-    group.add_argument("--seq-no-postgres", action="store_true",
-                       help="sequencer: skip the PostgreSQL rows")  # fmt: skip
+    group.add_argument(
+        "--seq-seconds",
+        type=float,
+        default=None,
+        help="seconds per configuration (default 5, quick 1.5)",
+    )
+    group.add_argument(
+        "--seq-threads",
+        type=str,
+        default=None,
+        help="comma-separated thread counts (default 1,8,32)",
+    )
+    group.add_argument(
+        "--seq-wait",
+        type=float,
+        default=0.0,
+        help="the batched sequencer's max_wait in seconds (default 0)",
+    )
+    group.add_argument(
+        "--seq-no-postgres", action="store_true", help="sequencer: skip the PostgreSQL rows"
+    )
 
 
 class _People:
@@ -67,8 +80,14 @@ class _People:
         self.grant: Grant = registry.grant(self.subject.id, self.grantee.id, ["generate"])
 
 
-def load(registry: Registry, people: _People, threads: int, seconds: float, base: int,
-         profile: bool = False) -> dict[str, Any]:  # fmt: skip
+def load(
+    registry: Registry,
+    people: _People,
+    threads: int,
+    seconds: float,
+    base: int,
+    profile: bool = False,
+) -> dict[str, Any]:
     """``threads`` callers for ``seconds``; decisions/s, latency percentiles, batches."""
     before = registry.sequencer.stats()
     latencies: list[list[float]] = [[] for _ in range(threads)]
@@ -89,10 +108,17 @@ def load(registry: Registry, people: _People, threads: int, seconds: float, base
                 allow = n % 2 == 0
                 began = time.perf_counter()
                 record_decision(
-                    registry, people.grantee.id, "generate", allow,
-                    [] if allow else ["bench refusal"], [people.grant.id] if allow else [],
-                    [people.subject.id], None, [f"{n:064x}"], [],
-                )  # fmt: skip
+                    registry,
+                    people.grantee.id,
+                    "generate",
+                    allow,
+                    [] if allow else ["bench refusal"],
+                    [people.grant.id] if allow else [],
+                    [people.subject.id],
+                    None,
+                    [f"{n:064x}"],
+                    [],
+                )
                 mine.append(time.perf_counter() - began)
                 n += 1
         except BaseException as exc:  # reported below
@@ -106,12 +132,13 @@ def load(registry: Registry, people: _People, threads: int, seconds: float, base
     for thread in pool:
         thread.start()
     go.wait()
-    began = time.perf_counter()
+    began, cpu = time.perf_counter(), time.process_time()
     time.sleep(seconds)
     stop.set()
     for thread in pool:
         thread.join()
     elapsed = time.perf_counter() - began
+    cpu = time.process_time() - cpu
     if errors:
         raise errors[0]
     after = registry.sequencer.stats()
@@ -123,6 +150,7 @@ def load(registry: Registry, people: _People, threads: int, seconds: float, base
         "decisions": len(flat),
         "seconds": elapsed,
         "per_s": len(flat) / elapsed,
+        "cpu_ms_per_decision": 1000 * cpu / max(len(flat), 1),
         "p50_ms": 1000 * percentile(flat, 50),
         "p95_ms": 1000 * percentile(flat, 95),
         "batches": batches,
@@ -140,8 +168,9 @@ def load(registry: Registry, people: _People, threads: int, seconds: float, base
 def check_log(registry: Registry, decisions: int, start: int) -> dict[str, Any]:
     """Gap-free, one leaf per decision, and ``verify_log`` ok."""
     with registry.db.read() as session:
-        indexes = [int(r[0]) for r in session.execute(
-            text("SELECT idx FROM log_entries ORDER BY idx"))]  # fmt: skip
+        indexes = [
+            int(r[0]) for r in session.execute(text("SELECT idx FROM log_entries ORDER BY idx"))
+        ]
         rows = session.execute(text("SELECT COUNT(*) FROM decisions")).scalar_one()
         logged = session.execute(
             text("SELECT COUNT(*) FROM log_entries WHERE kind = 'decision'")
@@ -160,8 +189,15 @@ def check_log(registry: Registry, decisions: int, start: int) -> dict[str, Any]:
     }
 
 
-def backend_run(name: str, url: str | None, work: Path, threads: list[int], seconds: float,
-                wait: float, profile: bool) -> dict[str, Any]:  # fmt: skip
+def backend_run(
+    name: str,
+    url: str | None,
+    work: Path,
+    threads: list[int],
+    seconds: float,
+    wait: float,
+    profile: bool,
+) -> dict[str, Any]:
     home = work / f"home-{name.lower()}"
     registry = Registry.init(home, url, clock=_clock, witness_dir=work / "witness")
     try:
@@ -197,13 +233,21 @@ def _rows(result: dict[str, Any]) -> list[list[object]]:
     rows: list[list[object]] = []
     for pair in result["runs"]:
         b, s = pair["batched"], pair["baseline"]
-        rows.append([
-            f"{result['backend']} T={pair['threads']}",
-            f"{b['per_s']:,.0f}", f"{b['p50_ms']:.2f}", f"{b['p95_ms']:.2f}",
-            f"{b['mean_batch']:.1f}",
-            f"{s['per_s']:,.0f}", f"{s['p50_ms']:.2f}", f"{s['p95_ms']:.2f}",
-            f"{b['per_s'] / s['per_s']:.2f}x",
-        ])  # fmt: skip
+        rows.append(
+            [
+                f"{result['backend']} T={pair['threads']}",
+                f"{b['per_s']:,.0f}",
+                f"{b['p50_ms']:.2f}",
+                f"{b['p95_ms']:.2f}",
+                f"{b['mean_batch']:.1f}",
+                f"{b['cpu_ms_per_decision']:.2f}",
+                f"{s['per_s']:,.0f}",
+                f"{s['p50_ms']:.2f}",
+                f"{s['p95_ms']:.2f}",
+                f"{s['cpu_ms_per_decision']:.2f}",
+                f"{b['per_s'] / s['per_s']:.2f}x",
+            ]
+        )
     return rows
 
 
@@ -235,11 +279,24 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     )
     table(
         "sequencer: record_decision throughput, group commit vs one transaction per decision",
-        ["backend, threads", "dec/s", "p50 ms", "p95 ms", "mean batch",
-         "base dec/s", "base p50", "base p95", "speed-up"],  # fmt: skip
+        [
+            "backend, threads",
+            "dec/s",
+            "p50 ms",
+            "p95 ms",
+            "mean batch",
+            "CPU ms",
+            "base dec/s",
+            "base p50",
+            "base p95",
+            "base CPU ms",
+            "speed-up",
+        ],
         rows,
         caption=(
-            f"{seconds:g} s per cell, half allows (real grant, re-checked) and half refusals; "
+            f"{seconds:g} s per cell; CPU ms = process CPU time (all threads; SQLite's work "
+            "included, the PostgreSQL server's not) per decision. Half allows (real grant, "
+            "re-checked) and half refusals; "
             f"batched = DecisionSequencer(max_batch={MAX_BATCH}, max_wait={args.seq_wait:g} s), "
             "base = max_batch=1 (one writer transaction per decision), same run, same "
             f"registry. {os.cpu_count()} CPUs; load average (1/5/15 min) at start "
@@ -282,8 +339,10 @@ def _postgres(work: Path, threads: list[int], seconds: float, wait: float) -> di
     try:
         url = server.create_database("bench_sequencer")
         result = backend_run("PostgreSQL", url, work, threads, seconds, wait, False)
-        result["server"] = (f"PostgreSQL {server.server_version()} (ThrowawayPostgres: "
-                            "fsync=off, synchronous_commit=off, full_page_writes=off)")  # fmt: skip
+        result["server"] = (
+            f"PostgreSQL {server.server_version()} (ThrowawayPostgres: "
+            "fsync=off, synchronous_commit=off, full_page_writes=off)"
+        )
         return result
     finally:
         server.close()

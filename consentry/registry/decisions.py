@@ -25,14 +25,13 @@ Invariants
 
 from __future__ import annotations
 
-import contextlib
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from consentry.errors import ConsentryError, InputError, NotFoundError
+from consentry.errors import InputError, NotFoundError
 from consentry.registry.models import Decision
 from consentry.registry.signing import canonical_json
 from consentry.registry.statements import PURPOSES, format_time, parse_time
@@ -169,9 +168,8 @@ def record_decision(
     request = prepare_decision(
         grantee, purpose, allowed, reasons, grants, subjects, prior_sha256, inputs, outputs
     )
-    if request.allowed:  # catch up outside the writer lock, so only the tail is read under it
-        with contextlib.suppress(ConsentryError):  # the re-check in the batch reports it
-            registry.consent.refresh()
+    # the batch's leader follows the log outside the writer lock, then re-checks every
+    # allow of the batch inside it (``consentry.registry.sequencer``)
     return registry.sequencer.submit(request)
 
 

@@ -72,14 +72,16 @@ issue's upper bound, and a leader lingers only while its batch is not full.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from sqlalchemy import or_
-from sqlmodel import Session, col, select
+from sqlalchemy import bindparam, literal, or_, select, union_all
+from sqlalchemy.sql.elements import BindParameter
+from sqlmodel import Session
 
 from consentry.errors import ConsentryError, InputError, NotFoundError
 from consentry.registry.decisions import DecisionRequest, decision_row, recheck_at
@@ -192,6 +194,11 @@ class DecisionSequencer:
         try:
             while not own.done:
                 batch = self._take()
+                if any(slot.request.allowed for slot in batch):
+                    # catch up outside the writer lock (the previous batch's leaves among
+                    # them), so only the tail is read under it; the re-check reports errors
+                    with contextlib.suppress(ConsentryError):
+                        self.registry.consent.refresh()
                 self._commit(batch)
         finally:
             with self._lock:
@@ -264,16 +271,14 @@ class DecisionSequencer:
                 f"integrity error: the consent state holds {state.size} entries but the "
                 f"log's next index is {start}"
             )
-        grantees = _grantee_ids(session, {r.grantee for r in requests})
-        grants = _existing(session, col(Grant.id), {g for r in requests for g in r.grants})
-        subjects = _existing(session, col(Subject.id), {s for r in requests for s in r.subjects})
+        known = _known(session, requests)
         accepted: list[tuple[DecisionRequest, str]] = []
         for request in requests:
-            missing = _missing(request, grantees, grants, subjects)
+            missing = _missing(request, known)
             if missing is not None:
                 outcomes[id(request)] = missing
             else:
-                accepted.append((request, grantees[request.grantee]))
+                accepted.append((request, known.grantees[request.grantee]))
         if not accepted:
             return 0
         key = registry.signing_key(session)
@@ -287,56 +292,76 @@ class DecisionSequencer:
                 )  # fmt: skip
             row = decision_row(request, registry.new_id("dec"), moment, late, grantee_id)
             items.append((row, "decision", row.id, Envelope.sign(statement_of(row), [key])))
-        registry.append_many(session, items, expect_start=start)
+        registry.append_many(session, items, start=start)
         for (request, _), (row, *_rest) in zip(accepted, items, strict=True):
             outcomes[id(request)] = row
         return len(items)
 
 
-def _chunks(values: set[str], size: int = 500) -> list[list[str]]:
-    ordered = sorted(values)
-    return [ordered[at : at + size] for at in range(0, len(ordered), size)]
+_CHUNK = 500  # ids of each kind per existence query
+_REFS: BindParameter[list[str]] = bindparam("refs", expanding=True)
+_GRANTS: BindParameter[list[str]] = bindparam("grants", expanding=True)
+_SUBJECTS: BindParameter[list[str]] = bindparam("subjects", expanding=True)
+_GRANTEE = Grantee.__table__.c  # type: ignore[attr-defined]
+_GRANT = Grant.__table__.c  # type: ignore[attr-defined]
+_SUBJECT = Subject.__table__.c  # type: ignore[attr-defined]
+# one round trip for a batch's three existence checks (built once: cached compiled form)
+_EXISTING = union_all(
+    select(literal("grantee").label("kind"), _GRANTEE.id, _GRANTEE.name).where(
+        or_(_GRANTEE.id.in_(_REFS), _GRANTEE.name.in_(_REFS))
+    ),
+    select(literal("grant"), _GRANT.id, _GRANT.id).where(_GRANT.id.in_(_GRANTS)),
+    select(literal("subject"), _SUBJECT.id, _SUBJECT.id).where(_SUBJECT.id.in_(_SUBJECTS)),
+)
 
 
-def _grantee_ids(session: Session, refs: set[str]) -> dict[str, str]:
-    """Each ref (an id or a unique name) that names a grantee -> the grantee's id;
-    an id match wins over a name match, as in the single-decision lookup."""
+@dataclass
+class _Known:
+    """Which of a batch's grantee refs, grant ids and subject ids have rows."""
+
+    grantees: dict[str, str]  # ref (id or unique name) -> grantee id
+    grants: set[str]
+    subjects: set[str]
+
+
+def _known(session: Session, requests: Sequence[DecisionRequest]) -> _Known:
+    """The batch's existence checks, one query per ``_CHUNK`` ids of each kind. A
+    grantee ref that is some grantee's id names that one, else the one so named
+    (names are unique), as in the single-decision lookup."""
+    refs = sorted({r.grantee for r in requests})
+    grant_ids = sorted({g for r in requests for g in r.grants})
+    subject_ids = sorted({s for r in requests for s in r.subjects})
     ids: set[str] = set()
     by_name: dict[str, str] = {}
-    for part in _chunks(refs):
-        rows = session.execute(
-            select(Grantee.id, Grantee.name).where(
-                or_(col(Grantee.id).in_(part), col(Grantee.name).in_(part))
-            )
-        ).all()
-        for grantee_id, name in rows:
-            ids.add(str(grantee_id))
-            by_name[str(name)] = str(grantee_id)
-    found = {ref: by_name[ref] for ref in refs if ref in by_name}
-    found.update({ref: ref for ref in refs if ref in ids})  # an id wins over a name
-    return found
+    known = _Known({}, set(), set())
+    for at in range(0, max(len(refs), len(grant_ids), len(subject_ids), 1), _CHUNK):
+        part = {
+            "refs": refs[at : at + _CHUNK],
+            "grants": grant_ids[at : at + _CHUNK],
+            "subjects": subject_ids[at : at + _CHUNK],
+        }
+        for kind, found_id, name in session.execute(_EXISTING, part):
+            if kind == "grantee":
+                ids.add(str(found_id))
+                by_name[str(name)] = str(found_id)
+            elif kind == "grant":
+                known.grants.add(str(found_id))
+            else:
+                known.subjects.add(str(found_id))
+    known.grantees = {ref: by_name[ref] for ref in refs if ref in by_name}
+    known.grantees.update({ref: ref for ref in refs if ref in ids})  # an id wins over a name
+    return known
 
 
-def _existing(session: Session, column: Any, ids: set[str]) -> set[str]:
-    """Which of ``ids`` are in ``column`` (a primary key), one query per 500 ids."""
-    found: set[str] = set()
-    for part in _chunks(ids):
-        rows = session.execute(select(column).where(column.in_(part))).scalars()
-        found.update(str(value) for value in rows)
-    return found
-
-
-def _missing(
-    request: DecisionRequest, grantees: dict[str, str], grants: set[str], subjects: set[str]
-) -> NotFoundError | None:
+def _missing(request: DecisionRequest, known: _Known) -> NotFoundError | None:
     """The NotFoundError the request fails with alone, or None (same messages and
     order as the single-decision checks: grantee, then grants, then subjects)."""
-    if request.grantee not in grantees:
+    if request.grantee not in known.grantees:
         return NotFoundError(f"no grantee {request.grantee!r}: see 'consentry grantee list'")
     for grant_id in request.grants:
-        if grant_id not in grants:
+        if grant_id not in known.grants:
             return NotFoundError(f"no grant {grant_id!r}: see 'consentry grants'")
     for subject_id in request.subjects:
-        if subject_id not in subjects:
+        if subject_id not in known.subjects:
             return NotFoundError(f"no subject {subject_id!r}: see 'consentry subject list'")
     return None

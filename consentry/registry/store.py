@@ -358,7 +358,7 @@ class Registry:
         self,
         session: Session,
         items: Sequence[tuple[Row | None, str, str, Envelope]],
-        expect_start: int | None = None,
+        start: int | None = None,
     ) -> list[int]:
         """Append ``(row, kind, record_id, envelope)`` leaves at consecutive indexes,
         in order, inside the caller's write transaction; returns their indexes.
@@ -366,18 +366,14 @@ class Registry:
         Each row's ``log_index`` is set to its leaf's index. Rows of one table, the
         log entries and the stored tree hashes each go in with one executemany
         (``tiles.integrate`` once for the batch, ``tiles.append_leaf`` for one leaf).
-        ``expect_start``: the index the caller planned for the first leaf (read with
-        :meth:`next_index` in the same transaction); a different one raises
-        ``LogIntegrityError`` before anything is written.
+        ``start``: the caller's :meth:`next_index`, read in this same transaction
+        (the writer lock held since, so it is still the next index); read here when
+        not given.
         """
         if not items:
             return []
-        start = self.next_index(session)
-        if expect_start is not None and start != expect_start:
-            raise LogIntegrityError(
-                f"the next log index is {start}, not the planned {expect_start}: "
-                "the log changed inside the writer's transaction"
-            )
+        if start is None:
+            start = self.next_index(session)
         created = format_time(self._clock())
         tables: dict[type[Any], list[dict[str, Any]]] = {}
         entries: list[dict[str, Any]] = []
