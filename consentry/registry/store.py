@@ -110,6 +110,7 @@ _SUBJECT_BY_ID = select(*Subject.__table__.columns).where(  # type: ignore[attr-
 _GRANTEE_BY_ID = select(*Grantee.__table__.columns).where(  # type: ignore[attr-defined]
     Grantee.__table__.c.id == bindparam("id")  # type: ignore[attr-defined]
 )
+_KEY_RETIRED = select(OperatorKey.retired_at_index).where(OperatorKey.key_id == bindparam("key_id"))
 _INSERTS: dict[type[Any], Any] = {}
 
 
@@ -313,9 +314,7 @@ class Registry:
     # ------------------------------------------------------------------ writing
     def signing_key(self, session: Session) -> SigningKey:
         """The operator key, after checking (in ``session``) that it is not retired."""
-        found = session.execute(
-            select(OperatorKey.retired_at_index).where(OperatorKey.key_id == self._key.key_id)
-        ).first()
+        found = session.execute(_KEY_RETIRED, {"key_id": self._key.key_id}).first()
         if found is None:
             raise SignatureError(f"operator key {self._key.key_id[:16]} is not in this registry")
         if found[0] is not None:
