@@ -314,7 +314,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 f"sequencer: where a batched decision's time goes ({result['backend']}, "
                 f"T={max(threads)}, thread CPU time, all threads merged)",
                 ["function", "calls/dec", "own ms/dec", "cum ms/dec", "% own"],
-                top_functions(str(dump), max(count, 1), limit=18),  # type: ignore[arg-type]
+                top_functions(str(dump), max(count, 1), limit=18),
             )
     note(f"work folder (delete when done): {work}")
     console.print()

@@ -126,7 +126,7 @@ def one_batch(reg: Registry, calls: list[Callable[[], Any]]) -> Iterator[Callers
         _wait(lambda: reg.sequencer.leading and reg.sequencer.pending() == 0, "the first batch")
         time.sleep(0.05)  # it is inside db.write(), waiting for the lock
         for n, call in enumerate(calls[1:], 1):
-            callers.start(lambda _, c=call: c(), n)  # type: ignore[misc]
+            callers.start(lambda _, c=call: c(), n)
         _wait(lambda: reg.sequencer.pending() == len(calls) - 1, "the queue")
     callers.join()
     yield callers
@@ -188,7 +188,7 @@ def test_queued_callers_are_written_in_one_batch(registry: Registry) -> None:
         (lambda n=n: _decide(registry, grantee.id, grant, subject, n, n % 2 == 0))
         for n in range(count)
     ]
-    with one_batch(registry, calls) as callers:  # type: ignore[arg-type]
+    with one_batch(registry, calls) as callers:
         pass
     assert not callers.errors, callers.errors
     stats = registry.sequencer.stats()
@@ -207,7 +207,7 @@ def test_max_batch_caps_a_batch(registry: Registry) -> None:
     calls = [
         (lambda n=n: _decide(registry, grantee.id, grant, subject, n, False)) for n in range(11)
     ]
-    with one_batch(registry, calls) as callers:  # type: ignore[arg-type]
+    with one_batch(registry, calls) as callers:
         pass
     assert not callers.errors
     stats = registry.sequencer.stats()
@@ -218,7 +218,7 @@ def test_max_batch_caps_a_batch(registry: Registry) -> None:
 def test_bad_settings_are_input_errors(registry: Registry) -> None:
     for kwargs in ({"max_batch": 0}, {"max_wait": -1.0}, {"max_wait": 0.3}):
         with pytest.raises(InputError):
-            DecisionSequencer(registry, **kwargs)  # type: ignore[arg-type]
+            DecisionSequencer(registry, **kwargs)
 
 
 def test_an_unknown_id_fails_alone_and_the_batch_stays_gap_free(registry: Registry) -> None:
@@ -273,7 +273,7 @@ def test_a_batch_that_cannot_commit_fails_every_caller(registry: Registry) -> No
             (lambda n=n: _decide(stale, grantee.id, grant, subject, n, n % 2 == 0))
             for n in range(6)
         ]
-        with one_batch(stale, calls) as callers:  # type: ignore[arg-type]
+        with one_batch(stale, calls) as callers:
             pass
         assert not callers.results
         assert sorted(callers.errors) == list(range(6))
@@ -293,7 +293,7 @@ def test_a_revocation_between_two_batches_is_honoured_by_the_later(registry: Reg
     first = [
         (lambda n=n: _decide(registry, grantee.id, grant, subject, n, True)) for n in range(5)
     ]
-    with one_batch(registry, first) as before:  # type: ignore[arg-type]
+    with one_batch(registry, first) as before:
         pass
     assert all(r.allowed for r in before.results.values()), before.errors
     other = Registry.open(registry.home.root, registry.db.url, clock=_clock)
@@ -309,7 +309,7 @@ def test_a_revocation_between_two_batches_is_honoured_by_the_later(registry: Reg
             grantee.id, "generate", True, [], [grant.id], [subject.id], None, [_sha(n)], [])))
         for n in range(10, 15)
     ]  # fmt: skip
-    with one_batch(registry, later) as after:  # type: ignore[arg-type]
+    with one_batch(registry, later) as after:
         pass
     assert not after.errors
     assert registry.sequencer.stats().largest_batch >= 4
@@ -338,7 +338,7 @@ def test_each_allow_is_judged_at_its_own_index(registry: Registry) -> None:
             [])))
         for n in range(4)
     ]  # fmt: skip
-    with one_batch(registry, calls) as callers:  # type: ignore[arg-type]
+    with one_batch(registry, calls) as callers:
         pass
     assert not callers.errors
     for row in callers.results.values():

@@ -108,7 +108,7 @@ def test_a_batch_gathered_before_a_revocation_is_refused_at_release(world: World
         )
 
     w.registry.consent.refresh()
-    honest = [w.registry.sequencer.submit(job(n)) for n in range(3)]  # type: ignore[arg-type]
+    honest = [w.registry.sequencer.submit(job(n)) for n in range(3)]
     assert all(r.allowed for r in honest), [r.reasons for r in honest]
     other = Registry.open(w.registry.home.root, w.registry.db.url, clock=w.clock)
     try:
@@ -121,7 +121,7 @@ def test_a_batch_gathered_before_a_revocation_is_refused_at_release(world: World
 
     def caller(n: int) -> None:
         go.wait()
-        results[n] = w.registry.sequencer.submit(job(n))  # type: ignore[arg-type]
+        results[n] = w.registry.sequencer.submit(job(n))
 
     threads = [threading.Thread(target=caller, args=(n,)) for n in range(10, 16)]
     for thread in threads:
