@@ -1,49 +1,147 @@
 """Consentry: a consent-aware likeness registry and provenance toolkit.
 
-The public surface is re-exported here; everything else is internal.
+The public surface is what this module exports (``__all__``): the registry, the
+gateway and its requests and receipts, media verification and audit, signing
+helpers, and every error of the one exception tree. Everything else is internal
+and may change between releases. The gateway, ``verify_media`` and the audit are
+imported on first use (they load the face engines), so ``import consentry`` stays
+light.
 """
 
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from consentry.errors import (
+    AmbiguousNameError,
+    CalibrationRejectedError,
+    CertificateError,
     CheckpointError,
+    ConfigError,
     ConsentryError,
+    CorruptImageError,
+    DuplicateError,
+    EngineError,
+    EnrollmentRejectedError,
+    ErasedError,
     GrantError,
     GrantExpiredError,
     GrantNotYetValidError,
     GrantRevokedError,
+    ImageError,
+    ImageTooLargeError,
     InputError,
+    JobLimitError,
     LogError,
+    LogIntegrityError,
+    ManifestError,
+    ModelHashError,
+    NonCanonicalError,
     NotFoundError,
+    OptedOutError,
+    PriorFileError,
+    PriorHashMismatchError,
+    PriorOwnerError,
     ProofError,
+    ProvenanceError,
     RegistryError,
     RetiredKeyError,
     RollbackError,
     SignatureError,
     TamperError,
+    UnknownKeyError,
+    UnsupportedImageError,
+    VaultError,
 )
 from consentry.registry.signing import Envelope, SigningKey
 from consentry.registry.store import InclusionProof, Registry
 from consentry.registry.verify import LogReport
 
+if TYPE_CHECKING:
+    from consentry.generation.gateway import CheckRequest, Gateway, Receipt, RunRequest, run_job
+    from consentry.provenance.audit import AuditReport, audit_paths
+    from consentry.provenance.verify import VerifyResult, verify_media
+
 __all__ = [
+    "AmbiguousNameError",
+    "AuditReport",
+    "CalibrationRejectedError",
+    "CertificateError",
+    "CheckRequest",
     "CheckpointError",
+    "ConfigError",
     "ConsentryError",
+    "CorruptImageError",
+    "DuplicateError",
+    "EngineError",
+    "EnrollmentRejectedError",
     "Envelope",
+    "ErasedError",
+    "Gateway",
     "GrantError",
     "GrantExpiredError",
     "GrantNotYetValidError",
     "GrantRevokedError",
+    "ImageError",
+    "ImageTooLargeError",
     "InclusionProof",
     "InputError",
+    "JobLimitError",
     "LogError",
+    "LogIntegrityError",
     "LogReport",
+    "ManifestError",
+    "ModelHashError",
+    "NonCanonicalError",
     "NotFoundError",
+    "OptedOutError",
+    "PriorFileError",
+    "PriorHashMismatchError",
+    "PriorOwnerError",
     "ProofError",
+    "ProvenanceError",
+    "Receipt",
     "Registry",
     "RegistryError",
     "RetiredKeyError",
     "RollbackError",
+    "RunRequest",
     "SignatureError",
     "SigningKey",
     "TamperError",
+    "UnknownKeyError",
+    "UnsupportedImageError",
+    "VaultError",
+    "VerifyResult",
+    "audit_paths",
+    "run_job",
+    "verify_media",
 ]
 __version__ = "0.1.0"
+
+# public name -> the module that defines it, imported on first use
+_LAZY: dict[str, str] = {
+    "AuditReport": "consentry.provenance.audit",
+    "CheckRequest": "consentry.generation.gateway",
+    "Gateway": "consentry.generation.gateway",
+    "Receipt": "consentry.generation.gateway",
+    "RunRequest": "consentry.generation.gateway",
+    "VerifyResult": "consentry.provenance.verify",
+    "audit_paths": "consentry.provenance.audit",
+    "run_job": "consentry.generation.gateway",
+    "verify_media": "consentry.provenance.verify",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -94,7 +94,8 @@ class Home:
             data = json.loads(self.config_file.read_text())
         except FileNotFoundError as exc:
             raise ConfigError(
-                f"no registry at {self.root}: run 'consentry init --home {self.root}' first"
+                f"no registry at {self.root}",
+                hint=f"run 'consentry init --home {self.root}' first",
             ) from exc
         except (OSError, json.JSONDecodeError) as exc:
             raise ConfigError(f"cannot read {self.config_file}: {exc}") from exc

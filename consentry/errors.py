@@ -96,14 +96,31 @@ __all__ = [
     "SignatureError",
     "TamperError",
     "UnknownKeyError",
+    "UnsupportedImageError",
     "VaultError",
 ]
 
 
 class ConsentryError(Exception):
-    """Base of every Consentry error; ``exit_code`` is what the CLI exits with."""
+    """Base of every Consentry error; ``exit_code`` is what the CLI exits with.
+
+    ``str(error)`` is the message: what went wrong, in words every caller can show
+    (HTTP clients get it as ``detail``). ``hint`` is optional advice for a person
+    at the command line (``"run 'consentry log verify'"``, ``"drop --subject-key"``):
+    the CLI prints it on its own line after the message; it never changes what the
+    error means and is not sent to HTTP clients, whose options differ.
+    """
 
     exit_code: int = 1
+
+    def __init__(self, message: str = "", *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.hint = hint.strip() if hint and hint.strip() else None
+
+    @property
+    def message(self) -> str:
+        """The message alone (``str(error)``), without the hint."""
+        return str(self.args[0]) if self.args else ""
 
 
 class InputError(ConsentryError):

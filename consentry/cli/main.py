@@ -76,6 +76,8 @@ def run() -> None:
         app()
     except ConsentryError as exc:
         typer.echo(f"error: {exc}", err=True)
+        if exc.hint:
+            typer.echo(f"hint: {exc.hint}", err=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         typer.echo("error: interrupted", err=True)

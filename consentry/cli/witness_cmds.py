@@ -203,7 +203,8 @@ def _cosign_bundle(
         if last != old.tree_size:
             raise InputError(
                 f"the bundle proves from size {old.tree_size}, but this witness co-signed "
-                f"size {last} last: run 'consentry log consistency' from that checkpoint"
+                f"size {last} last",
+                hint="run 'consentry log consistency' from that checkpoint",
             )
         return hashes
 

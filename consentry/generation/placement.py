@@ -102,7 +102,7 @@ def _device(name: str) -> torch.device:
         if not torch.cuda.is_available():
             build = torch.version.cuda
             why = "this torch build has no CUDA" if build is None else "no CUDA GPU is visible"
-            raise InputError(f"device {name!r} asked for, but {why}: use --device cpu")
+            raise InputError(f"device {name!r} asked for, but {why}", hint="use --device cpu")
         index = int(index_text)
         count = torch.cuda.device_count()
         if index >= count:

@@ -47,6 +47,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
 
+from consentry.hashing import is_sha256_hex
 from consentry.registry.statements import PRIOR_KINDS, PURPOSES
 
 __all__ = [
@@ -67,7 +68,6 @@ __all__ = [
 Stage = Literal["pre", "post"]
 
 _TIME = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})T([0-9]{2}):([0-9]{2}):([0-9]{2})Z")
-_SHA256 = re.compile(r"[0-9a-f]{64}")
 _MALFORMED = "malformed facts: "
 
 
@@ -386,7 +386,7 @@ def _defects(facts: JobFacts) -> list[str]:
                 ("registered", prior.registered_sha256),
                 ("file", prior.file_sha256),
             ):
-                if not isinstance(value, str) or not _SHA256.fullmatch(_sha(value)):
+                if not isinstance(value, str) or not is_sha256_hex(_sha(value)):
                     out.append(f"prior {name}: the {label} sha256 is not SHA-256 hex: {value!r}")
             if prior.kind not in PRIOR_KINDS:
                 out.append(f"prior {name} has an unknown kind {prior.kind!r}")

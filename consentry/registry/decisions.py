@@ -25,13 +25,13 @@ Invariants
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
 from consentry.errors import InputError, NotFoundError
+from consentry.hashing import is_sha256_hex
 from consentry.registry.models import Decision
 from consentry.registry.signing import canonical_json
 from consentry.registry.statements import PURPOSES, format_time, parse_time
@@ -54,14 +54,12 @@ __all__ = [
 # The reasons of an allow turned into a refusal by the in-transaction re-check start so.
 RACE_PREFIX = "refused at release: "
 
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
-
 
 def _hashes(values: Iterable[str], what: str) -> list[str]:
     result = []
     for value in values:
         clean = str(value).strip().lower()
-        if not _SHA256.match(clean):
+        if not is_sha256_hex(clean):
             raise InputError(f"{what}: not a SHA-256 in hex: {value!r}")
         result.append(clean)
     return result

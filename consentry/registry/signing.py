@@ -14,7 +14,6 @@ Invariants
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import multiprocessing
 import os
@@ -35,6 +34,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 
 from consentry.errors import InputError, NonCanonicalError, SignatureError, UnknownKeyError
 from consentry.fsutil import atomic_write
+from consentry.hashing import sha256_hex  # re-exported: one definition, in consentry.hashing
 
 __all__ = [
     "PAYLOAD_TYPE_PREFIX",
@@ -164,11 +164,6 @@ def _reject_constant(name: str) -> Any:
 def checkpoint_key_name(key_id: str) -> str:
     """The signed-note key name of an operator key (derivable from the public key)."""
     return f"consentry-{key_id[:16]}"
-
-
-def sha256_hex(data: bytes) -> str:
-    """Lowercase hex SHA-256 of ``data``."""
-    return hashlib.sha256(data).hexdigest()
 
 
 def _raw_public(public_key: Ed25519PublicKey) -> bytes:

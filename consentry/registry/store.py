@@ -19,10 +19,8 @@ Invariants
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import json
-import re
 import secrets
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -55,6 +53,8 @@ from consentry.errors import (
     SignatureError,
 )
 from consentry.fsutil import atomic_write, fsync_dir
+from consentry.hashing import SHA256_HEX as _SHA256
+from consentry.hashing import hash_file
 from consentry.registry import checkpoint as cp
 from consentry.registry import merkle, tiles
 from consentry.registry.db import Database
@@ -100,7 +100,6 @@ __all__ = ["GrantStatus", "InclusionProof", "Registry", "leaf_bytes", "parse_unt
 
 GrantStatus = Literal["active", "expired", "not-yet-valid", "revoked"]
 Clock = Callable[[], datetime]
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
 _MAX_INDEX = select(func.max(LogEntry.idx))
@@ -1190,16 +1189,10 @@ class Registry:
 
 
 def _hash_file(path: Path) -> tuple[str, int]:
-    digest = hashlib.sha256()
-    size = 0
     try:
-        with path.open("rb") as handle:
-            while chunk := handle.read(1 << 20):
-                digest.update(chunk)
-                size += len(chunk)
+        return hash_file(path)
     except OSError as exc:
         raise InputError(f"cannot read {path}: {exc.strerror}") from exc
-    return digest.hexdigest(), size
 
 
 def parse_until(text: str | None) -> datetime | None:

@@ -258,7 +258,7 @@ class WitnessKey:
     def load(cls, store: WitnessStore) -> WitnessKey:
         if not store.key_file.exists():
             raise ConfigError(
-                f"no witness key in {store.folder}: run 'consentry witness init' first"
+                f"no witness key in {store.folder}", hint="run 'consentry witness init' first"
             )
         key = SigningKey.load(store.key_file)
         try:

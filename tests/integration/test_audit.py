@@ -15,7 +15,7 @@ from consentry.faces.enroll import enroll_photos
 from consentry.provenance.audit import audit_paths, render_html
 from consentry.provenance.sign import sign_output
 from consentry.registry.decisions import record_decision
-from tests.integration.test_cli import Cli
+from tests.support.cli import Cli
 
 DATA = Path(__file__).resolve().parents[2] / "consentry" / "data" / "faces"
 

@@ -3,74 +3,26 @@
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import stat
-import subprocess
-import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from consentry import Registry
-
-
-@dataclass
-class Result:
-    code: int
-    out: str
-    err: str
-
-
-@dataclass
-class Cli:
-    home: Path
-    db_url: str | None = None
-
-    def __call__(self, *args: str, home: bool = True) -> Result:
-        env = {
-            k: v
-            for k, v in os.environ.items()
-            if not k.startswith("CONSENTRY_") or k in ("CONSENTRY_DEVICE", "CONSENTRY_WITNESS_DIR")
-        }
-        argv = [sys.executable, "-m", "consentry.cli.main", *args]
-        if home:
-            env["CONSENTRY_HOME"] = str(self.home)
-        proc = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=120)
-        return Result(proc.returncode, proc.stdout, proc.stderr)
-
-    def ok(self, *args: str) -> str:
-        result = self(*args)
-        assert result.code == 0, result.err
-        return result.out
-
-    def json(self, *args: str) -> object:
-        return json.loads(self.ok(*args, "--json"))
-
-
-def _initialised(home: Path, db_url: str) -> Cli:
-    runner = Cli(home, db_url)
-    runner.ok("init", "--home", str(runner.home), "--db", db_url)
-    return runner
+from tests.support.cli import Cli, assert_one_line_error, initialised
 
 
 @pytest.fixture
 def cli(tmp_path: Path, sqlite_url: str) -> Cli:
     """A CLI over a fresh SQLite registry (the CLI layer is the same on every backend)."""
-    return _initialised(tmp_path / "home", sqlite_url)
+    return initialised(tmp_path / "home", sqlite_url)
 
 
 @pytest.fixture
 def cli_any_db(tmp_path: Path, db_url: str) -> Cli:
     """A CLI over a fresh registry on SQLite and on PostgreSQL."""
-    return _initialised(tmp_path / "home", db_url)
-
-
-def assert_one_line_error(result: Result, code: int, fragment: str) -> None:
-    assert result.code == code, (result.out, result.err)
-    assert "Traceback" not in result.err
-    assert fragment in result.err
+    return initialised(tmp_path / "home", db_url)
 
 
 def test_registry_flow_end_to_end(cli_any_db: Cli, tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from tests.integration.test_cli import Cli
+from tests.support.cli import Cli
 
 DEMO_LIMIT_S = 180.0  # the target is 2 minutes on 2 cores; allow for a loaded machine
 

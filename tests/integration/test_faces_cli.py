@@ -11,14 +11,14 @@ from PIL import Image
 
 from consentry import Registry
 from tests.integration._labelled import labelled_set
-from tests.integration.test_cli import Cli, _initialised
+from tests.support.cli import Cli, initialised
 
 DATA = Path(__file__).resolve().parents[2] / "consentry" / "data" / "faces"
 
 
 @pytest.fixture
 def cli(tmp_path: Path, sqlite_url: str) -> Cli:
-    runner = _initialised(tmp_path / "home", sqlite_url)
+    runner = initialised(tmp_path / "home", sqlite_url)
     runner.ok("subject", "add", "Barack Obama")
     runner.ok("subject", "add", "Joe Biden")
     return runner

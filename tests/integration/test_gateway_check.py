@@ -15,7 +15,7 @@ from consentry.faces.engines import get_engine
 from consentry.faces.enroll import enroll_photos
 from consentry.generation.gateway import CheckRequest, Gateway, prior_store_path
 from consentry.registry.decisions import get_decision
-from tests.integration.test_cli import Cli
+from tests.support.cli import Cli
 
 DATA = Path(__file__).resolve().parents[2] / "consentry" / "data" / "faces"
 

@@ -22,7 +22,7 @@ from consentry.generation.tiny import build_tiny_pipeline
 from consentry.provenance.certs import create_dev_pki
 from consentry.provenance.verify import verify_media
 from consentry.registry.decisions import get_decision
-from tests.integration.test_cli import Cli
+from tests.support.cli import Cli
 
 DATA = Path(__file__).resolve().parents[2] / "consentry" / "data" / "faces"
 

@@ -22,7 +22,7 @@ from consentry.generation.policy import Limits
 from consentry.registry.models import Prior
 from consentry.registry.signing import canonical_json
 from consentry.registry.statements import format_time
-from tests.integration.test_cli import Cli
+from tests.support.cli import Cli
 
 
 @dataclass

@@ -29,7 +29,7 @@ from consentry.generation.tiny import build_tiny_pipeline
 from consentry.registry.decisions import get_decision
 from consentry.registry.store import Registry
 from tests.integration._live import live_server
-from tests.integration.test_cli import Cli
+from tests.support.cli import Cli
 from tests.unit.fuzz_images import png_declaring
 
 DATA = Path(__file__).resolve().parents[2] / "consentry" / "data" / "faces"

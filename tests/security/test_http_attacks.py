@@ -25,7 +25,7 @@ from consentry.generation.service import create_app, hash_admin_key
 from consentry.registry.decisions import get_decision
 from consentry.registry.store import Registry
 from tests.integration._live import live_server
-from tests.integration.test_cli import Cli
+from tests.support.cli import Cli
 
 DATA = Path(__file__).resolve().parents[2] / "consentry" / "data" / "faces"
 ADMIN_KEY = "csa_http-attacks-admin"

@@ -26,7 +26,7 @@ from consentry.faces.engines import get_engine
 from consentry.generation.backends.base import prior_store_path, store_prior_file
 from consentry.generation.gateway import CheckRequest, Gateway
 from consentry.registry.safetensors_header import MAX_HEADER_BYTES
-from tests.integration.test_cli import Cli
+from tests.support.cli import Cli
 
 
 def _weights(seed: int = 0) -> bytes:

@@ -17,7 +17,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -45,15 +44,9 @@ from consentry.registry.signing import Envelope, checkpoint_key_name
 from consentry.registry.statements import format_time, statement_of
 from consentry.registry.store import Registry
 from tests.security.conftest import PRIOR_SHA, World, append_leaf, new_id, raw_insert
+from tests.support.media import make_image
 
 JPEG = "image/jpeg"
-
-
-def make_image(fmt: str = "JPEG", seed: int = 0, size: int = 128) -> bytes:
-    pixels = np.random.default_rng(seed).integers(0, 255, (size, size, 3), dtype=np.uint8)
-    out = io.BytesIO()
-    Image.fromarray(pixels).save(out, fmt)
-    return out.getvalue()
 
 
 def jpeg_segments(data: bytes) -> Iterator[tuple[int, int, int]]:

@@ -40,7 +40,6 @@ from consentry.registry.signing import Envelope, sha256_hex
 from consentry.registry.statements import format_time, statement_of
 from consentry.registry.store import Registry
 from tests.integration._live import live_server
-from tests.integration.test_cli import Cli
 from tests.security.conftest import (
     T0,
     World,
@@ -51,7 +50,8 @@ from tests.security.conftest import (
     raw_insert,
     row_values,
 )
-from tests.security.test_provenance_tamper import make_image
+from tests.support.cli import Cli
+from tests.support.media import make_image
 
 DATA = Path(__file__).resolve().parents[2] / "consentry" / "data" / "faces"
 JPEG = "image/jpeg"

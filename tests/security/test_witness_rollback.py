@@ -32,8 +32,8 @@ from consentry.registry import merkle
 from consentry.registry.signing import SigningKey, checkpoint_key_name
 from consentry.registry.witness import WitnessKey, WitnessStore, cosign
 from tests.integration._live import live_server
-from tests.integration.test_cli import Cli
 from tests.security.conftest import raw
+from tests.support.cli import Cli
 
 REVOKED_JOB = CheckRequest("Acme", "generate", [], "a portrait of Quinn Heldout")
 OTHER_JOB = CheckRequest("Acme", "generate", [], "a portrait of Rowan Example")

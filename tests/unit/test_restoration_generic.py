@@ -33,7 +33,7 @@ from consentry.generation.restoration.generic import (
     bicubic_upscale,
     realesrgan_models_dir,
 )
-from tests.unit.test_degrade import face_crop
+from tests.support.faces import face_crop
 
 _MODEL_FILES = (REALESRGAN_X4PLUS_PARAM, REALESRGAN_X4PLUS_BIN)
 
