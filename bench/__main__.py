@@ -27,6 +27,7 @@ BENCHMARKS: dict[str, str] = {
     "face_scan": "bench.face_scan",
     "serve": "bench.serve",
     "log": "bench.log",
+    "sequencer": "bench.sequencer",
 }
 
 

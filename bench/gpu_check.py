@@ -53,13 +53,13 @@ from PIL import Image
 from bench.sd15_timing import sd15_models
 from consentry.generation.backends.base import PriorRef
 from consentry.generation.backends.diffusers_backend import DiffusersBackend
-from consentry.generation.personalize import TrainConfig, TrainResult, train_prior
 from consentry.generation.placement import Placement, resolve_placement
 from consentry.generation.tiny import (
     assemble_pipeline,
     build_tiny_pipeline,
     make_tiny_tokenizer,
 )
+from consentry.training import TrainConfig, TrainResult, train_prior
 
 PHOTOS = Path(__file__).resolve().parents[1] / "consentry" / "data" / "faces"
 PROMPT = "a photo of a person"
@@ -398,6 +398,7 @@ class _Run:
             learning_rate=1e-4,
             resolution=self.size,
             prior_loss_weight=0.0,
+            checkpoint_every=0,
         )
         cpu = resolve_placement("cpu", purpose="training")
         _, cpu_record = _train(self.model, self.photos, config, self.root / "cpu-lora", cpu)

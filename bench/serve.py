@@ -16,11 +16,15 @@ Modes, in one run:
 - ``cadence``: ``serve`` as shipped: concurrent checks (thread pool, no face lock
   for prompt-only checks), checkpoints every second.
 - ``2 processes``: two ``serve`` processes on one database, clients alternating.
+- ``2 processes on PostgreSQL``: the same on a throwaway PostgreSQL server
+  (``tests.pgserver.ThrowawayPostgres``, on the same machine, durability off) from
+  one home (``--serve-no-postgres`` skips it; a missing server is a "skipped" row).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import random
 import signal
@@ -53,6 +57,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="serve: seconds measured per mode (default 30, quick 6)",
     )
+    group.add_argument(
+        "--serve-no-postgres",
+        action="store_true",
+        help="serve: skip the mode on PostgreSQL",
+    )
 
 
 @dataclass
@@ -62,11 +71,11 @@ class World:
     jobs: list[tuple[str, str, bool]]  # (grantee, prompt, allowed)
 
 
-def build_world(root: Path) -> World:
+def build_world(root: Path, db_url: str | None = None) -> World:
     from consentry.registry.store import Registry
 
     rng = random.Random(12)
-    registry = Registry.init(root / "home", None)
+    registry = Registry.init(root / "home", db_url)
     try:
         _, granted = registry.add_grantee("Studio")
         _, other = registry.add_grantee("Agency")
@@ -215,6 +224,26 @@ MODES: dict[str, tuple[list[str], int]] = {
     "cadence checkpoints (1 s), concurrent checks": ([], 1),
     "cadence, 2 serve processes on one database": ([], 2),
 }
+# on PostgreSQL (one throwaway server for the run), after the SQLite modes
+POSTGRES_MODES: dict[str, tuple[list[str], int]] = {
+    "cadence, 2 serve processes on one PostgreSQL": ([], 2),
+}
+
+
+class _NoPostgresError(Exception):
+    """The PostgreSQL modes cannot run here (why in the message)."""
+
+
+def _postgres(stack: contextlib.ExitStack) -> Any:
+    """A throwaway PostgreSQL server, stopped when ``stack`` closes."""
+    try:
+        from tests.pgserver import ThrowawayPostgres
+    except ImportError as exc:  # run from elsewhere than the repository root
+        raise _NoPostgresError(f"tests.pgserver not importable: {exc}") from exc
+    try:
+        return stack.enter_context(ThrowawayPostgres())
+    except RuntimeError as exc:  # no server binaries, or it did not start
+        raise _NoPostgresError(str(exc).splitlines()[0]) from exc
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -223,10 +252,26 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     rows: list[list[object]] = []
     out: dict[str, Any] = {"clients": clients, "seconds": seconds, "modes": {}}
     baseline_rate = None
-    with tempfile.TemporaryDirectory(prefix="bench-serve-") as tmp:
+    modes: list[tuple[str, list[str], int, bool]] = [
+        (name, flags, processes, False) for name, (flags, processes) in MODES.items()
+    ] + [(name, flags, processes, True) for name, (flags, processes) in POSTGRES_MODES.items()]
+    with contextlib.ExitStack() as stack:
+        tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-serve-"))
         os.environ.setdefault("CONSENTRY_WITNESS_DIR", str(Path(tmp) / "witness"))
-        for number, (name, (flags, processes)) in enumerate(MODES.items()):
-            world = build_world(Path(tmp) / f"mode{number}")
+        server: Any = None
+        for number, (name, flags, processes, on_postgres) in enumerate(modes):
+            db_url = None
+            if on_postgres:
+                try:
+                    if args.serve_no_postgres:
+                        raise _NoPostgresError("--serve-no-postgres")
+                    server = server or _postgres(stack)
+                except _NoPostgresError as exc:
+                    rows.append([name, processes, *["-"] * 8, f"skipped: {exc}"])
+                    out["modes"][name] = {"processes": processes, "skipped": str(exc)}
+                    continue
+                db_url = server.create_database(f"bench_serve_{number}")
+            world = build_world(Path(tmp) / f"mode{number}", db_url)
             servers = [_start(world.home, flags) for _ in range(processes)]
             try:
                 result = _drive(world, [base for _, base in servers], clients, seconds)
@@ -256,6 +301,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             out["modes"][name] = {
                 "processes": processes,
                 "flags": flags,
+                "database": "postgresql" if on_postgres else "sqlite",
                 "decisions": len(result.latencies),
                 "decisions_per_s": rate,
                 "p50_ms": p50,
@@ -285,6 +331,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             f"Clients run on the same machine as the servers (load {load_average()}). "
             "wrong: answers differing from the ground truth; log ok: one decision "
             "per answer, gap-free, covered by a checkpoint after the servers stop. "
+            "The PostgreSQL server runs on the same machine too (durability off). "
             "Goal (issue 12): >= 300 decisions/s."
         ),
     )

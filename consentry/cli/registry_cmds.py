@@ -6,7 +6,6 @@ home's witness copy always covers the newest entry.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from datetime import datetime
 from pathlib import Path
@@ -17,6 +16,7 @@ import typer
 from consentry.cli import faces_cmds, train_cmds
 from consentry.cli.common import DbOpt, HomeOpt, JsonOpt, emit_json, open_registry
 from consentry.errors import InputError
+from consentry.hashing import sha256_file
 from consentry.registry.signing import SigningKey, load_public_key
 from consentry.registry.statements import parse_time
 from consentry.registry.views import grant_json, grantee_json, prior_json, subject_json
@@ -175,7 +175,7 @@ def grant_command(
     evidence_sha256 = None
     if evidence is not None:
         try:
-            evidence_sha256 = hashlib.sha256(evidence.read_bytes()).hexdigest()
+            evidence_sha256 = sha256_file(evidence)
         except OSError as exc:
             raise InputError(f"cannot read evidence {evidence}: {exc.strerror}") from exc
     parsed_constraints: dict[str, Any] | None = None

@@ -1,15 +1,44 @@
-"""``consentry prior train``: train a subject's prior under a ``train`` grant."""
+"""``consentry prior train``: train a subject's prior under a ``train`` grant.
+
+The configuration is :meth:`consentry.training.TrainConfig.for_kind` with the
+options given: every default (the per-kind token and learning rate included)
+comes from :mod:`consentry.training.config`, none is the CLI's own, so a library
+caller and this command train the same recipe. ``--dry-run`` prints it and stops.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from consentry.cli.common import DbOpt, DeviceOpt, HomeOpt, JsonOpt, emit_json, open_registry
+from consentry.training.config import TrainConfig
 
-__all__ = ["register"]
+__all__ = ["register", "train_config"]
+
+_DEFAULTS: dict[str, Any] = {
+    field.name: field.default
+    for field in dataclasses.fields(TrainConfig)
+    if field.default is not dataclasses.MISSING
+}
+"""The kind-independent field defaults, shown by ``--help`` (the same values ``for_kind`` uses)."""
+
+
+def train_config(
+    kind: str,
+    *,
+    token: str | None = None,
+    learning_rate: float | None = None,
+    **options: Any,
+) -> TrainConfig:
+    """The configuration ``prior train`` trains: ``TrainConfig.for_kind`` of ``kind``
+    (``-`` or ``_`` between words) with every option that was given (not None)."""
+    given = {"token": token, "learning_rate": learning_rate, **options}
+    changes = {name: value for name, value in given.items() if value is not None}
+    return TrainConfig.for_kind(kind.replace("-", "_"), **changes)
 
 
 def train_command(
@@ -19,29 +48,38 @@ def train_command(
     ] = "lora",
     model: Annotated[Path, typer.Option("--model", help="Local diffusers model folder.")] = Path(),
     requester: Annotated[str, typer.Option("--as", help="Grantee id or unique name.")] = "",
-    steps: Annotated[int, typer.Option("--steps", help="Optimisation steps.")] = 400,
+    steps: Annotated[int, typer.Option("--steps", help="Optimisation steps.")] = _DEFAULTS["steps"],
     resume: Annotated[bool, typer.Option("--resume", help="Continue from a checkpoint.")] = False,
     resolution: Annotated[
         int, typer.Option("--resolution", help="Training size; kept photos are 256 px.")
-    ] = 256,
-    learning_rate: Annotated[float | None, typer.Option("--lr", help="Learning rate.")] = None,
+    ] = _DEFAULTS["resolution"],
+    learning_rate: Annotated[
+        float | None, typer.Option("--lr", help="Learning rate (default: the kind's).")
+    ] = None,
     token: Annotated[
-        str | None, typer.Option("--token", help="Placeholder token or identifier word.")
+        str | None,
+        typer.Option("--token", help="Placeholder token or identifier word (default: the kind's)."),
     ] = None,
     class_images: Annotated[
         int, typer.Option("--class-images", help="Prior-preservation images (lora, dreambooth).")
-    ] = 100,
+    ] = _DEFAULTS["num_class_images"],
     class_image_steps: Annotated[
         int, typer.Option("--class-image-steps", help="Sampling steps per class image.")
-    ] = 25,
+    ] = _DEFAULTS["class_image_steps"],
     checkpoint_every: Annotated[
         int, typer.Option("--checkpoint-every", help="Checkpoint period in steps (0: none).")
-    ] = 100,
-    seed: Annotated[int, typer.Option("--seed")] = 0,
+    ] = _DEFAULTS["checkpoint_every"],
+    seed: Annotated[int, typer.Option("--seed")] = _DEFAULTS["seed"],
     device: DeviceOpt = None,
     work_dir: Annotated[
         Path | None, typer.Option("--work-dir", help="Checkpoints and class images.")
     ] = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run", help="Print the configuration that would be trained; train nothing."
+        ),
+    ] = False,
     home: HomeOpt = None,
     db: DbOpt = None,
     as_json: JsonOpt = False,
@@ -54,29 +92,47 @@ def train_command(
     the grant. Photos are decrypted in memory only. Weights stay in float32 on
     every device; ``--device cuda`` trains on a GPU.
     """
-    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-
     from consentry.errors import InputError
-    from consentry.generation.personalize import TrainConfig
-    from consentry.generation.train_job import train_under_grant
-    from consentry.registry.views import prior_json
 
-    if not requester:
-        raise InputError("give --as GRANTEE")
-    normal = kind.replace("-", "_")
-    defaults = {"textual_inversion": ("<sks-person>", 5e-3), "lora": ("sks", 1e-4)}
-    default_token, default_lr = defaults.get(normal, ("sks", 5e-6))
-    config = TrainConfig(
-        kind=normal,  # type: ignore[arg-type]  # validated by TrainConfig
-        token=token or default_token,
+    config = train_config(
+        kind,
+        token=token,
+        learning_rate=learning_rate,
         steps=steps,
-        learning_rate=learning_rate if learning_rate is not None else default_lr,
         resolution=resolution,
         seed=seed,
         num_class_images=class_images,
         class_image_steps=class_image_steps,
         checkpoint_every=checkpoint_every,
     )
+    if dry_run:  # nothing opened, decided or logged
+        if as_json:
+            emit_json({"config": config.to_dict(), "config_sha256": config.sha256()})
+        else:
+            typer.echo(f"{config.to_json()}\nconfig sha256 {config.sha256()}")
+        return
+    if not requester:
+        raise InputError("give --as GRANTEE")
+    _train(config, subject, model, requester, resume, device, work_dir, home, db, as_json)
+
+
+def _train(
+    config: TrainConfig,
+    subject: str,
+    model: Path,
+    requester: str,
+    resume: bool,
+    device: str | None,
+    work_dir: Path | None,
+    home: Path | None,
+    db: str | None,
+    as_json: bool,
+) -> None:
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from consentry.registry.views import prior_json
+    from consentry.training.job import train_under_grant
+
     with (
         open_registry(home, db) as registry,
         Progress(
@@ -88,7 +144,7 @@ def train_command(
             disable=as_json,
         ) as bar,
     ):
-        task = bar.add_task("train", total=steps, kind=normal, loss=0.0)
+        task = bar.add_task("train", total=config.steps, kind=config.kind, loss=0.0)
 
         def progress(step: int, total: int, loss: float) -> None:
             bar.update(task, completed=step, total=total, loss=loss)
@@ -114,7 +170,7 @@ def train_command(
         )
     else:
         typer.echo(
-            f"{outcome.prior.id}: {normal} prior for {outcome.prior.subject_id}, "
+            f"{outcome.prior.id}: {config.kind} prior for {outcome.prior.subject_id}, "
             f"sha256 {outcome.prior.sha256} (log index {outcome.prior.log_index}); "
             f"{outcome.result.steps} steps, final loss {outcome.result.final_loss:.4f}"
         )

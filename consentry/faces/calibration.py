@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from consentry.errors import InputError
+from consentry.hashing import sha256_file
 
 __all__ = [
     "MAX_FNMR",
@@ -77,7 +78,7 @@ def labelled_photos(folder: Path) -> tuple[list[tuple[str, Path]], str]:
     digest = hashlib.sha256()
     for identity, photo in items:
         digest.update(f"{identity}/{photo.name}\n".encode())
-        digest.update(hashlib.sha256(photo.read_bytes()).digest())
+        digest.update(bytes.fromhex(sha256_file(photo)))
     return items, digest.hexdigest()
 
 

@@ -21,12 +21,12 @@ Invariants
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from consentry import hashing
 from consentry.errors import EngineError, ModelHashError
 
 __all__ = [
@@ -75,7 +75,6 @@ DLIB_RESNET = ModelFile(
     "face-recognition-models==0.3.0",
 )
 
-_CHUNK = 1 << 20
 _cache: dict[tuple[str, int, int], str] = {}
 _cache_lock = threading.Lock()
 
@@ -120,11 +119,7 @@ def sha256_file(path: Path) -> str:
         cached = _cache.get(key)
     if cached is not None:
         return cached
-    digest = hashlib.sha256()
-    with resolved.open("rb") as fh:
-        while chunk := fh.read(_CHUNK):
-            digest.update(chunk)
-    value = digest.hexdigest()
+    value = hashing.sha256_file(resolved)
     with _cache_lock:
         _cache[key] = value
     return value
@@ -166,7 +161,7 @@ def read_verified(folder: Path, model: ModelFile) -> bytes:
         ) from None
     except OSError as exc:
         raise EngineError(f"cannot read model file {path}: {exc}") from exc
-    actual = hashlib.sha256(data).hexdigest()
+    actual = hashing.sha256_hex(data)
     if actual != model.sha256:
         raise ModelHashError(
             f"model file {model.name} fails verification: expected sha256 {model.sha256}, "

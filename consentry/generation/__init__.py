@@ -1,5 +1,7 @@
 """The generation gateway: consent policy, diffusers backends, personalised priors.
 
+Training priors lives in :mod:`consentry.training` (only under a ``train`` grant).
+
 Modules, each with one job:
 
 ``policy``
@@ -17,9 +19,6 @@ Modules, each with one job:
     prior store).
 ``placement``
     Where pipelines and training run (``--device``, ``--dtype``).
-``personalize`` / ``train_job``
-    Training textual inversion, LoRA and DreamBooth priors; doing so only under a
-    ``train`` grant.
 ``exemplars``, ``restoration``, ``memorization``
     Exemplar priors, restoration methods and metrics, near-copy detection.
 ``tiny``

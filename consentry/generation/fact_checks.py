@@ -24,12 +24,12 @@ import re
 from datetime import datetime
 
 from consentry.generation.job_facts import FaceFact, GrantFact, JobFacts, Limits, PriorFact
+from consentry.hashing import is_sha256_hex
 from consentry.registry.statements import PRIOR_KINDS, PURPOSES
 
 __all__ = ["fact_defects", "grant_defect", "is_id", "is_int", "is_time", "sha"]
 
 _TIME = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})T([0-9]{2}):([0-9]{2}):([0-9]{2})Z")
-_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 def is_time(value: object) -> bool:
@@ -180,7 +180,7 @@ def _prior_defects(prior: object, known: frozenset[str]) -> list[str]:
         ("registered", prior.registered_sha256),
         ("file", prior.file_sha256),
     ):
-        if not isinstance(value, str) or not _SHA256.fullmatch(sha(value)):
+        if not isinstance(value, str) or not is_sha256_hex(sha(value)):
             out.append(f"prior {name}: the {label} sha256 is not SHA-256 hex: {value!r}")
     if prior.kind not in PRIOR_KINDS:
         out.append(f"prior {name} has an unknown kind {prior.kind!r}")

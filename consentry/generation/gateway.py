@@ -65,6 +65,7 @@ from consentry.generation.policy import (
     decide,
     redact_reasons,
 )
+from consentry.hashing import sha256_file
 from consentry.registry.biometrics import opted_out_subjects
 from consentry.registry.checkpointer import Checkpointer, tlog_proof
 from consentry.registry.decisions import record_decision
@@ -90,14 +91,10 @@ _log = logging.getLogger("consentry.gateway")
 
 
 def _hash_file(path: Path) -> str:
-    digest = hashlib.sha256()
     try:
-        with path.open("rb") as handle:
-            while chunk := handle.read(1 << 20):
-                digest.update(chunk)
+        return sha256_file(path)
     except OSError as exc:
         raise InputError(f"cannot read the prior file {path}: {exc.strerror}") from exc
-    return digest.hexdigest()
 
 
 def grant_facts(registry: Registry, subjects: set[str], prior: PriorFact | None) -> list[GrantFact]:

@@ -5,14 +5,23 @@ from its first statement to its commit, so log indexes are assigned gap-free
 and without duplicates by concurrent processes. On SQLite this is
 ``BEGIN IMMEDIATE`` on the writer engine; on PostgreSQL a transaction-scoped
 advisory lock. Readers never take the lock.
+
+Within one process, writers first queue on a process-local lock and only then take
+a connection: at most one connection per process waits on (or holds) the database's
+writer lock. Without it, on PostgreSQL (one engine, one pool for readers and
+writers) threads waiting on the advisory lock each held a pooled connection; with
+the pool drained, the writer holding the lock waited for a thread that waited for
+a connection to read (the consent follower), and every write stalled until the
+pool's timeout.
 """
 
 from __future__ import annotations
 
 import sqlite3
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import event, inspect, text
@@ -61,6 +70,9 @@ class Database:
     url: str
     reader: Engine
     writer: Engine
+    # writers of this process queue here before taking a connection (see the module
+    # docstring); re-entrant, so a nested write fails as the database decides
+    _writers: threading.RLock = field(default_factory=threading.RLock, repr=False)
 
     @classmethod
     def connect(cls, url: str) -> Database:
@@ -93,8 +105,10 @@ class Database:
 
     @contextmanager
     def write(self) -> Iterator[Session]:
-        """A session holding the writer lock; commits on success, rolls back on error."""
-        with Session(self.writer, expire_on_commit=False) as session:
+        """A session holding the writer lock; commits on success, rolls back on error.
+
+        Queues on the process's writer lock before it takes a connection."""
+        with self._writers, Session(self.writer, expire_on_commit=False) as session:
             if self.is_postgres:
                 session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _WRITER_LOCK_ID})
             else:

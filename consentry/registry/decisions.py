@@ -17,39 +17,49 @@ Invariants
   or outside its window, or the subject of the prior it uses now erased, turns it
   into a logged refusal. Nothing can be appended between that
   re-check and the decision's leaf.
+- Decisions are sequenced in batches (``registry.sequencer``, see
+  ``consentry.registry.sequencer``): concurrent callers share one write
+  transaction, and each allow is re-checked at its own index there. The caller
+  gets its row, with its log index, only after that transaction commits.
 """
 
 from __future__ import annotations
 
-import contextlib
-import re
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from sqlmodel import Session, select
-
-from consentry.errors import ConsentryError, InputError, NotFoundError
-from consentry.registry.models import Decision, Grant, Grantee, Subject
-from consentry.registry.signing import Envelope, canonical_json
-from consentry.registry.statements import PURPOSES, format_time, parse_time, statement_of
+from consentry.errors import InputError, NotFoundError
+from consentry.hashing import is_sha256_hex
+from consentry.registry.models import Decision
+from consentry.registry.signing import canonical_json
+from consentry.registry.statements import PURPOSES, format_time, parse_time
 
 if TYPE_CHECKING:
+    from consentry.registry.consent import ConsentState
     from consentry.registry.store import Registry
 
-__all__ = ["RACE_PREFIX", "get_decision", "grant_valid_at_index", "record_decision"]
+__all__ = [
+    "RACE_PREFIX",
+    "DecisionRequest",
+    "decision_row",
+    "get_decision",
+    "grant_valid_at_index",
+    "prepare_decision",
+    "recheck_at",
+    "record_decision",
+]
 
 # The reasons of an allow turned into a refusal by the in-transaction re-check start so.
 RACE_PREFIX = "refused at release: "
-
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
 def _hashes(values: Iterable[str], what: str) -> list[str]:
     result = []
     for value in values:
         clean = str(value).strip().lower()
-        if not _SHA256.match(clean):
+        if not is_sha256_hex(clean):
             raise InputError(f"{what}: not a SHA-256 in hex: {value!r}")
         result.append(clean)
     return result
@@ -60,13 +70,77 @@ def _unique(values: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(str(v) for v in values))
 
 
-def _grantee_id(session: Session, ref: str) -> str:
-    row = session.get(Grantee, ref)
-    if row is None:
-        row = session.exec(select(Grantee).where(Grantee.name == ref)).first()
-    if row is None:
-        raise NotFoundError(f"no grantee {ref!r}: see 'consentry grantee list'")
-    return row.id
+@dataclass(frozen=True)
+class DecisionRequest:
+    """One validated decision waiting for its log index (see :func:`prepare_decision`).
+
+    Ids are as the caller gave them (``grantee`` an id or a unique name); the
+    existence checks run in the writer's transaction (``registry.sequencer``).
+    """
+
+    grantee: str
+    purpose: str
+    allowed: bool
+    reasons: tuple[str, ...]
+    grants: tuple[str, ...]
+    subjects: tuple[str, ...]
+    prior_sha256: str | None
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+
+
+def prepare_decision(
+    grantee: str,
+    purpose: str,
+    allowed: bool,
+    reasons: Sequence[str],
+    grants: Sequence[str],
+    subjects: Sequence[str],
+    prior_sha256: str | None,
+    inputs: Sequence[str],
+    outputs: Sequence[str],
+) -> DecisionRequest:
+    """Check what needs no database (purpose, reasons, hashes); InputError otherwise."""
+    if purpose not in PURPOSES:
+        raise InputError(f"unknown purpose {purpose!r}: choose from {', '.join(PURPOSES)}")
+    reason_list = [str(r).strip() for r in reasons if str(r).strip()]
+    if not allowed and not reason_list:
+        raise InputError("a refusal needs at least one reason")
+    return DecisionRequest(
+        grantee=str(grantee),
+        purpose=purpose,
+        allowed=bool(allowed),
+        reasons=tuple(reason_list),
+        grants=tuple(_unique(grants)),
+        subjects=tuple(_unique(subjects)),
+        prior_sha256=_hashes([prior_sha256], "prior")[0] if prior_sha256 is not None else None,
+        inputs=tuple(_hashes(inputs, "input")),
+        outputs=tuple(_hashes(outputs, "output")),
+    )
+
+
+def decision_row(
+    request: DecisionRequest, decision_id: str, moment: str, late: Sequence[str], grantee_id: str
+) -> Decision:
+    """The row of ``request`` as decided: an allow with ``late`` reasons (the
+    re-check's) becomes a refusal carrying them, each prefixed with RACE_PREFIX."""
+    allowed, reasons = request.allowed, list(request.reasons)
+    if allowed and late:
+        allowed, reasons = False, [RACE_PREFIX + r for r in late]
+    return Decision(
+        id=decision_id,
+        grantee_id=grantee_id,
+        purpose=request.purpose,
+        allowed=allowed,
+        reasons_json=canonical_json(reasons).decode(),
+        grants_json=canonical_json(list(request.grants)).decode(),
+        subjects_json=canonical_json(list(request.subjects)).decode(),
+        prior_sha256=request.prior_sha256,
+        inputs_json=canonical_json(list(request.inputs)).decode(),
+        outputs_json=canonical_json(list(request.outputs)).decode(),
+        created_at=moment,
+        log_index=-1,
+    )
 
 
 def record_decision(
@@ -85,51 +159,16 @@ def record_decision(
 
     ``grantee`` is an id or a unique name; ``grants`` and ``subjects`` are ids that
     must exist (NotFoundError otherwise); ``prior_sha256``, ``inputs`` and ``outputs``
-    are SHA-256 hex digests. A refusal needs at least one reason.
+    are SHA-256 hex digests. A refusal needs at least one reason. Thread-safe:
+    concurrent calls are written in one transaction (``registry.sequencer``); each
+    returns its own row, with its log index, once that transaction committed.
     """
-    if purpose not in PURPOSES:
-        raise InputError(f"unknown purpose {purpose!r}: choose from {', '.join(PURPOSES)}")
-    reason_list = [str(r).strip() for r in reasons if str(r).strip()]
-    if not allowed and not reason_list:
-        raise InputError("a refusal needs at least one reason")
-    grant_ids = _unique(grants)
-    subject_ids = _unique(subjects)
-    prior = _hashes([prior_sha256], "prior")[0] if prior_sha256 is not None else None
-    input_hashes = _hashes(inputs, "input")
-    output_hashes = _hashes(outputs, "output")
-    if allowed:  # catch up outside the writer lock, so only the tail is read under it
-        with contextlib.suppress(ConsentryError):  # the re-check below reports it
-            registry.consent.refresh()
-    with registry.db.write() as session:
-        moment = format_time(registry.now())
-        if allowed:
-            late = _recheck(registry, session, grant_ids, subject_ids, prior, moment)
-            if late:
-                allowed, reason_list = False, [RACE_PREFIX + r for r in late]
-        grantee_id = _grantee_id(session, grantee)
-        for grant_id in grant_ids:
-            if session.get(Grant, grant_id) is None:
-                raise NotFoundError(f"no grant {grant_id!r}: see 'consentry grants'")
-        for subject_id in subject_ids:
-            if session.get(Subject, subject_id) is None:
-                raise NotFoundError(f"no subject {subject_id!r}: see 'consentry subject list'")
-        row = Decision(
-            id=registry.new_id("dec"),
-            grantee_id=grantee_id,
-            purpose=purpose,
-            allowed=bool(allowed),
-            reasons_json=canonical_json(reason_list).decode(),
-            grants_json=canonical_json(grant_ids).decode(),
-            subjects_json=canonical_json(subject_ids).decode(),
-            prior_sha256=prior,
-            inputs_json=canonical_json(input_hashes).decode(),
-            outputs_json=canonical_json(output_hashes).decode(),
-            created_at=moment,
-            log_index=-1,
-        )
-        key = registry.signing_key(session)
-        registry.append(session, row, "decision", row.id, Envelope.sign(statement_of(row), [key]))
-    return row
+    request = prepare_decision(
+        grantee, purpose, allowed, reasons, grants, subjects, prior_sha256, inputs, outputs
+    )
+    # the batch's leader follows the log outside the writer lock, then re-checks every
+    # allow of the batch inside it (``consentry.registry.sequencer``)
+    return registry.sequencer.submit(request)
 
 
 def get_decision(registry: Registry, decision_id: str) -> Decision:
@@ -141,22 +180,18 @@ def get_decision(registry: Registry, decision_id: str) -> Decision:
     return row
 
 
-def _recheck(
-    registry: Registry,
-    session: Session,
+def recheck_at(
+    state: ConsentState,
+    index: int,
     grant_ids: Sequence[str],
     subject_ids: Sequence[str],
     prior_sha256: str | None,
     moment: str,
 ) -> list[str]:
-    """Why an allow no longer holds at the log's tail, read in the writer's ``session``
-    (empty: it still holds). A log that does not verify is a reason too."""
-    state = registry.consent
-    try:
-        state.refresh(session)
-    except ConsentryError as exc:
-        return [f"integrity error: {exc}"]
-    index = state.size  # the index the decision is about to get
+    """Why an allow at log ``index`` taken at ``moment`` no longer holds, judged from
+    ``state`` (empty: it still holds). The caller refreshed ``state`` in the writer's
+    transaction, so it holds every entry before ``state.size``; ``index`` may lie past
+    it only by decisions of the same batch, which change no consent fact."""
     problems: list[str] = []
     for grant_id in grant_ids:
         valid, why = state.grant_valid_at(grant_id, index, moment)

@@ -14,7 +14,6 @@ Invariants
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import multiprocessing
 import os
@@ -35,6 +34,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 
 from consentry.errors import InputError, NonCanonicalError, SignatureError, UnknownKeyError
 from consentry.fsutil import atomic_write
+from consentry.hashing import sha256_hex  # re-exported: one definition, in consentry.hashing
 
 __all__ = [
     "PAYLOAD_TYPE_PREFIX",
@@ -63,7 +63,36 @@ _MAX_SAFE_INT = 2**53 - 1
 def _plain(value: Any) -> bool:
     """True when ``json.dumps(sort_keys=True)`` spells ``value`` exactly as RFC 8785 does:
     no floats, integers within IEEE-754's exact range, ASCII keys (so code-point and
-    UTF-16 key orders agree), and strings without lone surrogates."""
+    UTF-16 key orders agree), and strings without lone surrogates.
+
+    Walks the value with an explicit stack over the exact JSON types (the hot path:
+    every statement signed or followed); anything else, subclasses included, takes
+    :func:`_plain_any`, the same rules spelled with ``isinstance``."""
+    stack = [value]
+    pop, push, extend = stack.pop, stack.append, stack.extend
+    while stack:
+        item = pop()
+        kind = type(item)
+        if kind is str:
+            if not item.isascii() and any(0xD800 <= ord(c) <= 0xDFFF for c in item):
+                return False
+        elif kind is dict:
+            for key, inner in item.items():
+                if not (isinstance(key, str) and key.isascii()):
+                    return False
+                push(inner)
+        elif kind is list or kind is tuple:
+            extend(item)
+        elif kind is int:
+            if not -_MAX_SAFE_INT <= item <= _MAX_SAFE_INT:
+                return False
+        elif item is not None and kind is not bool and not _plain_any(item):
+            return False
+    return True
+
+
+def _plain_any(value: Any) -> bool:
+    """:func:`_plain` for any value (the recursive reference spelling)."""
     if value is None or isinstance(value, bool):
         return True
     if isinstance(value, str):
@@ -71,9 +100,9 @@ def _plain(value: Any) -> bool:
     if isinstance(value, int):
         return -_MAX_SAFE_INT <= value <= _MAX_SAFE_INT
     if isinstance(value, dict):
-        return all(isinstance(k, str) and k.isascii() and _plain(v) for k, v in value.items())
+        return all(isinstance(k, str) and k.isascii() and _plain_any(v) for k, v in value.items())
     if isinstance(value, (list, tuple)):
-        return all(_plain(v) for v in value)
+        return all(_plain_any(v) for v in value)
     return False
 
 
@@ -135,11 +164,6 @@ def _reject_constant(name: str) -> Any:
 def checkpoint_key_name(key_id: str) -> str:
     """The signed-note key name of an operator key (derivable from the public key)."""
     return f"consentry-{key_id[:16]}"
-
-
-def sha256_hex(data: bytes) -> str:
-    """Lowercase hex SHA-256 of ``data``."""
-    return hashlib.sha256(data).hexdigest()
 
 
 def _raw_public(public_key: Ed25519PublicKey) -> bytes:

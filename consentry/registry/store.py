@@ -19,10 +19,8 @@ Invariants
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import json
-import re
 import secrets
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -55,6 +53,8 @@ from consentry.errors import (
     SignatureError,
 )
 from consentry.fsutil import atomic_write, fsync_dir
+from consentry.hashing import SHA256_HEX as _SHA256
+from consentry.hashing import hash_file
 from consentry.registry import checkpoint as cp
 from consentry.registry import merkle, tiles
 from consentry.registry.db import Database
@@ -69,6 +69,7 @@ from consentry.registry.models import (
     Revocation,
     Subject,
 )
+from consentry.registry.sequencer import DecisionSequencer
 from consentry.registry.signing import (
     Envelope,
     SigningKey,
@@ -99,7 +100,6 @@ __all__ = ["GrantStatus", "InclusionProof", "Registry", "leaf_bytes", "parse_unt
 
 GrantStatus = Literal["active", "expired", "not-yet-valid", "revoked"]
 Clock = Callable[[], datetime]
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
 _MAX_INDEX = select(func.max(LogEntry.idx))
@@ -109,6 +109,7 @@ _SUBJECT_BY_ID = select(*Subject.__table__.columns).where(  # type: ignore[attr-
 _GRANTEE_BY_ID = select(*Grantee.__table__.columns).where(  # type: ignore[attr-defined]
     Grantee.__table__.c.id == bindparam("id")  # type: ignore[attr-defined]
 )
+_KEY_RETIRED = select(OperatorKey.retired_at_index).where(OperatorKey.key_id == bindparam("key_id"))
 _INSERTS: dict[type[Any], Any] = {}
 
 
@@ -183,6 +184,9 @@ class Registry:
         # (size, leaf hash hex at size - 1) of the tree last proved to extend the witness
         self._witnessed_tail: tuple[int, str] | None = None
         self._consent: ConsentState | None = None
+        # group commit of gateway decisions (``record_decision``); replace it to tune
+        # ``max_batch`` / ``max_wait`` (``max_batch=1``: one transaction per decision)
+        self.sequencer = DecisionSequencer(self)
 
     # ------------------------------------------------------------------ opening
     @classmethod
@@ -309,9 +313,7 @@ class Registry:
     # ------------------------------------------------------------------ writing
     def signing_key(self, session: Session) -> SigningKey:
         """The operator key, after checking (in ``session``) that it is not retired."""
-        found = session.execute(
-            select(OperatorKey.retired_at_index).where(OperatorKey.key_id == self._key.key_id)
-        ).first()
+        found = session.execute(_KEY_RETIRED, {"key_id": self._key.key_id}).first()
         if found is None:
             raise SignatureError(f"operator key {self._key.key_id[:16]} is not in this registry")
         if found[0] is not None:
@@ -320,6 +322,20 @@ class Registry:
                 f"{found[0]} and can no longer sign"
             )
         return self._key
+
+    def next_index(self, session: Session) -> int:
+        """The index the next leaf appended in ``session`` gets: ``max(idx) + 1``.
+
+        The caller holds the writer lock (``Database.write``), so no other writer can
+        take it before the caller's commit. Stored hashes an older release did not
+        write are caught up first (a truncated log is refused: ``tiles.sync``).
+        """
+        with session.no_autoflush:
+            last = session.execute(_MAX_INDEX).scalar()
+            index = 0 if last is None else int(last) + 1
+            if tiles.stored_size(session) != index:
+                tiles.sync(session)  # leaves an older release wrote; refuses a truncated log
+        return index
 
     def append(
         self,
@@ -334,32 +350,62 @@ class Registry:
         The caller holds the writer lock (``Database.write``), so ``max(idx) + 1``
         is the next free index. Rows go in through Core inserts: no ORM flush.
         """
-        with session.no_autoflush:
-            last = session.execute(_MAX_INDEX).scalar()
-            index = 0 if last is None else int(last) + 1
-            if tiles.stored_size(session) != index:
-                tiles.sync(session)  # leaves an older release wrote; refuses a truncated log
-        data = leaf_bytes(kind, record_id, envelope)
-        digest = merkle.leaf_hash(data)
-        try:
+        return self.append_many(session, [(row, kind, record_id, envelope)])[0]
+
+    def append_many(
+        self,
+        session: Session,
+        items: Sequence[tuple[Row | None, str, str, Envelope]],
+        start: int | None = None,
+    ) -> list[int]:
+        """Append ``(row, kind, record_id, envelope)`` leaves at consecutive indexes,
+        in order, inside the caller's write transaction; returns their indexes.
+
+        Each row's ``log_index`` is set to its leaf's index. Rows of one table, the
+        log entries and the stored tree hashes each go in with one executemany
+        (``tiles.integrate`` once for the batch, ``tiles.append_leaf`` for one leaf).
+        ``start``: the caller's :meth:`next_index`, read in this same transaction
+        (the writer lock held since, so it is still the next index); read here when
+        not given.
+        """
+        if not items:
+            return []
+        if start is None:
+            start = self.next_index(session)
+        created = format_time(self._clock())
+        tables: dict[type[Any], list[dict[str, Any]]] = {}
+        entries: list[dict[str, Any]] = []
+        digests: list[bytes] = []
+        for index, (row, kind, record_id, envelope) in enumerate(items, start):
+            data = leaf_bytes(kind, record_id, envelope)
+            digest = merkle.leaf_hash(data)
             if row is not None:
                 row.log_index = index
-                session.execute(_insert_for(type(row)), row.model_dump())
-            session.execute(
-                _insert_for(LogEntry),
+                tables.setdefault(type(row), []).append(row.model_dump())
+            entries.append(
                 {
                     "idx": index,
                     "kind": kind,
                     "record_id": record_id,
                     "leaf_json": data.decode(),
                     "leaf_hash": digest.hex(),
-                    "created_at": format_time(self._clock()),
-                },
+                    "created_at": created,
+                }
             )
-            tiles.append_leaf(session, index, digest)
+            digests.append(digest)
+        try:
+            for model, rows in tables.items():
+                session.execute(_insert_for(model), rows)
+            session.execute(_insert_for(LogEntry), entries)
+            if len(digests) == 1:
+                tiles.append_leaf(session, start, digests[0])
+            else:
+                tiles.integrate(session, start, digests)
         except IntegrityError as exc:
-            raise DuplicateError(f"{kind} {record_id} conflicts with an existing record") from exc
-        return index
+            _, kind, record_id, _ = items[0]
+            what = f"{kind} {record_id}" if len(items) == 1 else f"one of {len(items)} records"
+            raise DuplicateError(f"{what} conflicts with an existing record") from exc
+        return list(range(start, start + len(items)))
 
     def _sign_and_append(
         self,
@@ -1143,16 +1189,10 @@ class Registry:
 
 
 def _hash_file(path: Path) -> tuple[str, int]:
-    digest = hashlib.sha256()
-    size = 0
     try:
-        with path.open("rb") as handle:
-            while chunk := handle.read(1 << 20):
-                digest.update(chunk)
-                size += len(chunk)
+        return hash_file(path)
     except OSError as exc:
         raise InputError(f"cannot read {path}: {exc.strerror}") from exc
-    return digest.hexdigest(), size
 
 
 def parse_until(text: str | None) -> datetime | None:

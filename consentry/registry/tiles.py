@@ -92,9 +92,12 @@ def fold(hashes: Sequence[bytes]) -> bytes:
     return acc
 
 
+_STORED_MAX = select(func.max(TreeHash.idx)).where(TreeHash.level == 0)  # built once
+
+
 def stored_size(session: Session) -> int:
     """How many leaves have stored hashes (level-0 rows are gap-free from 0)."""
-    last = session.execute(select(func.max(TreeHash.idx)).where(TreeHash.level == 0)).scalar()
+    last = session.execute(_STORED_MAX).scalar()
     return 0 if last is None else int(last) + 1
 
 

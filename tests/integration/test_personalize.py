@@ -33,13 +33,13 @@ from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import load_file
 
+from consentry import training as pz
 from consentry.errors import EngineError, ImageError, InputError
-from consentry.generation import personalize as pz
 from consentry.generation.backends import PriorRef
 from consentry.generation.backends import diffusers_backend as db
-from consentry.generation.backends.base import sha256_file
 from consentry.generation.placement import Placement
 from consentry.generation.tiny import TINY_IMAGE_SIZE, build_tiny_pipeline
+from consentry.hashing import sha256_file
 from tests.integration._offline import offline_single_thread  # noqa: F401  (autouse)
 
 SIZE = TINY_IMAGE_SIZE

@@ -16,15 +16,15 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from consentry.errors import GrantError
 from consentry.faces.engines import get_engine
 from consentry.faces.enroll import enroll_photos
-from consentry.generation.backends.base import sha256_file
 from consentry.generation.gateway import Gateway, RunRequest, prior_store_path, run_job
-from consentry.generation.personalize import TrainConfig, model_folder_sha256
 from consentry.generation.tiny import build_tiny_pipeline
-from consentry.generation.train_job import default_work_dir, train_under_grant
+from consentry.hashing import sha256_file
 from consentry.provenance.certs import create_dev_pki
 from consentry.registry.decisions import get_decision
 from consentry.registry.models import Decision
 from consentry.registry.store import Registry
+from consentry.training import TrainConfig, model_folder_sha256
+from consentry.training.job import default_work_dir, train_under_grant
 from tests.integration._offline import offline_single_thread  # noqa: F401  (autouse)
 from tests.support.cli import Cli
 

@@ -332,13 +332,12 @@ def test_training_an_opted_out_subject_is_refused_before_anything_runs(
     registry: Registry, sface: FaceEngine, tmp_path: Path
 ) -> None:
     from consentry.errors import GrantError
-    from consentry.generation.personalize import TrainConfig
-    from consentry.generation.train_job import train_under_grant
+    from consentry.training import TrainConfig, train_under_grant
 
     obama = registry.get_subject("Barack Obama").id
     enroll_photos(registry, sface, obama, [DATA / "obama.jpg"])  # no kept photos
     registry.grant(obama, "Studio", ["train"])
-    missing, config = tmp_path / "no-model", TrainConfig("lora", "sks")
+    missing, config = tmp_path / "no-model", TrainConfig.for_kind("lora")
     # the honest equivalent passes the consent gate (and stops at the missing photos)
     with pytest.raises(InputError, match="no kept photos"):
         train_under_grant(registry, "Studio", obama, missing, config, device="cpu")

@@ -41,8 +41,8 @@ from consentry.generation.backends import (
     verified_copy,
 )
 from consentry.generation.backends import diffusers_backend as db
-from consentry.generation.backends.base import normalise_sha256, sha256_file
 from consentry.generation.tiny import make_tiny_pipeline
+from consentry.hashing import normalise_sha256, sha256_file
 
 KINDS = ("textual_inversion", "lora", "dreambooth")
 

@@ -170,3 +170,24 @@ def test_signature_batcher_checks_in_workers_and_keeps_order() -> None:
     for item in items:
         batcher.add(item)
     assert batcher.results() == [i not in (3, 9) for i in range(11)]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.recursive(
+        st.none()
+        | st.booleans()
+        | st.integers(min_value=-(2**60), max_value=2**60)
+        | st.floats()
+        | st.text(),
+        lambda children: st.lists(children, max_size=4)
+        | st.tuples(children, children)
+        | st.dictionaries(st.text(max_size=6) | st.integers(0, 3), children, max_size=4),
+        max_leaves=12,
+    )
+)
+def test_plain_stack_walk_equals_the_recursive_rules(value: object) -> None:
+    """The hot-path walk decides exactly as the reference spelling of the rules."""
+    from consentry.registry.signing import _plain, _plain_any
+
+    assert _plain(value) == _plain_any(value)

@@ -12,11 +12,7 @@ could be swapped between the check and the load.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
-import os
-import re
-import secrets
 import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -24,7 +20,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple, Protocol, runtime_checkable
 
 from consentry.errors import InputError, PriorFileError, PriorHashMismatchError
-from consentry.fsutil import fsync_dir
+from consentry.fsutil import atomic_output
+from consentry.hashing import hash_file, normalise_sha256
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -39,9 +36,7 @@ __all__ = [
     "PriorHashMismatchError",
     "PriorRef",
     "check_prior_file",
-    "normalise_sha256",
     "prior_store_path",
-    "sha256_file",
     "store_prior_file",
     "verified_copy",
 ]
@@ -51,9 +46,6 @@ LOADABLE_PRIOR_KINDS: tuple[str, ...] = ("textual_inversion", "lora", "dreamboot
 
 PICKLE_SUFFIXES: frozenset[str] = frozenset({".bin", ".ckpt", ".pt", ".pth", ".pkl", ".pickle"})
 """Suffixes of pickle-based checkpoints, which can run code when loaded: always refused."""
-
-_CHUNK = 1 << 20
-_HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
 class PriorRef(NamedTuple):
@@ -99,23 +91,6 @@ class Backend(Protocol):
         ...
 
 
-def normalise_sha256(digest: str) -> str:
-    """``digest`` as 64 lower-case hex digits, or :class:`InputError`."""
-    value = digest.strip().lower() if isinstance(digest, str) else ""
-    if not _HEX64.fullmatch(value):
-        raise InputError(f"not a SHA-256 hex digest: {digest!r}")
-    return value
-
-
-def sha256_file(path: Path) -> str:
-    """The SHA-256 of a file, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as stream:
-        while chunk := stream.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def check_prior_file(
     path: Path | str, kind: str, kinds: Sequence[str] = LOADABLE_PRIOR_KINDS
 ) -> Path:
@@ -156,15 +131,11 @@ def verified_copy(path: Path, expected_sha256: str) -> Iterator[Path]:
     source = Path(path)
     with tempfile.TemporaryDirectory(prefix="consentry-prior-") as folder:
         copy = Path(folder) / f"prior{source.suffix.lower()}"
-        digest = hashlib.sha256()
         try:
-            with source.open("rb") as src, copy.open("xb") as dst:
-                while chunk := src.read(_CHUNK):
-                    digest.update(chunk)
-                    dst.write(chunk)
+            with copy.open("xb") as dst:
+                actual = hash_file(source, copy_to=dst).sha256
         except OSError as exc:
             raise InputError(f"cannot read prior file {source}: {exc}") from exc
-        actual = digest.hexdigest()
         if not hmac.compare_digest(actual, expected):
             raise PriorHashMismatchError(source, expected, actual)
         copy.chmod(0o400)
@@ -187,8 +158,8 @@ def store_prior_file(registry: Registry, prior: Prior, source: Path) -> Path:
     so what lies under ``<sha256>.safetensors`` is always what was registered and
     validated, even if ``source`` changed after registration. The gateway hashes
     the stored file again on every load, so a later swap is refused, never used.
-    Durable like :func:`consentry.fsutil.atomic_write` (file fsync, rename, folder
-    fsync), but streamed: a multi-GB DreamBooth file is never held in memory.
+    Written with :func:`consentry.fsutil.atomic_output` (file fsync, rename, folder
+    fsync), streamed: a multi-GB DreamBooth file is never held in memory.
     """
     from consentry.registry.safetensors_header import check_safetensors
 
@@ -196,26 +167,14 @@ def store_prior_file(registry: Registry, prior: Prior, source: Path) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     if target.exists():
         return target
-    temporary = target.with_name(f".{target.name}.{secrets.token_hex(8)}.tmp")
-    digest = hashlib.sha256()
-    try:
+    with atomic_output(target, 0o644) as staged:
         try:
-            with Path(source).open("rb") as src, temporary.open("xb") as dst:
-                while chunk := src.read(_CHUNK):
-                    digest.update(chunk)
-                    dst.write(chunk)
-                dst.flush()
-                os.fsync(dst.fileno())
+            with staged.open("xb") as dst:
+                actual = hash_file(source, copy_to=dst).sha256
         except OSError as exc:
             raise InputError(f"cannot copy prior file {source}: {exc.strerror}") from exc
-        actual = digest.hexdigest()
         if not hmac.compare_digest(actual, prior.sha256):
             raise PriorHashMismatchError(Path(source), prior.sha256, actual)
         if prior.kind != "exemplars":
-            check_safetensors(temporary)
-        temporary.chmod(0o644)
-        os.replace(temporary, target)
-    finally:
-        temporary.unlink(missing_ok=True)
-    fsync_dir(target.parent)
+            check_safetensors(staged)
     return target

@@ -7,7 +7,7 @@ trains, decides again and registers:
    the decision (allow or refuse, with the reason) is logged like every gateway
    decision. A refusal raises :class:`GrantError` after it is logged.
 2. The subject's kept enrollment photos are decrypted in memory and passed to
-   :func:`consentry.generation.personalize.train_prior`; they are never written.
+   :func:`consentry.training.loop.train_prior`; they are never written.
 3. When training ends the grant is checked again: a revocation (or expiry, or an
    erasure) logged while it ran wins, and the result is *not* registered (the
    refusal is logged; the weights file is deleted).
@@ -19,7 +19,6 @@ trains, decides again and registers:
 from __future__ import annotations
 
 import io
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,7 +27,6 @@ from PIL import Image
 from consentry.errors import ErasedError, GrantError, InputError
 from consentry.generation.backends.base import store_prior_file
 from consentry.generation.gateway import grant_facts
-from consentry.generation.personalize import TrainConfig, TrainResult, train_prior
 from consentry.generation.placement import resolve_placement
 from consentry.generation.policy import GrantFact, active_grant, grant_problems
 from consentry.registry.biometrics import decrypt_photos, opted_out_subjects
@@ -36,10 +34,10 @@ from consentry.registry.decisions import record_decision
 from consentry.registry.models import Decision, Prior
 from consentry.registry.statements import format_time
 from consentry.registry.store import Registry
+from consentry.training.config import TrainConfig
+from consentry.training.loop import ProgressCallback, TrainResult, train_prior
 
 __all__ = ["TrainOutcome", "default_work_dir", "train_under_grant"]
-
-Progress = Callable[[int, int, float], None]
 
 
 @dataclass(frozen=True)
@@ -86,7 +84,7 @@ def train_under_grant(
     *,
     work_dir: Path | None = None,
     resume: bool = False,
-    progress: Progress | None = None,
+    progress: ProgressCallback | None = None,
     device: str | None = None,
 ) -> TrainOutcome:
     """Train and register ``subject``'s prior for ``grantee``; see the module docstring."""
