@@ -51,10 +51,17 @@ def grant_breakdown() -> list[tuple[str, Any]]:
         (f"    {whatif.APPEND_NAME} (SELECT max(idx), flush)", m(Registry, *whatif.APPEND)),
         ("      Session.flush (autoflush + explicit)", SASession.flush),
         ("  canonical_json (rfc8785, all calls)", canonical_json),
-        ("  SigningKey.key_id (derives public key)", SigningKey.key_id.fget),  # type: ignore[attr-defined]
+        ("  SigningKey.key_id (derives public key)", _getter(SigningKey, "key_id")),
         ("  SQLAlchemy connection checkout", "sqlalchemy/pool/base.py:_checkout"),
         ("  sqlite3/psycopg execute (driver)", "~:<method 'execute' of"),
     ]
+
+
+def _getter(cls: type, name: str) -> Any:
+    """The function behind a property or a cached_property (they keep it in different
+    attributes: ``fget`` and ``func``)."""
+    attr = cls.__dict__[name]
+    return getattr(attr, "fget", None) or attr.func
 
 
 def verify_breakdown() -> list[tuple[str, Any]]:
@@ -67,7 +74,7 @@ def verify_breakdown() -> list[tuple[str, Any]]:
         ("      parse_canonical (json.loads + re-canonicalise)", parse_canonical),
         ("        canonical_json (rfc8785)", canonical_json),
         ("      Envelope.from_json (base64)", _code(Envelope.from_json)),
-        ("      Envelope.statement (parse_canonical again)", Envelope.statement.fget),  # type: ignore[attr-defined]
+        ("      Envelope.statement (parse_canonical again)", _getter(Envelope, "statement")),
         ("      check_record", m(verifier, "check_record")),
         ("        Envelope.verify", Envelope.verify),
         ("          Ed25519 verify (cryptography)", "~:<method 'verify' of"),
