@@ -33,10 +33,10 @@ from PIL import Image
 from bench._common import machine_info, note, percentile, print_header, table
 from consentry.errors import InputError
 from consentry.faces.engines import get_engine
-from consentry.faces.enroll import enroll_photos
 from consentry.faces.images import LoadedImage, load_image
 from consentry.generation.gateway import CheckRequest, Gateway
 from consentry.generation.policy import FaceFact
+from consentry.identity.enroll import enroll_photos
 from consentry.registry.store import Registry
 
 DATA = Path(__file__).resolve().parents[1] / "consentry" / "data" / "faces"

@@ -58,8 +58,9 @@ from consentry.faces.calibration import (
 )
 from consentry.faces.engine import FaceEngine
 from consentry.faces.engines import get_engine
-from consentry.faces.enroll import engine_info
-from consentry.faces.index import DEFAULT_THRESHOLDS, IdentityIndex
+from consentry.faces.thresholds import DEFAULT_THRESHOLDS
+from consentry.identity.enroll import engine_info
+from consentry.identity.index import IdentityIndex
 from consentry.registry.biometrics import Sample, decrypt_embeddings, enroll
 from consentry.registry.store import Registry
 

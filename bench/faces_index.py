@@ -27,7 +27,7 @@ from typing import Any
 import faiss
 import numpy as np
 
-from consentry.faces.index import IdentityIndex
+from consentry.identity.index import IdentityIndex
 from consentry.registry.store import Registry
 
 SIGMA = 0.08

@@ -3,7 +3,7 @@
 For every identity of shared/faces with at least :data:`MIN_PHOTOS` photos whose face
 is found, each photo in turn (``--quick``: the first one per identity) is the *truth*:
 its face aligned into the 256 px enrollment frame
-(:func:`consentry.faces.enroll.align_exemplar`), degraded with
+(:func:`consentry.faces.quality.align_exemplar`), degraded with
 :class:`~consentry.generation.restoration.degrade.Degradation` (x8 by default: blur
 sigma 2, area downscale, noise sigma 5, JPEG q50; seed per photo) to a 32 px image
 whose face is about 16 px, and restored by
@@ -50,7 +50,7 @@ from bench.faces_data import default_faces_dir, load_photos, pick
 from consentry.errors import ConsentryError
 from consentry.faces.engine import FaceEngine
 from consentry.faces.engines import get_engine
-from consentry.faces.enroll import align_exemplar
+from consentry.faces.quality import align_exemplar
 from consentry.generation.restoration.degrade import Degradation, consistency_error
 from consentry.generation.restoration.exemplar import RestoreOptions, restore
 from consentry.generation.restoration.generic import RealESRGAN, bicubic_upscale

@@ -66,9 +66,9 @@ from bench.gateway_fillers import (
     pair_stats,
 )
 from consentry.faces.engine import FaceEngine
-from consentry.faces.enroll import engine_info
 from consentry.faces.images import load_image
-from consentry.faces.index import DEFAULT_THRESHOLDS
+from consentry.faces.thresholds import DEFAULT_THRESHOLDS
+from consentry.identity.enroll import engine_info
 from consentry.provenance.certs import create_dev_pki
 from consentry.registry.biometrics import Sample, enroll
 from consentry.registry.store import Registry

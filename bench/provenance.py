@@ -335,7 +335,7 @@ def _consentry_audit(workdir: Path, sets: dict[str, list[Path]]) -> dict[str, di
     """The real ``consentry audit`` path (``audit_paths``) over each set, once, against a
     registry with one enrolled subject (so every face is also searched in the index)."""
     from consentry import Registry
-    from consentry.faces.enroll import enroll_photos
+    from consentry.identity.enroll import enroll_photos
     from consentry.provenance.audit import audit_paths
 
     registry = Registry.init(workdir / "audit-registry", None)

@@ -143,7 +143,7 @@ class _Demo(DemoRecord):
 
     def enroll(self) -> str:
         from consentry.faces.engines import get_engine
-        from consentry.faces.enroll import enroll_photos
+        from consentry.identity.enroll import enroll_photos
 
         self.engine = get_engine("sface")
         registry = self.reg()

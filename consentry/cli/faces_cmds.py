@@ -69,7 +69,7 @@ def enroll_command(
 ) -> None:
     """Enroll photos of a subject: all pass the quality gates and show one person
     (the subject enrolled before, if any), or nothing is stored."""
-    from consentry.faces.enroll import enroll_photos
+    from consentry.identity.enroll import enroll_photos
 
     face_engine = _engine(engine, pack)
     with open_registry(home, db) as registry:
@@ -198,7 +198,7 @@ def reenroll_command(
 ) -> None:
     """Enroll a subject's kept photos with another engine (needs --keep-photos earlier);
     checked as any enrollment (one person, and their earlier enrollment with that engine)."""
-    from consentry.faces.enroll import reenroll_kept_photos
+    from consentry.identity.enroll import reenroll_kept_photos
 
     face_engine = _engine(engine, pack)
     with open_registry(home, db) as registry:
@@ -235,9 +235,9 @@ def match_command(
     """
 
     from consentry.faces.images import load_image
-    from consentry.faces.index import IdentityIndex
     from consentry.faces.scan import scan_images
     from consentry.generation.policy import Limits
+    from consentry.identity.index import IdentityIndex
 
     face_engine = _engine(engine, pack)
     results: list[dict[str, Any]] = []
@@ -347,7 +347,7 @@ def calibrate_command(
     --reset append a new entry restoring the previous or the default threshold."""
     from consentry.errors import CalibrationRejectedError
     from consentry.faces.calibration import calibration_problems
-    from consentry.faces.index import DEFAULT_THRESHOLDS
+    from consentry.faces.thresholds import DEFAULT_THRESHOLDS
     from consentry.registry.biometrics import (
         calibration_state,
         record_calibration,

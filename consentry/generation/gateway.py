@@ -43,7 +43,6 @@ from consentry.errors import (
 )
 from consentry.faces.engine import FaceEngine
 from consentry.faces.images import LoadedImage, load_image
-from consentry.faces.index import IdentityIndex
 from consentry.faces.scan import scan_images
 from consentry.generation.aliases import AliasMatcher
 from consentry.generation.backends.base import Backend, PriorRef, prior_store_path
@@ -66,6 +65,7 @@ from consentry.generation.policy import (
     redact_reasons,
 )
 from consentry.hashing import sha256_file
+from consentry.identity.index import IdentityIndex
 from consentry.registry.biometrics import opted_out_subjects
 from consentry.registry.checkpointer import Checkpointer, tlog_proof
 from consentry.registry.decisions import record_decision

@@ -37,7 +37,7 @@ from PIL import Image
 
 from consentry.errors import InputError
 from consentry.faces.engine import FaceEngine, cosine
-from consentry.faces.enroll import EXEMPLAR_SIZE, align_exemplar
+from consentry.faces.quality import EXEMPLAR_SIZE, align_exemplar
 from consentry.generation.restoration.metrics import embed_aligned, ssim
 from consentry.registry.biometrics import decrypt_photos
 from consentry.registry.models import Prior

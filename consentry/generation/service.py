@@ -801,7 +801,7 @@ def create_app(
         keep_photos: Annotated[bool, Form(description="Keep aligned photos, encrypted.")] = False,
     ) -> dict[str, Any]:
         """Enroll a subject's face from photos: all pass the quality gates, or none."""
-        from consentry.faces.enroll import enroll_photo_bytes
+        from consentry.identity.enroll import enroll_photo_bytes
 
         _parsed_all(http, "photos", len(photos))
         if not photos or len(photos) > bounds.max_images:

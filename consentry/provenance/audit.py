@@ -33,9 +33,9 @@ from PIL import Image
 from consentry.errors import ConsentryError
 from consentry.faces.engine import FaceEngine
 from consentry.faces.images import BYTES_SOURCE, FaceView, face_views, load_image
-from consentry.faces.index import IdentityIndex
 from consentry.faces.scan import ScannedFace, scan_images
 from consentry.generation.policy import Limits
+from consentry.identity.index import IdentityIndex
 from consentry.media import read_capped
 from consentry.provenance.verify import verify_media
 from consentry.registry.store import Registry

@@ -49,7 +49,7 @@ KINDS: tuple[str, ...] = get_args(PriorKind)
 
 _CONFIG_FORMAT = "consentry-train-config/1"
 _TRAINING_SIZE = 256
-"""The default resolution: the size of the kept enrollment photos (``faces.enroll``),
+"""The default resolution: the size of the kept enrollment photos (``faces.quality``),
 which are all a consent-gated job has to train on (photos are never upscaled)."""
 
 

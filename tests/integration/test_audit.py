@@ -11,7 +11,7 @@ import pytest
 
 from consentry import Registry
 from consentry.faces.engines import get_engine
-from consentry.faces.enroll import enroll_photos
+from consentry.identity.enroll import enroll_photos
 from consentry.provenance.audit import audit_paths, render_html
 from consentry.provenance.sign import sign_output
 from consentry.registry.decisions import record_decision
@@ -160,7 +160,7 @@ def test_audit_uses_the_face_scan_and_the_face_cap(tmp_path: Path, sqlite_url: s
     import numpy as np
     from PIL import Image
 
-    from consentry.faces.index import IdentityIndex
+    from consentry.identity.index import IdentityIndex
     from consentry.provenance.audit import audit_data
 
     engine = get_engine("sface")

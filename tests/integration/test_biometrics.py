@@ -20,7 +20,7 @@ from sqlalchemy import text
 from consentry import Registry
 from consentry.errors import ErasedError, InputError, VaultError
 from consentry.faces.calibration import PairScores, threshold_at_fmr
-from consentry.faces.index import IdentityIndex
+from consentry.identity.index import IdentityIndex
 from consentry.registry.biometrics import (
     EngineInfo,
     Sample,

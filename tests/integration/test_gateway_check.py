@@ -12,8 +12,8 @@ from safetensors.numpy import save
 
 from consentry import Registry
 from consentry.faces.engines import get_engine
-from consentry.faces.enroll import enroll_photos
 from consentry.generation.gateway import CheckRequest, Gateway, prior_store_path
+from consentry.identity.enroll import enroll_photos
 from consentry.registry.decisions import get_decision
 from tests.support.cli import Cli
 

@@ -14,11 +14,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from consentry import Registry
 from consentry.faces.engines import get_engine
-from consentry.faces.enroll import enroll_photos
 from consentry.generation.backends.base import PriorRef
 from consentry.generation.backends.diffusers_backend import DiffusersBackend
 from consentry.generation.gateway import Gateway, RunRequest, run_job
 from consentry.generation.tiny import build_tiny_pipeline
+from consentry.identity.enroll import enroll_photos
 from consentry.provenance.certs import create_dev_pki
 from consentry.provenance.verify import verify_media
 from consentry.registry.decisions import get_decision

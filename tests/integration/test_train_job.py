@@ -15,10 +15,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from consentry.errors import GrantError
 from consentry.faces.engines import get_engine
-from consentry.faces.enroll import enroll_photos
 from consentry.generation.gateway import Gateway, RunRequest, prior_store_path, run_job
 from consentry.generation.tiny import build_tiny_pipeline
 from consentry.hashing import sha256_file
+from consentry.identity.enroll import enroll_photos
 from consentry.provenance.certs import create_dev_pki
 from consentry.registry.decisions import get_decision
 from consentry.registry.models import Decision

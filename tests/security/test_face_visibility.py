@@ -25,11 +25,11 @@ from PIL import Image
 from consentry import Registry
 from consentry.faces.engine import FaceEngine
 from consentry.faces.engines import get_engine
-from consentry.faces.enroll import enroll_photos
 from consentry.faces.images import FACE_MAX_FRAMES, load_image, load_image_bytes
-from consentry.faces.index import IdentityIndex
 from consentry.faces.scan import MIN_FACE_ROTATED, MIN_FACE_UPRIGHT
 from consentry.generation.gateway import CheckRequest, Gateway
+from consentry.identity.enroll import enroll_photos
+from consentry.identity.index import IdentityIndex
 
 DATA = Path(__file__).resolve().parents[2] / "consentry" / "data" / "faces"
 GREY = 118

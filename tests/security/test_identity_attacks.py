@@ -13,8 +13,8 @@ import pytest
 
 from consentry import Registry
 from consentry.faces.engines import get_engine
-from consentry.faces.enroll import enroll_photos
 from consentry.generation.gateway import CheckRequest, Gateway
+from consentry.identity.enroll import enroll_photos
 
 DATA = Path(__file__).resolve().parents[2] / "consentry" / "data" / "faces"
 

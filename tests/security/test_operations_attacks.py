@@ -28,10 +28,10 @@ from consentry.errors import EnrollmentRejectedError, InputError, OptedOutError
 from consentry.faces.calibration import Rates, calibration_problems, required_pairs
 from consentry.faces.engine import FaceEngine
 from consentry.faces.engines import get_engine
-from consentry.faces.enroll import enroll_photos, reenroll_kept_photos
-from consentry.faces.index import DEFAULT_THRESHOLDS
+from consentry.faces.thresholds import DEFAULT_THRESHOLDS
 from consentry.generation.exemplars import register_exemplars
 from consentry.generation.gateway import CheckRequest, Gateway, prior_store_path
+from consentry.identity.enroll import enroll_photos, reenroll_kept_photos
 from consentry.registry.biometrics import (
     calibration_state,
     decrypt_photos,

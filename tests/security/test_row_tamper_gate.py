@@ -27,10 +27,10 @@ from sqlalchemy import text
 from consentry.errors import LogIntegrityError
 from consentry.faces.engine import FaceEngine
 from consentry.faces.engines import get_engine
-from consentry.faces.enroll import enroll_photos
 from consentry.generation.backends.base import prior_store_path
 from consentry.generation.gateway import CheckRequest, Gateway, Receipt, is_integrity_failure
 from consentry.generation.service import create_app, hash_admin_key
+from consentry.identity.enroll import enroll_photos
 from consentry.provenance.certs import create_dev_pki
 from consentry.provenance.sign import sign_output
 from consentry.provenance.verify import VerifyResult, verify_media

@@ -20,7 +20,8 @@ from PIL import Image
 from consentry.errors import ImageError, InputError
 from consentry.faces.engine import Face
 from consentry.faces.engines import get_engine
-from consentry.faces.enroll import _EXEMPLAR_TEMPLATE, align_exemplar
+from consentry.faces.quality import EXEMPLAR_TEMPLATE as _EXEMPLAR_TEMPLATE
+from consentry.faces.quality import align_exemplar
 from consentry.generation.restoration.degrade import Degradation, consistency_error
 from consentry.generation.restoration.exemplar import (
     EXEMPLAR_TEMPLATE,

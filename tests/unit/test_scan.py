@@ -15,7 +15,6 @@ from consentry.errors import ImageTooLargeError, InputError
 from consentry.faces.engine import Face, FaceEngine, FloatArray, ImageArray, cosine
 from consentry.faces.engines import get_engine
 from consentry.faces.images import face_views, load_image, load_image_bytes
-from consentry.faces.index import DEFAULT_THRESHOLDS
 from consentry.faces.scan import (
     TILE_OVERLAP,
     Detection,
@@ -25,6 +24,7 @@ from consentry.faces.scan import (
     scan_images,
     tile_origins,
 )
+from consentry.faces.thresholds import DEFAULT_THRESHOLDS
 
 DATA = Path(__file__).resolve().parents[2] / "consentry" / "data" / "faces"
 THRESHOLD = DEFAULT_THRESHOLDS["sface"]

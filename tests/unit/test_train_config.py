@@ -63,7 +63,7 @@ def test_per_kind_learning_rates_differ_as_intended() -> None:
 
 
 def test_default_resolution_is_the_kept_photo_size() -> None:
-    from consentry.faces.enroll import EXEMPLAR_SIZE
+    from consentry.faces.quality import EXEMPLAR_SIZE
 
     assert TrainConfig.for_kind("lora").resolution == EXEMPLAR_SIZE
 

@@ -3,7 +3,7 @@
 Given a degraded low-resolution image (an aligned face crop or a whole photo), the
 :class:`~consentry.generation.restoration.degrade.Degradation` that describes how it
 was made, and the subject's *exemplars* (their own photos, aligned into the 256 px
-enrollment frame of :func:`consentry.faces.enroll.align_exemplar`), :func:`restore`
+enrollment frame of :func:`consentry.faces.quality.align_exemplar`), :func:`restore`
 returns a high-resolution image in four steps:
 
 1. **Upsample and locate.** The input is upsampled (bicubic) by the degradation's

@@ -46,7 +46,7 @@ F64 = npt.NDArray[np.float64]
 U8 = npt.NDArray[np.uint8]
 
 EXEMPLAR_SIZE = 256
-"""Side of the enrollment exemplar frame (:data:`consentry.faces.enroll.EXEMPLAR_SIZE`)."""
+"""Side of the enrollment exemplar frame (:data:`consentry.faces.quality.EXEMPLAR_SIZE`)."""
 
 EXEMPLAR_TEMPLATE: F32 = ((ARCFACE_TEMPLATE_112 - 56.0) * 1.25 + EXEMPLAR_SIZE / 2).astype(
     np.float32

@@ -10,7 +10,7 @@ Invariants
 - Images are ``H x W x 3`` ``uint8`` RGB; two images compared pixel-wise must have the
   same shape (else :class:`ImageError`).
 - "Aligned" images are faces in the 256 px enrollment frame
-  (:func:`consentry.faces.enroll.align_exemplar`, any square size: coordinates scale).
+  (:func:`consentry.faces.quality.align_exemplar`, any square size: coordinates scale).
   They are embedded without detection, at the frame's known geometry: SFace (or any
   landmark-driven engine) at :data:`EXEMPLAR_TEMPLATE`, dlib from its face box
   :data:`DLIB_BOX` (dlib re-fits its own five points inside the box). So every method's

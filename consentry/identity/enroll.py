@@ -28,14 +28,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import cv2
 import numpy as np
 from PIL import Image
 
 from consentry.errors import EnrollmentRejectedError, InputError, NotFoundError
-from consentry.faces.engine import ARCFACE_TEMPLATE_112, Face, FaceEngine, align_by_landmarks
+from consentry.faces.engine import FaceEngine
 from consentry.faces.images import BYTES_SOURCE, LoadedImage, load_image
-from consentry.faces.index import DEFAULT_THRESHOLDS
+from consentry.faces.quality import QualityGates, align_exemplar, assess
+from consentry.faces.thresholds import DEFAULT_THRESHOLDS
 from consentry.registry.biometrics import (
     EngineInfo,
     Sample,
@@ -48,11 +48,7 @@ from consentry.registry.models import Enrollment
 from consentry.registry.store import Registry
 
 __all__ = [
-    "EXEMPLAR_SIZE",
     "PhotoRejected",
-    "QualityGates",
-    "align_exemplar",
-    "assess",
     "consistency_problems",
     "engine_info",
     "enroll_photo_bytes",
@@ -61,19 +57,6 @@ __all__ = [
     "reenroll_kept_photos",
     "threshold_in_force",
 ]
-
-EXEMPLAR_SIZE = 256
-# ArcFace's five-point template, scaled into a 256 px frame with margin.
-_EXEMPLAR_TEMPLATE = (ARCFACE_TEMPLATE_112 - 56.0) * 1.25 + EXEMPLAR_SIZE / 2
-
-
-@dataclass(frozen=True)
-class QualityGates:
-    min_face: int = 48
-    min_score: float = 0.7
-    min_sharpness: float = 15.0
-    dominance: float = 4.0
-
 
 @dataclass(frozen=True)
 class PhotoRejected:
@@ -169,38 +152,6 @@ def _check_consistency(
 
 def engine_info(engine: FaceEngine) -> EngineInfo:
     return EngineInfo(engine.name, engine.version, dict(engine.model_hashes))
-
-
-def align_exemplar(image: np.ndarray, face: Face) -> np.ndarray:
-    """The face aligned by its landmarks into a 256 px RGB frame with margin."""
-    return align_by_landmarks(image, face.landmarks, EXEMPLAR_SIZE, _EXEMPLAR_TEMPLATE)
-
-
-def _sharpness(aligned: np.ndarray) -> float:
-    gray = cv2.cvtColor(aligned, cv2.COLOR_RGB2GRAY)
-    return float(cv2.Laplacian(gray, cv2.CV_64F).var())
-
-
-def assess(
-    engine: FaceEngine, image: np.ndarray, gates: QualityGates
-) -> tuple[Face | None, str | None]:
-    """The one enrollable face of ``image``, or the reason there is none."""
-    faces = engine.detect(image)
-    if not faces:
-        return None, "no face found"
-    areas = sorted((f.bbox[2] * f.bbox[3] for f in faces), reverse=True)
-    if len(areas) > 1 and areas[0] < gates.dominance * areas[1]:
-        return None, f"{len(faces)} faces and none dominant: crop the photo to one person"
-    face = max(faces, key=lambda f: f.bbox[2] * f.bbox[3])
-    short = min(face.bbox[2], face.bbox[3])
-    if short < gates.min_face:
-        return None, f"face too small ({short:.0f} px; need at least {gates.min_face} px)"
-    if face.score < gates.min_score:
-        return None, f"detector score {face.score:.2f} below {gates.min_score:.2f}"
-    sharpness = _sharpness(align_exemplar(image, face))
-    if sharpness < gates.min_sharpness:
-        return None, f"too blurry (sharpness {sharpness:.1f}; need {gates.min_sharpness:.0f})"
-    return face, None
 
 
 def _png(pixels: np.ndarray) -> bytes:

@@ -42,6 +42,7 @@ from consentry.errors import (
     LogIntegrityError,
     VaultError,
 )
+from consentry.faces.thresholds import DEFAULT_THRESHOLDS
 from consentry.fsutil import atomic_write
 from consentry.registry.biometrics import open_blobs
 from consentry.registry.consent import SignedEnrollment
@@ -50,13 +51,7 @@ from consentry.registry.signing import sha256_hex
 from consentry.registry.store import Registry
 from consentry.registry.vault import seal, unseal
 
-__all__ = ["DEFAULT_THRESHOLDS", "IdentityIndex", "SubjectMatch"]
-
-# Cosine similarity thresholds used until `consentry calibrate` records one.
-# Both measured at FMR <= 1e-3 on shared/faces: sface 0.3652 (FNMR 2.1%), dlib
-# 0.922 on its L2-normalised descriptors (FNMR 0.8%; raw descriptors are not unit
-# length, so dlib's customary Euclidean 0.6 does not translate to a cosine).
-DEFAULT_THRESHOLDS: dict[str, float] = {"sface": 0.3652, "dlib": 0.922, "insightface": 0.40}
+__all__ = ["IdentityIndex", "SubjectMatch"]
 
 _CACHE_MAGIC = b"CSIX1"
 _log = logging.getLogger("consentry.index")
