@@ -291,7 +291,8 @@ def prior_add(
         else:
             if file is None:
                 raise InputError(f"a {kind or 'weights'} prior needs its file")
-            from consentry.generation.backends.base import check_prior_file, store_prior_file
+            from consentry.generation.backends.base import check_prior_file
+            from consentry.registry.prior_files import store_prior_file
 
             check_prior_file(file, kind)  # pickles refused by name; the header is checked next
             row = registry.add_prior(subject, kind, base_model, file)

@@ -26,9 +26,9 @@ from PIL import Image
 
 from consentry.errors import InputError, PriorHashMismatchError, RegistryError
 from consentry.fsutil import atomic_write
-from consentry.generation.backends.base import prior_store_path
 from consentry.registry.biometrics import decrypt_photos
 from consentry.registry.models import Prior
+from consentry.registry.prior_files import prior_store_path
 from consentry.registry.signing import canonical_json
 from consentry.registry.store import Registry
 

@@ -45,7 +45,7 @@ from consentry.faces.engine import FaceEngine
 from consentry.faces.images import LoadedImage, load_image
 from consentry.faces.scan import scan_images
 from consentry.generation.aliases import AliasMatcher
-from consentry.generation.backends.base import Backend, PriorRef, prior_store_path
+from consentry.generation.backends.base import Backend, PriorRef
 from consentry.generation.memorization import (
     MemorizationScore,
     Reference,
@@ -70,6 +70,7 @@ from consentry.registry.biometrics import opted_out_subjects
 from consentry.registry.checkpointer import Checkpointer, tlog_proof
 from consentry.registry.decisions import record_decision
 from consentry.registry.models import Decision, Grant, Prior
+from consentry.registry.prior_files import prior_store_path
 from consentry.registry.statements import format_time
 from consentry.registry.store import Registry
 
@@ -81,7 +82,6 @@ __all__ = [
     "RunRequest",
     "grant_facts",
     "is_integrity_failure",
-    "prior_store_path",
     "run_job",
 ]
 

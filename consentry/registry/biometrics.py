@@ -38,6 +38,7 @@ from consentry.registry.models import (
     Prior,
     SubjectDataKey,
 )
+from consentry.registry.prior_files import prior_store_path
 from consentry.registry.signing import Envelope, sha256_hex
 from consentry.registry.statements import format_time, statement_of
 from consentry.registry.vault import seal, unseal
@@ -334,8 +335,6 @@ def opt_out_subject(registry: Registry, subject: str, reason: str) -> OptOut:
 def _delete_prior_files(registry: Registry, subject_id: str) -> None:
     """Delete the stored files of the subject's priors (their rows and hashes stay
     in the log); a file another subject's prior also names is kept."""
-    from consentry.generation.backends.base import prior_store_path
-
     with registry.db.read() as session:
         priors = list(session.exec(select(Prior)))
     theirs = [p for p in priors if p.subject_id == subject_id]

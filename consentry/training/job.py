@@ -25,13 +25,13 @@ from pathlib import Path
 from PIL import Image
 
 from consentry.errors import ErasedError, GrantError, InputError
-from consentry.generation.backends.base import store_prior_file
 from consentry.generation.gateway import grant_facts
 from consentry.generation.placement import resolve_placement
 from consentry.generation.policy import GrantFact, active_grant, grant_problems
 from consentry.registry.biometrics import decrypt_photos, opted_out_subjects
 from consentry.registry.decisions import record_decision
 from consentry.registry.models import Decision, Prior
+from consentry.registry.prior_files import store_prior_file
 from consentry.registry.statements import format_time
 from consentry.registry.store import Registry
 from consentry.training.config import TrainConfig

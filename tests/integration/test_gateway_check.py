@@ -12,9 +12,10 @@ from safetensors.numpy import save
 
 from consentry import Registry
 from consentry.faces.engines import get_engine
-from consentry.generation.gateway import CheckRequest, Gateway, prior_store_path
+from consentry.generation.gateway import CheckRequest, Gateway
 from consentry.identity.enroll import enroll_photos
 from consentry.registry.decisions import get_decision
+from consentry.registry.prior_files import prior_store_path
 from tests.support.cli import Cli
 
 DATA = Path(__file__).resolve().parents[2] / "consentry" / "data" / "faces"

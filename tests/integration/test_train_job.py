@@ -15,13 +15,14 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from consentry.errors import GrantError
 from consentry.faces.engines import get_engine
-from consentry.generation.gateway import Gateway, RunRequest, prior_store_path, run_job
+from consentry.generation.gateway import Gateway, RunRequest, run_job
 from consentry.generation.tiny import build_tiny_pipeline
 from consentry.hashing import sha256_file
 from consentry.identity.enroll import enroll_photos
 from consentry.provenance.certs import create_dev_pki
 from consentry.registry.decisions import get_decision
 from consentry.registry.models import Decision
+from consentry.registry.prior_files import prior_store_path
 from consentry.registry.store import Registry
 from consentry.training import TrainConfig, model_folder_sha256
 from consentry.training.job import default_work_dir, train_under_grant

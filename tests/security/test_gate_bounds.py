@@ -16,10 +16,10 @@ from safetensors.numpy import save
 
 from consentry import Registry
 from consentry.faces.engines import get_engine
-from consentry.generation.backends.base import store_prior_file
 from consentry.generation.gateway import CheckRequest, Gateway
 from consentry.generation.policy import Limits
 from consentry.registry.models import Prior
+from consentry.registry.prior_files import store_prior_file
 from consentry.registry.signing import canonical_json
 from consentry.registry.statements import format_time
 from tests.support.cli import Cli

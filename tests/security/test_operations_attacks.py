@@ -30,7 +30,7 @@ from consentry.faces.engine import FaceEngine
 from consentry.faces.engines import get_engine
 from consentry.faces.thresholds import DEFAULT_THRESHOLDS
 from consentry.generation.exemplars import register_exemplars
-from consentry.generation.gateway import CheckRequest, Gateway, prior_store_path
+from consentry.generation.gateway import CheckRequest, Gateway
 from consentry.identity.enroll import enroll_photos, reenroll_kept_photos
 from consentry.registry.biometrics import (
     calibration_state,
@@ -41,6 +41,7 @@ from consentry.registry.biometrics import (
     undo_calibration,
 )
 from consentry.registry.models import Calibration
+from consentry.registry.prior_files import prior_store_path
 from tests.integration._labelled import DATA, PEOPLE, labelled_set
 from tests.support.cli import Cli, initialised
 

@@ -18,13 +18,14 @@ from PIL import Image
 
 from consentry.faces.engine import FaceEngine
 from consentry.faces.engines import get_engine
-from consentry.generation.backends.base import PriorRef, prior_store_path
+from consentry.generation.backends.base import PriorRef
 from consentry.generation.gateway import CheckRequest, Gateway, RunRequest, run_job
 from consentry.generation.policy import GrantFact, PriorFact
 from consentry.provenance.certs import create_dev_pki
 from consentry.provenance.verify import verify_media
 from consentry.registry.biometrics import erase_subject
 from consentry.registry.decisions import get_decision
+from consentry.registry.prior_files import prior_store_path
 from consentry.registry.signing import sha256_hex
 from consentry.registry.store import Registry
 from tests.security.conftest import World

@@ -27,7 +27,6 @@ from sqlalchemy import text
 from consentry.errors import LogIntegrityError
 from consentry.faces.engine import FaceEngine
 from consentry.faces.engines import get_engine
-from consentry.generation.backends.base import prior_store_path
 from consentry.generation.gateway import CheckRequest, Gateway, Receipt, is_integrity_failure
 from consentry.generation.service import create_app, hash_admin_key
 from consentry.identity.enroll import enroll_photos
@@ -36,6 +35,7 @@ from consentry.provenance.sign import sign_output
 from consentry.provenance.verify import VerifyResult, verify_media
 from consentry.registry.decisions import get_decision, record_decision
 from consentry.registry.models import Decision, Grant
+from consentry.registry.prior_files import prior_store_path
 from consentry.registry.signing import Envelope, sha256_hex
 from consentry.registry.statements import format_time, statement_of
 from consentry.registry.store import Registry

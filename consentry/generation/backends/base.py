@@ -20,14 +20,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple, Protocol, runtime_checkable
 
 from consentry.errors import InputError, PriorFileError, PriorHashMismatchError
-from consentry.fsutil import atomic_output
 from consentry.hashing import hash_file, normalise_sha256
 
 if TYPE_CHECKING:
     from PIL import Image
 
-    from consentry.registry.models import Prior
-    from consentry.registry.store import Registry
 
 __all__ = [
     "LOADABLE_PRIOR_KINDS",
@@ -36,8 +33,6 @@ __all__ = [
     "PriorHashMismatchError",
     "PriorRef",
     "check_prior_file",
-    "prior_store_path",
-    "store_prior_file",
     "verified_copy",
 ]
 
@@ -140,41 +135,3 @@ def verified_copy(path: Path, expected_sha256: str) -> Iterator[Path]:
             raise PriorHashMismatchError(source, expected, actual)
         copy.chmod(0o400)
         yield copy
-
-
-def prior_store_path(registry: Registry, sha256: str, kind: str = "") -> Path:
-    """Where the registry keeps a registered prior's file, named by its SHA-256:
-    weights as ``.safetensors``, an exemplar set's manifest as ``.json``."""
-    suffix = ".json" if kind == "exemplars" else ".safetensors"
-    return registry.home.root / "priors" / f"{sha256}{suffix}"
-
-
-def store_prior_file(registry: Registry, prior: Prior, source: Path) -> Path:
-    """Copy a registered prior's file into the registry's store (once); its path.
-
-    The bytes are copied into a temporary file beside the target while they are
-    hashed; the copy is kept (renamed into place) only if its SHA-256 is the
-    registered one and, for a weights prior, it is a well-formed safetensors file,
-    so what lies under ``<sha256>.safetensors`` is always what was registered and
-    validated, even if ``source`` changed after registration. The gateway hashes
-    the stored file again on every load, so a later swap is refused, never used.
-    Written with :func:`consentry.fsutil.atomic_output` (file fsync, rename, folder
-    fsync), streamed: a multi-GB DreamBooth file is never held in memory.
-    """
-    from consentry.registry.safetensors_header import check_safetensors
-
-    target = prior_store_path(registry, prior.sha256, prior.kind)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    if target.exists():
-        return target
-    with atomic_output(target, 0o644) as staged:
-        try:
-            with staged.open("xb") as dst:
-                actual = hash_file(source, copy_to=dst).sha256
-        except OSError as exc:
-            raise InputError(f"cannot copy prior file {source}: {exc.strerror}") from exc
-        if not hmac.compare_digest(actual, prior.sha256):
-            raise PriorHashMismatchError(Path(source), prior.sha256, actual)
-        if prior.kind != "exemplars":
-            check_safetensors(staged)
-    return target
