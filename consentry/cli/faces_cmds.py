@@ -236,8 +236,8 @@ def match_command(
 
     from consentry.faces.images import load_image
     from consentry.faces.scan import scan_images
-    from consentry.generation.policy import Limits
     from consentry.identity.index import IdentityIndex
+    from consentry.limits import Limits
 
     face_engine = _engine(engine, pack)
     results: list[dict[str, Any]] = []

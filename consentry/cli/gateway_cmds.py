@@ -45,7 +45,7 @@ def check_command(
     from consentry.errors import InputError
     from consentry.faces.engines import get_engine
     from consentry.generation.gateway import CheckRequest, Gateway, is_integrity_failure
-    from consentry.generation.policy import Limits
+    from consentry.limits import Limits
 
     if not requester or not purpose:
         raise InputError("give --as GRANTEE and --purpose P")
@@ -93,7 +93,7 @@ def _run(
     from consentry.faces.engines import get_engine
     from consentry.generation.gateway import Gateway, RunRequest, is_integrity_failure, run_job
     from consentry.generation.placement import resolve_placement
-    from consentry.generation.policy import Limits
+    from consentry.limits import Limits
 
     if not requester:
         raise InputError("give --as GRANTEE")

@@ -106,7 +106,8 @@ from consentry.faces.images import MAX_BYTES_DEFAULT
 from consentry.generation.backends.base import Backend
 from consentry.generation.gateway import CheckRequest, Gateway, Receipt, RunRequest, run_job
 from consentry.generation.multipart import MultipartError, Part, boundary_of, validate_multipart
-from consentry.generation.policy import REGISTERED_PERSON, Limits, redact_reasons
+from consentry.generation.policy import REGISTERED_PERSON, redact_reasons
+from consentry.limits import Limits
 from consentry.registry.biometrics import ERASE_WARNING
 from consentry.registry.checkpointer import Checkpointer, tlog_proof
 from consentry.registry.models import Grantee, Prior

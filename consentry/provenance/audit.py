@@ -34,8 +34,8 @@ from consentry.errors import ConsentryError
 from consentry.faces.engine import FaceEngine
 from consentry.faces.images import BYTES_SOURCE, FaceView, face_views, load_image
 from consentry.faces.scan import ScannedFace, scan_images
-from consentry.generation.policy import Limits
 from consentry.identity.index import IdentityIndex
+from consentry.limits import Limits
 from consentry.media import read_capped
 from consentry.provenance.verify import verify_media
 from consentry.registry.store import Registry

@@ -19,9 +19,9 @@ import pytest
 from PIL import Image
 
 from consentry.faces.engines import get_engine
-from consentry.generation.policy import Limits
 from consentry.generation.service import create_app, hash_admin_key
 from consentry.identity.enroll import enroll_photos
+from consentry.limits import Limits
 from consentry.registry.decisions import get_decision
 from consentry.registry.store import Registry
 from tests.integration._live import live_server
