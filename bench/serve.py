@@ -110,12 +110,16 @@ def _start(home: Path, flags: list[str]) -> tuple[subprocess.Popen[bytes], str]:
         str(port),
         *flags,
     ]
-    process = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # stderr to a file, never an undrained pipe: a full pipe would stall the server
+    log_path = home.parent / f"serve-{port}.log"
+    with log_path.open("wb") as log_file:
+        process = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=log_file)
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"serve exited: {process.stderr.read().decode()[-2000:]}")  # type: ignore[union-attr]
+            tail = log_path.read_bytes().decode(errors="replace")[-2000:]
+            raise RuntimeError(f"serve exited: {tail}")
         try:
             if httpx.get(base + "/healthz", timeout=2).status_code == 200:
                 return process, base

@@ -465,12 +465,23 @@ class _GranteeView(typing.NamedTuple):
             frozenset(g.id for g, _ in rows),
         )
 
-    def hidden_names(self, registry: Registry, subjects: Iterable[object]) -> list[str]:
-        """Display names and aliases of the hidden subjects among ``subjects``."""
+    def hidden_names(
+        self, registry: Registry, subjects: Iterable[object], *, rows: bool = True
+    ) -> list[str]:
+        """Display names and aliases of the hidden subjects among ``subjects``: as the
+        signed log holds them (the consent state, no database read), and with
+        ``rows`` also as their rows say (an audit's text quotes the rows' names). A
+        subject the followed log does not hold is looked up by its row."""
+        state = registry.consent
         names: list[str] = []
         for subject in dict.fromkeys(str(s) for s in subjects):
             if subject in self.visible or not subject.startswith("sub_"):
                 continue
+            signed = state.subjects.get(subject)
+            if signed is not None:
+                names += [signed.display_name, *signed.aliases]
+                if not rows:
+                    continue
             try:
                 row = registry.get_subject(subject)
             except ConsentryError:
@@ -482,7 +493,7 @@ class _GranteeView(typing.NamedTuple):
         involved: list[object] = list(receipt.subjects)
         for face in receipt.faces:
             involved += list(typing.cast(list[object], face.get("subjects", [])))
-        names = self.hidden_names(registry, involved)
+        names = self.hidden_names(registry, involved, rows=False)  # reasons quote signed facts
         return receipt.for_grantee(self.requester, self.visible, self.grants, names)
 
     def pseudonym(self, registry: Registry, subject_id: str) -> str:

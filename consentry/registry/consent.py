@@ -32,7 +32,6 @@ import json
 import os
 import threading
 from collections.abc import Iterable
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn, cast
@@ -40,7 +39,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn, cast
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import Select, Table, bindparam
 from sqlalchemy import select as core_select
-from sqlmodel import Session, col, select
+from sqlmodel import Session
 
 from consentry.errors import AmbiguousNameError, ConsentryError, LogIntegrityError, NotFoundError
 from consentry.registry import merkle
@@ -201,6 +200,12 @@ _SUBJECT_ROWS = _rows_of(Subject, _SubjectRow, "id")
 _GRANT_ROWS = _rows_of(Grant, _GrantRow, "subject_id")
 _REVOCATION_ROWS = _rows_of(Revocation, _RevocationRow, "grant_id")
 
+_TAIL = (
+    core_select(*_table(LogEntry).columns)
+    .where(_table(LogEntry).c.idx >= bindparam("start"))
+    .order_by(_table(LogEntry).c.idx)
+)
+
 _SNAPSHOT_MAGIC = b"CSCS1"
 SNAPSHOT_EVERY = 256  # entries followed since the last snapshot before a new one is written
 
@@ -261,16 +266,7 @@ class ConsentState:
             if not self._snapshot_tried:
                 self._snapshot_tried = True
                 self._load_snapshot()
-            context = nullcontext(session) if session is not None else self.registry.db.read()
-            with context as reader:
-                assert reader is not None
-                entries = list(
-                    reader.exec(
-                        select(LogEntry)
-                        .where(col(LogEntry.idx) >= self._size)
-                        .order_by(col(LogEntry.idx))
-                    )
-                )
+            entries = self._tail(session)
             for entry in entries:
                 self._follow(entry)
             if entries and self.registry.key_id not in self._checker.keys:
@@ -284,6 +280,19 @@ class ConsentState:
             if session is None and self._size - self._snapshot_size >= due:
                 self._save_snapshot()
             return len(entries)
+
+    def _tail(self, session: Session | None) -> list[LogEntry]:
+        """The entries at ``size`` and after, in index order: one Core SELECT on the
+        caller's transaction or on a fresh read connection (no ORM session or object
+        loading: this runs several times per decision). The entries are plain values
+        read from the rows; :meth:`_follow` verifies each before anything is applied."""
+        params = {"start": self._size}
+        if session is not None:
+            rows = session.connection().execute(_TAIL, params).mappings().all()
+        else:
+            with self.registry.db.reader.connect() as connection:
+                rows = connection.execute(_TAIL, params).mappings().all()
+        return [LogEntry.model_construct(**row) for row in rows]
 
     def _fail(self, message: str) -> NoReturn:
         self._broken = (
