@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn, cast
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from sqlalchemy import Select, Table, bindparam
+from sqlalchemy import Connection, Select, Table, bindparam
 from sqlalchemy import select as core_select
 from sqlmodel import Session
 
@@ -252,13 +252,14 @@ class ConsentState:
         """How many log entries have been followed (the next index to read)."""
         return self._size
 
-    def refresh(self, session: Session | None = None) -> int:
+    def refresh(self, session: Session | Connection | None = None) -> int:
         """Follow every entry appended since the last refresh; returns how many.
 
         ``session``: read inside the caller's transaction (the decision's write
         transaction reads the tail there, so it sees every entry committed before it
-        took the writer lock). Raises :class:`LogIntegrityError` when an entry does
-        not verify (and on every later call).
+        took the writer lock; the rows' check passes its read connection). Raises
+        :class:`LogIntegrityError` when an entry does not verify (and on every later
+        call).
         """
         with self._lock:
             if self._broken is not None:
@@ -281,14 +282,16 @@ class ConsentState:
                 self._save_snapshot()
             return len(entries)
 
-    def _tail(self, session: Session | None) -> list[LogEntry]:
+    def _tail(self, session: Session | Connection | None) -> list[LogEntry]:
         """The entries at ``size`` and after, in index order: one Core SELECT on the
         caller's transaction or on a fresh read connection (no ORM session or object
         loading: this runs several times per decision). The entries are plain values
         read from the rows; :meth:`_follow` verifies each before anything is applied."""
         params = {"start": self._size}
-        if session is not None:
+        if isinstance(session, Session):
             rows = session.connection().execute(_TAIL, params).mappings().all()
+        elif session is not None:
+            rows = session.execute(_TAIL, params).mappings().all()
         else:
             with self.registry.db.reader.connect() as connection:
                 rows = connection.execute(_TAIL, params).mappings().all()
@@ -622,10 +625,11 @@ class ConsentState:
         would otherwise refuse or allow silently. Read order makes it race-free:
         S0 = the size followed so far (every entry below it was committed before
         the rows are read, and its rows with it), then the rows, then a refresh in
-        the rows' read session, so every row read is of an entry the state holds,
-        and every entry below S0 must have its row. One read session, no query for
-        the log's size: a caller that wants S0 to be the log's size now refreshes
-        first (``grant_facts`` does, or the gateway's one refresh per job).
+        the rows' read transaction, so every row read is of an entry the state
+        holds, and every entry below S0 must have its row. One Core read connection
+        (no ORM session), no query for the log's size: a caller that wants S0 to be
+        the log's size now refreshes first (``grant_facts`` does, and the gateway's
+        one refresh per job).
         """
         wanted = sorted(set(subjects))
         if not wanted:
@@ -634,8 +638,7 @@ class ConsentState:
         with self._lock:
             before = self._size
             signed_ids = {g for s in wanted for g in self._by_subject.get(s, ())}
-        with self.registry.db.read() as session:
-            connection = session.connection()
+        with self.registry.db.reader.connect() as connection:  # one read transaction
             subject_rows = {
                 r.id: r
                 for r in map(_SubjectRow._make, connection.execute(_SUBJECT_ROWS, {"ids": wanted}))
@@ -652,7 +655,7 @@ class ConsentState:
                     connection.execute(_REVOCATION_ROWS, {"ids": revoked_ids}),
                 )
             }
-            self.refresh(session)
+            self.refresh(connection)
         with self._lock:
             for subject_id in wanted:
                 self._check_subject_row(subject_id, subject_rows.get(subject_id), before)
