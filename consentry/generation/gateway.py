@@ -346,10 +346,10 @@ class Gateway:
         file_sha256 = _hash_file(path) if path.exists() else "missing"
         return PriorFact(signed.id, signed.subject, signed.sha256, file_sha256, signed.kind)
 
-    def _grants(
-        self, subjects: set[str], prior: PriorFact | None, *, refresh: bool = True
-    ) -> list[GrantFact]:
-        return grant_facts(self.registry, subjects, prior, refresh=refresh)
+    def _grants(self, subjects: set[str], prior: PriorFact | None) -> list[GrantFact]:
+        """Grant facts from the consent state as the caller's refresh left it (the
+        job's one refresh in :meth:`_pre`; ``run_job`` refreshes before its post-check)."""
+        return grant_facts(self.registry, subjects, prior, refresh=False)
 
     def _prompt_subjects(self, prompt: str) -> list[str]:
         if not prompt.strip():
@@ -434,7 +434,7 @@ class Gateway:
                 input_faces=tuple(faces),
                 prior=prior,
                 prompt_subjects=tuple(prompt_subjects),
-                grants=tuple(self._grants(involved, prior, refresh=False)),
+                grants=tuple(self._grants(involved, prior)),
                 known_subjects=frozenset(involved),
                 refuse_unknown_faces=self.refuse_unknown_faces,
                 opted_out=state.opted_out_among(involved),
@@ -571,6 +571,7 @@ def run_job(gateway: Gateway, request: RunRequest, backend: Backend | None = Non
         involved = set(pre.facts.known_subjects) | {
             f.subject_id for f in output_faces if f.subject_id
         }
+        gateway.registry.consent.refresh()  # the post-check's facts: the log as it is now
         post = replace(
             pre.facts,
             stage="post",
