@@ -7,7 +7,9 @@ from half the subjects to one of them). Each client thread sends ``POST /v1/chec
 warm-up; every answer is checked against the ground truth (allowed iff the prompt
 names no subject, or a subject that granted the caller) and, after the servers
 stop, the log must hold exactly one decision per answer, gap-free, all covered by
-a checkpoint.
+a checkpoint. Besides decisions/s, each mode reports the CPU time the serve
+processes (``/proc/PID/stat``) and the client threads spent per answered check in
+the timed part: on a shared machine it moves far less with the load than the rate.
 
 Modes, in one run:
 - ``baseline``: ``serve --checkpoint-every-decision --serial``: every check under one
@@ -19,6 +21,10 @@ Modes, in one run:
 - ``2 processes on PostgreSQL``: the same on a throwaway PostgreSQL server
   (``tests.pgserver.ThrowawayPostgres``, on the same machine, durability off) from
   one home (``--serve-no-postgres`` skips it; a missing server is a "skipped" row).
+
+A second table runs the same checks through ``Gateway.check`` in this process (no
+HTTP), from 1 thread and from N threads, on a gateway set up as ``serve`` sets it
+up, with the same ground-truth and log checks.
 """
 
 from __future__ import annotations
@@ -119,12 +125,16 @@ def _start(home: Path, flags: list[str]) -> tuple[subprocess.Popen[bytes], str]:
         str(port),
         *flags,
     ]
-    process = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # stderr to a file, never an undrained pipe: a full pipe would stall the server
+    log_path = home.parent / f"serve-{port}.log"
+    with log_path.open("wb") as log_file:
+        process = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=log_file)
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"serve exited: {process.stderr.read().decode()[-2000:]}")  # type: ignore[union-attr]
+            tail = log_path.read_bytes().decode(errors="replace")[-2000:]
+            raise RuntimeError(f"serve exited: {tail}")
         try:
             if httpx.get(base + "/healthz", timeout=2).status_code == 200:
                 return process, base
@@ -141,6 +151,15 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
         process.kill()
 
 
+def _cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of process ``pid`` so far (Linux /proc; else None)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 @dataclass
 class Result:
     latencies: list[float] = field(default_factory=list)
@@ -148,9 +167,11 @@ class Result:
     errors: int = 0
     indexes: list[int] = field(default_factory=list)
     seconds: float = 0.0
+    server_cpu: float | None = None  # CPU seconds of the serve processes, timed part
+    client_cpu: float = 0.0  # CPU seconds of this process (the clients), timed part
 
 
-def _drive(world: World, bases: list[str], clients: int, seconds: float) -> Result:
+def _drive(world: World, bases: list[str], clients: int, seconds: float, pids: list[int]) -> Result:
     result = Result()
     lock = threading.Lock()
     stop_at = [0.0]
@@ -191,6 +212,8 @@ def _drive(world: World, bases: list[str], clients: int, seconds: float) -> Resu
                     data={"purpose": "generate", "prompt": prompt},
                 )
                 result.indexes.append(int(response.json()["log_index"]))
+    servers_before = [_cpu_seconds(pid) for pid in pids]
+    clients_before = time.process_time()
     began = time.perf_counter()
     stop_at[0] = began + seconds
     threads = [threading.Thread(target=client, args=(n,)) for n in range(clients)]
@@ -199,6 +222,13 @@ def _drive(world: World, bases: list[str], clients: int, seconds: float) -> Resu
     for thread in threads:
         thread.join()
     result.seconds = time.perf_counter() - began
+    result.client_cpu = time.process_time() - clients_before
+    servers_after = [_cpu_seconds(pid) for pid in pids]
+    if None not in servers_before and None not in servers_after:
+        result.server_cpu = sum(
+            float(a or 0.0) - float(b or 0.0)
+            for a, b in zip(servers_after, servers_before, strict=True)
+        )
     return result
 
 
@@ -214,6 +244,67 @@ def _log_check(home: Path, indexes: list[int]) -> tuple[bool, int]:
         first = min(indexes)
         decisions = [i for i in range(first, size) if registry.entry(i).kind == "decision"]
     return sorted(indexes) == decisions == list(range(first, size)) and covered == size, size
+
+
+def _in_process(world: World, threads: int, seconds: float) -> dict[str, Any]:
+    """Prompt-only ``Gateway.check`` calls in this process, no HTTP: the world's jobs
+    from ``threads`` threads for ``seconds`` on a gateway set up as ``serve`` sets it
+    up (cadence checkpointer, background follower). Every answer is checked against
+    the ground truth (requesters by id: the service passes the key holder's id)."""
+    from consentry.faces.engines import get_engine
+    from consentry.generation.gateway import CheckRequest, Gateway
+    from consentry.registry.checkpointer import Checkpointer
+    from consentry.registry.store import Registry
+
+    with Registry.open(world.home) as registry:
+        checkpointer = Checkpointer(registry, interval=1.0)
+        checkpointer.start()
+        gateway = Gateway(registry, get_engine("sface"), checkpointer=checkpointer)
+        gateway.index.follow(0.2)
+        ids = {name: registry.get_grantee(name).id for name in world.keys}
+        jobs = [(ids[grantee], prompt, allowed) for grantee, prompt, allowed in world.jobs]
+        wrong = [0]
+        done = [0]
+        indexes: list[int] = []
+        lock = threading.Lock()
+        stop_at = [0.0]
+
+        def worker(number: int) -> None:
+            rng = random.Random(number)
+            while time.perf_counter() < stop_at[0]:
+                grantee, prompt, allowed = rng.choice(jobs)
+                receipt = gateway.check(CheckRequest(grantee, "generate", (), prompt))
+                with lock:
+                    done[0] += 1
+                    wrong[0] += receipt.allowed is not allowed
+                    indexes.append(-1 if receipt.log_index is None else receipt.log_index)
+
+        try:
+            for grantee, prompt, _ in jobs[:10]:  # warm-up
+                warm = gateway.check(CheckRequest(grantee, "generate", (), prompt))
+                indexes.append(-1 if warm.log_index is None else warm.log_index)
+            cpu_before = time.process_time()
+            began = time.perf_counter()
+            stop_at[0] = began + seconds
+            pool = [threading.Thread(target=worker, args=(n,)) for n in range(threads)]
+            for thread in pool:
+                thread.start()
+            for thread in pool:
+                thread.join()
+            elapsed = time.perf_counter() - began
+            cpu = time.process_time() - cpu_before
+        finally:
+            gateway.index.stop()
+            checkpointer.stop()
+    answered = max(1, done[0])
+    return {
+        "threads": threads,
+        "decisions": done[0],
+        "decisions_per_s": done[0] / elapsed,
+        "cpu_ms_per_decision": 1000 * cpu / answered,
+        "wrong_answers": wrong[0],
+        "indexes": indexes,
+    }
 
 
 MODES: dict[str, tuple[list[str], int]] = {
@@ -252,6 +343,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     rows: list[list[object]] = []
     out: dict[str, Any] = {"clients": clients, "seconds": seconds, "modes": {}}
     baseline_rate = None
+    in_rows: list[list[object]] = []
+    out["in_process"] = []
     modes: list[tuple[str, list[str], int, bool]] = [
         (name, flags, processes, False) for name, (flags, processes) in MODES.items()
     ] + [(name, flags, processes, True) for name, (flags, processes) in POSTGRES_MODES.items()]
@@ -267,14 +360,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                         raise _NoPostgresError("--serve-no-postgres")
                     server = server or _postgres(stack)
                 except _NoPostgresError as exc:
-                    rows.append([name, processes, *["-"] * 8, f"skipped: {exc}"])
+                    rows.append([name, processes, *["-"] * 10, f"skipped: {exc}"])
                     out["modes"][name] = {"processes": processes, "skipped": str(exc)}
                     continue
                 db_url = server.create_database(f"bench_serve_{number}")
             world = build_world(Path(tmp) / f"mode{number}", db_url)
             servers = [_start(world.home, flags) for _ in range(processes)]
             try:
-                result = _drive(world, [base for _, base in servers], clients, seconds)
+                result = _drive(
+                    world,
+                    [base for _, base in servers],
+                    clients,
+                    seconds,
+                    [process.pid for process, _ in servers],
+                )
             finally:
                 for process, _ in servers:
                     _stop(process)
@@ -283,6 +382,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             baseline_rate = baseline_rate or rate
             p50 = 1000 * percentile(result.latencies, 50)
             p95 = 1000 * percentile(result.latencies, 95)
+            answered = max(1, len(result.latencies))
+            server_ms = None if result.server_cpu is None else 1000 * result.server_cpu / answered
+            client_ms = 1000 * result.client_cpu / answered
             rows.append(
                 [
                     name,
@@ -292,6 +394,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     f"{p50:.1f}",
                     f"{p95:.1f}",
                     f"{rate / baseline_rate:.2f}x",
+                    "n/a" if server_ms is None else f"{server_ms:.2f}",
+                    f"{client_ms:.2f}",
                     result.wrong,
                     result.errors,
                     "yes" if gap_free else "NO",
@@ -306,11 +410,30 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "decisions_per_s": rate,
                 "p50_ms": p50,
                 "p95_ms": p95,
+                "server_cpu_ms_per_decision": server_ms,
+                "client_cpu_ms_per_decision": client_ms,
                 "wrong_answers": result.wrong,
                 "errors": result.errors,
                 "log_gap_free_and_covered": gap_free,
                 "log_size": size,
             }
+        for threads in (1, clients):  # the same checks in process, no HTTP
+            world = build_world(Path(tmp) / f"in-process-{threads}")
+            found = _in_process(world, threads, seconds)
+            gap_free, size = _log_check(world.home, found.pop("indexes"))
+            found["log_gap_free_and_covered"] = gap_free
+            out["in_process"].append(found)
+            in_rows.append(
+                [
+                    threads,
+                    found["decisions"],
+                    f"{found['decisions_per_s']:.0f}",
+                    f"{found['cpu_ms_per_decision']:.2f}",
+                    found["wrong_answers"],
+                    "yes" if gap_free else "NO",
+                    size,
+                ]
+            )
     table(
         f"prompt-only POST /v1/check over HTTP, {clients} clients, {seconds:.0f} s per mode",
         [
@@ -321,6 +444,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "p50 ms",
             "p95 ms",
             "vs baseline",
+            "server CPU ms",
+            "client CPU ms",
             "wrong",
             "errors",
             "log ok",
@@ -329,10 +454,23 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         rows,
         caption=(
             f"Clients run on the same machine as the servers (load {load_average()}). "
-            "wrong: answers differing from the ground truth; log ok: one decision "
+            "server/client CPU ms: CPU time of the serve processes / of the client "
+            "threads per answered check in the timed part (less noisy than dec/s on a "
+            "shared machine). wrong: answers differing from the ground truth; log ok: one decision "
             "per answer, gap-free, covered by a checkpoint after the servers stop. "
             "The PostgreSQL server runs on the same machine too (durability off). "
             "Goal (issue 12): >= 300 decisions/s."
+        ),
+    )
+    table(
+        f"prompt-only Gateway.check in process (no HTTP), {seconds:.0f} s per row",
+        ["threads", "decisions", "dec/s", "CPU ms", "wrong", "log ok", "log size"],
+        in_rows,
+        caption=(
+            f"Load {load_average()}. CPU ms: this process's CPU time per logged decision "
+            "(the gateway, its background follower and checkpointer). log ok: the "
+            "decisions are gap-free to the end of the log and covered by a checkpoint. "
+            "Goal (issue 12): >= 1,000 logged decisions/s in process."
         ),
     )
     note("")

@@ -4,7 +4,9 @@
 handlers: checks run concurrently); ``--workers N`` runs N uvicorn worker
 processes on the same port, each opening the registry and following the log on
 its own. Options reach the workers through ``CONSENTRY_SERVE_OPTIONS`` (JSON) and
-:func:`worker_app`, the import-string app factory uvicorn calls in each.
+:func:`worker_app`, the import-string app factory uvicorn calls in each. uvicorn's
+per-request access log is off unless ``--access-log`` (decisions are in the signed
+log; a line per request costs CPU on the event loop).
 """
 
 from __future__ import annotations
@@ -211,6 +213,14 @@ def serve_command(
             help="Seconds between background follows of the log (other processes' writes).",
         ),
     ] = 0.2,
+    access_log: Annotated[
+        bool,
+        typer.Option(
+            "--access-log/--no-access-log",
+            envvar="CONSENTRY_ACCESS_LOG",
+            help="Log one line per HTTP request (off by default: it costs CPU per request).",
+        ),
+    ] = False,
 ) -> None:
     """Serve the gateway, admin and public log API over HTTP (docs at /docs)."""
     import uvicorn
@@ -230,7 +240,7 @@ def serve_command(
         follow_interval=follow_interval,
     )
     if workers == 1:
-        uvicorn.run(build_app(options, announce=True), host=host, port=port)
+        uvicorn.run(build_app(options, announce=True), host=host, port=port, access_log=access_log)
         return
     # the admin key is made (and shown) once, here; every worker reads its hash
     from consentry.registry.store import Registry
@@ -241,7 +251,12 @@ def serve_command(
         typer.echo(f"admin key (shown once, stored hashed): {new_key}")
     os.environ[OPTIONS_ENV] = options.to_env()
     uvicorn.run(
-        "consentry.cli.serve_cmds:worker_app", factory=True, host=host, port=port, workers=workers
+        "consentry.cli.serve_cmds:worker_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        access_log=access_log,
     )
 
 

@@ -97,14 +97,22 @@ def _hash_file(path: Path) -> str:
         raise InputError(f"cannot read the prior file {path}: {exc.strerror}") from exc
 
 
-def grant_facts(registry: Registry, subjects: set[str], prior: PriorFact | None) -> list[GrantFact]:
+def grant_facts(
+    registry: Registry, subjects: set[str], prior: PriorFact | None, *, refresh: bool = True
+) -> list[GrantFact]:
     """Every grant of ``subjects`` and every grant naming ``prior``, in log order
     (so the oldest covering grant is the one a decision names), with its revocation
     state: all from the signed log as followed now (``registry.consent``), never from
     grant or revocation rows. The rows of ``subjects`` (subject, grants, revocations)
-    are checked against it: a mismatch is a LogIntegrityError."""
+    are checked against it: a mismatch is a LogIntegrityError.
+
+    ``refresh=False``: the caller followed the log for this job already (the
+    gateway's one refresh per job), so only the rows' check reads the tail."""
     state = registry.consent
-    state.check_rows(subjects)
+    if refresh:
+        state.refresh()
+    if subjects:
+        state.check_rows(subjects)
     sha = prior.registered_sha256 if prior is not None else None
     return [
         GrantFact(
@@ -295,11 +303,11 @@ class Gateway:
 
     def _prior(self, prior_id: str | None) -> PriorFact | None:
         """The prior as the signed log registered it (subject, SHA-256, kind), and the
-        SHA-256 of its file now. A prior row the log does not hold is an integrity error."""
+        SHA-256 of its file now. A prior row the log does not hold is an integrity error.
+        The consent state as the job's refresh left it (see :meth:`_pre`)."""
         if prior_id is None:
             return None
         state = self.registry.consent
-        state.refresh()
         signed = state.priors.get(prior_id)
         with self.registry.db.read() as session:
             row = session.get(Prior, prior_id)
@@ -336,7 +344,9 @@ class Gateway:
         return PriorFact(signed.id, signed.subject, signed.sha256, file_sha256, signed.kind)
 
     def _grants(self, subjects: set[str], prior: PriorFact | None) -> list[GrantFact]:
-        return grant_facts(self.registry, subjects, prior)
+        """Grant facts from the consent state as the caller's refresh left it (the
+        job's one refresh in :meth:`_pre`; ``run_job`` refreshes before its post-check)."""
+        return grant_facts(self.registry, subjects, prior, refresh=False)
 
     def _prompt_subjects(self, prompt: str) -> list[str]:
         if not prompt.strip():
@@ -344,11 +354,11 @@ class Gateway:
         return list(dict.fromkeys(subject for subject, _ in self._matcher().find(prompt)))
 
     def _matcher(self) -> AliasMatcher:
-        """The alias matcher over every subject of the signed log (names and aliases as
-        signed, never the rows), rebuilt only when subjects were added (subjects are
-        append-only and their names and aliases never change)."""
+        """The alias matcher over every subject of the signed log as followed (names and
+        aliases as signed, never the rows; the job's refresh, see :meth:`_pre`), rebuilt
+        only when subjects were added (subjects are append-only and their names and
+        aliases never change)."""
         state = self.registry.consent
-        state.refresh()
         stamp: tuple[object, ...] = state.subject_stamp()
         if self._aliases is None or self._aliases[0] != stamp:
             subjects = state.subjects_in_order()
@@ -381,7 +391,17 @@ class Gateway:
 
     def _pre(self, request: CheckRequest) -> _PreCheck:
         """Gather the facts and decide, logging nothing; never raises, except
-        ``RollbackError`` when the log no longer extends the witness (every job fails)."""
+        ``RollbackError`` when the log no longer extends the witness (every job fails).
+
+        One refresh of the consent state per job, at its start: every fact below
+        (requester, prompt subjects, prior, grants, opt-outs) is read from the signed
+        log as followed then or later (facts only grow), never re-read per fact. The
+        rows' check re-reads the tail in its own read session (race-free, see
+        :meth:`ConsentState.check_rows`); faces refresh the index (which follows the
+        same state). An allow is re-checked against the tail inside the decision's
+        write transaction (``record_decision``): a revocation, erasure or opt-out
+        committed since this refresh still wins.
+        """
         self.registry.check_not_rolled_back()
         grantee_id: str | None = None
         inputs: list[str] = []
@@ -390,8 +410,9 @@ class Gateway:
         facts: JobFacts | None = None
         images: list[LoadedImage] = []
         try:
-            self.registry.consent.refresh()
-            grantee_id = self.registry.consent.resolve_grantee(request.grantee).id
+            state = self.registry.consent
+            state.refresh()  # the job's one refresh (see the docstring)
+            grantee_id = state.resolve_grantee(request.grantee).id
             # bounded before any work: a library caller gets the CLI's and HTTP's limits
             self.limits.check_job(images=len(request.images), prompt=request.prompt)
             images = [load_image(source) for source in request.images]
@@ -413,7 +434,7 @@ class Gateway:
                 grants=tuple(self._grants(involved, prior)),
                 known_subjects=frozenset(involved),
                 refuse_unknown_faces=self.refuse_unknown_faces,
-                opted_out=opted_out_subjects(self.registry, involved),
+                opted_out=state.opted_out_among(involved),
                 images=len(images),
                 pixels=max((i.width * i.height for i in images), default=0),
                 steps=request.steps,
@@ -547,6 +568,7 @@ def run_job(gateway: Gateway, request: RunRequest, backend: Backend | None = Non
         involved = set(pre.facts.known_subjects) | {
             f.subject_id for f in output_faces if f.subject_id
         }
+        gateway.registry.consent.refresh()  # the post-check's facts: the log as it is now
         post = replace(
             pre.facts,
             stage="post",

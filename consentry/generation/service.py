@@ -40,10 +40,18 @@ Invariants
   ``GET /v1/log/proof/{index}`` waits (bounded) for one covering ``index``.
   Without one, every decision signs a checkpoint (per-decision mode).
 - The app follows the log while it runs: the identity index (and through it the
-  consent state) is refreshed every ``follow_interval`` seconds in a background
-  thread, and every decision follows the log's tail first anyway, so a grant,
-  revocation or erasure made by another process on the same database is seen by
-  the next decision here (and re-checked inside its write transaction).
+  consent state) is refreshed every ``follow_interval`` seconds (default
+  ``DEFAULT_FOLLOW_INTERVAL`` = 0.2 s; ``serve --follow-interval``) in a
+  background thread. How stale a check's view can be: each job refreshes the
+  consent state once at its start (``Gateway._pre``), so its pre-check judges the
+  log as it stood when the job started, never older; the follow interval only
+  bounds how long a tail that refresh reads, and how old the state is that API-key
+  authentication reads without a refresh (a hit: a signed grantee's key hash never
+  changes; a miss, e.g. a grantee added since, follows the log first). An allow is
+  re-checked inside its write transaction against the log's tail then
+  (``record_decision``): a revocation, erasure or opt-out committed by any process
+  after the pre-check's refresh still wins. A subject registered after that refresh
+  is not a fact of the job (consent at the time of the check).
 - A form body (multipart or urlencoded) is validated strictly before any parser
   sees it (:mod:`consentry.generation.multipart`): a malformed one is a 400
   ``malformed_body`` and nothing is logged; every part must be a field the route
@@ -69,6 +77,7 @@ import logging
 import threading
 import types
 import typing
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, MutableMapping
 from contextlib import AbstractContextManager, asynccontextmanager, nullcontext
 from dataclasses import asdict, replace
@@ -231,8 +240,18 @@ def _repeatable(annotation: object) -> bool:
     return typing.get_origin(annotation) in (list, tuple, set, frozenset)
 
 
+# id(route) -> (a weak reference to the route, its fields); routes are not hashable
+_ROUTE_FIELDS: dict[int, tuple[weakref.ref[object], dict[str, _FieldSpec]]] = {}
+
+
 def _route_fields(route: object) -> dict[str, _FieldSpec]:
-    """The form fields a FastAPI route declares (its own and its dependencies')."""
+    """The form fields a FastAPI route declares (its own and its dependencies'),
+    worked out once per route (a route's declaration does not change)."""
+    if route is None:
+        return {}
+    cached = _ROUTE_FIELDS.get(id(route))
+    if cached is not None and cached[0]() is route:
+        return cached[1]
     spec: dict[str, _FieldSpec] = {}
     pending = [getattr(route, "dependant", None)]
     while pending:
@@ -246,13 +265,17 @@ def _route_fields(route: object) -> dict[str, _FieldSpec]:
                     isinstance(info, fastapi_params.File), _repeatable(info.annotation)
                 )
         pending.extend(dependant.dependencies)
+    key = id(route)
+    _ROUTE_FIELDS[key] = (weakref.ref(route, lambda _: _ROUTE_FIELDS.pop(key, None)), spec)
     return spec
 
 
-def _strict_form(request: Request) -> None:
+async def _strict_form(request: Request) -> None:
     """Every part of a form body is a field the route declares, once unless it is a
     list, a file exactly where the route takes a file; else 400. Nothing is
-    silently ignored (an image under a misspelt name would be dropped unseen)."""
+    silently ignored (an image under a misspelt name would be dropped unseen).
+    ``async``: pure computation on what the guard already validated, so it runs on
+    the event loop instead of costing every request a hop to the thread pool."""
     parts: list[Part] | None = request.scope.get(_FORM_PARTS)
     if not parts:
         return
@@ -466,12 +489,23 @@ class _GranteeView(typing.NamedTuple):
             frozenset(g.id for g, _ in rows),
         )
 
-    def hidden_names(self, registry: Registry, subjects: Iterable[object]) -> list[str]:
-        """Display names and aliases of the hidden subjects among ``subjects``."""
+    def hidden_names(
+        self, registry: Registry, subjects: Iterable[object], *, rows: bool = True
+    ) -> list[str]:
+        """Display names and aliases of the hidden subjects among ``subjects``: as the
+        signed log holds them (the consent state, no database read), and with
+        ``rows`` also as their rows say (an audit's text quotes the rows' names). A
+        subject the followed log does not hold is looked up by its row."""
+        state = registry.consent
         names: list[str] = []
         for subject in dict.fromkeys(str(s) for s in subjects):
             if subject in self.visible or not subject.startswith("sub_"):
                 continue
+            signed = state.subjects.get(subject)
+            if signed is not None:
+                names += [signed.display_name, *signed.aliases]
+                if not rows:
+                    continue
             try:
                 row = registry.get_subject(subject)
             except ConsentryError:
@@ -483,7 +517,7 @@ class _GranteeView(typing.NamedTuple):
         involved: list[object] = list(receipt.subjects)
         for face in receipt.faces:
             involved += list(typing.cast(list[object], face.get("subjects", [])))
-        names = self.hidden_names(registry, involved)
+        names = self.hidden_names(registry, involved, rows=False)  # reasons quote signed facts
         return receipt.for_grantee(self.requester, self.visible, self.grants, names)
 
     def pseudonym(self, registry: Registry, subject_id: str) -> str:
@@ -709,7 +743,7 @@ def create_app(
         images: Annotated[list[UploadFile] | None, File(description="Input images.")] = None,
         prompt: Annotated[str, Form()] = "",
         prior: Annotated[str | None, Form(description="Registered prior id.")] = None,
-    ) -> dict[str, Any]:
+    ) -> JSONResponse:
         """Decide a job for the calling grantee; every decision is logged.
 
         A refusal is a 200 with ``allowed: false`` and its reasons.
@@ -723,7 +757,8 @@ def create_app(
         request = CheckRequest(grantee.id, purpose, datas, prompt, prior or None)
         with face_work(bool(datas)):
             receipt = gateway.check(request)
-        return for_grantee(grantee, receipt).to_json()
+        # the receipt's JSON is plain JSON values: rendered as is, no response model
+        return JSONResponse(for_grantee(grantee, receipt).to_json())
 
     @app.post("/v1/generate", tags=["gateway"])
     def generate(

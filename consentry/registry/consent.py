@@ -32,14 +32,14 @@ import json
 import os
 import threading
 from collections.abc import Iterable
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn, cast
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from sqlalchemy import func
-from sqlmodel import Session, col, select
+from sqlalchemy import Connection, Select, Table, bindparam
+from sqlalchemy import select as core_select
+from sqlmodel import Session
 
 from consentry.errors import AmbiguousNameError, ConsentryError, LogIntegrityError, NotFoundError
 from consentry.registry import merkle
@@ -144,6 +144,68 @@ def _strings(value: Any) -> tuple[str, ...]:
     return tuple(str(v) for v in value or ())
 
 
+class _SubjectRow(NamedTuple):
+    """The columns of a subject row that the rows' check compares (read with Core:
+    no ORM objects on the gate's path)."""
+
+    id: str
+    display_name: str
+    aliases_json: str
+    public_key: str | None
+    log_index: int
+
+    @property
+    def aliases(self) -> list[str]:
+        return list(json.loads(self.aliases_json))
+
+
+class _GrantRow(NamedTuple):
+    id: str
+    subject_id: str
+    grantee_id: str
+    purposes_json: str
+    priors_json: str
+    not_before: str
+    not_after: str | None
+    log_index: int
+
+    @property
+    def purposes(self) -> list[str]:
+        return list(json.loads(self.purposes_json))
+
+    @property
+    def priors(self) -> list[str]:
+        return list(json.loads(self.priors_json))
+
+
+class _RevocationRow(NamedTuple):
+    id: str
+    grant_id: str
+    log_index: int
+
+
+def _table(model: Any) -> Table:
+    return cast(Table, model.__table__)
+
+
+def _rows_of(model: Any, row: type[NamedTuple], column: str) -> Select[Any]:
+    """Core SELECT of ``row``'s columns of ``model``'s table where ``column`` IN :ids."""
+    table = _table(model)
+    return core_select(*(table.c[name] for name in row._fields)).where(
+        table.c[column].in_(bindparam("ids", expanding=True))
+    )
+
+
+_SUBJECT_ROWS = _rows_of(Subject, _SubjectRow, "id")
+_GRANT_ROWS = _rows_of(Grant, _GrantRow, "subject_id")
+_REVOCATION_ROWS = _rows_of(Revocation, _RevocationRow, "grant_id")
+
+_TAIL = (
+    core_select(*_table(LogEntry).columns)
+    .where(_table(LogEntry).c.idx >= bindparam("start"))
+    .order_by(_table(LogEntry).c.idx)
+)
+
 _SNAPSHOT_MAGIC = b"CSCS1"
 SNAPSHOT_EVERY = 256  # entries followed since the last snapshot before a new one is written
 
@@ -158,6 +220,9 @@ class ConsentState:
         self._snapshot_tried = False
         self._snapshot_size = 0
         self.loaded_snapshot = 0  # size of the verified prefix taken from a snapshot
+        # SHA-256 of an API key -> signed grantee, derived from ``grantees`` (see
+        # grantee_by_key_sha256); rebuilt when that dict is replaced or grows
+        self._key_map: tuple[object, int, dict[str, SignedGrantee]] = (None, 0, {})
 
     def _reset(self) -> None:
         """The state of an empty log (nothing followed)."""
@@ -187,13 +252,14 @@ class ConsentState:
         """How many log entries have been followed (the next index to read)."""
         return self._size
 
-    def refresh(self, session: Session | None = None) -> int:
+    def refresh(self, session: Session | Connection | None = None) -> int:
         """Follow every entry appended since the last refresh; returns how many.
 
         ``session``: read inside the caller's transaction (the decision's write
         transaction reads the tail there, so it sees every entry committed before it
-        took the writer lock). Raises :class:`LogIntegrityError` when an entry does
-        not verify (and on every later call).
+        took the writer lock; the rows' check passes its read connection). Raises
+        :class:`LogIntegrityError` when an entry does not verify (and on every later
+        call).
         """
         with self._lock:
             if self._broken is not None:
@@ -201,16 +267,7 @@ class ConsentState:
             if not self._snapshot_tried:
                 self._snapshot_tried = True
                 self._load_snapshot()
-            context = nullcontext(session) if session is not None else self.registry.db.read()
-            with context as reader:
-                assert reader is not None
-                entries = list(
-                    reader.exec(
-                        select(LogEntry)
-                        .where(col(LogEntry.idx) >= self._size)
-                        .order_by(col(LogEntry.idx))
-                    )
-                )
+            entries = self._tail(session)
             for entry in entries:
                 self._follow(entry)
             if entries and self.registry.key_id not in self._checker.keys:
@@ -224,6 +281,21 @@ class ConsentState:
             if session is None and self._size - self._snapshot_size >= due:
                 self._save_snapshot()
             return len(entries)
+
+    def _tail(self, session: Session | Connection | None) -> list[LogEntry]:
+        """The entries at ``size`` and after, in index order: one Core SELECT on the
+        caller's transaction or on a fresh read connection (no ORM session or object
+        loading: this runs several times per decision). The entries are plain values
+        read from the rows; :meth:`_follow` verifies each before anything is applied."""
+        params = {"start": self._size}
+        if isinstance(session, Session):
+            rows = session.connection().execute(_TAIL, params).mappings().all()
+        elif session is not None:
+            rows = session.execute(_TAIL, params).mappings().all()
+        else:
+            with self.registry.db.reader.connect() as connection:
+                rows = connection.execute(_TAIL, params).mappings().all()
+        return [LogEntry.model_construct(**row) for row in rows]
 
     def _fail(self, message: str) -> NoReturn:
         self._broken = (
@@ -466,6 +538,31 @@ class ConsentState:
         with self._lock:
             return len(self.subjects), self._newest_subject
 
+    def grantee_by_key_sha256(self, digest: str) -> SignedGrantee | None:
+        """The signed grantee whose signed entry carries ``digest`` (the SHA-256 hex of
+        an API key), or None: a hash lookup, not a loop over the grantees. Grantees
+        are append-only and their key hashes never change (there is no key rotation
+        of a grantee), so the map is derived from ``grantees`` and rebuilt only when
+        it gained a grantee (or was replaced, e.g. by a snapshot load or a reset).
+        Should two signed entries carry one hash, the first in log order wins (what
+        a scan in log order found). A state that stopped verifying raises
+        LogIntegrityError, as :meth:`refresh` does."""
+        with self._lock:
+            if self._broken is not None:
+                raise LogIntegrityError(self._broken)
+            source, count, mapping = self._key_map
+            if source is not self.grantees or count != len(self.grantees):
+                mapping = {}
+                for signed in sorted(self.grantees.values(), key=lambda g: g.index):
+                    mapping.setdefault(signed.api_key_sha256, signed)
+                self._key_map = (self.grantees, len(self.grantees), mapping)
+            return mapping.get(digest)
+
+    def opted_out_among(self, subjects: Iterable[str]) -> frozenset[str]:
+        """Those of ``subjects`` the followed log says opted out (no refresh)."""
+        with self._lock:
+            return frozenset(s for s in subjects if s in self.opted_out)
+
     def resolve_grantee(self, ref: str) -> SignedGrantee:
         """A signed grantee by id, or by a signed name that exactly one grantee has."""
         with self._lock:
@@ -526,33 +623,39 @@ class ConsentState:
 
         Rows decide nothing (the facts do); this names tampering where the gate
         would otherwise refuse or allow silently. Read order makes it race-free:
-        the log size S0, then the rows, then a refresh, so every row read is of an
-        entry the state holds, and every entry below S0 must have its row.
+        S0 = the size followed so far (every entry below it was committed before
+        the rows are read, and its rows with it), then the rows, then a refresh in
+        the rows' read transaction, so every row read is of an entry the state
+        holds, and every entry below S0 must have its row. One Core read connection
+        (no ORM session), no query for the log's size: a caller that wants S0 to be
+        the log's size now refreshes first (``grant_facts`` does, and the gateway's
+        one refresh per job).
         """
         wanted = sorted(set(subjects))
         if not wanted:
             self.refresh()
             return
-        with self.registry.db.read() as session:
-            last = session.execute(select(func.max(LogEntry.idx))).scalar()
-            before = 0 if last is None else int(last) + 1
+        with self._lock:
+            before = self._size
+            signed_ids = {g for s in wanted for g in self._by_subject.get(s, ())}
+        with self.registry.db.reader.connect() as connection:  # one read transaction
             subject_rows = {
-                r.id: r for r in session.exec(select(Subject).where(col(Subject.id).in_(wanted)))
+                r.id: r
+                for r in map(_SubjectRow._make, connection.execute(_SUBJECT_ROWS, {"ids": wanted}))
             }
             grant_rows = {
                 r.id: r
-                for r in session.exec(select(Grant).where(col(Grant.subject_id).in_(wanted)))
+                for r in map(_GrantRow._make, connection.execute(_GRANT_ROWS, {"ids": wanted}))
             }
-            signed_ids = {g for s in wanted for g in self._by_subject.get(s, ())}
+            revoked_ids = sorted(signed_ids | grant_rows.keys())
             revocation_rows = {
                 r.grant_id: r
-                for r in session.exec(
-                    select(Revocation).where(
-                        col(Revocation.grant_id).in_(sorted(signed_ids | grant_rows.keys()))
-                    )
+                for r in map(
+                    _RevocationRow._make,
+                    connection.execute(_REVOCATION_ROWS, {"ids": revoked_ids}),
                 )
             }
-        self.refresh()
+            self.refresh(connection)
         with self._lock:
             for subject_id in wanted:
                 self._check_subject_row(subject_id, subject_rows.get(subject_id), before)
@@ -574,7 +677,7 @@ class ConsentState:
                     )
                 )
 
-    def _check_subject_row(self, subject_id: str, row: Subject | None, before: int) -> None:
+    def _check_subject_row(self, subject_id: str, row: _SubjectRow | None, before: int) -> None:
         signed = self.subjects.get(subject_id)
         if signed is None or signed.index >= before:
             return  # a face or name of no signed subject involves nobody
@@ -596,7 +699,7 @@ class ConsentState:
             )
 
     @staticmethod
-    def _check_grant_row(grant: SignedGrant, row: Grant | None) -> None:
+    def _check_grant_row(grant: SignedGrant, row: _GrantRow | None) -> None:
         if row is None:
             raise LogIntegrityError(f"grant {grant.id}: its row is missing (deleted)")
         fields = [
@@ -618,7 +721,7 @@ class ConsentState:
             )
 
     def _check_revocation_row(
-        self, grant: SignedGrant, row: Revocation | None, before: int
+        self, grant: SignedGrant, row: _RevocationRow | None, before: int
     ) -> None:
         revoked = self.revoked.get(grant.id)
         if revoked is not None and revoked < before and row is None:

@@ -512,26 +512,36 @@ class Registry:
         return row
 
     def authenticate_grantee(self, api_key: str) -> Grantee:
-        """The grantee holding ``api_key`` (constant-time comparison of hashes), judged
-        by the key hash in the grantee's signed log entry, never by the row's."""
+        """The grantee holding ``api_key``, judged by the key hash in the grantee's
+        signed log entry, never by the row's.
+
+        A hash lookup of SHA-256(``api_key``) among the signed grantees as followed
+        (:meth:`ConsentState.grantee_by_key_sha256`; it raises LogIntegrityError on a
+        log that stopped verifying). The log is followed first only on a miss (a
+        grantee added since the last follow): a signed grantee and its key hash never
+        change, so a hit needs no refresh. The row must still match the signed entry
+        (name and key hash, one Core read by id, every call): a missing or edited row
+        is a LogIntegrityError (fail closed), and a key whose hash only a row
+        carries authenticates nobody (SignatureError).
+        """
         digest = sha256_hex(api_key.encode())
         state = self.consent
-        state.refresh()
-        for signed in list(state.grantees.values()):
-            if hmac.compare_digest(signed.api_key_sha256, digest):
-                try:
-                    row = self.get_grantee(signed.id)
-                except NotFoundError:
-                    row = None
-                if row is None or (row.name, row.api_key_sha256) != (
-                    signed.name,
-                    signed.api_key_sha256,
-                ):
-                    raise LogIntegrityError(
-                        f"grantee {signed.id}: its row is missing or differs from the signed log"
-                    )
-                return row
-        raise SignatureError("unknown API key")
+        signed = state.grantee_by_key_sha256(digest)
+        if signed is None:
+            state.refresh()
+            signed = state.grantee_by_key_sha256(digest)
+        if signed is None or not hmac.compare_digest(signed.api_key_sha256, digest):
+            raise SignatureError("unknown API key")
+        with self.db.reader.connect() as connection:
+            found = connection.execute(_GRANTEE_BY_ID, {"id": signed.id}).first()
+        if found is None or (found.name, found.api_key_sha256) != (
+            signed.name,
+            signed.api_key_sha256,
+        ):
+            raise LogIntegrityError(
+                f"grantee {signed.id}: its row is missing or differs from the signed log"
+            )
+        return Grantee(**found._asdict())
 
     # ------------------------------------------------------------------ grants
     def _subject_cosigner(

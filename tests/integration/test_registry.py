@@ -102,6 +102,27 @@ def test_grantee_api_key_is_hashed_and_authenticates(registry: Registry) -> None
         registry.add_grantee("Studio")
 
 
+def test_api_key_map_gains_grantees_added_by_another_process(
+    registry: Registry, clock: Clock
+) -> None:
+    """The signed key-hash map is built on first use; a grantee another process adds
+    afterwards authenticates here at once (a miss follows the log), and an unknown
+    key is still refused after the map was rebuilt."""
+    first, first_key = registry.add_grantee("Studio")
+    assert registry.authenticate_grantee(first_key).id == first.id  # the map is built
+    other = Registry.open(registry.home.root, registry.db.url, clock=clock)
+    try:
+        late, late_key = other.add_grantee("Late Studio")
+    finally:
+        other.close()
+    assert registry.consent.grantee_by_key_sha256(late.api_key_sha256) is None  # not followed
+    assert registry.authenticate_grantee(late_key).id == late.id
+    assert registry.authenticate_grantee(first_key).id == first.id
+    with pytest.raises(SignatureError):
+        registry.authenticate_grantee(late_key + "x")
+    assert registry.consent.grantee_by_key_sha256(late.api_key_sha256) is not None
+
+
 def test_grant_fields_and_lookup_by_names(registry: Registry) -> None:
     ada = registry.add_subject("Ada")
     registry.add_grantee("Studio")

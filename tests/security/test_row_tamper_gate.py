@@ -514,3 +514,53 @@ def test_api_key_row_swapped_does_not_authenticate_the_attacker(
         undo()
         again = check(http, key)
         assert again.status_code == 200 and again.json()["allowed"], again.text
+
+
+@pytest.mark.attack("grantee row forged under a warm API-key map")
+def test_forged_grantee_row_does_not_authenticate_under_a_warm_key_map(
+    world: World, engine: FaceEngine
+) -> None:
+    """A running server has already built its map of signed API-key hashes; the
+    attacker then inserts a whole grantee row (their own key's hash, no log entry).
+    The forged key authenticates nobody, also after
+    the map is rebuilt for a grantee added honestly since; that honest grantee's key
+    works at once (no wait for the follower), and so does the original grantee's."""
+    w = world
+    studio, key = w.registry.add_grantee("Studio C")
+    _grant(w, w.alice.id, ["generate"], w.alice_key, studio.id)
+    app = create_app(
+        w.registry, engine, hash_admin_key("csa_row-tamper-admin"), follow_interval=None
+    )
+    form = {"purpose": (None, "generate"), "prompt": (None, "a portrait of Alice Example")}
+    stolen = "csk_attacker-forged-grantee"
+
+    def check(http: httpx.Client, api_key: str) -> httpx.Response:
+        return http.post("/v1/check", files=form, headers={"Authorization": f"Bearer {api_key}"})
+
+    with live_server(app) as base, httpx.Client(base_url=base, timeout=30) as http:
+        warm = check(http, key)  # the key map is built here
+        assert warm.status_code == 200 and warm.json()["allowed"], warm.text
+        forged = new_id("gte")
+        raw_insert(
+            w.registry,
+            "grantees",
+            {
+                "id": forged,
+                "name": "Mallory Media",
+                "api_key_sha256": sha256_hex(stolen.encode()),
+                "public_key": None,
+                "created_at": format_time(T0),
+                "log_index": w.registry.log_size() - 1,
+            },
+        )
+        attacked = check(http, stolen)
+        assert attacked.status_code == 401, attacked.text
+        # an honest grantee added after the server started: the map gains it on the miss
+        late, late_key = w.registry.add_grantee("Late Studio")
+        _grant(w, w.alice.id, ["generate"], w.alice_key, late.id)
+        honest_late = check(http, late_key)
+        assert honest_late.status_code == 200 and honest_late.json()["allowed"], honest_late.text
+        again = check(http, stolen)  # the rebuilt map holds signed hashes only
+        assert again.status_code == 401, again.text
+        honest = check(http, key)
+        assert honest.status_code == 200 and honest.json()["allowed"], honest.text
