@@ -234,9 +234,7 @@ def verify(
         typer.echo(
             f"OK: {report.size} entries, {report.checkpoints} checkpoints, root {report.root.hex()}"
         )
-        typer.echo(
-            f"verified in {report.seconds:.2f} s ({report.entries_per_s:,.0f} entries/s)"
-        )
+        typer.echo(f"verified in {report.seconds:.2f} s ({report.entries_per_s:,.0f} entries/s)")
         for name, size in witnessed.items():
             typer.echo(f"witness {name}: cosigned the first {size} of {report.size} entries")
     else:
