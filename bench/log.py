@@ -400,6 +400,7 @@ def disk(path: Path, size: int) -> dict[str, Any]:
 
 def verify_cli(home: Path, witness: Path, size: int) -> dict[str, Any]:
     env = {**os.environ, "CONSENTRY_WITNESS_DIR": str(witness)}
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     began = time.perf_counter()
     done = subprocess.run(
         [sys.executable, "-c", _CLI, "log", "verify", "--home", str(home), "--json"],
@@ -409,7 +410,9 @@ def verify_cli(home: Path, witness: Path, size: int) -> dict[str, Any]:
         check=False,
     )
     wall = time.perf_counter() - began
-    peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    peak_kb = after.ru_maxrss
+    cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
     ok = done.returncode == 0
     try:
         report = json.loads(done.stdout)
@@ -422,6 +425,8 @@ def verify_cli(home: Path, witness: Path, size: int) -> dict[str, Any]:
         "entries_per_s": report.get("entries_per_s") or size / wall,
         "ok": ok,
         "peak_rss_mb": peak_kb / 1024,
+        "cpu_s": cpu,  # the verifier and its signature workers: load-independent
+        "entries_per_cpu_s": size / max(cpu, 1e-9),
         "stderr_tail": done.stderr[-300:],
     }
 
@@ -507,6 +512,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 else f", of which stored tree hashes {space['tree_hash_bytes_per_entry']:.0f}"
             )
             + f". log verify (CLI) at {size:,}: {checked['entries_per_s']:,.0f} entries/s, "
+            f"({checked['entries_per_cpu_s']:,.0f} per CPU-second), "
             f"peak RSS {checked['peak_rss_mb']:.0f} MB, ok={checked['ok']}. "
             f"build: {results[-1]['build_entries_per_s']:,.0f} entries/s with {workers} "
             "signing workers. old open = open + the previous release's scan of every leaf."

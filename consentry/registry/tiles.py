@@ -18,7 +18,10 @@ Invariants
 * The stored hashes are trusted by the hot path only as far as they agree with
   the signed log: ``log verify`` recomputes them from the leaves
   (:func:`check_stored`, bounded memory) and names every one that differs; a
-  forged hash can only make a proof that fails against an honest checkpoint.
+  forged hash can only make a proof that fails against an honest checkpoint; the
+  consent follower binds the leaves it reads to the witnessed root through them
+  (``registry.frontier``), and :func:`first_stored_mismatch` names the leaf when
+  that fails.
 * Tiles (C2SP tlog-tiles): tile ``L/N`` is the hashes of tree level ``8 L``,
   indexes ``256 N .. 256 N + W - 1``, concatenated; full tiles have ``W = 256``.
   Entry bundles are the leaves (the canonical JSON ``Registry.append`` hashed),
