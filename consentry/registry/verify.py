@@ -694,8 +694,14 @@ class _Verifier(LogChecker):
 
 
 def verify_log(session: Session, witness: str | None = None) -> LogReport:
-    """Verify the whole registry; see the module docstring for what is checked."""
+    """Verify the whole registry; see the module docstring for what is checked.
+    ``session`` must not have run a query yet (on PostgreSQL it is made one
+    repeatable-read snapshot)."""
     began = time.perf_counter()
+    if session.get_bind().dialect.name == "postgresql":
+        # one snapshot for the whole streamed pass (SQLite's read transaction is one):
+        # rows and checkpoints written meanwhile must not look unlogged or unrooted
+        session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
     verifier = _Verifier(session)
     verifier.want_checkpoint_roots(witness)
     verifier.check_entries()
