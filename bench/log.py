@@ -45,6 +45,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import deque
+from multiprocessing.pool import AsyncResult
 from pathlib import Path
 from typing import Any
 
@@ -254,8 +256,15 @@ def grow(
         with context.Pool(
             workers, _worker_init, (str(registry.home.operator_key), grantee_id, now)
         ) as pool:
-            for (size, _), made in zip(spans, pool.imap(_worker_rows, spans), strict=True):
-                _insert(registry, size, made)
+            ahead: deque[tuple[int, AsyncResult[Any]]] = deque()
+            for span in spans:  # at most 2 chunks per worker in flight: bounded memory
+                ahead.append((span[0], pool.apply_async(_worker_rows, (span,))))
+                if len(ahead) > 2 * workers:
+                    size, result = ahead.popleft()
+                    _insert(registry, size, result.get())
+            while ahead:
+                size, result = ahead.popleft()
+                _insert(registry, size, result.get())
     else:
         fast = _Fast(key, grantee_id, now)
         for size, count in spans:
