@@ -12,21 +12,32 @@ What is measured, on one SQLite registry grown in place to each size:
   ``merkle.inclusion_proof`` over them. It leaves out signing and storing the note
   and the witness fsyncs, so it is a lower bound of the old cost. Run where
   affordable (not above ``--log-baseline-max``).
+* **open**: ``Registry.open`` at each size (O(log n) stored hashes), against the
+  open of the release before it, which also streamed every leaf hash against the
+  stored leaf hashes (``old open``: the same open plus that scan, in the same run).
 * bytes on disk per entry (file size, and the stored-hash table's share from
   SQLite's ``dbstat``), proof size, and ``consentry log verify`` (a subprocess) at
-  the largest size: entries/s and its peak RSS.
+  the largest size: entries/s (its own report), CPU seconds, and the peak RSS of
+  the verifier and of its signature workers (``ru_maxrss``, written by the
+  subprocess at exit, so the bench's own workers do not count).
 
-Big logs are built by a fast generator of **real** entries: each is a decision
-statement signed by the operator key (``Envelope.sign``), its leaf is
-``leaf_bytes`` and ``merkle.leaf_hash``, and rows, leaves and stored hashes
-(``tiles.integrate``) go in with executemany, in chunks, under ``db.write()``.
-``log verify`` checks every one of those signatures and stored hashes.
+Big logs are built by a fast generator of **real** entries (``_Fast``): each is a
+decision statement signed by the operator key over its own canonical payload; the
+payload and leaf are templates made by ``statement_of`` and ``leaf_bytes`` once,
+and the first entry of every chunk is rebuilt by that slow path and must be
+byte-identical. ``--log-workers`` processes sign, this one inserts rows, leaves
+and stored hashes (``tiles.integrate``) with executemany, one chunk per
+transaction: memory is a few chunks at any size. ``log verify`` checks every one
+of those signatures and stored hashes.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
+import hashlib
 import json
+import multiprocessing
 import os
 import resource
 import sqlite3
@@ -34,23 +45,37 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import deque
+from multiprocessing.pool import AsyncResult
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import insert
+from sqlmodel import col, select
 
 from bench._common import console, note, percentile, table
 from consentry.registry import merkle, tiles
 from consentry.registry.decisions import record_decision
-from consentry.registry.models import Decision, LogEntry
-from consentry.registry.signing import Envelope, SigningKey, canonical_json
+from consentry.registry.models import Decision, LogEntry, TreeHash
+from consentry.registry.signing import Envelope, SigningKey, canonical_json, payload_type_for
 from consentry.registry.statements import format_time, statement_of
 from consentry.registry.store import Registry, leaf_bytes
 
-FULL_SIZES = (1_000, 100_000, 1_000_000)
+FULL_SIZES = (1_000, 100_000, 1_000_000)  # --log-sizes 1e3,1e5,1e7 for 10^7
 QUICK_SIZES = (1_000, 10_000)
 _CHUNK = 5_000
 _CLI = "from consentry.cli.main import run; run()"  # the ``consentry`` command
+# the same, writing at exit its own peak RSS (VmHWM: this image's, where ru_maxrss
+# would keep the bench's from before exec) and its children's (the signature workers)
+_CLI_RSS = (
+    "import atexit, os, re, resource\n"
+    "def _peak() -> None:\n"
+    "    status = open('/proc/self/status').read()\n"
+    "    own = int(re.search(r'VmHWM:\\s+(\\d+)', status).group(1))\n"
+    "    with open(os.environ['BENCH_RSS_FILE'], 'w') as out:\n"
+    "        out.write('%d %d' % (own, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss))\n"
+    "atexit.register(_peak)\n" + _CLI
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -62,28 +87,46 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="largest size at which the read-all baseline runs (default 10^6, quick 10^4)",
     )
+    group.add_argument(
+        "--log-sizes",
+        type=lambda text: tuple(int(float(v)) for v in text.split(",")),
+        default=None,
+        help="comma-separated log sizes, ascending (default 1e3,1e5,1e6; quick 1e3,1e4)",
+    )
+    group.add_argument(
+        "--log-workers",
+        type=int,
+        default=None,
+        help="processes that sign generated entries (default: cores - 1)",
+    )
 
 
-def _decision_rows(
+def _decision_row(grantee_id: str, index: int, now: str) -> Decision:
+    empty = canonical_json([]).decode()
+    return Decision(
+        id=f"dec_{index:020x}",
+        grantee_id=grantee_id,
+        purpose="generate",
+        allowed=False,
+        reasons_json=canonical_json([f"bench refusal {index}"]).decode(),
+        grants_json=empty,
+        subjects_json=empty,
+        prior_sha256=None,
+        inputs_json=canonical_json([f"{index:064x}"]).decode(),
+        outputs_json=empty,
+        created_at=now,
+        log_index=index,
+    )
+
+
+def _decision_rows_slow(
     key: SigningKey, grantee_id: str, start: int, count: int, now: str
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[bytes]]:
+    """The registry's own path: a ``Decision`` row, ``statement_of``, ``Envelope.sign``,
+    ``leaf_bytes`` (what the fast generator is checked against)."""
     rows, entries, hashes = [], [], []
-    empty = canonical_json([]).decode()
     for index in range(start, start + count):
-        row = Decision(
-            id=f"dec_{index:020x}",
-            grantee_id=grantee_id,
-            purpose="generate",
-            allowed=False,
-            reasons_json=canonical_json([f"bench refusal {index}"]).decode(),
-            grants_json=empty,
-            subjects_json=empty,
-            prior_sha256=None,
-            inputs_json=canonical_json([f"{index:064x}"]).decode(),
-            outputs_json=empty,
-            created_at=now,
-            log_index=index,
-        )
+        row = _decision_row(grantee_id, index, now)
         data = leaf_bytes("decision", row.id, Envelope.sign(statement_of(row), [key]))
         digest = merkle.leaf_hash(data)
         rows.append(row.model_dump())
@@ -101,21 +144,148 @@ def _decision_rows(
     return rows, entries, hashes
 
 
-def grow(registry: Registry, key: SigningKey, grantee_id: str, target: int) -> float:
+class _Fast:
+    """Real signed decision entries at ~10x the registry's path: the canonical
+    payload and leaf are templates built once by ``statement_of`` and ``leaf_bytes``
+    (the varying fields are plain ASCII, so substitution keeps them canonical JCS);
+    each entry still gets its own Ed25519 signature over its own payload. The first
+    entry of every chunk is rebuilt by the slow path and must be byte-identical."""
+
+    _ID, _REASON, _INPUT, _PAYLOAD, _SIG = "@ID@", "@REASON@", "@INPUT@", "@PAYLOAD@", "@SIG@"
+
+    def __init__(self, key: SigningKey, grantee_id: str, now: str) -> None:
+        self.key, self.grantee_id, self.now = key, grantee_id, now
+        row = _decision_row(grantee_id, 0, now)
+        row.id = self._ID
+        row.reasons_json = canonical_json([self._REASON]).decode()
+        row.inputs_json = canonical_json([self._INPUT]).decode()
+        statement = statement_of(row)
+        self.payload_type = payload_type_for(str(statement["type"]), int(statement["version"]))
+        self.payload = canonical_json(statement).decode()
+        leaf = {
+            "type": "consentry.log-leaf",
+            "version": 1,
+            "kind": "decision",
+            "id": self._ID,
+            "envelope": {
+                "payloadType": self.payload_type,
+                "payload": self._PAYLOAD,
+                "signatures": [{"keyid": key.key_id, "sig": self._SIG}],
+            },
+        }
+        self.leaf = canonical_json(leaf).decode()
+        self.row = row.model_dump()
+        self.sign = key.private_key.sign
+        self.prefix = b"DSSEv1 %d %s " % (len(self.payload_type), self.payload_type.encode())
+
+    def rows(
+        self, start: int, count: int
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[bytes]]:
+        rows, entries, hashes = [], [], []
+        now, template, leaf_template = self.now, self.payload, self.leaf
+        b64, sha = base64.b64encode, hashlib.sha256
+        for index in range(start, start + count):
+            record_id = f"dec_{index:020x}"
+            reason, digest_in = f"bench refusal {index}", f"{index:064x}"
+            payload = (
+                template.replace(self._ID, record_id)
+                .replace(self._REASON, reason)
+                .replace(self._INPUT, digest_in)
+                .encode()
+            )
+            signature = self.sign(self.prefix + b"%d %s" % (len(payload), payload))
+            leaf = (
+                leaf_template.replace(self._ID, record_id)
+                .replace(self._PAYLOAD, b64(payload).decode())
+                .replace(self._SIG, b64(signature).decode())
+            )
+            digest = sha(b"\x00" + leaf.encode()).digest()
+            rows.append(
+                {
+                    **self.row,
+                    "id": record_id,
+                    "reasons_json": f'["{reason}"]',
+                    "inputs_json": f'["{digest_in}"]',
+                    "log_index": index,
+                }
+            )
+            entries.append(
+                {
+                    "idx": index,
+                    "kind": "decision",
+                    "record_id": record_id,
+                    "leaf_json": leaf,
+                    "leaf_hash": digest.hex(),
+                    "created_at": now,
+                }
+            )
+            hashes.append(digest)
+        slow = _decision_rows_slow(self.key, self.grantee_id, start, 1, now)
+        if (slow[0][0], slow[1][0], slow[2][0]) != (rows[0], entries[0], hashes[0]):
+            raise AssertionError(f"fast generator differs from the registry's path at {start}")
+        return rows, entries, hashes
+
+
+_WORKER: _Fast | None = None
+
+
+def _worker_init(key_path: str, grantee_id: str, now: str) -> None:
+    global _WORKER
+    _WORKER = _Fast(SigningKey.load(Path(key_path)), grantee_id, now)
+
+
+def _worker_rows(
+    span: tuple[int, int],
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[bytes]]:
+    assert _WORKER is not None
+    return _WORKER.rows(*span)
+
+
+def grow(
+    registry: Registry, key: SigningKey, grantee_id: str, target: int, workers: int = 0
+) -> float:
     """Append real signed decisions in bulk until the log has ``target`` entries;
-    returns entries/s."""
+    returns entries/s. Entries are made by ``workers`` processes (0: in this one)
+    and inserted here, in index order, a chunk per transaction: memory is a few
+    chunks, whatever ``target`` is."""
     began, start = time.perf_counter(), registry.log_size()
     now = format_time(registry.now())
-    while (size := registry.log_size()) < target:
-        count = min(_CHUNK, target - size)
-        rows, entries, hashes = _decision_rows(key, grantee_id, size, count, now)
-        with registry.db.write() as session:
-            session.execute(insert(Decision.__table__), rows)  # type: ignore[attr-defined]
-            session.execute(insert(LogEntry.__table__), entries)  # type: ignore[attr-defined]
-            tiles.integrate(session, size, hashes)
+    spans = [(i, min(_CHUNK, target - i)) for i in range(start, target, _CHUNK)]
+    if workers > 0:
+        context = multiprocessing.get_context("fork")
+        with context.Pool(
+            workers, _worker_init, (str(registry.home.operator_key), grantee_id, now)
+        ) as pool:
+            ahead: deque[tuple[int, AsyncResult[Any]]] = deque()
+            for span in spans:  # at most 2 chunks per worker in flight: bounded memory
+                ahead.append((span[0], pool.apply_async(_worker_rows, (span,))))
+                if len(ahead) > 2 * workers:
+                    size, result = ahead.popleft()
+                    _insert(registry, size, result.get())
+            while ahead:
+                size, result = ahead.popleft()
+                _insert(registry, size, result.get())
+    else:
+        fast = _Fast(key, grantee_id, now)
+        for size, count in spans:
+            _insert(registry, size, fast.rows(size, count))
     registry.checkpoint()
     added = target - start
     return added / max(time.perf_counter() - began, 1e-9)
+
+
+def _insert(
+    registry: Registry,
+    size: int,
+    made: tuple[list[dict[str, Any]], list[dict[str, Any]], list[bytes]],
+) -> None:
+    rows, entries, hashes = made
+    with registry.db.write() as session:
+        if tiles.log_size(session) != size:
+            raise AssertionError(f"the log grew under the bench (expected {size} entries)")
+        session.execute(insert(Decision.__table__), rows)  # type: ignore[attr-defined]
+        session.execute(insert(LogEntry.__table__), entries)  # type: ignore[attr-defined]
+        tiles.integrate(session, size, hashes)
 
 
 def _decide(registry: Registry, grantee_id: str, n: int) -> Decision:
@@ -188,6 +358,46 @@ def baseline(registry: Registry, grantee_id: str, reps: int) -> dict[str, Any]:
     }
 
 
+def _old_leaf_scan(registry: Registry) -> None:
+    """What the previous release's open added: every leaf hash against its stored
+    leaf hash, streaming in chunks (``tiles.first_leaf_mismatch``, removed)."""
+    with registry.db.read() as session:
+        size = tiles.log_size(session)
+        for start in range(0, size, 8192):
+            end = min(size, start + 8192)
+            stored = {
+                int(i): bytes(h)
+                for i, h in session.execute(
+                    select(TreeHash.idx, TreeHash.hash).where(
+                        TreeHash.level == 0, col(TreeHash.idx) >= start, col(TreeHash.idx) < end
+                    )
+                )
+            }
+            rows = session.execute(
+                select(LogEntry.idx, LogEntry.leaf_hash)
+                .where(col(LogEntry.idx) >= start, col(LogEntry.idx) < end)
+                .order_by(col(LogEntry.idx))
+            )
+            for idx, value in rows:
+                if stored.get(int(idx)) != bytes.fromhex(value):
+                    raise AssertionError(f"bench log: leaf {idx} differs from its stored hash")
+
+
+def open_times(home: Path, reps: int = 3) -> dict[str, float]:
+    """Median ms of ``Registry.open``, and of it plus the old full scan."""
+    new, old = [], []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        registry = Registry.open(home)
+        t1 = time.perf_counter()
+        _old_leaf_scan(registry)
+        t2 = time.perf_counter()
+        registry.close()
+        new.append(t1 - t0)
+        old.append(t2 - t0)
+    return {"open_ms": 1000 * percentile(new, 50), "old_open_ms": 1000 * percentile(old, 50)}
+
+
 def disk(path: Path, size: int) -> dict[str, Any]:
     """File size per entry (after folding the WAL in), and the stored hashes' share."""
     conn = sqlite3.connect(path)
@@ -210,31 +420,49 @@ def disk(path: Path, size: int) -> dict[str, Any]:
 
 
 def verify_cli(home: Path, witness: Path, size: int) -> dict[str, Any]:
-    env = {**os.environ, "CONSENTRY_WITNESS_DIR": str(witness)}
+    rss_file = home.parent / "verify-rss.txt"
+    env = {**os.environ, "CONSENTRY_WITNESS_DIR": str(witness), "BENCH_RSS_FILE": str(rss_file)}
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     began = time.perf_counter()
     done = subprocess.run(
-        [sys.executable, "-c", _CLI, "log", "verify", "--home", str(home), "--json"],
+        [sys.executable, "-c", _CLI_RSS, "log", "verify", "--home", str(home), "--json"],
         env=env,
         capture_output=True,
         text=True,
         check=False,
     )
     wall = time.perf_counter() - began
-    peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    try:  # the verifier's own peak and its workers' (not the bench's other children)
+        own_kb, workers_kb = (int(v) for v in rss_file.read_text().split())
+    except (OSError, ValueError):
+        own_kb = workers_kb = after.ru_maxrss
+    cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
     ok = done.returncode == 0
+    try:
+        report = json.loads(done.stdout)
+    except ValueError:
+        report = {}
     return {
         "entries": size,
-        "wall_s": wall,
-        "entries_per_s": size / wall,
+        "wall_s": wall,  # with the interpreter's start and the open
+        "verify_s": report.get("seconds"),
+        "entries_per_s": report.get("entries_per_s") or size / wall,
         "ok": ok,
-        "peak_rss_mb": peak_kb / 1024,
+        "peak_rss_mb": own_kb / 1024,
+        "workers_peak_rss_mb": workers_kb / 1024,
+        "cpu_s": cpu,  # the verifier and its signature workers: load-independent
+        "entries_per_cpu_s": size / max(cpu, 1e-9),
         "stderr_tail": done.stderr[-300:],
     }
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     quick = bool(args.quick)
-    sizes = QUICK_SIZES if quick else FULL_SIZES
+    sizes = args.log_sizes or (QUICK_SIZES if quick else FULL_SIZES)
+    workers = (
+        args.log_workers if args.log_workers is not None else max(0, (os.cpu_count() or 1) - 1)
+    )
     reps = args.log_reps or (10 if quick else 30)
     base_max = args.log_baseline_max or (10_000 if quick else 1_000_000)
     work = Path(tempfile.mkdtemp(prefix="bench-log-"))
@@ -246,14 +474,21 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     results: list[dict[str, Any]] = []
     rows = []
     for size in sizes:
-        rate = grow(registry, key, grantee.id, size)
+        rate = grow(registry, key, grantee.id, size, workers)
         console.print(f"[log] grown to {registry.log_size():,} entries ({rate:,.0f} entries/s)")
+        opened = open_times(registry.home.root)
         _decide(registry, grantee.id, -1)  # warm (the first decision opens caches)
         registry.checkpoint()
         stored = measure(registry, grantee.id, reps)
         old_reps = 3 if size >= 1_000_000 else max(3, reps // 6)
         old = baseline(registry, grantee.id, old_reps) if size <= base_max else None
-        result = {"size": size, "build_entries_per_s": rate, "stored": stored, "baseline": old}
+        result = {
+            "size": size,
+            "build_entries_per_s": rate,
+            "stored": stored,
+            "baseline": old,
+            **opened,
+        }
         results.append(result)
         rows.append(
             [
@@ -266,6 +501,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "-" if old is None else f"{old['total_p50_ms']:.1f}",
                 "-" if old is None else f"{old['total_p50_ms'] / stored['total_p50_ms']:.1f}x",
                 f"{stored['proof_bytes']}",
+                f"{opened['open_ms']:.1f}",
+                f"{opened['old_open_ms']:.1f}",
             ]
         )
     flat = results[-1]["stored"]["total_p50_ms"] / results[0]["stored"]["total_p50_ms"]
@@ -286,6 +523,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "old p50",
             "old/new",
             "proof B",
+            "open ms",
+            "old open ms",
         ],
         rows,
         caption=(
@@ -299,7 +538,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 else f", of which stored tree hashes {space['tree_hash_bytes_per_entry']:.0f}"
             )
             + f". log verify (CLI) at {size:,}: {checked['entries_per_s']:,.0f} entries/s, "
-            f"peak RSS {checked['peak_rss_mb']:.0f} MB, ok={checked['ok']}."
+            f"({checked['entries_per_cpu_s']:,.0f} per CPU-second), "
+            f"peak RSS {checked['peak_rss_mb']:.0f} MB (signature workers "
+            f"{checked['workers_peak_rss_mb']:.0f} MB), ok={checked['ok']}. "
+            f"build: {results[-1]['build_entries_per_s']:,.0f} entries/s with {workers} "
+            "signing workers. old open = open + the previous release's scan of every leaf."
         ),
     )
     note(f"work folder (delete when done): {work}")
@@ -309,4 +552,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "disk": space,
         "verify": checked,
         "reps": reps,
+        "workers": workers,
+        "load_average": os.getloadavg(),
     }

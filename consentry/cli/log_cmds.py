@@ -203,6 +203,7 @@ def verify(
     Exit 0 when everything verifies, 1 naming every record that does not, 2 when
     the log does not extend what this party's witness folder saw (rollback). With
     --witness-key a stored checkpoint must carry that witness's cosignature.
+    Streams the log in bounded memory and reports its rate (entries/s).
     """
     witnesses = parse_witness_keys(witness_key)
     witnessed: dict[str, int] = {}
@@ -223,6 +224,8 @@ def verify(
                 "size": report.size,
                 "root_hash": report.root.hex(),
                 "checkpoints": report.checkpoints,
+                "seconds": round(report.seconds, 3),
+                "entries_per_s": round(report.entries_per_s, 1),
                 "witnessed": witnessed,
                 "problems": report.problems,
             }
@@ -231,6 +234,7 @@ def verify(
         typer.echo(
             f"OK: {report.size} entries, {report.checkpoints} checkpoints, root {report.root.hex()}"
         )
+        typer.echo(f"verified in {report.seconds:.2f} s ({report.entries_per_s:,.0f} entries/s)")
         for name, size in witnessed.items():
             typer.echo(f"witness {name}: cosigned the first {size} of {report.size} entries")
     else:

@@ -16,12 +16,23 @@ Invariants
   was replaced under another key is refused.
 - Facts only grow (the log is append-only), so a reader holding the lock-free view
   between two refreshes sees a consistent prefix.
+- What is followed is bound to the log's tree (``registry.frontier``): before the
+  facts of newly read entries are applied, the root of every entry followed so far
+  (kept as a frontier, O(log n) hashes) must be consistent with the checkpoint this
+  process proved its witness state holds (``Registry.witnessed_root``; with none,
+  equal to the stored tree's root). A leaf rewritten in the database, with or
+  without its stored leaf hash, is refused (``LogIntegrityError``) at its first
+  follow, so ``Registry.open`` need not read every leaf. Entries the stored tree
+  does not cover yet (written by an older release, or appended raw) are followed
+  on their signatures and bound as soon as it does.
 - A new process need not re-verify the whole log: the state of a verified prefix
   is kept in ``HOME/cache/consent.bin``, sealed (AES-256-GCM) under a key derived
   from the master key, so only the home's holder can write it, and recording the
-  prefix's size and Merkle root. It is used only while that root is still the
-  root of the log's first ``size`` leaves (a rewritten prefix: replay from 0);
-  the entries after it are then verified as usual.
+  prefix's size, Merkle root and frontier. At load that root is bound like any
+  followed root (O(log n)); a snapshot that does not bind (the log's first
+  ``size`` entries are not those this home verified: rewritten or truncated) fails
+  the state closed; one that does not unseal or parse is ignored (replay from 0).
+  The entries after it are then verified and bound as usual.
 """
 
 from __future__ import annotations
@@ -31,7 +42,8 @@ import dataclasses
 import json
 import os
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn, cast
@@ -42,7 +54,8 @@ from sqlalchemy import select as core_select
 from sqlmodel import Session
 
 from consentry.errors import AmbiguousNameError, ConsentryError, LogIntegrityError, NotFoundError
-from consentry.registry import merkle
+from consentry.registry import merkle, tiles
+from consentry.registry.frontier import Frontier, bind_prefix
 from consentry.registry.models import Grant, LogEntry, Revocation, Subject
 from consentry.registry.signing import public_key_from_hex, public_key_hex
 from consentry.registry.vault import seal, unseal
@@ -228,6 +241,8 @@ class ConsentState:
         """The state of an empty log (nothing followed)."""
         self._checker = LogChecker(deferred=False)
         self._size = 0
+        self._frontier = Frontier()  # the followed prefix bound to the log's tree
+        self._unbound: list[bytes] = []  # leaf hashes followed past it (not stored yet)
         self._broken: str | None = None
         self.subjects: dict[str, SignedSubject] = {}
         self._newest_subject = -1
@@ -267,7 +282,11 @@ class ConsentState:
             if not self._snapshot_tried:
                 self._snapshot_tried = True
                 self._load_snapshot()
+            anchor = self.registry.witnessed_root  # proved before the reads below began
             entries = self._tail(session)
+            if entries:
+                with self._binding_session(session) as reader:
+                    self._bind(reader, entries, anchor)
             for entry in entries:
                 self._follow(entry)
             if entries and self.registry.key_id not in self._checker.keys:
@@ -297,12 +316,59 @@ class ConsentState:
                 rows = connection.execute(_TAIL, params).mappings().all()
         return [LogEntry.model_construct(**row) for row in rows]
 
+    @contextmanager
+    def _binding_session(self, session: Session | Connection | None) -> Iterator[Session]:
+        """A session for binding the tail to the tree: the caller's own (the writer's
+        transaction), one on the caller's connection (same transaction), or a fresh
+        read session (its snapshot is no older than the tail's read)."""
+        if isinstance(session, Session):
+            yield session
+        elif session is not None:
+            with Session(bind=session) as bound:
+                yield bound
+        else:
+            with self.registry.db.read() as reader:
+                yield reader
+
     def _fail(self, message: str) -> NoReturn:
         self._broken = (
             f"{message}; the gate refuses every job until the log verifies "
             "(run 'consentry log verify')"
         )
         raise LogIntegrityError(self._broken)
+
+    def _bind(
+        self, reader: Session, entries: list[LogEntry], anchor: tuple[int, bytes] | None
+    ) -> None:
+        """Bind the followed prefix plus ``entries`` to the log's tree, before any of
+        their facts is applied (see module doc). Stops at the first entry that
+        ``_follow`` will refuse (a gap, a leaf hash that differs from its content)."""
+        hashes: list[bytes] = []
+        for expected, entry in enumerate(entries, start=self._size):
+            digest = merkle.leaf_hash(entry.leaf_json.encode())
+            if entry.idx != expected or digest.hex() != entry.leaf_hash:
+                break
+            hashes.append(digest)
+        pending = self._unbound + hashes
+        start = self._frontier.size
+        stored = tiles.stored_size(reader)
+        take = max(0, min(len(pending), stored - start))
+        if take == 0:
+            self._unbound = pending
+            return
+        frontier = self._frontier.copy()
+        frontier.extend(pending[:take])
+        try:
+            bind_prefix(reader, frontier.size, frontier.root, anchor, stored=stored)
+        except LogIntegrityError as exc:
+            bad = tiles.first_stored_mismatch(reader, start, pending[:take])
+            self._fail(
+                f"log entry {bad} differs from its stored leaf hash (the log was rewritten "
+                "in the database)"
+                if bad is not None
+                else str(exc)
+            )
+        self._frontier, self._unbound = frontier, pending[take:]
 
     def _follow(self, entry: LogEntry) -> None:
         if entry.idx != self._size:
@@ -402,12 +468,13 @@ class ConsentState:
         """Seal the state of the prefix followed so far (best effort: a failure to
         write only costs the next process a longer replay)."""
         key = self._snapshot_key()
-        if key is None or self._size == 0:
-            return
+        if key is None or self._size == 0 or self._unbound:
+            return  # only a prefix bound to the log's tree is sealed
         checker = self._checker
         body = {
             "size": self._size,
-            "root": (self.registry.prefix_root(self._size) or b"").hex(),
+            "root": self._frontier.root.hex(),
+            "frontier": self._frontier.to_json(),
             "checker": {
                 "keys": {k: public_key_hex(v) for k, v in checker.keys.items()},
                 "active_key": checker.active_key,
@@ -442,8 +509,9 @@ class ConsentState:
         self._snapshot_size = self._size
 
     def _load_snapshot(self) -> None:
-        """Start from the sealed snapshot if it authenticates and its prefix root is
-        still this log's; otherwise start from 0 (nothing is trusted half-way)."""
+        """Start from the sealed snapshot if it authenticates and parses (else from 0:
+        nothing is trusted half-way), after binding its root to the log's tree: a
+        snapshot whose prefix is not the log's fails the state closed."""
         key = self._snapshot_key()
         try:
             blob = self._snapshot_path().read_bytes()
@@ -454,13 +522,31 @@ class ConsentState:
         try:
             body = json.loads(unseal(key, blob[len(_SNAPSHOT_MAGIC) :], _SNAPSHOT_MAGIC))
             size = int(body["size"])
-            root = self.registry.prefix_root(size)
-            if root is None or root.hex() != body["root"]:
-                return  # the log was rewritten or truncated under the snapshot: replay
+            frontier = Frontier.from_json(size, body["frontier"])
+            if size <= 0 or frontier.root.hex() != body["root"]:
+                return
+        except (ConsentryError, ValueError, KeyError, TypeError):
+            return  # an unreadable snapshot (or one an older release wrote): replay from 0
+        anchor = self.registry.witnessed_root
+        with self.registry.db.read() as reader:
+            visible = tiles.log_size(reader)
+            try:
+                if size > visible:
+                    raise LogIntegrityError(f"the log holds only {visible} entries")
+                bind_prefix(reader, size, frontier.root, anchor)
+            except LogIntegrityError as exc:
+                self._fail(
+                    f"this home verified and sealed (consent snapshot) a log whose first "
+                    f"{size} entries are not the database's ({exc}): the log was rewritten "
+                    f"or truncated; if the database was restored on purpose, delete "
+                    f"{self._snapshot_path()}"
+                )
+        try:
             self._restore(body)
         except (ConsentryError, ValueError, KeyError, TypeError):
             self._reset()  # an unreadable snapshot: replay from 0
             return
+        self._frontier, self._unbound = frontier, []
         self._size = self._snapshot_size = self.loaded_snapshot = size
 
     def _restore(self, body: dict[str, Any]) -> None:

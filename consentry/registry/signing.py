@@ -17,6 +17,7 @@ import base64
 import json
 import multiprocessing
 import os
+from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
@@ -292,14 +293,22 @@ class SignatureBatcher:
     Ed25519 verification holds the GIL, so threads would not help: chunks of
     ``chunk`` signatures go to a process pool (one worker fewer than the cores,
     the caller keeps one) as soon as they fill. Fewer than ``chunk`` signatures
-    in all are checked inline. ``results()`` returns one bool per ``add``, in order.
+    in all are checked inline. Together, ``ready()`` (taken as they finish) and
+    ``results()`` (the rest) return one bool per ``add``, in order.
+
+    Memory is bounded: at most ``max_in_flight`` chunks (default two per worker,
+    plus one) are queued or running; ``add`` waits for the oldest beyond that.
     """
 
-    def __init__(self, chunk: int = 4096, workers: int | None = None) -> None:
+    def __init__(
+        self, chunk: int = 4096, workers: int | None = None, max_in_flight: int | None = None
+    ) -> None:
         self._chunk = chunk
         self._workers = workers if workers is not None else max(1, (os.cpu_count() or 1) - 1)
+        self._max_in_flight = max_in_flight or 2 * self._workers + 1
         self._buffer: list[PendingSignature] = []
-        self._futures: list[Future[list[bool]]] = []
+        self._futures: deque[Future[list[bool]]] = deque()
+        self._done: list[bool] = []  # results waited for by ``add``, not taken yet
         self._pool: ProcessPoolExecutor | None = None
 
     def add(self, item: PendingSignature) -> None:
@@ -307,15 +316,29 @@ class SignatureBatcher:
         if len(self._buffer) >= self._chunk:
             if self._pool is None:
                 self._pool = ProcessPoolExecutor(self._workers, mp_context=_pool_context())
+            while len(self._futures) >= self._max_in_flight:
+                self._done.extend(self._futures.popleft().result())
             self._futures.append(self._pool.submit(_verify_chunk, self._buffer))
             self._buffer = []
 
+    def ready(self) -> list[bool]:
+        """The results of the oldest items whose chunks have finished, in ``add``
+        order, taken out of the batcher (``results()`` returns those after them)."""
+        out, self._done = self._done, []
+        while self._futures and self._futures[0].done():
+            out.extend(self._futures.popleft().result())
+        return out
+
     def results(self) -> list[bool]:
+        """The results of every item not yet returned by ``ready()``, in order."""
+        done, self._done = self._done, []
+        buffer, self._buffer = self._buffer, []
         if self._pool is None:
-            return _verify_chunk(self._buffer)
+            return done + _verify_chunk(buffer)
         try:
-            done = [ok for future in self._futures for ok in future.result()]
-            return done + _verify_chunk(self._buffer)
+            while self._futures:
+                done.extend(self._futures.popleft().result())
+            return done + _verify_chunk(buffer)
         finally:
             self._pool.shutdown()
             self._pool = None

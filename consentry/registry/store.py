@@ -183,6 +183,8 @@ class Registry:
         self.witness = witness if witness is not None else WitnessStore.resolve()
         # (size, leaf hash hex at size - 1) of the tree last proved to extend the witness
         self._witnessed_tail: tuple[int, str] | None = None
+        # (size, root) of that witnessed checkpoint: what the consent follower binds to
+        self._witnessed_root: tuple[int, bytes] | None = None
         self._consent: ConsentState | None = None
         # group commit of gateway decisions (``record_decision``); replace it to tune
         # ``max_batch`` / ``max_wait`` (``max_batch=1``: one transaction per decision)
@@ -244,6 +246,12 @@ class Registry:
         the witness folder (``witness_dir``, else ``CONSENTRY_WITNESS_DIR``, else the
         per-user state folder) has seen of this log: the database was restored from
         an older copy, truncated, rewritten, or is another log.
+
+        O(log n) stored hashes: no leaf is read but the genesis entry. What the open
+        does not read is checked where it is used: the consent follower binds every
+        entry it follows to the witnessed root (``registry.frontier``), an inclusion
+        proof checks its leaf against the stored leaf hash, and ``log verify``
+        recomputes every stored hash.
         """
         root = Home(resolve_home(home))
         config = root.read_config()
@@ -255,7 +263,7 @@ class Registry:
             key = SigningKey.load(root.operator_key)
             registry = cls(root, db, key, clock, WitnessStore.resolve(witness_dir))
             registry._origin = config.get("origin", "")
-            registry._check_stored_leaves()
+            registry._sync_stored_hashes()
             registry.witness_check()
         except BaseException:
             db.dispose()
@@ -850,23 +858,23 @@ class Registry:
         with self.db.write() as session:
             yield tiles.StoredTree(session, tiles.sync(session))
 
-    def _check_stored_leaves(self) -> None:
-        """At open: bring the stored hashes up to the log (upgrade in place, once),
-        then check that every stored leaf hash is the log's, streaming. A leaf
-        rewritten under unchanged stored hashes is refused here (``RollbackError``);
-        ``log verify`` checks every level."""
+    def _sync_stored_hashes(self) -> None:
+        """At open: bring the stored hashes up to the log (upgrade in place, once).
+        Two O(1) queries when they are already there. Leaves are not compared with
+        their stored hashes here (that was O(n)): the follower's binding refuses a
+        leaf rewritten under unchanged stored hashes at the first follow of it."""
         with self.db.read() as session:
             behind = tiles.stored_size(session) < tiles.log_size(session)
         if behind:
             with self.db.write() as session:
                 tiles.sync(session)
-        with self.db.read() as session:
-            bad = tiles.first_leaf_mismatch(session)
-        if bad is not None:
-            raise RollbackError(
-                f"log entry {bad}'s hash differs from the stored tree: the log was "
-                "rewritten; refusing it (run 'consentry log verify')"
-            )
+
+    @property
+    def witnessed_root(self) -> tuple[int, bytes] | None:
+        """``(tree size, root)`` of the newest checkpoint this Registry proved its
+        witness state holds and the log extends (at open, and at each checkpoint);
+        None before any (a party trusting the log on first use)."""
+        return self._witnessed_root
 
     def checkpoint(self) -> str:
         """Sign a checkpoint of the whole log now; store it and the home's witness copy.
@@ -1036,7 +1044,7 @@ class Registry:
                 f"{trusted.tree_size} seen by the witness {self.witness.folder} ({exc}); "
                 "refusing it"
             ) from exc
-        self._remember_tail(tree, trusted.tree_size)
+        self._remember_tail(tree, trusted.tree_size, trusted.root_hash)
 
     def _advance_witness(self, tree: tiles.StoredTree, note: str) -> None:
         """Record ``note``, a checkpoint of a prefix of the log ``tree``, as the
@@ -1049,13 +1057,14 @@ class Registry:
             seen = self.witness.latest(self.origin)
             if seen is None or checkpoint.tree_size >= seen.checkpoint.tree_size:
                 self.witness.advance(note)
-                self._remember_tail(tree, checkpoint.tree_size)
+                self._remember_tail(tree, checkpoint.tree_size, checkpoint.root_hash)
 
-    def _remember_tail(self, tree: tiles.StoredTree, size: int) -> None:
+    def _remember_tail(self, tree: tiles.StoredTree, size: int, root: bytes) -> None:
         if 0 < size <= len(tree) and (
             self._witnessed_tail is None or self._witnessed_tail[0] <= size
         ):
             self._witnessed_tail = (size, tree.leaf(size - 1).hex())
+            self._witnessed_root = (size, root)
 
     def _check_witness(self, session: Session, tree: tiles.StoredTree) -> None:
         """The log must extend the newest checkpoint this home has witnessed."""

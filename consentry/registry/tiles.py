@@ -18,7 +18,10 @@ Invariants
 * The stored hashes are trusted by the hot path only as far as they agree with
   the signed log: ``log verify`` recomputes them from the leaves
   (:func:`check_stored`, bounded memory) and names every one that differs; a
-  forged hash can only make a proof that fails against an honest checkpoint.
+  forged hash can only make a proof that fails against an honest checkpoint; the
+  consent follower binds the leaves it reads to the witnessed root through them
+  (``registry.frontier``), and :func:`first_stored_mismatch` names the leaf when
+  that fails.
 * Tiles (C2SP tlog-tiles): tile ``L/N`` is the hashes of tree level ``8 L``,
   indexes ``256 N .. 256 N + W - 1``, concatenated; full tiles have ``W = 256``.
   Entry bundles are the leaves (the canonical JSON ``Registry.append`` hashed),
@@ -45,7 +48,7 @@ __all__ = [
     "check_stored",
     "encode_tile_index",
     "entry_bundle",
-    "first_leaf_mismatch",
+    "first_stored_mismatch",
     "integrate",
     "log_size",
     "parse_entry_bundle",
@@ -340,21 +343,15 @@ def check_stored(session: Session, size: int) -> Iterator[str]:
         level += 1
 
 
-def first_leaf_mismatch(session: Session) -> int | None:
-    """The first index whose ``leaf_hash`` column differs from its stored leaf hash
-    (or has none), streaming in chunks; None when all agree."""
-    size = log_size(session)
-    for start in range(0, size, _CHUNK):
-        end = min(size, start + _CHUNK)
-        stored = _level_chunk(session, 0, start, end)
-        rows = session.execute(
-            select(LogEntry.idx, LogEntry.leaf_hash)
-            .where(col(LogEntry.idx) >= start, col(LogEntry.idx) < end)
-            .order_by(col(LogEntry.idx))
-        )
-        for idx, value in rows:
-            if stored.get(int(idx)) != bytes.fromhex(value):
-                return int(idx)
+def first_stored_mismatch(session: Session, start: int, hashes: Sequence[bytes]) -> int | None:
+    """The first index ``i >= start`` whose stored leaf hash is not ``hashes[i - start]``
+    (or is missing), in chunks; None when all agree."""
+    for lo in range(0, len(hashes), _CHUNK):
+        hi = min(len(hashes), lo + _CHUNK)
+        stored = _level_chunk(session, 0, start + lo, start + hi)
+        for offset in range(lo, hi):
+            if stored.get(start + offset) != hashes[offset]:
+                return start + offset
     return None
 
 

@@ -20,6 +20,16 @@ What is checked, in one pass over the log in index order:
 
 Problems are collected, not raised, so one run names every bad record.
 
+Memory is bounded by the chunk size, not the log: entries are read in chunks of
+``_ENTRY_CHUNK`` by index, each chunk's rows by primary key; the tree is kept as a
+frontier (O(log n) hashes, ``registry.frontier``) that also yields the prefix root
+at every checkpoint's size; signatures are checked in worker processes and
+harvested as they finish (``SignatureBatcher``). What grows with the log is one
+byte per entry (which entries matched their row, for the unlogged-rows check),
+one int and hash per checkpoint, and the history ``LogChecker`` needs to judge
+later entries (subject keys, grant -> subject, grantee ids, signed enrollment
+statements): O(records other than decisions), about 150 bytes each.
+
 Steps 1 and 2 are :class:`LogChecker`, which reads no row: the consent follower
 (``registry.consent``) runs the same checks, entry by entry, to build the facts the
 gateway and ``consentry verify`` trust. Step 3 and the biometric checks (every blob
@@ -29,7 +39,9 @@ key, are present; an erased subject keeps neither) are this module's alone.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import time
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,6 +51,7 @@ from sqlmodel import Session, col, select
 from consentry.errors import ConsentryError
 from consentry.registry import checkpoint as cp
 from consentry.registry import merkle, tiles
+from consentry.registry.frontier import Frontier
 from consentry.registry.models import (
     BiometricBlob,
     Calibration,
@@ -71,6 +84,8 @@ from consentry.registry.statements import KIND_OF_TYPE, rotation_statement, stat
 __all__ = ["LogChecker", "LogReport", "prefix_roots", "verify_log"]
 
 _MAX_TREE_PROBLEMS = 20  # stored-hash problems listed before the rest are summarised
+_ENTRY_CHUNK = 2000  # log entries (and their rows) held at once
+_ROW_CHUNK = 5000  # rows per query in the unlogged-rows check
 _ROW_TYPES: dict[str, type[Any]] = {
     "subject": Subject,
     "grantee": Grantee,
@@ -95,10 +110,15 @@ class LogReport:
     root: bytes = b""
     checkpoints: int = 0
     problems: list[str] = field(default_factory=list)
+    seconds: float = 0.0  # wall time of the whole verification
 
     @property
     def ok(self) -> bool:
         return not self.problems
+
+    @property
+    def entries_per_s(self) -> float:
+        return self.size / self.seconds if self.seconds > 0 else 0.0
 
 
 def prefix_roots(leaf_hashes: Sequence[bytes], sizes: Iterable[int]) -> dict[int, bytes]:
@@ -157,7 +177,8 @@ class LogChecker:
         # key id -> (log index introducing it, log index retiring it or None)
         self.key_span: dict[str, tuple[int, int | None]] = {}
         self.rotations: dict[str, tuple[int, str]] = {}  # old key id -> (index, new key id)
-        self.pending_labels: list[str] = []
+        self.pending_labels: deque[str] = deque()  # of signatures not yet harvested
+        self.failed_labels: list[str] = []  # of signatures harvested and bad
 
     def verify_envelope(
         self,
@@ -309,13 +330,24 @@ class LogChecker:
     ) -> None:
         """Called after any other entry verified."""
 
+    def harvest_signatures(self) -> None:
+        """Take the results of the batched checks that have finished (bounded memory:
+        only the labels of signatures still in flight are kept)."""
+        for ok in self.signatures.ready():
+            label = self.pending_labels.popleft()
+            if not ok:
+                self.failed_labels.append(label)
+
     def check_signatures(self) -> list[str]:
         """Run the batched Ed25519 checks; the labels of the entries that failed."""
-        return [
-            label
-            for label, ok in zip(self.pending_labels, self.signatures.results(), strict=True)
-            if not ok
+        self.harvest_signatures()
+        rest = self.signatures.results()
+        failed = self.failed_labels + [
+            label for label, ok in zip(self.pending_labels, rest, strict=True) if not ok
         ]
+        self.pending_labels.clear()
+        self.failed_labels = []
+        return failed
 
     def check_decision_names(self, statement: dict[str, Any]) -> None:
         """A decision names only a grantee, subjects and grants earlier in the log."""
@@ -330,42 +362,106 @@ class LogChecker:
                 raise ConsentryError(f"names grant {named} not earlier in the log")
 
 
+def _table_kind(kind: str) -> str:
+    return "key" if kind == "key-rotation" else kind
+
+
 class _Verifier(LogChecker):
-    """``log verify``: the leaves (``LogChecker``), then every row against its leaf."""
+    """``log verify``: the leaves (``LogChecker``), then every row against its leaf,
+    streaming (see the module doc for what is kept)."""
 
     def __init__(self, session: Session) -> None:
         super().__init__(deferred=True)
         self.session = session
         self.report = LogReport()
-        self.rows: dict[str, dict[str, Any]] = {
-            kind: {_record_id(r): r for r in session.exec(select(table))}
-            for kind, table in _ROW_TYPES.items()
-            if kind != "key-rotation"
+        self.key_rows: dict[str, OperatorKey] = {
+            r.key_id: r for r in session.exec(select(OperatorKey))
         }
-        self.seen: dict[str, set[str]] = {kind: set() for kind in self.rows}
+        self.chunk_rows: dict[str, dict[str, Any]] = {}  # this chunk's rows, by kind and id
+        # per entry: 1 once its row was compared under the entry's own record id
+        self.matched = bytearray()
+        self.odd_seen: set[tuple[str, str]] = set()  # compared under another id
+        self.frontier = Frontier()
+        self.wanted_roots: set[int] = set()  # checkpoint sizes whose prefix root is kept
+        self.roots: dict[int, bytes] = {}
         self.enrollments: list[dict[str, Any]] = []  # signed enrollment statements
 
     def problem(self, text: str) -> None:
         self.report.problems.append(text)
 
-    def check_entries(self) -> list[bytes]:
-        hashes: list[bytes] = []
-        entries = self.session.exec(select(LogEntry).order_by(col(LogEntry.idx)))
-        for expected, entry in enumerate(entries):
-            if entry.idx != expected:
-                self.problem(f"log entry {expected} is missing (next is {entry.idx}): gap in log")
-                break
-            leaf = entry.leaf_json.encode()
-            computed = merkle.leaf_hash(leaf)
-            if computed.hex() != entry.leaf_hash:
-                self.problem(f"log entry {entry.idx}: stored leaf hash differs from its content")
-            hashes.append(computed)
-            try:
-                self.check_leaf(entry, leaf)
-            except ConsentryError as exc:
-                self.problem(f"{entry.kind} {entry.record_id} (log index {entry.idx}): {exc}")
-        self.report.size = len(hashes)
-        return hashes
+    def _chunks(self) -> Iterator[list[LogEntry]]:
+        start = 0
+        while True:
+            chunk = list(
+                self.session.exec(
+                    select(LogEntry)
+                    .where(col(LogEntry.idx) >= start)
+                    .order_by(col(LogEntry.idx))
+                    .limit(_ENTRY_CHUNK)
+                )
+            )
+            if not chunk:
+                return
+            yield chunk
+            start = chunk[-1].idx + 1
+
+    def _load_rows(self, chunk: Sequence[LogEntry]) -> None:
+        wanted: dict[str, list[str]] = {}
+        for entry in chunk:
+            if entry.kind in _ROW_TYPES and _table_kind(entry.kind) != "key":
+                wanted.setdefault(entry.kind, []).append(entry.record_id)
+        self.chunk_rows = {}
+        for kind, ids in wanted.items():
+            table = _ROW_TYPES[kind]
+            self.chunk_rows[kind] = {
+                r.id: r for r in self.session.exec(select(table).where(col(table.id).in_(ids)))
+            }
+
+    def _row(self, kind: str, record_id: str) -> Any:
+        if kind == "key":
+            return self.key_rows.get(record_id)
+        rows = self.chunk_rows.get(kind, {})
+        if record_id in rows:
+            return rows[record_id]
+        return self.session.get(_ROW_TYPES[kind], record_id)  # an id other than the entry's
+
+    def check_entries(self) -> None:
+        expected = 0
+        for chunk in self._chunks():
+            self._load_rows(chunk)
+            self.matched.extend(bytes(len(chunk)))
+            for entry in chunk:
+                if entry.idx != expected:
+                    self.problem(
+                        f"log entry {expected} is missing (next is {entry.idx}): gap in log"
+                    )
+                    del self.matched[expected:]
+                    self.report.size = expected
+                    return
+                leaf = entry.leaf_json.encode()
+                computed = merkle.leaf_hash(leaf)
+                if computed.hex() != entry.leaf_hash:
+                    self.problem(
+                        f"log entry {entry.idx}: stored leaf hash differs from its content"
+                    )
+                self.frontier.push(computed)
+                if self.frontier.size in self.wanted_roots:
+                    self.roots[self.frontier.size] = self.frontier.root
+                try:
+                    self.check_leaf(entry, leaf)
+                except ConsentryError as exc:
+                    self.problem(f"{entry.kind} {entry.record_id} (log index {entry.idx}): {exc}")
+                expected += 1
+            self.chunk_rows = {}
+            self.session.expunge_all()  # nothing of the chunk stays in the identity map
+            self.harvest_signatures()
+        self.report.size = expected
+
+    def seen(self, entry: LogEntry, kind: str, record_id: str) -> None:
+        if record_id == entry.record_id and _table_kind(entry.kind) == kind:
+            self.matched[entry.idx] = 1
+        else:
+            self.odd_seen.add((kind, record_id))
 
     def on_genesis(self, entry: LogEntry, key_id: str, statement: dict[str, Any]) -> None:
         self.compare_row(entry, "key", key_id, statement)
@@ -373,9 +469,9 @@ class _Verifier(LogChecker):
     def on_rotation(
         self, entry: LogEntry, old: str, new_id: str, statement: dict[str, Any]
     ) -> None:
-        self.seen["key"].add(new_id)
-        old_row = self.rows["key"].get(old)
-        new_row = self.rows["key"].get(new_id)
+        self.seen(entry, "key", new_id)
+        old_row = self.key_rows.get(old)
+        new_row = self.key_rows.get(new_id)
         if new_row is None or old_row is None:
             raise ConsentryError("key row missing")
         if rotation_statement(old_row, new_row) != statement:
@@ -397,8 +493,8 @@ class _Verifier(LogChecker):
     def compare_row(
         self, entry: LogEntry, kind: str, record_id: str, statement: dict[str, Any]
     ) -> None:
-        self.seen[kind].add(record_id)
-        row = self.rows[kind].get(record_id)
+        self.seen(entry, kind, record_id)
+        row = self._row(kind, record_id)
         if row is None:
             raise ConsentryError("row missing (deleted from its table)")
         expected = statement_of(row)
@@ -412,7 +508,7 @@ class _Verifier(LogChecker):
 
     def check_key_rows(self) -> None:
         """A key is marked retired only by a rotation entry that retires it."""
-        for key_id, row in self.rows["key"].items():
+        for key_id, row in self.key_rows.items():
             expected = self.rotations.get(key_id, (None, None))
             if (row.retired_at_index, row.successor_key_id) != expected:
                 self.problem(
@@ -420,10 +516,55 @@ class _Verifier(LogChecker):
                     f"(row says retired at {row.retired_at_index}, log says {expected[0]})"
                 )
 
+    def _was_seen(self, kind: str, record_id: str, at: int, entry: tuple[Any, Any]) -> bool:
+        """Was a verified entry's row of ``kind`` compared under ``record_id``? First
+        the entry the row points at (``at``: one join), else any entry of that id."""
+        entry_kind, entry_id = entry
+        if (kind, record_id) in self.odd_seen:
+            return True
+        if (
+            entry_id == record_id
+            and entry_kind is not None
+            and _table_kind(entry_kind) == kind
+            and 0 <= at < len(self.matched)
+            and self.matched[at]
+        ):
+            return True
+        others = self.session.execute(
+            select(LogEntry.idx, LogEntry.kind).where(LogEntry.record_id == record_id)
+        ).all()
+        return any(
+            _table_kind(k) == kind and 0 <= i < len(self.matched) and self.matched[i]
+            for i, k in others
+        )
+
     def check_unlogged_rows(self) -> None:
-        for kind, rows in self.rows.items():
-            for record_id in rows.keys() - self.seen[kind]:
-                self.problem(f"{kind} {record_id}: row has no log entry (inserted outside the log)")
+        """Every row of every table was compared with a verified log entry, streaming
+        each table by primary key, joined with the entry its ``log_index`` names."""
+        for kind, table in _ROW_TYPES.items():
+            if kind == "key-rotation":
+                continue
+            key = table.key_id if table is OperatorKey else table.id
+            last: str | None = None
+            while True:
+                query = (
+                    select(key, table.log_index, LogEntry.kind, LogEntry.record_id)
+                    .join(LogEntry, LogEntry.idx == table.log_index, isouter=True)
+                    .order_by(key)
+                    .limit(_ROW_CHUNK)
+                )
+                if last is not None:
+                    query = query.where(key > last)
+                rows = self.session.execute(query).all()
+                if not rows:
+                    break
+                for record_id, at, entry_kind, entry_id in rows:
+                    at = -1 if at is None else int(at)
+                    if not self._was_seen(kind, record_id, at, (entry_kind, entry_id)):
+                        self.problem(
+                            f"{kind} {record_id}: row has no log entry (inserted outside the log)"
+                        )
+                last = rows[-1][0]
 
     def check_biometrics(self) -> None:
         """Every signed enrollment of a subject not erased keeps exactly its logged blobs
@@ -472,34 +613,55 @@ class _Verifier(LogChecker):
         for subject_id in sorted(self.erased & keyed):
             self.problem(f"subject {subject_id}: erased, but its data key still exists")
 
-    def check_checkpoints(self, hashes: list[bytes], witness: str | None) -> None:
-        notes = [
-            (f"checkpoint {r.tree_size}", r.note)
-            for r in self.session.exec(select(CheckpointRow).order_by(col(CheckpointRow.tree_size)))
-        ]
+    def _notes(self, witness: str | None) -> Iterator[tuple[str, str]]:
+        """Every stored checkpoint (by tree size, a chunk at a time), then the home's."""
+        last = -1
+        while True:
+            rows = self.session.execute(
+                select(CheckpointRow.tree_size, CheckpointRow.note)
+                .where(col(CheckpointRow.tree_size) > last)
+                .order_by(col(CheckpointRow.tree_size))
+                .limit(_ROW_CHUNK)
+            ).all()
+            if not rows:
+                break
+            for tree_size, note in rows:
+                yield f"checkpoint {tree_size}", note
+            last = rows[-1][0]
         if witness is not None:
-            notes.append(("witness checkpoint", witness))
-        parsed: list[tuple[str, cp.Checkpoint]] = []
-        for label, note in notes:
-            checkpoint = self.verify_note(label, note)
-            if checkpoint is not None:
-                parsed.append((label, checkpoint))
-        roots = prefix_roots(hashes, [c.tree_size for _, c in parsed])
+            yield "witness checkpoint", witness
+
+    def want_checkpoint_roots(self, witness: str | None) -> None:
+        """Before the pass: the tree sizes the checkpoints claim (unverified), so the
+        pass keeps the prefix root at each (one hash per checkpoint)."""
+        for _, note in self._notes(witness):
+            try:
+                self.wanted_roots.add(cp.parse_checkpoint(note)[0].tree_size)
+            except ConsentryError:
+                continue  # reported by check_checkpoints
+        if 0 in self.wanted_roots:
+            self.roots[0] = merkle.EMPTY_ROOT
+
+    def check_checkpoints(self, witness: str | None) -> None:
+        size = self.report.size
         latest: cp.Checkpoint | None = None
-        for label, checkpoint in parsed:
-            if checkpoint.tree_size > len(hashes):
+        for label, note in self._notes(witness):
+            checkpoint = self.verify_note(label, note)
+            if checkpoint is None:
+                continue
+            if checkpoint.tree_size > size:
                 self.problem(
                     f"{label}: covers {checkpoint.tree_size} entries but the log has "
-                    f"{len(hashes)}: log truncated"
+                    f"{size}: log truncated"
                 )
                 continue
-            if roots[checkpoint.tree_size] != checkpoint.root_hash:
+            if self.roots.get(checkpoint.tree_size) != checkpoint.root_hash:
                 self.problem(f"{label}: root differs from the log's (log rewritten, or split view)")
                 continue
             if latest is None or checkpoint.tree_size >= latest.tree_size:
                 latest = checkpoint
             self.report.checkpoints += 1
-        if latest is None and hashes:
+        if latest is None and size:
             self.problem("no valid checkpoint covers the log")
 
     def verify_note(self, label: str, note: str) -> cp.Checkpoint | None:
@@ -532,18 +694,27 @@ class _Verifier(LogChecker):
 
 
 def verify_log(session: Session, witness: str | None = None) -> LogReport:
-    """Verify the whole registry; see the module docstring for what is checked."""
+    """Verify the whole registry; see the module docstring for what is checked.
+    ``session`` must not have run a query yet (on PostgreSQL it is made one
+    repeatable-read snapshot)."""
+    began = time.perf_counter()
+    if session.get_bind().dialect.name == "postgresql":
+        # one snapshot for the whole streamed pass (SQLite's read transaction is one):
+        # rows and checkpoints written meanwhile must not look unlogged or unrooted
+        session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
     verifier = _Verifier(session)
-    hashes = verifier.check_entries()
+    verifier.want_checkpoint_roots(witness)
+    verifier.check_entries()
     verifier.check_unlogged_rows()
     verifier.check_key_rows()
     verifier.check_biometrics()
     verifier.report_signatures()
-    verifier.check_checkpoints(hashes, witness)
-    for count, problem in enumerate(tiles.check_stored(session, len(hashes))):
+    verifier.check_checkpoints(witness)
+    for count, problem in enumerate(tiles.check_stored(session, verifier.report.size)):
         if count == _MAX_TREE_PROBLEMS:
             verifier.problem("stored tree hashes: more problems not listed")
             break
         verifier.problem(problem)
-    verifier.report.root = merkle.root_hash(hashes)
+    verifier.report.root = verifier.frontier.root
+    verifier.report.seconds = time.perf_counter() - began
     return verifier.report

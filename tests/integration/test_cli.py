@@ -59,6 +59,9 @@ def test_registry_flow_end_to_end(cli_any_db: Cli, tmp_path: Path) -> None:
     listed = cli.json("subject", "list")
     assert isinstance(listed, list) and listed[0]["aliases"] == ["Ada"]
     assert "OK: 5 entries" in cli.ok("log", "verify")
+    verdict = cli.json("log", "verify")
+    assert isinstance(verdict, dict) and verdict["size"] == 5
+    assert verdict["entries_per_s"] > 0 and verdict["seconds"] > 0  # the rate it reports
 
 
 def test_key_files_are_private(cli: Cli) -> None:

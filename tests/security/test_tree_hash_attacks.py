@@ -66,9 +66,16 @@ def test_forged_stored_hash_is_named_and_no_proof_from_it_verifies(
 
 @pytest.mark.attack("log leaf rewritten under stale stored hashes")
 def test_a_leaf_rewritten_under_stale_stored_hashes_is_refused(world: World) -> None:
+    """The open no longer reads every leaf (O(log n)): the rewritten leaf is refused
+    where it would be used. The consent follower of a new process refuses it at its
+    first follow, before any fact is applied (every decision then refuses), ``log
+    verify`` names it, and no inclusion proof is served for it."""
     registry = world.registry
-    honest = Registry.open(registry.home.root, registry.db.url)  # honest: opens
-    honest.close()
+    honest = Registry.open(registry.home.root, registry.db.url)  # honest: opens, follows
+    try:
+        assert honest.consent.refresh() == registry.log_size()
+    finally:
+        honest.close()
     entry = registry.entry(3)
     data = canonical_json({**json.loads(entry.leaf_json), "id": "grt_forged"})
     with registry.db.writer.begin() as conn:  # leaf and its hash column, not the tree
@@ -76,8 +83,14 @@ def test_a_leaf_rewritten_under_stale_stored_hashes_is_refused(world: World) -> 
             text("UPDATE log_entries SET leaf_json = :j, leaf_hash = :h WHERE idx = 3"),
             {"j": data.decode(), "h": merkle.leaf_hash(data).hex()},
         )
-    with pytest.raises(RollbackError, match="entry 3"):
-        Registry.open(registry.home.root, registry.db.url)
+    fresh = Registry.open(registry.home.root, registry.db.url)
+    try:
+        for _ in range(2):  # and on every later refresh: the state fails closed
+            with pytest.raises(LogIntegrityError, match="log entry 3 differs from its stored"):
+                fresh.consent.refresh()
+        assert fresh.consent.size == 0  # nothing of the rewritten log was applied
+    finally:
+        fresh.close()
     assert_reported(registry.verify_log(), "stored hash level 0 index 3", "tile 0/0")
     with pytest.raises(LogIntegrityError, match="entry 3 differs from its stored hash"):
         registry.inclusion_proof(3)

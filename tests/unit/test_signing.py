@@ -191,3 +191,24 @@ def test_plain_stack_walk_equals_the_recursive_rules(value: object) -> None:
     from consentry.registry.signing import _plain, _plain_any
 
     assert _plain(value) == _plain_any(value)
+
+
+def test_signature_batcher_bounds_what_is_in_flight_and_harvests_in_order() -> None:
+    """With one chunk in flight at most, ``add`` waits for the oldest; ``ready()`` and
+    then ``results()`` give one bool per item, in order, bad ones where they were."""
+    key = SigningKey.generate()
+    raw = key.public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    bad = {2, 7, 12}
+    batcher = SignatureBatcher(chunk=3, workers=1, max_in_flight=1)
+    harvested: list[bool] = []
+    for i in range(14):
+        message = b"message %d" % i
+        signature = key.sign(message)
+        if i in bad:
+            signature = bytes([signature[0] ^ 1]) + signature[1:]
+        batcher.add(PendingSignature(raw, signature, message))
+        assert len(batcher._futures) <= 1
+        harvested += batcher.ready()
+    everything = harvested + batcher.results()
+    assert everything == [i not in bad for i in range(14)]
+    assert batcher.ready() == [] and batcher.results() == []
