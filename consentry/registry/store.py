@@ -103,6 +103,7 @@ Clock = Callable[[], datetime]
 
 
 _MAX_INDEX = select(func.max(LogEntry.idx))
+_LEAF_HASH_AT = select(LogEntry.leaf_hash).where(col(LogEntry.idx) == bindparam("idx"))
 _SUBJECT_BY_ID = select(*Subject.__table__.columns).where(  # type: ignore[attr-defined]
     Subject.__table__.c.id == bindparam("id")  # type: ignore[attr-defined]
 )
@@ -955,16 +956,14 @@ class Registry:
         rewrite that keeps that leaf is caught by the full proof at the next
         checkpoint (before anything is released) and at every open.
         """
-        seen = self.witness.latest(self.origin)
+        seen = self.witness.latest_unchanged(self.origin)
         tail = self._witnessed_tail
         if tail is None or (seen is not None and seen.checkpoint.tree_size > tail[0]):
             self.witness_check()
             return
         size, leaf = tail
-        with self.db.read() as session:
-            found = session.execute(
-                select(LogEntry.leaf_hash).where(col(LogEntry.idx) == size - 1)
-            ).first()
+        with self.db.reader.connect() as connection:  # one Core query, no ORM session
+            found = connection.execute(_LEAF_HASH_AT, {"idx": size - 1}).first()
         if found is None or found[0] != leaf:
             raise RollbackError(
                 f"rollback: the log no longer holds entry {size - 1} as witnessed "

@@ -125,6 +125,8 @@ class WitnessStore:
     def __init__(self, folder: Path, role: str = "logs") -> None:
         self.folder = folder
         self.role = role
+        # origin -> (file identity, what latest() parsed from it): see latest_unchanged
+        self._parsed: dict[str, tuple[tuple[int, int, int], Witnessed | None]] = {}
 
     @classmethod
     def resolve(cls, explicit: Path | str | None = None, role: str = "logs") -> WitnessStore:
@@ -169,6 +171,30 @@ class WitnessStore:
         if checkpoint.origin != origin:
             raise ConfigError(f"the witness state {path} is of log {checkpoint.origin!r}")
         return Witnessed(note, checkpoint)
+
+    def latest_unchanged(self, origin: str) -> Witnessed | None:
+        """:meth:`latest`, parsed again only when the state file changed.
+
+        The file's identity (inode, size, modification time in ns) decides: every
+        state is written by an atomic replace, so a new state is a new inode. For the
+        per-decision rollback check only; checking and advancing under
+        :meth:`locked` always read the file afresh (:meth:`latest`).
+        """
+        path = self.path_for(origin)
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            self._parsed.pop(origin, None)
+            return None
+        except OSError as exc:
+            raise ConfigError(f"cannot read the witness state {path}: {exc}") from exc
+        identity = (st.st_ino, st.st_size, st.st_mtime_ns)
+        cached = self._parsed.get(origin)
+        if cached is not None and cached[0] == identity:
+            return cached[1]
+        found = self.latest(origin)
+        self._parsed[origin] = (identity, found)
+        return found
 
     @contextlib.contextmanager
     def locked(self, origin: str) -> Iterator[None]:
