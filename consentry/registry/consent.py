@@ -217,7 +217,9 @@ _TAIL = (
     core_select(*_table(LogEntry).columns)
     .where(_table(LogEntry).c.idx >= bindparam("start"))
     .order_by(_table(LogEntry).c.idx)
+    .limit(bindparam("limit"))
 )
+TAIL_CHUNK = 5_000  # entries read, bound and followed at a time
 
 _SNAPSHOT_MAGIC = b"CSCS1"
 SNAPSHOT_EVERY = 256  # entries followed since the last snapshot before a new one is written
@@ -283,13 +285,18 @@ class ConsentState:
                 self._snapshot_tried = True
                 self._load_snapshot()
             anchor = self.registry.witnessed_root  # proved before the reads below began
-            entries = self._tail(session)
-            if entries:
-                with self._binding_session(session) as reader:
-                    self._bind(reader, entries, anchor)
-            for entry in entries:
-                self._follow(entry)
-            if entries and self.registry.key_id not in self._checker.keys:
+            followed = 0
+            while True:  # in chunks: a first catch-up of a long log holds one chunk at a time
+                entries = self._tail(session)
+                if entries:
+                    with self._binding_session(session) as reader:
+                        self._bind(reader, entries, anchor)
+                for entry in entries:
+                    self._follow(entry)
+                followed += len(entries)
+                if len(entries) < TAIL_CHUNK:
+                    break
+            if followed and self.registry.key_id not in self._checker.keys:
                 self._fail(
                     f"this home's operator key {self.registry.key_id[:16]} is not an operator "
                     "key of the database's log: the log was replaced"
@@ -299,14 +306,15 @@ class ConsentState:
             due = max(SNAPSHOT_EVERY, self._snapshot_size // 4)
             if session is None and self._size - self._snapshot_size >= due:
                 self._save_snapshot()
-            return len(entries)
+            return followed
 
     def _tail(self, session: Session | Connection | None) -> list[LogEntry]:
-        """The entries at ``size`` and after, in index order: one Core SELECT on the
+        """The next entries (at most ``TAIL_CHUNK``) at ``size`` and after, in index
+        order: one Core SELECT on the
         caller's transaction or on a fresh read connection (no ORM session or object
         loading: this runs several times per decision). The entries are plain values
         read from the rows; :meth:`_follow` verifies each before anything is applied."""
-        params = {"start": self._size}
+        params = {"start": self._size, "limit": TAIL_CHUNK}
         if isinstance(session, Session):
             rows = session.connection().execute(_TAIL, params).mappings().all()
         elif session is not None:

@@ -150,3 +150,31 @@ def test_snapshot_is_used_only_while_its_prefix_is_the_log(
         reopen(w)
     allowed, integrity, reasons = fresh_check(w, engine, job, tmp_path / "new-witness")
     assert not allowed and integrity, reasons
+
+
+@pytest.mark.attack("leaf edited in a later chunk of a first catch-up")
+def test_a_catch_up_in_small_chunks_follows_the_same_facts_and_stops_at_a_bad_leaf(
+    world: World, engine: FaceEngine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A first catch-up reads the log ``TAIL_CHUNK`` entries at a time (bounded
+    memory on a long log): with chunks of 2 it reaches the same consent facts as one
+    read, and a leaf that does not verify in a later chunk still stops the gate."""
+    w = world
+    whole = consent.ConsentState(w.registry)
+    whole.refresh()
+    monkeypatch.setattr(consent, "TAIL_CHUNK", 2)
+    chunked = consent.ConsentState(w.registry)
+    assert chunked.refresh() == whole.size > 6
+    assert (chunked.grants.keys(), chunked.revoked, chunked.priors.keys()) == (
+        whole.grants.keys(),
+        whole.revoked,
+        whole.priors.keys(),
+    )
+    train = CheckRequest(w.acme.id, "train", prompt=PROMPT)
+    plain = CheckRequest(w.acme.id, "generate", prompt="a red house")
+    assert fresh_check(w, engine, plain, tmp_path / "first")[0]  # honest: allowed
+    _widen_signed_leaf(w)
+    for job in (train, plain):
+        allowed, integrity, reasons = fresh_check(w, engine, job, tmp_path / "new-witness")
+        assert not allowed and integrity, reasons
+        assert any("does not verify" in r for r in reasons), reasons
