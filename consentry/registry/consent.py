@@ -40,7 +40,6 @@ from __future__ import annotations
 import bisect
 import dataclasses
 import json
-import os
 import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -54,6 +53,7 @@ from sqlalchemy import select as core_select
 from sqlmodel import Session
 
 from consentry.errors import AmbiguousNameError, ConsentryError, LogIntegrityError, NotFoundError
+from consentry.fsutil import atomic_write
 from consentry.registry import merkle, tiles
 from consentry.registry.frontier import Frontier, bind_prefix
 from consentry.registry.models import Grant, LogEntry, Revocation, Subject
@@ -507,11 +507,7 @@ class ConsentState:
         blob = _SNAPSHOT_MAGIC + seal(key, json.dumps(body).encode(), _SNAPSHOT_MAGIC)
         path = self._snapshot_path()
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            staged = path.with_name(f".consent-{os.getpid()}-{threading.get_ident()}.tmp")
-            staged.write_bytes(blob)
-            staged.chmod(0o600)
-            staged.replace(path)
+            atomic_write(path, blob, 0o600)  # a cache: a failed write only costs a replay
         except OSError:
             return
         self._snapshot_size = self._size

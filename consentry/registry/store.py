@@ -52,7 +52,7 @@ from consentry.errors import (
     RollbackError,
     SignatureError,
 )
-from consentry.fsutil import atomic_write, fsync_dir
+from consentry.fsutil import atomic_write, replace_durably
 from consentry.hashing import SHA256_HEX as _SHA256
 from consentry.hashing import hash_file
 from consentry.registry import checkpoint as cp
@@ -806,8 +806,7 @@ class Registry:
             staged = self.home.keys_dir / f".operator-{new_key.key_id[:16]}.key"
             new_key.save(staged)
             # the commit happens when this block exits; only then does the file move
-        staged.replace(self.home.operator_key)
-        fsync_dir(self.home.keys_dir)
+        replace_durably(staged, self.home.operator_key)
         new_key.save_public(self.home.operator_public)
         self._key = new_key
         self.checkpoint()
