@@ -1,4 +1,4 @@
-"""``consentry serve``: the HTTP service (see :mod:`consentry.generation.service`).
+"""``consentry serve``: the HTTP service (see :mod:`consentry.server`).
 
 ``serve`` runs one process by default (uvicorn, a thread pool for the sync
 handlers: checks run concurrently); ``--workers N`` runs N uvicorn worker
@@ -49,7 +49,7 @@ def admin_key_digest(home: Path) -> tuple[str, str | None]:
     """
     from consentry.errors import ConfigError
     from consentry.fsutil import atomic_write
-    from consentry.generation.service import hash_admin_key
+    from consentry.server.auth import hash_admin_key
 
     given = os.environ.get(ADMIN_KEY_ENV, "").strip()
     if given:
@@ -101,9 +101,9 @@ def build_app(options: ServeOptions, *, announce: bool = False) -> FastAPI:
     registry: it is closed, after a last checkpoint, when the app shuts down)."""
     from consentry.faces.engines import get_engine
     from consentry.generation.backends.base import Backend
-    from consentry.generation.service import create_app
     from consentry.registry.checkpointer import Checkpointer
     from consentry.registry.store import Registry
+    from consentry.server import create_app
 
     backend: Backend | None = None
     model = Path(options.model) if options.model else None

@@ -6,7 +6,7 @@ simply drop what they could not finish: an image silently vanishes and the job
 is judged without it. The service therefore checks every multipart body with
 :func:`validate_multipart` first and answers 400 on any defect; only a body that
 passes reaches the app's parser, and the parts found here are compared with
-what the route declares (see ``consentry.generation.service``).
+what the route declares (see ``consentry.server.guard``).
 
 Accepted (a strict subset of RFC 2046 section 5.1 and RFC 7578; clients such as
 httpx, requests, curl and browsers produce it):

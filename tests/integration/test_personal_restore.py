@@ -23,7 +23,6 @@ from consentry.faces.engines import get_engine
 from consentry.faces.images import load_image
 from consentry.generation.exemplars import load_exemplars, register_exemplars
 from consentry.generation.gateway import Gateway, RunRequest, run_job
-from consentry.generation.service import create_app, hash_admin_key
 from consentry.identity.enroll import enroll_photos
 from consentry.provenance.certs import create_dev_pki
 from consentry.provenance.verify import verify_media
@@ -31,6 +30,7 @@ from consentry.registry.biometrics import erase_subject
 from consentry.registry.decisions import get_decision
 from consentry.registry.prior_files import prior_store_path
 from consentry.registry.store import Registry
+from consentry.server import create_app, hash_admin_key
 from tests.integration._live import live_server
 from tests.support.cli import Cli
 

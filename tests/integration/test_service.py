@@ -14,12 +14,12 @@ from PIL import Image
 
 from consentry.cli.serve_cmds import ADMIN_KEY_ENV, ADMIN_KEY_FILE, admin_key_digest
 from consentry.faces.engines import get_engine
-from consentry.generation.service import MAX_BODY_BYTES, create_app, hash_admin_key
 from consentry.identity.enroll import enroll_photos
 from consentry.provenance.certs import create_dev_pki
 from consentry.registry.decisions import get_decision
 from consentry.registry.offline import verify_inclusion_bundle
 from consentry.registry.store import Registry
+from consentry.server import MAX_BODY_BYTES, create_app, hash_admin_key
 from tests.integration._live import live_server
 
 DATA = Path(__file__).resolve().parents[2] / "consentry" / "data" / "faces"

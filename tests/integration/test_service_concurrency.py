@@ -23,7 +23,6 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from consentry.faces.engines import get_engine
-from consentry.generation.service import create_app, hash_admin_key
 from consentry.provenance.c2pa_io import read_asset
 from consentry.provenance.certs import create_dev_pki
 from consentry.provenance.manifest import CONSENT_LABEL
@@ -34,6 +33,7 @@ from consentry.registry.checkpointer import TLOG_PROOF_HEADER, Checkpointer
 from consentry.registry.decisions import get_decision
 from consentry.registry.offline import verify_inclusion_bundle
 from consentry.registry.store import Registry
+from consentry.server import create_app, hash_admin_key
 from tests.integration._live import free_port, live_server
 
 DATA = Path(__file__).resolve().parents[2] / "consentry" / "data" / "faces"
@@ -183,7 +183,7 @@ def test_a_prompt_only_check_takes_no_face_lock(home: Home) -> None:
     """Hold the face lock: a prompt-only check still completes; one with an image waits
     for the lock (and completes once it is released)."""
     app = create_app(home.registry, get_engine("sface"), hash_admin_key(ADMIN_KEY))
-    lock: threading.Lock = app.state.faces_lock
+    lock: threading.Lock = app.state.consentry.faces_lock
     form = {"purpose": "generate", "prompt": "a red house"}
     with live_server(app) as base, httpx.Client(base_url=base, timeout=60) as http:
         auth = _auth(home.granted_key)

@@ -17,12 +17,12 @@ from PIL import Image
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from consentry.faces.engines import get_engine
-from consentry.generation.service import create_app, hash_admin_key
 from consentry.generation.tiny import build_tiny_pipeline
 from consentry.identity.enroll import enroll_photos
 from consentry.provenance.certs import create_dev_pki
 from consentry.registry.decisions import get_decision
 from consentry.registry.store import Registry
+from consentry.server import create_app, hash_admin_key
 from tests.integration._live import live_server
 
 DATA = Path(__file__).resolve().parents[2] / "consentry" / "data" / "faces"

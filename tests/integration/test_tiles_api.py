@@ -15,12 +15,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import text
 
 from consentry.faces.engines import get_engine
-from consentry.generation.service import create_app, hash_admin_key
 from consentry.registry import checkpoint as cp
 from consentry.registry import merkle
 from consentry.registry.signing import checkpoint_key_name, load_public_key
 from consentry.registry.store import Registry
 from consentry.registry.tiles import parse_entry_bundle, tile_path
+from consentry.server import create_app, hash_admin_key
 from tests.integration._live import live_server
 
 SUBJECTS = 600  # 601 entries: two full level-0 tiles, a partial one, level 1 of width 2

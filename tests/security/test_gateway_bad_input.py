@@ -24,10 +24,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from consentry.faces.engines import get_engine
 from consentry.faces.images import load_image
-from consentry.generation.service import create_app, hash_admin_key
 from consentry.generation.tiny import build_tiny_pipeline
 from consentry.registry.decisions import get_decision
 from consentry.registry.store import Registry
+from consentry.server import create_app, hash_admin_key
 from tests.integration._live import live_server
 from tests.support.cli import Cli
 from tests.unit.fuzz_images import png_declaring

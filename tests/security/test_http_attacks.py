@@ -19,11 +19,11 @@ import pytest
 from PIL import Image
 
 from consentry.faces.engines import get_engine
-from consentry.generation.service import create_app, hash_admin_key
 from consentry.identity.enroll import enroll_photos
 from consentry.limits import Limits
 from consentry.registry.decisions import get_decision
 from consentry.registry.store import Registry
+from consentry.server import create_app, hash_admin_key
 from tests.integration._live import live_server
 from tests.support.cli import Cli
 

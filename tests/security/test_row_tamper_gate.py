@@ -28,7 +28,6 @@ from consentry.errors import LogIntegrityError
 from consentry.faces.engine import FaceEngine
 from consentry.faces.engines import get_engine
 from consentry.generation.gateway import CheckRequest, Gateway, Receipt, is_integrity_failure
-from consentry.generation.service import create_app, hash_admin_key
 from consentry.identity.enroll import enroll_photos
 from consentry.provenance.certs import create_dev_pki
 from consentry.provenance.sign import sign_output
@@ -39,6 +38,7 @@ from consentry.registry.prior_files import prior_store_path
 from consentry.registry.signing import Envelope, sha256_hex
 from consentry.registry.statements import format_time, statement_of
 from consentry.registry.store import Registry
+from consentry.server import create_app, hash_admin_key
 from tests.integration._live import live_server
 from tests.security.conftest import (
     T0,

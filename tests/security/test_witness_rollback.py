@@ -26,11 +26,11 @@ from consentry.cli.witness_cmds import parse_witness_keys, require_cosigned
 from consentry.errors import CheckpointError, RollbackError
 from consentry.faces.engines import get_engine
 from consentry.generation.gateway import CheckRequest, Gateway
-from consentry.generation.service import create_app, hash_admin_key
 from consentry.registry import checkpoint as cp
 from consentry.registry import merkle
 from consentry.registry.signing import SigningKey, checkpoint_key_name
 from consentry.registry.witness import WitnessKey, WitnessStore, cosign
+from consentry.server import create_app, hash_admin_key
 from tests.integration._live import live_server
 from tests.security.conftest import raw
 from tests.support.cli import Cli

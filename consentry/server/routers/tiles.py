@@ -21,43 +21,38 @@ verifies the tiles against the checkpoint (``tests/integration/test_tiles_api.py
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from fastapi.responses import PlainTextResponse, Response
 
 from consentry.registry import checkpoint as cp
 from consentry.registry import tiles
-from consentry.registry.store import Registry
+from consentry.server.state import ServiceDep
 
-__all__ = ["tiles_router"]
+__all__ = ["router"]
 
 _IMMUTABLE = "public, max-age=31536000, immutable"
 _FRESH = "no-cache"
 
+router = APIRouter(tags=["log"])
 
-def tiles_router() -> APIRouter:
-    """The router ``create_app`` includes; it reads ``app.state.registry``."""
-    router = APIRouter(tags=["log"])
 
-    @router.get("/checkpoint", response_class=PlainTextResponse)
-    def checkpoint(request: Request) -> PlainTextResponse:
-        """The newest signed checkpoint (a C2SP signed note)."""
-        registry: Registry = request.app.state.registry
-        return PlainTextResponse(registry.latest_checkpoint(), headers={"Cache-Control": _FRESH})
+@router.get("/checkpoint", response_class=PlainTextResponse)
+def checkpoint(state: ServiceDep) -> PlainTextResponse:
+    """The newest signed checkpoint (a C2SP signed note)."""
+    latest = state.registry.latest_checkpoint()
+    return PlainTextResponse(latest, headers={"Cache-Control": _FRESH})
 
-    @router.get("/tile/{path:path}")
-    def tile(request: Request, path: str) -> Response:
-        """A hash tile or an entry bundle of the newest checkpoint's tree."""
-        registry: Registry = request.app.state.registry
-        level, index, width = tiles.parse_tile_path(path)
-        size = cp.parse_checkpoint(registry.latest_checkpoint())[0].tree_size
-        with registry.db.read() as session:
-            if level is None:
-                body = tiles.entry_bundle(session, index, width, size)
-            else:
-                body = tiles.tile(session, level, index, width, size)
-        cache = _IMMUTABLE if width == tiles.TILE_WIDTH else _FRESH
-        return Response(
-            body, media_type="application/octet-stream", headers={"Cache-Control": cache}
-        )
 
-    return router
+@router.get("/tile/{path:path}")
+def tile(state: ServiceDep, path: str) -> Response:
+    """A hash tile or an entry bundle of the newest checkpoint's tree."""
+    registry = state.registry
+    level, index, width = tiles.parse_tile_path(path)
+    size = cp.parse_checkpoint(registry.latest_checkpoint())[0].tree_size
+    with registry.db.read() as session:
+        if level is None:
+            body = tiles.entry_bundle(session, index, width, size)
+        else:
+            body = tiles.tile(session, level, index, width, size)
+    cache = _IMMUTABLE if width == tiles.TILE_WIDTH else _FRESH
+    return Response(body, media_type="application/octet-stream", headers={"Cache-Control": cache})

@@ -1,0 +1,35 @@
+"""The JSON request bodies of the admin routes (pydantic; a body that does not
+validate is a 422 ``invalid_request`` before the route runs)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+from consentry.registry.statements import PURPOSES
+
+__all__ = ["EraseIn", "GrantIn", "RevokeIn", "SubjectIn"]
+
+
+class GrantIn(BaseModel):
+    subject: str = Field(description="Subject id or unique name.")
+    grantee: str = Field(description="Grantee id or unique name.")
+    purposes: list[str] = Field(description=f"Some of: {', '.join(PURPOSES)}.")
+    until: str | None = Field(default=None, description="End, ISO 8601.")
+    not_before: str | None = Field(default=None, description="Start, ISO 8601 (default now).")
+    priors: list[str] = Field(default_factory=list, description="SHA-256 of covered priors.")
+
+
+class RevokeIn(BaseModel):
+    reason: str
+
+
+class SubjectIn(BaseModel):
+    name: str = Field(description="Display name.")
+    aliases: list[str] = Field(default_factory=list, description="Names a prompt may use.")
+
+
+class EraseIn(BaseModel):
+    """Erasure and opt-out are final: ``confirm`` must be true (the CLI's ``--yes``)."""
+
+    reason: str
+    confirm: bool = False

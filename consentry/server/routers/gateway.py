@@ -1,0 +1,107 @@
+"""The gateway routes: every job a grantee asks for is decided, logged and, when
+allowed, run and signed. All need a grantee key (the admin key does not open them).
+
+- ``POST /v1/check``: multipart, files ``images`` (0..``Limits.max_images``),
+  fields ``purpose``, ``prompt``, ``prior``. The requester is always the grantee
+  who holds the key: no field names a requester.
+- ``POST /v1/generate`` and ``POST /v1/restore``: run a job through the gateway
+  (pre-check, pipeline, post-check, release-time revocation check, signing).
+  Released outputs come back as base64 signed PNGs. Without a model folder these
+  answer 503 (but a personal restoration with an exemplars prior).
+
+Invariants: a refusal is HTTP 200 with ``allowed: false`` and its (redacted)
+reasons, and no outputs; job parameters are checked against the one ``Limits``
+before anything runs (422); every decision is logged, refusals too.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, File, Form, Request, UploadFile
+from fastapi.responses import JSONResponse
+
+from consentry.errors import InputError
+from consentry.generation.gateway import CheckRequest, RunRequest
+from consentry.registry.statements import PURPOSES
+from consentry.server.auth import AuthGrantee
+from consentry.server.guard import parsed_all
+from consentry.server.state import ServiceDep
+
+__all__ = ["router"]
+
+router = APIRouter(tags=["gateway"])
+
+
+@router.post("/v1/check")
+def check(
+    http: Request,
+    state: ServiceDep,
+    grantee: AuthGrantee,
+    purpose: Annotated[str, Form(description=f"One of: {', '.join(PURPOSES)}.")],
+    images: Annotated[list[UploadFile] | None, File(description="Input images.")] = None,
+    prompt: Annotated[str, Form()] = "",
+    prior: Annotated[str | None, Form(description="Registered prior id.")] = None,
+) -> JSONResponse:
+    """Decide a job for the calling grantee; every decision is logged.
+
+    A refusal is a 200 with ``allowed: false`` and its reasons.
+    """
+    files = list(images or [])
+    parsed_all(http, "images", len(files))
+    state.bounded_job(images=len(files), prompt=prompt)
+    if purpose not in PURPOSES:
+        raise InputError(f"unknown purpose {purpose!r}: choose from {', '.join(PURPOSES)}")
+    datas = [f.file.read() for f in files]
+    request = CheckRequest(grantee.id, purpose, datas, prompt, prior or None)
+    with state.face_work(bool(datas)):
+        receipt = state.gateway.check(request)
+    # the receipt's JSON is plain JSON values: rendered as is, no response model
+    return JSONResponse(state.for_grantee(grantee, receipt).to_json())
+
+
+@router.post("/v1/generate")
+def generate(
+    state: ServiceDep,
+    grantee: AuthGrantee,
+    prompt: Annotated[str, Form(description="What to generate.")],
+    prior: Annotated[str | None, Form(description="Registered prior id.")] = None,
+    steps: Annotated[int, Form()] = 20,
+    size: Annotated[int, Form()] = 512,
+    seed: Annotated[int, Form()] = 0,
+) -> dict[str, Any]:
+    """Generate for the calling grantee: checked, run, post-checked, logged, signed.
+
+    A refusal is a 200 with ``allowed: false`` and no outputs.
+    """
+    state.bounded_job(steps=steps, size=size, prompt=prompt)
+    job = RunRequest(
+        grantee.id, "generate", prompt, state.model_dir or Path(), None, prior or None,
+        steps, size, seed,
+    )  # fmt: skip
+    return state.run(grantee, job)
+
+
+@router.post("/v1/restore")
+def restore(
+    http: Request,
+    state: ServiceDep,
+    grantee: AuthGrantee,
+    image: Annotated[UploadFile, File(description="The image to restore.")],
+    prompt: Annotated[str, Form()] = "a sharp photo",
+    prior: Annotated[str | None, Form(description="Registered prior id.")] = None,
+    steps: Annotated[int, Form()] = 20,
+    size: Annotated[int, Form()] = 512,
+    seed: Annotated[int, Form()] = 0,
+    strength: Annotated[float, Form()] = 0.6,
+) -> dict[str, Any]:
+    """Restore an image for the calling grantee (img2img through the gateway)."""
+    parsed_all(http, "image", 1)
+    state.bounded_job(images=1, steps=steps, size=size, strength=strength, prompt=prompt)
+    data = image.file.read()
+    job = RunRequest(
+        grantee.id, "restore", prompt, state.model_dir or Path(), data, prior or None,
+        steps, size, seed, strength,
+    )  # fmt: skip
+    return state.run(grantee, job)
