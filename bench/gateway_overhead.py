@@ -28,9 +28,9 @@ from bench._common import note
 from bench.gateway_data import PROMPT_TEMPLATE, World, face_square
 from bench.gateway_report import SD15_STEPS
 from consentry.faces.engines import get_engine
-from consentry.generation import gateway as gateway_module
+from consentry.gate import Gateway, Receipt, RunRequest, run_job
+from consentry.gate import gateway as gateway_module
 from consentry.generation.backends.base import PriorRef
-from consentry.generation.gateway import Gateway, Receipt, RunRequest, run_job
 from consentry.registry.store import Registry
 
 if TYPE_CHECKING:
