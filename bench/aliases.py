@@ -1,7 +1,7 @@
 """Prompt aliases: attack classes matched, false refusals on ordinary prompts, speed.
 
 ``python -m bench aliases`` (or ``python -m bench.aliases``). The matcher of
-consentry.generation.aliases against the baseline (the matcher before issue 11,
+consentry.gate.aliases against the baseline (the matcher before issue 11,
 kept verbatim in bench/aliases_baseline.py), in the same run:
 
 1. per attack class of issue 11, the share of attack prompts in which the
@@ -33,7 +33,7 @@ from bench.aliases_data import (
     registered,
     scale_subjects,
 )
-from consentry.generation import aliases
+from consentry.gate import aliases
 
 
 class _Matcher(Protocol):

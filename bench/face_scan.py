@@ -34,8 +34,8 @@ from bench._common import machine_info, note, percentile, print_header, table
 from consentry.errors import InputError
 from consentry.faces.engines import get_engine
 from consentry.faces.images import LoadedImage, load_image
-from consentry.generation.gateway import CheckRequest, Gateway
-from consentry.generation.policy import FaceFact
+from consentry.gate import CheckRequest, Gateway
+from consentry.gate.policy import FaceFact
 from consentry.identity.enroll import enroll_photos
 from consentry.registry.store import Registry
 

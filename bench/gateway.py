@@ -54,7 +54,7 @@ from bench.gateway_data import (
 from bench.gateway_overhead import Stopwatch, instrumented, overhead, sd15_estimate
 from bench.gateway_report import SD15_STEPS, report
 from consentry.faces.engines import get_engine
-from consentry.generation.gateway import CheckRequest, Gateway
+from consentry.gate import CheckRequest, Gateway
 from consentry.registry.store import Registry
 
 ADMIN_KEY = "csa_bench-gateway-admin-key"

@@ -28,9 +28,10 @@ from bench._common import note
 from bench.gateway_data import PROMPT_TEMPLATE, World, face_square
 from bench.gateway_report import SD15_STEPS
 from consentry.faces.engines import get_engine
-from consentry.generation import gateway as gateway_module
+from consentry.gate import Gateway, Receipt, RunRequest, run_job
+from consentry.gate import gateway as gateway_module
+from consentry.gate import release as release_module
 from consentry.generation.backends.base import PriorRef
-from consentry.generation.gateway import Gateway, Receipt, RunRequest, run_job
 from consentry.registry.store import Registry
 
 if TYPE_CHECKING:
@@ -121,11 +122,11 @@ class Stopwatch:
 
 @contextmanager
 def instrumented(gateway: Gateway, stopwatch: Stopwatch) -> Iterator[Stopwatch]:
-    """Time the parts of ``Gateway.check`` / ``run_job`` on these live objects."""
+    """Time the parts of ``Gateway.check`` / ``Gateway.run`` on these live objects."""
     w = stopwatch.wrap
     w(gateway, "_pre", "pre-check", context="pre")
     w(gateway, "_record", "record", context="record")
-    w(gateway_module, "_sign_all", "sign", context="sign")
+    w(release_module, "sign_outputs", "sign", context="sign")
     w(gateway, "_faces", "faces")
     w(gateway, "_grants", "grants")
     w(gateway, "_prompt_subjects", "prompt aliases")
@@ -136,10 +137,12 @@ def instrumented(gateway: Gateway, stopwatch: Stopwatch) -> Iterator[Stopwatch]:
     w(gateway.engine, "embed", "engine.embed")
     w(gateway.registry, "checkpoint", "checkpoint")
     w(gateway.registry, "get_grantee", "get_grantee")
-    w(gateway_module, "load_image", "load_image")
-    w(gateway_module, "decide", "decide")
+    w(gateway_module, "load_image", "load_image")  # the inputs (pre-check)
+    w(release_module, "load_image", "load_image")  # the outputs (post-check)
+    w(gateway_module, "decide", "decide")  # pre-check
+    w(release_module, "decide", "decide")  # post-check
     w(gateway_module, "record_decision", "record_decision")
-    w(gateway_module, "_png", "png")
+    w(release_module, "png", "png")
     try:
         yield stopwatch
     finally:

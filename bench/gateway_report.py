@@ -19,7 +19,7 @@ SD15_STEPS = 25
 OVERHEAD_STAGES: tuple[tuple[str, str], ...] = (
     ("pre-check", "pre-check: load input, faces, aliases, grants, policy"),
     ("pipeline", "PIPELINE CALL (backend)"),
-    ("post png", "outputs to PNG (gateway._png)"),
+    ("post png", "outputs to PNG (gate.release.png)"),
     ("post load", "post-check: load_image of the output PNGs"),
     ("post faces", "post-check: faces on the outputs (detect + embed + search)"),
     ("post grants", "post-check: grants + revocations re-read"),

@@ -252,7 +252,7 @@ def _in_process(world: World, threads: int, seconds: float) -> dict[str, Any]:
     up (cadence checkpointer, background follower). Every answer is checked against
     the ground truth (requesters by id: the service passes the key holder's id)."""
     from consentry.faces.engines import get_engine
-    from consentry.generation.gateway import CheckRequest, Gateway
+    from consentry.gate import CheckRequest, Gateway
     from consentry.registry.checkpointer import Checkpointer
     from consentry.registry.store import Registry
 

@@ -59,7 +59,7 @@ from consentry.registry.store import InclusionProof, Registry
 from consentry.registry.verify import LogReport
 
 if TYPE_CHECKING:
-    from consentry.generation.gateway import CheckRequest, Gateway, Receipt, RunRequest, run_job
+    from consentry.gate import CheckRequest, Gateway, Receipt, RunRequest, run_job
     from consentry.provenance.audit import AuditReport, audit_paths
     from consentry.provenance.verify import VerifyResult, verify_media
 
@@ -123,13 +123,13 @@ __version__ = "0.1.0"
 # public name -> the module that defines it, imported on first use
 _LAZY: dict[str, str] = {
     "AuditReport": "consentry.provenance.audit",
-    "CheckRequest": "consentry.generation.gateway",
-    "Gateway": "consentry.generation.gateway",
-    "Receipt": "consentry.generation.gateway",
-    "RunRequest": "consentry.generation.gateway",
+    "CheckRequest": "consentry.gate",
+    "Gateway": "consentry.gate",
+    "Receipt": "consentry.gate",
+    "RunRequest": "consentry.gate",
     "VerifyResult": "consentry.provenance.verify",
     "audit_paths": "consentry.provenance.audit",
-    "run_job": "consentry.generation.gateway",
+    "run_job": "consentry.gate",
     "verify_media": "consentry.provenance.verify",
 }
 

@@ -55,7 +55,7 @@ if TYPE_CHECKING:
     import numpy.typing as npt
 
     from consentry.faces.engine import FaceEngine
-    from consentry.generation.gateway import Gateway, Receipt
+    from consentry.gate import Gateway, Receipt
     from consentry.registry.store import Registry
 
 __all__ = ["demo_command", "register"]
@@ -196,14 +196,14 @@ class _Demo(DemoRecord):
         )
 
     def _restore(self, grantee: str) -> Receipt:
-        from consentry.generation.gateway import Gateway, RunRequest, run_job
+        from consentry.gate import Gateway, RunRequest
 
         if self.gateway is None:
             self.gateway = Gateway(self.reg(), self.eng())
         request = RunRequest(
             grantee, "restore", "", Path(), image=Path(self.files["input"]), prior=self.prior_id
         )
-        return run_job(self.gateway, request)
+        return self.gateway.run(request)
 
     def allowed_restore(self) -> str:
         receipt = self._restore(STUDIO)

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from consentry.generation.gateway import Receipt
+    from consentry.gate import Receipt
 
 __all__ = [
     "AUDIT_HTML",

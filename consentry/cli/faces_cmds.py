@@ -235,9 +235,8 @@ def match_command(
     """
 
     from consentry.faces.images import load_image
-    from consentry.faces.scan import scan_images
     from consentry.identity.index import IdentityIndex
-    from consentry.limits import Limits
+    from consentry.identity.lookup import lookup_faces
 
     face_engine = _engine(engine, pack)
     results: list[dict[str, Any]] = []
@@ -246,30 +245,24 @@ def match_command(
         names = {s.id: s.display_name for s in registry.list_subjects()}
         for path in images:
             loaded = load_image(path)
-            (faces,) = scan_images(face_engine, [loaded], Limits().max_faces)
-            rows: list[dict[str, Any]] = []
-            for face, matches in zip(
-                faces, index.match_groups([face.embeddings for face in faces]), strict=True
-            ):
-                best = {m.subject_id: m.similarity for m in matches}
-                if not best and face.incidental:
-                    continue  # no unknown person (see ScannedFace.incidental)
-                rows.append(
-                    {
-                        "bbox": [round(v, 1) for v in face.face.bbox],
-                        "score": round(face.face.score, 4),
-                        "frame": face.frame,
-                        "rotation": 90 * face.rotation,
-                        "matches": [
-                            {
-                                "subject": subject,
-                                "name": names.get(subject, ""),
-                                "similarity": round(similarity, 4),
-                            }
-                            for subject, similarity in best.items()  # best first
-                        ],
-                    }
-                )
+            (found,) = lookup_faces(face_engine, index, [loaded])
+            rows: list[dict[str, Any]] = [
+                {
+                    "bbox": face.bbox,
+                    "score": round(face.face.face.score, 4),
+                    "frame": face.face.frame,
+                    "rotation": 90 * face.face.rotation,
+                    "matches": [
+                        {
+                            "subject": m.subject_id,
+                            "name": names.get(m.subject_id, ""),
+                            "similarity": round(m.similarity, 4),
+                        }
+                        for m in face.matches  # best first
+                    ],
+                }
+                for face in found
+            ]
             results.append(
                 {
                     "image": str(path),

@@ -1,6 +1,6 @@
 """``consentry check``, ``generate`` and ``restore``: the gateway on the command line.
 
-Job parameters are bounded by the one ``consentry.generation.policy.Limits`` (the
+Job parameters are bounded by the one ``consentry.gate.policy.Limits`` (the
 HTTP service uses the same values and wording): a job outside them fails with
 exit 2 before anything runs or is logged. The operator's CLI shows subject ids in
 reasons; the HTTP service redacts them for grantees.
@@ -44,7 +44,7 @@ def check_command(
     2 refuse because the database contradicts its signed log (integrity error)."""
     from consentry.errors import InputError
     from consentry.faces.engines import get_engine
-    from consentry.generation.gateway import CheckRequest, Gateway, is_integrity_failure
+    from consentry.gate import CheckRequest, Gateway, is_integrity_failure
     from consentry.limits import Limits
 
     if not requester or not purpose:
@@ -91,7 +91,7 @@ def _run(
 ) -> None:
     from consentry.errors import InputError
     from consentry.faces.engines import get_engine
-    from consentry.generation.gateway import Gateway, RunRequest, is_integrity_failure, run_job
+    from consentry.gate import Gateway, RunRequest, is_integrity_failure
     from consentry.generation.placement import resolve_placement
     from consentry.limits import Limits
 
@@ -105,8 +105,7 @@ def _run(
         raise InputError(f"{out} exists; not overwriting")
     with open_registry(home, db) as registry:
         gateway = Gateway(registry, get_engine(engine))
-        receipt = run_job(
-            gateway,
+        receipt = gateway.run(
             RunRequest(
                 requester,
                 purpose,

@@ -5,7 +5,8 @@ Invariants
   item, whatever its name: a file that cannot be read, or is not an allowed
   image (HEIC, ``.bin``, text, ...: judged by its bytes, not its name), is
   reported as unreadable with its error, never skipped silently.
-- Faces come from the face scan (:mod:`consentry.faces.scan`: every frame,
+- Faces come from the one face pipeline (:func:`consentry.identity.lookup.lookup_faces`
+  over :mod:`consentry.faces.scan`: every frame,
   every view of transparency, every orientation, small faces by tiling) under
   the per-job face cap (``Limits.max_faces`` by default): a file with more faces
   is reported as unreadable ("too many faces"), never audited in part.
@@ -33,8 +34,9 @@ from PIL import Image
 from consentry.errors import ConsentryError
 from consentry.faces.engine import FaceEngine
 from consentry.faces.images import BYTES_SOURCE, FaceView, face_views, load_image
-from consentry.faces.scan import ScannedFace, scan_images
+from consentry.faces.scan import ScannedFace
 from consentry.identity.index import IdentityIndex
+from consentry.identity.lookup import lookup_faces
 from consentry.limits import Limits
 from consentry.media import read_capped
 from consentry.provenance.verify import verify_media
@@ -166,7 +168,7 @@ def audit_data(
     try:
         loaded = load_image(data)
         views = face_views(loaded)
-        (scanned,) = scan_images(engine, [loaded], max_faces)
+        (found,) = lookup_faces(engine, index, [loaded], max_faces)
     except ConsentryError as exc:
         item.error = str(exc).replace(BYTES_SOURCE, label)
         return item
@@ -186,22 +188,19 @@ def audit_data(
     except ConsentryError as exc:
         item.manifest_state, item.consent, covered = "invalid", f"failed: {exc}", set()
         why = f"provenance could not be checked: {exc}"
-    for face, matches in zip(
-        scanned, index.match_groups([face.embeddings for face in scanned]), strict=True
-    ):
-        best = {m.subject_id: m.similarity for m in matches}  # best first
-        if best or not face.incidental:  # see ScannedFace.incidental
-            item.faces += 1
-        for subject_id, similarity in best.items():
-            if subject_id in covered:
+    item.faces = len(found)  # incidental faces matching nobody are dropped (lookup_faces)
+    for seen in found:
+        face = seen.face
+        for match in seen.matches:  # best first
+            if match.subject_id in covered:
                 continue
             reason = why or "valid provenance does not cover this subject"
             item.findings.append(
                 Finding(
-                    subject_id=subject_id,
-                    name=names.get(subject_id, ""),
-                    similarity=round(similarity, 4),
-                    bbox=[round(v, 1) for v in face.face.bbox],
+                    subject_id=match.subject_id,
+                    name=names.get(match.subject_id, ""),
+                    similarity=round(match.similarity, 4),
+                    bbox=seen.bbox,
                     reason=reason + _where(face),
                     crop_png=_crop(_pixels_of(views, face), face.face.bbox),
                 )

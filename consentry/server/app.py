@@ -44,8 +44,8 @@ from fastapi import Depends, FastAPI
 
 from consentry.errors import InputError
 from consentry.faces.engine import FaceEngine
+from consentry.gate import Gateway
 from consentry.generation.backends.base import Backend
-from consentry.generation.gateway import Gateway
 from consentry.limits import Limits
 from consentry.registry.checkpointer import Checkpointer
 from consentry.registry.store import Registry

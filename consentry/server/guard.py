@@ -7,7 +7,7 @@ Invariants
   What the client is still sending is read and dropped (up to a cap) so it gets the
   413, not a reset connection.
 - A form body (multipart or urlencoded) is validated strictly before any parser
-  sees it (:mod:`consentry.generation.multipart`): a malformed one is a 400
+  sees it (:mod:`consentry.server.multipart`): a malformed one is a 400
   ``malformed_body`` and nothing is logged; every part must be a field the route
   declares (once, unless a list; a file exactly where it takes a file), and the
   number of files the route receives must equal the number validated
@@ -30,7 +30,7 @@ from urllib.parse import parse_qsl
 from fastapi import Request
 from fastapi import params as fastapi_params
 
-from consentry.generation.multipart import MultipartError, Part, boundary_of, validate_multipart
+from consentry.server.multipart import MultipartError, Part, boundary_of, validate_multipart
 from consentry.server.errors import ApiError, error_body
 
 __all__ = ["MAX_BODY_BYTES", "GuardMiddleware", "parsed_all", "strict_form"]

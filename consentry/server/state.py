@@ -28,8 +28,8 @@ from fastapi import Depends, Request
 
 from consentry.errors import JobLimitError
 from consentry.faces.engine import FaceEngine
+from consentry.gate import Gateway, Receipt, RunRequest, run_job
 from consentry.generation.backends.base import Backend
-from consentry.generation.gateway import Gateway, Receipt, RunRequest, run_job
 from consentry.limits import Limits
 from consentry.registry.checkpointer import Checkpointer
 from consentry.registry.models import Grantee, Prior

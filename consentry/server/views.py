@@ -22,8 +22,8 @@ from collections.abc import Iterable
 from typing import Any
 
 from consentry.errors import ConsentryError
-from consentry.generation.gateway import Receipt
-from consentry.generation.policy import REGISTERED_PERSON, redact_reasons
+from consentry.gate import Receipt
+from consentry.gate.policy import REGISTERED_PERSON, redact_reasons
 from consentry.registry.store import Registry
 
 __all__ = ["GranteeView", "audit_for_grantee", "job_json"]

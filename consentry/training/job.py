@@ -25,9 +25,9 @@ from pathlib import Path
 from PIL import Image
 
 from consentry.errors import ErasedError, GrantError, InputError
-from consentry.generation.gateway import grant_facts
+from consentry.gate import grant_facts
+from consentry.gate.policy import GrantFact, active_grant, grant_problems
 from consentry.generation.placement import resolve_placement
-from consentry.generation.policy import GrantFact, active_grant, grant_problems
 from consentry.registry.biometrics import decrypt_photos, opted_out_subjects
 from consentry.registry.decisions import record_decision
 from consentry.registry.models import Decision, Prior

@@ -186,3 +186,30 @@ def test_audit_uses_the_face_scan_and_the_face_cap(tmp_path: Path, sqlite_url: s
             .findings[0]
             .reason
         )
+
+
+def test_audit_applies_the_default_face_cap(tmp_path: Path, sqlite_url: str) -> None:
+    """The audit goes through the gate's face pipeline with ``Limits.max_faces`` (32) by
+    default: a file of 36 registered faces is reported unreadable, no finding; the same
+    face 4 times is audited, one finding per copy."""
+    from consentry.identity.index import IdentityIndex
+    from consentry.provenance.audit import audit_data
+    from tests.support.faces import crowd_png
+
+    engine = get_engine("sface")
+    with Registry.init(tmp_path / "home", sqlite_url) as registry:
+        obama = registry.add_subject("Barack Obama")
+        enroll_photos(registry, engine, obama.id, [DATA / "obama.jpg"])
+        index = IdentityIndex(registry, engine.name, engine.dim)
+        names = {obama.id: "Barack Obama"}
+        crowd = audit_data(registry, engine, index, names, crowd_png(6), "crowd.png")
+        assert "too many faces: 36" in crowd.error and "limit is 32" in crowd.error
+        assert not crowd.findings and crowd.faces == 0
+        few = audit_data(registry, engine, index, names, crowd_png(2), "few.png")
+        assert not few.error and few.faces == 4
+        assert [f.name for f in few.findings] == ["Barack Obama"] * 4
+        folder = tmp_path / "media"
+        folder.mkdir()
+        (folder / "crowd.png").write_bytes(crowd_png(6))
+        report = audit_paths(registry, engine, [folder])
+        assert "too many faces" in report.items[0].error and not report.items[0].findings

@@ -12,6 +12,7 @@ from PIL import Image
 from consentry import Registry
 from tests.integration._labelled import labelled_set
 from tests.support.cli import Cli, initialised
+from tests.support.faces import crowd_png
 
 DATA = Path(__file__).resolve().parents[2] / "consentry" / "data" / "faces"
 
@@ -93,6 +94,22 @@ def test_match_reports_unreadable_image_as_input_error(cli: Cli, tmp_path: Path)
     bad.write_bytes(b"")
     result = cli("match", str(bad))
     assert result.code == 2 and "Traceback" not in result.err
+
+
+def test_match_applies_the_face_cap(cli: Cli, tmp_path: Path) -> None:
+    """``match`` goes through the gate's face pipeline, face cap included: an image with
+    more faces than ``Limits.max_faces`` (32) is a clear input error, nothing listed;
+    the same face at a count under the cap is matched in every copy."""
+    cli.ok("subject", "enroll", "Barack Obama", str(DATA / "obama.jpg"))
+    crowd = tmp_path / "crowd.png"
+    crowd.write_bytes(crowd_png(6))  # 36 faces
+    result = cli("match", str(crowd))
+    assert result.code == 2 and "Traceback" not in result.err
+    assert "too many faces: 36" in result.err and "limit is 32" in result.err
+    assert not result.out.strip()
+    few = tmp_path / "few.png"
+    few.write_bytes(crowd_png(2))  # 4 faces: under the cap
+    assert matches(cli, few) == ["Barack Obama"] * 4
 
 
 def test_calibrate_records_a_threshold_in_force(cli: Cli, tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ from safetensors.numpy import save
 
 from consentry import Registry
 from consentry.faces.engines import get_engine
-from consentry.generation.gateway import CheckRequest, Gateway
+from consentry.gate import CheckRequest, Gateway
 from consentry.identity.enroll import enroll_photos
 from consentry.registry.decisions import get_decision
 from consentry.registry.prior_files import prior_store_path

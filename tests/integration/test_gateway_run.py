@@ -14,9 +14,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from consentry import Registry
 from consentry.faces.engines import get_engine
+from consentry.gate import Gateway, RunRequest, run_job
 from consentry.generation.backends.base import PriorRef
 from consentry.generation.backends.diffusers_backend import DiffusersBackend
-from consentry.generation.gateway import Gateway, RunRequest, run_job
 from consentry.generation.tiny import build_tiny_pipeline
 from consentry.identity.enroll import enroll_photos
 from consentry.provenance.certs import create_dev_pki
@@ -170,12 +170,12 @@ def test_generate_and_verify_through_the_cli(tmp_path: Path, model: Path) -> Non
 
 
 STAGES = {
-    "load faces": "consentry.generation.gateway.Gateway._faces",
-    "read prior": "consentry.generation.gateway.Gateway._prior",
-    "read grants": "consentry.generation.gateway.Gateway._grants",
-    "match prompt": "consentry.generation.gateway.Gateway._prompt_subjects",
-    "decide": "consentry.generation.gateway.decide",
-    "sign": "consentry.generation.gateway._sign_all",
+    "load faces": "consentry.gate.gateway.Gateway._faces",
+    "read prior": "consentry.gate.gateway.Gateway._prior",
+    "read grants": "consentry.gate.gateway.Gateway._grants",
+    "match prompt": "consentry.gate.gateway.Gateway._prompt_subjects",
+    "decide": "consentry.gate.gateway.decide",
+    "sign": "consentry.gate.release.sign_outputs",
 }
 
 

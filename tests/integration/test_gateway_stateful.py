@@ -68,7 +68,7 @@ from sqlmodel import col, select
 from consentry.errors import DuplicateError, ErasedError
 from consentry.faces.engine import FaceEngine
 from consentry.faces.engines import get_engine
-from consentry.generation.gateway import CheckRequest, Gateway, Receipt
+from consentry.gate import CheckRequest, Gateway, Receipt
 from consentry.identity.enroll import enroll_photos
 from consentry.registry.biometrics import erase_subject
 from consentry.registry.decisions import get_decision, grant_valid_at_index

@@ -21,8 +21,8 @@ from PIL import Image
 from consentry.errors import PriorHashMismatchError
 from consentry.faces.engines import get_engine
 from consentry.faces.images import load_image
+from consentry.gate import Gateway, RunRequest, run_job
 from consentry.generation.exemplars import load_exemplars, register_exemplars
-from consentry.generation.gateway import Gateway, RunRequest, run_job
 from consentry.identity.enroll import enroll_photos
 from consentry.provenance.certs import create_dev_pki
 from consentry.provenance.verify import verify_media

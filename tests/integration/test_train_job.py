@@ -15,7 +15,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from consentry.errors import GrantError
 from consentry.faces.engines import get_engine
-from consentry.generation.gateway import Gateway, RunRequest, run_job
+from consentry.gate import Gateway, RunRequest, run_job
 from consentry.generation.tiny import build_tiny_pipeline
 from consentry.hashing import sha256_file
 from consentry.identity.enroll import enroll_photos

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from consentry.faces.engines import get_engine
-from consentry.generation.gateway import CheckRequest, Gateway
+from consentry.gate import CheckRequest, Gateway
 from consentry.provenance.verify import verify_media
 from consentry.registry import merkle
 from consentry.registry.checkpoint import parse_checkpoint

@@ -17,7 +17,7 @@ from pathlib import Path
 from sqlalchemy import text
 
 from consentry.faces.engines import get_engine
-from consentry.generation.gateway import CheckRequest, Gateway
+from consentry.gate import CheckRequest, Gateway
 from consentry.registry.checkpointer import Checkpointer
 from consentry.registry.db import Database
 from consentry.registry.store import Registry

@@ -18,7 +18,7 @@ from sqlalchemy import text
 from consentry.errors import RollbackError
 from consentry.faces.engine import FaceEngine
 from consentry.faces.engines import get_engine
-from consentry.generation.gateway import CheckRequest, Gateway, is_integrity_failure
+from consentry.gate import CheckRequest, Gateway, is_integrity_failure
 from consentry.registry import consent
 from consentry.registry.decisions import record_decision
 from consentry.registry.store import Registry

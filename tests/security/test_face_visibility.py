@@ -27,7 +27,7 @@ from consentry.faces.engine import FaceEngine
 from consentry.faces.engines import get_engine
 from consentry.faces.images import FACE_MAX_FRAMES, load_image, load_image_bytes
 from consentry.faces.scan import MIN_FACE_ROTATED, MIN_FACE_UPRIGHT
-from consentry.generation.gateway import CheckRequest, Gateway
+from consentry.gate import CheckRequest, Gateway
 from consentry.identity.enroll import enroll_photos
 from consentry.identity.index import IdentityIndex
 

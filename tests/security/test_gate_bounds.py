@@ -16,7 +16,7 @@ from safetensors.numpy import save
 
 from consentry import Registry
 from consentry.faces.engines import get_engine
-from consentry.generation.gateway import CheckRequest, Gateway
+from consentry.gate import CheckRequest, Gateway
 from consentry.limits import Limits
 from consentry.registry.models import Prior
 from consentry.registry.prior_files import store_prior_file

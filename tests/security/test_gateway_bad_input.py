@@ -23,13 +23,13 @@ from PIL import Image
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from consentry.faces.engines import get_engine
-from consentry.faces.images import load_image
 from consentry.generation.tiny import build_tiny_pipeline
 from consentry.registry.decisions import get_decision
 from consentry.registry.store import Registry
 from consentry.server import create_app, hash_admin_key
 from tests.integration._live import live_server
 from tests.support.cli import Cli
+from tests.support.faces import crowd_png
 from tests.unit.fuzz_images import png_declaring
 
 DATA = Path(__file__).resolve().parents[2] / "consentry" / "data" / "faces"
@@ -39,28 +39,6 @@ def _png(image: Image.Image) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     return buffer.getvalue()
-
-
-def _crowd(per_side: int) -> bytes:
-    """``per_side``² copies of a registered face (Obama) in one image."""
-    pixels = load_image(DATA / "obama.jpg").pixels
-    face = get_engine("sface").detect(pixels)[0]
-    x, y, w, h = face.bbox
-    side = max(w, h) * 1.6
-    tile = Image.fromarray(pixels).crop(
-        (
-            int(x + w / 2 - side / 2),
-            int(y + h / 2 - side / 2),
-            int(x + w / 2 + side / 2),
-            int(y + h / 2 + side / 2),
-        )
-    )
-    tile = tile.resize((128, 128))
-    crowd = Image.new("RGB", (128 * per_side, 128 * per_side))
-    for i in range(per_side):
-        for j in range(per_side):
-            crowd.paste(tile, (128 * i, 128 * j))
-    return _png(crowd)
 
 
 def _corrupt() -> bytes:
@@ -76,7 +54,7 @@ def _not_an_image() -> bytes:
 
 
 def _many_faces() -> bytes:
-    return _crowd(6)  # 36 faces: over the per-job limit of 32
+    return crowd_png(6)  # 36 faces: over the per-job limit of 32
 
 
 def _zero_faces() -> bytes:

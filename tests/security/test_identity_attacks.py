@@ -13,7 +13,7 @@ import pytest
 
 from consentry import Registry
 from consentry.faces.engines import get_engine
-from consentry.generation.gateway import CheckRequest, Gateway
+from consentry.gate import CheckRequest, Gateway
 from consentry.identity.enroll import enroll_photos
 
 DATA = Path(__file__).resolve().parents[2] / "consentry" / "data" / "faces"

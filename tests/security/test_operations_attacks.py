@@ -29,8 +29,8 @@ from consentry.faces.calibration import Rates, calibration_problems, required_pa
 from consentry.faces.engine import FaceEngine
 from consentry.faces.engines import get_engine
 from consentry.faces.thresholds import DEFAULT_THRESHOLDS
+from consentry.gate import CheckRequest, Gateway
 from consentry.generation.exemplars import register_exemplars
-from consentry.generation.gateway import CheckRequest, Gateway
 from consentry.identity.enroll import enroll_photos, reenroll_kept_photos
 from consentry.registry.biometrics import (
     calibration_state,

@@ -23,7 +23,7 @@ from safetensors.numpy import save
 from consentry import Registry
 from consentry.errors import PriorFileError, PriorOwnerError
 from consentry.faces.engines import get_engine
-from consentry.generation.gateway import CheckRequest, Gateway
+from consentry.gate import CheckRequest, Gateway
 from consentry.registry.prior_files import prior_store_path, store_prior_file
 from consentry.registry.safetensors_header import MAX_HEADER_BYTES
 from tests.support.cli import Cli

@@ -19,7 +19,7 @@ import pytest
 
 from consentry import Registry
 from consentry.faces.engines import get_engine
-from consentry.generation.gateway import CheckRequest, Gateway, Receipt
+from consentry.gate import CheckRequest, Gateway, Receipt
 
 
 @dataclass

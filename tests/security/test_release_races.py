@@ -18,9 +18,9 @@ from PIL import Image
 
 from consentry.faces.engine import FaceEngine
 from consentry.faces.engines import get_engine
+from consentry.gate import CheckRequest, Gateway, RunRequest, run_job
+from consentry.gate.policy import GrantFact, PriorFact
 from consentry.generation.backends.base import PriorRef
-from consentry.generation.gateway import CheckRequest, Gateway, RunRequest, run_job
-from consentry.generation.policy import GrantFact, PriorFact
 from consentry.provenance.certs import create_dev_pki
 from consentry.provenance.verify import verify_media
 from consentry.registry.biometrics import erase_subject

@@ -27,7 +27,7 @@ from sqlalchemy import text
 from consentry.errors import LogIntegrityError
 from consentry.faces.engine import FaceEngine
 from consentry.faces.engines import get_engine
-from consentry.generation.gateway import CheckRequest, Gateway, Receipt, is_integrity_failure
+from consentry.gate import CheckRequest, Gateway, Receipt, is_integrity_failure
 from consentry.identity.enroll import enroll_photos
 from consentry.provenance.certs import create_dev_pki
 from consentry.provenance.sign import sign_output

@@ -25,7 +25,7 @@ from consentry import Registry
 from consentry.cli.witness_cmds import parse_witness_keys, require_cosigned
 from consentry.errors import CheckpointError, RollbackError
 from consentry.faces.engines import get_engine
-from consentry.generation.gateway import CheckRequest, Gateway
+from consentry.gate import CheckRequest, Gateway
 from consentry.registry import checkpoint as cp
 from consentry.registry import merkle
 from consentry.registry.signing import SigningKey, checkpoint_key_name

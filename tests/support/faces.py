@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import io
 from importlib import resources
 
 import cv2
 import numpy as np
 from PIL import Image
 
-__all__ = ["face_crop"]
+__all__ = ["crowd_png", "face_crop"]
 
 # Square crops around each face's five YuNet landmarks (about 2.4 eye distances a side).
 _CROPS = {"obama": (137, 393, 369, 625), "biden": (214, 450, 360, 596)}
@@ -23,3 +24,32 @@ def face_crop(name: str, size: int = 128) -> np.ndarray:
     return np.ascontiguousarray(
         cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA), dtype=np.uint8
     )
+
+
+def crowd_png(per_side: int) -> bytes:
+    """A PNG of ``per_side``² copies of a registered face (Obama, the shipped photo),
+    tiled 128 px apart: more faces than a cap, with real faces to detect."""
+    from consentry.faces.engines import get_engine
+    from consentry.faces.images import load_image
+
+    with resources.as_file(resources.files("consentry.data") / "faces" / "obama.jpg") as path:
+        pixels = load_image(path).pixels
+    face = get_engine("sface").detect(pixels)[0]
+    x, y, w, h = face.bbox
+    side = max(w, h) * 1.6
+    tile = Image.fromarray(pixels).crop(
+        (
+            int(x + w / 2 - side / 2),
+            int(y + h / 2 - side / 2),
+            int(x + w / 2 + side / 2),
+            int(y + h / 2 + side / 2),
+        )
+    )
+    tile = tile.resize((128, 128))
+    crowd = Image.new("RGB", (128 * per_side, 128 * per_side))
+    for i in range(per_side):
+        for j in range(per_side):
+            crowd.paste(tile, (128 * i, 128 * j))
+    buffer = io.BytesIO()
+    crowd.save(buffer, format="PNG")
+    return buffer.getvalue()

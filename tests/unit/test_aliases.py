@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from consentry.generation.aliases import (
+from consentry.gate.aliases import (
     MIN_COARSE,
     MIN_EDIT,
     MIN_LOOSE,
@@ -499,7 +499,7 @@ def test_ordinary_corpus_is_allowed_against_realistic_names() -> None:
 def test_every_tr39_look_alike_of_a_latin_letter() -> None:
     """Each code point whose TR39 prototype is one Latin letter, put in place of that
     letter in a name of MIN_COARSE letters or more, still names the subject."""
-    from consentry.generation.skeleton import fold, prototypes
+    from consentry.gate.skeleton import fold, prototypes
 
     tried = 0
     for ch, prototype in prototypes().items():

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from consentry.generation.multipart import (
+from consentry.server.multipart import (
     MultipartError,
     Part,
     boundary_of,

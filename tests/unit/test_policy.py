@@ -2,7 +2,7 @@
 fail-closed behaviour on malformed facts, and properties (totality, monotonicity).
 
 The expected verdicts in the table come from a small oracle written here from
-the rules in the issue, independently of ``consentry.generation.policy``.
+the rules in the issue, independently of ``consentry.gate.policy``.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from consentry.generation.policy import (
+from consentry.gate.policy import (
     FaceFact,
     GrantFact,
     JobFacts,

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from consentry.generation.gateway import Receipt
-from consentry.generation.policy import REGISTERED_PERSON, redact_reasons
+from consentry.gate import Receipt
+from consentry.gate.policy import REGISTERED_PERSON, redact_reasons
 
 HIDDEN = "sub_" + "a" * 20
 SHOWN = "sub_" + "b" * 20

@@ -23,7 +23,7 @@ from fastapi import APIRouter, File, Form, Request, UploadFile
 from fastapi.responses import JSONResponse
 
 from consentry.errors import InputError
-from consentry.generation.gateway import CheckRequest, RunRequest
+from consentry.gate import CheckRequest, RunRequest
 from consentry.registry.statements import PURPOSES
 from consentry.server.auth import AuthGrantee
 from consentry.server.guard import parsed_all

@@ -9,7 +9,7 @@ Classes of writing are handled, not examples: every rule is stated over
 Unicode properties or whole tables, never a list of known tricks.
 
 Skeletons (invisible code points dropped, TR39 look-alikes, compatibility forms,
-transliteration, case folding, word breaks) are :mod:`consentry.generation.skeleton`;
+transliteration, case folding, word breaks) are :mod:`consentry.gate.skeleton`;
 this module matches aliases on them.
 
 Views. Each alias is looked for in the plain view above and, where it has at
@@ -73,7 +73,7 @@ from dataclasses import dataclass
 from functools import partial
 from itertools import permutations
 
-from consentry.generation.skeleton import (
+from consentry.gate.skeleton import (
     LEET,
     LEET_CHARS,
     RTL_CONTROLS,

@@ -1,13 +1,13 @@
 """Well-formedness of a job's facts: every malformed or inconsistent fact, as lines.
 
-The policy (:func:`consentry.generation.policy.decide`) is total: it refuses on any
+The policy (:func:`consentry.gate.policy.decide`) is total: it refuses on any
 line :func:`fact_defects` gives rather than trusting the type annotations of
-:mod:`consentry.generation.job_facts`.
+:mod:`consentry.gate.job_facts`.
 
 Invariants
 - Pure and total over well-typed :class:`JobFacts`: no I/O; each function returns
   its findings (or a bool) and raises only where a field is not even iterable,
-  which :func:`~consentry.generation.policy.decide` turns into a refusal.
+  which :func:`~consentry.gate.policy.decide` turns into a refusal.
 - :func:`fact_defects` lists every defect, in a fixed order (scalars, subject sets,
   input then output faces, prompt subjects, prior, grants, sizes, limits), each
   line naming the fact; an empty list means well formed.
@@ -23,7 +23,7 @@ import math
 import re
 from datetime import datetime
 
-from consentry.generation.job_facts import FaceFact, GrantFact, JobFacts, Limits, PriorFact
+from consentry.gate.job_facts import FaceFact, GrantFact, JobFacts, Limits, PriorFact
 from consentry.hashing import is_sha256_hex
 from consentry.registry.statements import PRIOR_KINDS, PURPOSES
 

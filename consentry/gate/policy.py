@@ -6,8 +6,8 @@ the time of the check, the job's sizes and limits), calls :func:`decide` before
 running a job (``stage="pre"``) and again on the outputs before releasing them
 (``stage="post"``, with ``output_faces`` and the revocation state re-read), and
 records every verdict with ``consentry.registry.decisions.record_decision``.
-The facts and the verdict are :mod:`consentry.generation.job_facts` (re-exported
-here); their well-formedness is :mod:`consentry.generation.fact_checks`.
+The facts and the verdict are :mod:`consentry.gate.job_facts` (re-exported
+here); their well-formedness is :mod:`consentry.gate.fact_checks`.
 
 Invariants
 - Pure: no I/O, no clock, no database; the same facts give the same verdict.
@@ -47,8 +47,8 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from consentry.generation.fact_checks import fact_defects, grant_defect, is_int, is_time, sha
-from consentry.generation.job_facts import (
+from consentry.gate.fact_checks import fact_defects, grant_defect, is_int, is_time, sha
+from consentry.gate.job_facts import (
     FaceFact,
     GrantFact,
     JobFacts,

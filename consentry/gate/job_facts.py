@@ -1,12 +1,12 @@
 """The facts of a job and the verdict on it: what the consent policy may look at.
 
-:func:`consentry.generation.policy.decide` reads a :class:`JobFacts` and nothing else,
+:func:`consentry.gate.policy.decide` reads a :class:`JobFacts` and nothing else,
 and returns a :class:`Verdict`; the gateway fills the facts. :class:`Limits` is the
 one source of job bounds for the CLI, the HTTP service and the policy.
 
 Invariants: every type here is a frozen dataclass holding plain values (no I/O, no
 registry handle), so a verdict depends on the facts' values alone. Nothing here
-checks that the facts are well formed: :mod:`consentry.generation.fact_checks` does,
+checks that the facts are well formed: :mod:`consentry.gate.fact_checks` does,
 and the policy refuses malformed facts rather than trusting these annotations.
 """
 
@@ -79,7 +79,7 @@ class JobFacts:
 
     ``requester`` is the grantee id; ``purpose`` one of ``PURPOSES``; ``now`` the
     time of the check; ``prompt_subjects`` the subject ids whose alias occurs in
-    the prompt (see :mod:`consentry.generation.aliases`); ``grants`` the grants
+    the prompt (see :mod:`consentry.gate.aliases`); ``grants`` the grants
     that may matter (at least every grant of every involved subject);
     ``known_subjects`` the ids of the registered subjects the gateway holds
     records for (every subject id mentioned elsewhere must be one of them).

@@ -1,6 +1,6 @@
 """The skeleton of a text: how prompts and aliases are normalised before matching.
 
-:mod:`consentry.generation.aliases` reads a prompt and every alias through the same
+:mod:`consentry.gate.aliases` reads a prompt and every alias through the same
 functions here, so an alias matches however its letters are written. Every rule is
 stated over Unicode properties or whole tables, never a list of known tricks.
 
