@@ -30,8 +30,8 @@ from urllib.parse import parse_qsl
 from fastapi import Request
 from fastapi import params as fastapi_params
 
-from consentry.server.multipart import MultipartError, Part, boundary_of, validate_multipart
 from consentry.server.errors import ApiError, error_body
+from consentry.server.multipart import MultipartError, Part, boundary_of, validate_multipart
 
 __all__ = ["MAX_BODY_BYTES", "GuardMiddleware", "parsed_all", "strict_form"]
 
