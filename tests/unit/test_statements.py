@@ -61,8 +61,9 @@ def test_db_url_resolution_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 
 def test_unreadable_config_is_a_config_error(tmp_path: Path) -> None:
     home = Home(tmp_path)
-    with pytest.raises(ConfigError, match="consentry init"):
+    with pytest.raises(ConfigError, match="no registry at") as raised:
         home.read_config()
+    assert raised.value.hint is not None and "consentry init" in raised.value.hint
     home.config_file.write_text("{not json")
     with pytest.raises(ConfigError):
         home.read_config()
