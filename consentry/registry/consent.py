@@ -19,7 +19,7 @@ Invariants
 - What is followed is bound to the log's tree (``registry.frontier``): before the
   facts of newly read entries are applied, the root of every entry followed so far
   (kept as a frontier, O(log n) hashes) must be consistent with the checkpoint this
-  process proved its witness state holds (``Registry.witnessed_root``; with none,
+  process proved its witness state holds (``registry.log.witnessed_root``; with none,
   equal to the stored tree's root). A leaf rewritten in the database, with or
   without its stored leaf hash, is refused (``LogIntegrityError``) at its first
   follow, so ``Registry.open`` need not read every leaf. Entries the stored tree
@@ -284,7 +284,7 @@ class ConsentState:
             if not self._snapshot_tried:
                 self._snapshot_tried = True
                 self._load_snapshot()
-            anchor = self.registry.witnessed_root  # proved before the reads below began
+            anchor = self.registry.log.witnessed_root  # proved before the reads below began
             followed = 0
             while True:  # in chunks: a first catch-up of a long log holds one chunk at a time
                 entries = self._tail(session)
@@ -531,7 +531,7 @@ class ConsentState:
                 return
         except (ConsentryError, ValueError, KeyError, TypeError):
             return  # an unreadable snapshot (or one an older release wrote): replay from 0
-        anchor = self.registry.witnessed_root
+        anchor = self.registry.log.witnessed_root
         with self.registry.db.read() as reader:
             visible = tiles.log_size(reader)
             try:
