@@ -18,7 +18,8 @@ Invariants
   ``Database.write`` session: the row, its leaf and the stored tree hashes commit
   together or not at all, and ``max(idx) + 1`` (read under the lock) is the next
   free index, so indexes are unique and gap-free.
-- **Witness rules.** Every Registry proves, when it opens and whenever it signs a
+- **Witness rules** (enforced by :class:`~consentry.registry.log_witness.LogWitness`,
+  ``log.witnessing``). Every Registry proves, when it opens and whenever it signs a
   checkpoint, that the log extends the newest checkpoint its *own* witness state
   (``consentry.registry.witness``, outside the home) has seen, with an RFC 9162
   consistency proof, and advances that state only forward (under its lock, after
@@ -32,8 +33,7 @@ Invariants
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -59,6 +59,7 @@ from consentry.fsutil import atomic_write
 from consentry.registry import checkpoint as cp
 from consentry.registry import merkle, tiles
 from consentry.registry.db import Database
+from consentry.registry.log_witness import LogWitness
 from consentry.registry.models import (
     CheckpointRow,
     Grant,
@@ -71,7 +72,6 @@ from consentry.registry.signing import (
     SigningKey,
     canonical_json,
     checkpoint_key_name,
-    public_key_from_hex,
 )
 from consentry.registry.statements import (
     Row,
@@ -82,7 +82,7 @@ from consentry.registry.statements import (
     statement_of,
 )
 from consentry.registry.verify import LogReport, verify_log
-from consentry.registry.witness import WitnessStore, check_extends
+from consentry.registry.witness import WitnessStore
 
 __all__ = ["InclusionProof", "RegistryLog", "leaf_bytes"]
 
@@ -149,10 +149,8 @@ class RegistryLog:
         self._clock = clock
         self.witness = witness
         self._origin = ""
-        # (size, leaf hash hex at size - 1) of the tree last proved to extend the witness
-        self._witnessed_tail: tuple[int, str] | None = None
-        # (size, root) of that witnessed checkpoint: what the consent follower binds to
-        self._witnessed_root: tuple[int, bytes] | None = None
+        # the witness rules and what they proved last (``consentry.registry.log_witness``)
+        self.witnessing = LogWitness(self)
 
     @property
     def origin(self) -> str:
@@ -342,7 +340,7 @@ class RegistryLog:
     def prefix_root(self, size: int) -> bytes | None:
         """RFC 9162 root of the first ``size`` entries, from O(log n) stored hashes;
         None when the log holds fewer entries."""
-        with self._tree() as tree:
+        with self.tree() as tree:
             if not 0 <= size <= len(tree):
                 return None
             return tree.root_at(size)
@@ -355,7 +353,7 @@ class RegistryLog:
         return row
 
     @contextmanager
-    def _tree(self) -> Iterator[tiles.StoredTree]:
+    def tree(self) -> Iterator[tiles.StoredTree]:
         """The whole log's tree from stored hashes, in one read session (O(log n)
         rows per root or proof). Leaves without stored hashes (a home an older
         release wrote) get them first, in a write transaction. Stored hashes past
@@ -380,13 +378,6 @@ class RegistryLog:
             with self.db.write() as session:
                 tiles.sync(session)
 
-    @property
-    def witnessed_root(self) -> tuple[int, bytes] | None:
-        """``(tree size, root)`` of the newest checkpoint this Registry proved its
-        witness state holds and the log extends (at open, and at each checkpoint);
-        None before any (a party trusting the log on first use)."""
-        return self._witnessed_root
-
     def checkpoint(self) -> str:
         """Sign a checkpoint of the whole log now; store it and the home's witness copy.
 
@@ -399,8 +390,8 @@ class RegistryLog:
             key = self._signing_key(session)
             size = tiles.sync(session)
             tree = tiles.StoredTree(session, size)
-            self._check_witness(session, tree)
-            self._check_extends_witness(tree)
+            self.witnessing.check_home_copy(session, tree)
+            self.witnessing.check_extends(tree)
             root = tree.root
             existing = session.get(CheckpointRow, size)
             if existing is not None:
@@ -425,181 +416,23 @@ class RegistryLog:
                     )
                 )
         atomic_write(self.home.witness_checkpoint, note, 0o644)
-        with self._tree() as tree:
-            self._advance_witness(tree, note)
+        with self.tree() as tree:
+            self.witnessing.advance(tree, note)
         return note
 
     # ------------------------------------------------------------------ witness
     def witness_check(self) -> None:
-        """Prove that the whole log extends this party's witness state, then advance
-        the state to the newest stored checkpoint that verifies against the log.
-
-        Roots and the consistency proof come from stored hashes: O(log n) rows.
-        Also checks that the log is the one ``config.json`` names (its origin is
-        bound to the genesis key). Raises ``RollbackError``.
-        """
-        with self._tree() as tree:
-            session = tree.session
-            genesis = session.get(LogEntry, 0)
-            newest = session.exec(
-                select(CheckpointRow).order_by(col(CheckpointRow.tree_size).desc())
-            ).first()
-            keys = {
-                checkpoint_key_name(k.key_id): public_key_from_hex(k.public_key)
-                for k in session.exec(select(OperatorKey))
-            }
-            if genesis is not None:
-                self._check_genesis(genesis, tree.leaf(0))
-            self._check_extends_witness(tree)
-            if newest is not None:
-                candidate = self._verified_note(newest.note, keys, tree)
-                if candidate is not None:
-                    self._advance_witness(tree, candidate)
+        """:meth:`LogWitness.check`: the whole log extends this party's witness state."""
+        self.witnessing.check()
 
     def check_not_rolled_back(self) -> None:
-        """The cheap check before each decision (O(1) queries, no tree).
+        """:meth:`LogWitness.check_not_rolled_back`: the cheap check before a decision."""
+        self.witnessing.check_not_rolled_back()
 
-        The log still holds, unchanged, the last leaf of the tree this Registry
-        proved to extend its witness, and the witness state has not moved past it
-        (another process saw more: then the full :meth:`witness_check` runs). A
-        rollback under a running gateway therefore refuses the next job; a
-        rewrite that keeps that leaf is caught by the full proof at the next
-        checkpoint (before anything is released) and at every open.
-        """
-        seen = self.witness.latest_unchanged(self.origin)
-        tail = self._witnessed_tail
-        if tail is None or (seen is not None and seen.checkpoint.tree_size > tail[0]):
-            self.witness_check()
-            return
-        size, leaf = tail
-        with self.db.reader.connect() as connection:  # one Core query, no ORM session
-            found = connection.execute(_LEAF_HASH_AT, {"idx": size - 1}).first()
-        if found is None or found[0] != leaf:
-            raise RollbackError(
-                f"rollback: the log no longer holds entry {size - 1} as witnessed "
-                f"(witness {self.witness.folder}): the database was restored from an older "
-                "copy or rewritten; refusing every job"
-            )
-
-    def _check_genesis(self, genesis: LogEntry, genesis_hash: bytes) -> None:
-        """The log's first entry is the key its origin is named after."""
-        try:
-            leaf = json.loads(genesis.leaf_json)
-        except ValueError:
-            leaf = {}
-        key_id = str(leaf.get("id", "")) if isinstance(leaf, dict) else ""
-        if (
-            merkle.leaf_hash(genesis.leaf_json.encode()) != genesis_hash
-            or not isinstance(leaf, dict)
-            or leaf.get("kind") != "key"
-            or self.origin != f"consentry.registry/{key_id[:16]}"
-        ):
-            raise RollbackError(
-                f"the database holds another log than {self.origin!r} (its genesis key is "
-                f"{key_id[:16] or 'missing'}): refusing it"
-            )
-
-    def _verified_note(
-        self, note: str, keys: Mapping[str, Ed25519PublicKey], tree: tiles.StoredTree
-    ) -> str | None:
-        """``note`` if an operator key signed it for this origin and its root is the
-        log's prefix root; else None (``log verify`` reports why)."""
-        try:
-            _, signatures = cp.parse_checkpoint(note)
-            for signature in signatures:
-                public = keys.get(signature.key_name)
-                if public is None:
-                    continue
-                checkpoint = cp.verify_checkpoint(note, signature.key_name, public)
-                if (
-                    checkpoint.origin == self.origin
-                    and checkpoint.tree_size <= len(tree)
-                    and tree.root_at(checkpoint.tree_size) == checkpoint.root_hash
-                ):
-                    return note
-                return None
-        except ConsentryError:
-            return None
-        return None
-
-    def _check_extends_witness(self, tree: tiles.StoredTree) -> None:
-        """The log extends the witness state (consistency proof), or RollbackError."""
-        seen = self.witness.latest(self.origin)
-        if seen is None:
-            return  # first sight: trusted on first use, recorded by _advance_witness
-        trusted = seen.checkpoint
-        if trusted.tree_size > len(tree):
-            with self._tree() as fresh:  # another process may have grown the log since
-                if len(fresh) < trusted.tree_size:
-                    raise RollbackError(
-                        f"rollback: the log has {len(fresh)} entries but the witness "
-                        f"{self.witness.folder} saw {trusted.tree_size} of {self.origin!r}: "
-                        "the database was restored from an older copy or truncated; "
-                        "refusing it"
-                    )
-                self._prove_extends(fresh, trusted)
-            return
-        self._prove_extends(tree, trusted)
-
-    def _prove_extends(self, tree: tiles.StoredTree, trusted: cp.Checkpoint) -> None:
-        size = len(tree)
-        proof = tree.consistency_proof(trusted.tree_size) if 0 < trusted.tree_size < size else []
-        current = cp.Checkpoint(self.origin, size, tree.root, trusted.timestamp)
-        try:
-            check_extends(trusted, current, proof)
-        except RollbackError as exc:
-            raise RollbackError(
-                f"rollback: the log does not extend the checkpoint of size "
-                f"{trusted.tree_size} seen by the witness {self.witness.folder} ({exc}); "
-                "refusing it"
-            ) from exc
-        self._remember_tail(tree, trusted.tree_size, trusted.root_hash)
-
-    def _advance_witness(self, tree: tiles.StoredTree, note: str) -> None:
-        """Record ``note``, a checkpoint of a prefix of the log ``tree``, as the
-        witness state. Under the state's lock the whole log is proved again to extend
-        what is stored, so the stored and the new checkpoint are both prefixes of one
-        tree and the state only moves forward."""
-        checkpoint, _ = cp.parse_checkpoint(note)
-        with self.witness.locked(self.origin):
-            self._check_extends_witness(tree)
-            seen = self.witness.latest(self.origin)
-            if seen is None or checkpoint.tree_size >= seen.checkpoint.tree_size:
-                self.witness.advance(note)
-                self._remember_tail(tree, checkpoint.tree_size, checkpoint.root_hash)
-
-    def _remember_tail(self, tree: tiles.StoredTree, size: int, root: bytes) -> None:
-        if 0 < size <= len(tree) and (
-            self._witnessed_tail is None or self._witnessed_tail[0] <= size
-        ):
-            self._witnessed_tail = (size, tree.leaf(size - 1).hex())
-            self._witnessed_root = (size, root)
-
-    def _check_witness(self, session: Session, tree: tiles.StoredTree) -> None:
-        """The log must extend the newest checkpoint this home has witnessed."""
-        path = self.home.witness_checkpoint
-        if not path.exists():
-            return
-        note = path.read_text()
-        keys = {
-            checkpoint_key_name(k.key_id): public_key_from_hex(k.public_key)
-            for k in session.exec(select(OperatorKey))
-        }
-        _, signatures = cp.parse_checkpoint(note)
-        names = [s.key_name for s in signatures if s.key_name in keys]
-        if not names:
-            raise RollbackError("the witness checkpoint is not signed by this registry's keys")
-        witness = cp.verify_checkpoint(note, names[0], keys[names[0]])
-        if witness.tree_size > len(tree):
-            raise RollbackError(
-                f"the log has {len(tree)} entries but this home witnessed "
-                f"{witness.tree_size}: log truncated; run 'consentry log verify'"
-            )
-        if tree.root_at(witness.tree_size) != witness.root_hash:
-            raise RollbackError(
-                "the log's first entries differ from the witnessed checkpoint: "
-                "log rewritten; run 'consentry log verify'"
-            )
+    @property
+    def witnessed_root(self) -> tuple[int, bytes] | None:
+        """:attr:`LogWitness.witnessed_root`: what the consent follower binds to."""
+        return self.witnessing.witnessed_root
 
     def add_cosignatures(self, note: str) -> str:
         """Store the signature lines of ``note`` (a witness-cosigned copy of a stored
@@ -636,7 +469,7 @@ class RegistryLog:
                 checkpoint, _ = cp.verify_cosignature(note, key_name, public_key)
             except ConsentryError:
                 continue
-            with self._tree() as tree:
+            with self.tree() as tree:
                 if (
                     checkpoint.origin == self.origin
                     and checkpoint.tree_size <= len(tree)
@@ -663,7 +496,7 @@ class RegistryLog:
                 f"entry {index} is not covered by the checkpoint of size {checkpoint.tree_size}:"
                 " run 'consentry log checkpoint' first"
             )
-        with self._tree() as whole:
+        with self.tree() as whole:
             if len(whole) < checkpoint.tree_size:
                 raise RollbackError(
                     f"the log has {len(whole)} entries but the checkpoint covers "
@@ -707,7 +540,7 @@ class RegistryLog:
     def consistency_proof(self, old_size: int, new_size: int | None = None) -> list[bytes]:
         """RFC 9162 consistency proof from ``old_size`` to ``new_size`` (default: the
         whole log), from O(log n) stored hashes."""
-        with self._tree() as whole:
+        with self.tree() as whole:
             size = len(whole) if new_size is None else new_size
             if size > len(whole):
                 raise NotFoundError(f"the log has only {len(whole)} entries")
