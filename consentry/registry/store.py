@@ -14,11 +14,11 @@ Invariants
 - Signing keys: the operator's current key signs every statement; a subject
   that holds a key co-signs every grant and revocation that concerns them.
   A key retired by rotation signs nothing more.
-- A grant is *active* at time t iff ``not_before <= t < not_after`` (no upper
-  bound when ``not_after`` is null) and it has no revocation.
+- A grant is *active* at time t iff ``not_before <= t < not_after`` and it has
+  no revocation; this and the other input rules are in ``consentry.registry.rules``.
 - Rollback: every Registry checks its log against its own witness state when it
   opens (``log.witness_check``) and whenever it signs a checkpoint (the rules are
-  in ``consentry.registry.log``); ``RollbackError`` otherwise.
+  in ``consentry.registry.log_witness``); ``RollbackError`` otherwise.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ import secrets
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import bindparam
@@ -40,9 +40,6 @@ from consentry.errors import (
     AmbiguousNameError,
     ConfigError,
     DuplicateError,
-    GrantExpiredError,
-    GrantNotYetValidError,
-    GrantRevokedError,
     InputError,
     LogIntegrityError,
     NotFoundError,
@@ -51,8 +48,6 @@ from consentry.errors import (
     SignatureError,
 )
 from consentry.fsutil import replace_durably
-from consentry.hashing import SHA256_HEX as _SHA256
-from consentry.hashing import hash_file
 from consentry.registry.db import Database
 from consentry.registry.log import InclusionProof, RegistryLog, leaf_bytes
 from consentry.registry.models import (
@@ -65,18 +60,23 @@ from consentry.registry.models import (
     Revocation,
     Subject,
 )
+from consentry.registry.rules import (
+    GrantStatus,
+    grant_status,
+    grant_terms,
+    prior_digest,
+    raise_unless_active,
+    subject_cosigners,
+)
 from consentry.registry.sequencer import DecisionSequencer
 from consentry.registry.signing import (
     SigningKey,
     canonical_json,
-    key_id_of,
     public_key_from_hex,
     public_key_hex,
     sha256_hex,
 )
 from consentry.registry.statements import (
-    PRIOR_KINDS,
-    PURPOSES,
     Row,
     format_time,
     parse_time,
@@ -90,7 +90,6 @@ if TYPE_CHECKING:
 
 __all__ = ["GrantStatus", "InclusionProof", "Registry", "leaf_bytes", "parse_until"]
 
-GrantStatus = Literal["active", "expired", "not-yet-valid", "revoked"]
 Clock = Callable[[], datetime]
 _SUBJECT_BY_ID = select(*Subject.__table__.columns).where(  # type: ignore[attr-defined]
     Subject.__table__.c.id == bindparam("id")  # type: ignore[attr-defined]
@@ -386,25 +385,6 @@ class Registry:
         return Grantee(**found._asdict())
 
     # ------------------------------------------------------------------ grants
-    def _subject_cosigner(
-        self, subject: Subject, subject_key: SigningKey | None, action: str
-    ) -> list[SigningKey]:
-        if subject.public_key is None:
-            if subject_key is not None:
-                raise InputError(f"subject {subject.id} holds no key; drop --subject-key")
-            return []
-        if subject_key is None:
-            raise SignatureError(
-                f"subject {subject.id} holds a key: the {action} needs their signature "
-                "(--subject-key FILE)"
-            )
-        if subject_key.public_hex != subject.public_key:
-            raise SignatureError(
-                f"--subject-key is not the key of subject {subject.id} "
-                f"(expected key {key_id_of(public_key_from_hex(subject.public_key))[:16]})"
-            )
-        return [subject_key]
-
     def grant(
         self,
         subject: str,
@@ -419,25 +399,14 @@ class Registry:
         subject_key: SigningKey | None = None,
     ) -> Grant:
         """Record consent of ``subject`` for ``grantee`` to use their likeness."""
-        wanted = sorted(set(purposes))
-        if not wanted:
-            raise InputError("a grant needs at least one purpose")
-        bad = [p for p in wanted if p not in PURPOSES]
-        if bad:
-            raise InputError(f"unknown purpose {bad[0]!r}: choose from {', '.join(PURPOSES)}")
-        prior_list = sorted({p.lower() for p in priors})
-        for value in [*prior_list, *([evidence_sha256] if evidence_sha256 else [])]:
-            if not _SHA256.match(value):
-                raise InputError(f"not a SHA-256 in hex: {value!r}")
         start = not_before or self._clock()
-        if not_after is not None and not_after <= start:
-            raise InputError("the grant would end before it starts (--until before --from)")
+        wanted, prior_list = grant_terms(purposes, priors, evidence_sha256, start, not_after)
         with self.db.write() as session:
             subject_row = self._find_subject(session, subject)
             if session.exec(select(OptOut).where(OptOut.subject_id == subject_row.id)).first():
                 raise OptedOutError(f"subject {subject_row.id} opted out: no grant can be made")
             grantee_row = self._find_grantee(session, grantee)
-            cosigners = self._subject_cosigner(subject_row, subject_key, "grant")
+            cosigners = subject_cosigners(subject_row, subject_key, "grant")
             row = Grant(
                 id=_new_id("grt"),
                 subject_id=subject_row.id,
@@ -471,7 +440,7 @@ class Registry:
             raise InputError("a revocation needs a reason")
         grant = self.get_grant(grant_id)
         subject = self.get_subject(grant.subject_id)
-        cosigners = self._subject_cosigner(subject, subject_key, "revocation")
+        cosigners = subject_cosigners(subject, subject_key, "revocation")
         row = Revocation(
             id=_new_id("rev"),
             grant_id=grant.id,
@@ -493,28 +462,13 @@ class Registry:
         with self.db.read() as session:
             return session.exec(select(Revocation).where(Revocation.grant_id == grant_id)).first()
 
-    @staticmethod
-    def grant_status(grant: Grant, revocation: Revocation | None, at: datetime) -> GrantStatus:
-        if revocation is not None:
-            return "revoked"
-        moment = format_time(at)
-        if moment < grant.not_before:
-            return "not-yet-valid"
-        if grant.not_after is not None and moment >= grant.not_after:
-            return "expired"
-        return "active"
+    grant_status = staticmethod(grant_status)  # ``rules.grant_status``
 
     def check_grant(self, grant_id: str, at: datetime | None = None) -> Grant:
         """Return the grant if active at ``at`` (default now); else raise a GrantError."""
         grant = self.get_grant(grant_id)
         moment = at or self._clock()
-        status = self.grant_status(grant, self.revocation_of(grant.id), moment)
-        if status == "revoked":
-            raise GrantRevokedError(f"grant {grant.id} was revoked")
-        if status == "expired":
-            raise GrantExpiredError(f"grant {grant.id} expired at {grant.not_after}")
-        if status == "not-yet-valid":
-            raise GrantNotYetValidError(f"grant {grant.id} is valid from {grant.not_before}")
+        raise_unless_active(grant, grant_status(grant, self.revocation_of(grant.id), moment))
         return grant
 
     def list_grants(
@@ -564,16 +518,7 @@ class Registry:
           (:func:`~consentry.registry.safetensors_header.check_safetensors`), else
           :class:`~consentry.errors.PriorFileError`; nothing is logged.
         """
-        if kind not in PRIOR_KINDS:
-            raise InputError(f"unknown prior kind {kind!r}: choose from {', '.join(PRIOR_KINDS)}")
-        if path is not None:
-            if kind != "exemplars":
-                from consentry.registry.safetensors_header import check_safetensors
-
-                check_safetensors(path)
-            sha256, size = _hash_file(path)
-        if sha256 is None or size is None or not _SHA256.match(sha256):
-            raise InputError("a prior needs a file, or its SHA-256 and size")
+        sha256, size = prior_digest(kind, path, sha256, size)
         subject_row = self.get_subject(subject)
         digest = sha256
 
@@ -667,13 +612,6 @@ class Registry:
     def verify_log(self) -> LogReport:
         """:meth:`RegistryLog.verify_log`."""
         return self.log.verify_log()
-
-
-def _hash_file(path: Path) -> tuple[str, int]:
-    try:
-        return hash_file(path)
-    except OSError as exc:
-        raise InputError(f"cannot read {path}: {exc.strerror}") from exc
 
 
 def parse_until(text: str | None) -> datetime | None:
