@@ -17,6 +17,7 @@ from bench import registry_whatif as whatif
 from bench._common import cumulative_breakdown
 from consentry.registry import merkle, verify
 from consentry.registry.db import Database
+from consentry.registry.log import RegistryLog
 from consentry.registry.signing import (
     Envelope,
     SigningKey,
@@ -45,10 +46,10 @@ def grant_breakdown() -> list[tuple[str, Any]]:
         ("    Database.write (session, lock, commit)",
          getattr(Database.write, "__wrapped__", None)),
         ("      Session.commit", SASession.commit),
-        ("    signing_key (Session.get OperatorKey)", m(Registry, *whatif.SIGNING_KEY)),
+        ("    signing_key (Session.get OperatorKey)", m(RegistryLog, *whatif.SIGNING_KEY)),
         ("    Envelope.sign", _code(Envelope.sign)),
         ("      Ed25519 sign (cryptography)", "~:<method 'sign' of"),
-        (f"    {whatif.APPEND_NAME} (SELECT max(idx), flush)", m(Registry, *whatif.APPEND)),
+        (f"    {whatif.APPEND_NAME} (SELECT max(idx), flush)", m(RegistryLog, *whatif.APPEND)),
         ("      Session.flush (autoflush + explicit)", SASession.flush),
         ("  canonical_json (rfc8785, all calls)", canonical_json),
         ("  SigningKey.key_id (derives public key)", _getter(SigningKey, "key_id")),

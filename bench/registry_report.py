@@ -127,7 +127,7 @@ def _proof_tables(result: dict[str, Any]) -> None:
         irows,
         caption=("indexes: 0, N-1 and 3 random; hashes = min-max path length; generate and verify "
                  "are medians (verify: 50 calls per index, incl. checkpoint signature);\n"
-                 "load hashes = registry.leaf_hashes(N) alone, median of 3."),
+                 "load hashes = registry.log.leaf_hashes(N) alone, median of 3."),
     )
     table(
         "3b. Consistency proofs (registry.consistency_proof(N//2, N); offline: "

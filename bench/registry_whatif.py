@@ -32,6 +32,7 @@ from sqlmodel import col, select
 
 from consentry.errors import DuplicateError, NotFoundError, RetiredKeyError
 from consentry.registry import merkle, signing, verify
+from consentry.registry.log import RegistryLog
 from consentry.registry.models import (
     Grant,
     Grantee,
@@ -56,9 +57,10 @@ def method(owner: Any, *names: str) -> Any:
     return None
 
 
-APPEND = ("append", "_append")
-SIGNING_KEY = ("signing_key", "_signing_key")
-APPEND_NAME = next(n for n in APPEND if hasattr(Registry, n))
+# the log's internals (``registry.log``): the low-level append and the key check
+APPEND = ("_append",)
+SIGNING_KEY = ("_signing_key",)
+APPEND_NAME = next(n for n in APPEND if hasattr(RegistryLog, n))
 
 
 _CHECK = text(
@@ -76,7 +78,7 @@ _ENTRY_INSERT = insert(LogEntry.__table__)  # type: ignore[attr-defined]
 def lean_grant(registry: Registry, key_id: str, subject_id: str, grantee_id: str,
                until: datetime) -> Grant:
     """Prototype of the suggested fix: one transaction, core SQL, key id computed once."""
-    key = registry._key
+    key = registry.log._key
     with registry.db.writer.begin() as conn:  # BEGIN IMMEDIATE: the writer lock (SQLite)
         n_sub, sub_key, n_gte, retired, n_key, last = conn.execute(
             _CHECK, {"s": subject_id, "g": grantee_id, "k": key_id}
@@ -171,7 +173,7 @@ def grant_components(registry: Registry, subject_id: str, grantee_id: str, until
     the operations taking turns (see ``_interleaved``); derived rows are
     differences of measured ones. Appends extra (valid) grants to the registry.
     """
-    key, key_id = registry._key, registry.key_id
+    key, key_id = registry.log._key, registry.key_id
     db = registry.db
 
     def new_row() -> Grant:
@@ -181,8 +183,8 @@ def grant_components(registry: Registry, subject_id: str, grantee_id: str, until
         with db.write():
             pass
 
-    signing_key = method(registry, *SIGNING_KEY)
-    append = method(registry, *APPEND)
+    signing_key = method(registry.log, *SIGNING_KEY)
+    append = method(registry.log, *APPEND)
 
     def write_signing_key() -> None:
         with db.write() as session:
@@ -196,7 +198,7 @@ def grant_components(registry: Registry, subject_id: str, grantee_id: str, until
         with db.write() as session:
             fresh.issuer_key_id = signing_key(session).key_id
             envelope = Envelope.sign(statement_of(fresh), [key])
-            append(session, fresh, "grant", fresh.id, envelope)
+            append(session, [(fresh, "grant", fresh.id, envelope)])
 
     row = new_row()
     message = b"x" * 420  # about the PAE size of a grant statement
@@ -273,7 +275,7 @@ def verify_components(registry: Registry, verify_cpu_per_entry: float,
     statements = [env.statement for env in envelopes]
     grant_rows = [rows_by_id[s["id"]] for s in statements]
     key_id = registry.key_id
-    public = registry._key.public_key
+    public = registry.log._key.public_key
     trusted = {key_id: public}
     messages = [_pae(env.payload_type, env.payload) for env in envelopes]
     n = len(picked)

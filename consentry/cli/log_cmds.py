@@ -187,7 +187,7 @@ def add_cosignature(
     """Store a witness's cosignature lines with the stored checkpoint they sign."""
     note = _read_text(note_file, "checkpoint")
     with open_registry(home, db) as registry:
-        stored = registry.add_cosignatures(note)
+        stored = registry.log.add_cosignatures(note)
     typer.echo(stored, nl=False)
 
 
@@ -210,7 +210,7 @@ def verify(
     with open_registry(home, db) as registry:
         report = registry.verify_log()
         for name, public in witnesses:
-            witnessed[name] = registry.cosigned_size(name, public)
+            witnessed[name] = registry.log.cosigned_size(name, public)
     for name, size in witnessed.items():
         if size == 0:
             report.problems.append(

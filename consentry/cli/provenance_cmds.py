@@ -34,10 +34,11 @@ def verify(
     data, mime = read_media(file)
     with open_registry(home, db) as registry:
         result = verify_media(registry, data, mime)
+        log = registry.log
         unwitnessed = [
             name
             for name, public in witnesses
-            if result.log_index is None or registry.cosigned_size(name, public) <= result.log_index
+            if result.log_index is None or log.cosigned_size(name, public) <= result.log_index
         ]
     if result.ok and unwitnessed:
         fail(f"{file}: its decision is in no checkpoint cosigned by {', '.join(unwitnessed)}")

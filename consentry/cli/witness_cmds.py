@@ -171,7 +171,7 @@ def cosign_command(
                 registry.now(),
                 origin=registry.origin,
             )
-            note = registry.add_cosignatures(cosigned)
+            note = registry.log.add_cosignatures(cosigned)
     if as_json:
         emit_json(_summary(note))
     else:

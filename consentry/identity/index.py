@@ -324,7 +324,7 @@ class IdentityIndex:
                 "engine": self.engine,
                 "dim": self.dim,
                 "log_size": self._log_size,
-                "root": (self.registry.prefix_root(self._log_size) or b"").hex(),
+                "root": (self.registry.log.prefix_root(self._log_size) or b"").hex(),
                 "ids": ids,
                 "subjects": [self._subject_of[i] for i in ids],
                 "threshold": self._threshold,
@@ -353,7 +353,7 @@ class IdentityIndex:
             size = int(header["log_size"])
             if header["engine"] != self.engine or int(header["dim"]) != self.dim:
                 return False
-            root = self.registry.prefix_root(size)
+            root = self.registry.log.prefix_root(size)
             if root is None or root.hex() != header["root"]:
                 return False  # the log was rewritten or truncated since: rebuild
             ids = [int(i) for i in header["ids"]]

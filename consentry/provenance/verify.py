@@ -156,7 +156,7 @@ def _checkpoint(
 
 
 def _check_log(registry: Registry, checkpoint: cp.Checkpoint) -> None:
-    root = registry.prefix_root(checkpoint.tree_size)
+    root = registry.log.prefix_root(checkpoint.tree_size)
     if root is None:
         raise _ConsentFailedError(
             f"the checkpoint covers {checkpoint.tree_size} entries but this registry's log "

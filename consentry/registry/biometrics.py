@@ -39,8 +39,8 @@ from consentry.registry.models import (
     SubjectDataKey,
 )
 from consentry.registry.prior_files import prior_store_path
-from consentry.registry.signing import Envelope, sha256_hex
-from consentry.registry.statements import format_time, statement_of
+from consentry.registry.signing import sha256_hex
+from consentry.registry.statements import format_time
 from consentry.registry.vault import seal, unseal
 
 if TYPE_CHECKING:
@@ -185,10 +185,7 @@ def enroll(
             created_at=format_time(registry.now()),
             log_index=-1,
         )
-        key = registry.signing_key(session)
-        index = registry.append(
-            session, row, "enrollment", row.id, Envelope.sign(statement_of(row), [key])
-        )
+        index = registry.log.record(session, row)
         _number_embeddings(blobs, index)
         for blob in blobs:
             session.add(blob)
@@ -283,8 +280,7 @@ def erase_subject(registry: Registry, subject: str, reason: str) -> Erasure:
             created_at=format_time(registry.now()),
             log_index=-1,
         )
-        key = registry.signing_key(session)
-        registry.append(session, row, "erasure", row.id, Envelope.sign(statement_of(row), [key]))
+        registry.log.record(session, row)
     # persisted index caches hold the vectors (encrypted under the master key): purge them
     for cache in (registry.home.root / "cache").glob("index-*.bin"):
         cache.unlink(missing_ok=True)
@@ -326,8 +322,7 @@ def opt_out_subject(registry: Registry, subject: str, reason: str) -> OptOut:
             created_at=format_time(registry.now()),
             log_index=-1,
         )
-        key = registry.signing_key(session)
-        registry.append(session, row, "opt-out", row.id, Envelope.sign(statement_of(row), [key]))
+        registry.log.record(session, row)
     _delete_prior_files(registry, subject_row.id)
     return row
 
@@ -547,10 +542,7 @@ def record_calibration(registry: Registry, row: Calibration) -> Calibration:
     row.id = registry.new_id("cal")
     row.created_at = format_time(registry.now())
     with registry.db.write() as session:
-        key = registry.signing_key(session)
-        registry.append(
-            session, row, "calibration", row.id, Envelope.sign(statement_of(row), [key])
-        )
+        registry.log.record(session, row)
     return row
 
 

@@ -19,7 +19,7 @@ Invariants
 - What is followed is bound to the log's tree (``registry.frontier``): before the
   facts of newly read entries are applied, the root of every entry followed so far
   (kept as a frontier, O(log n) hashes) must be consistent with the checkpoint this
-  process proved its witness state holds (``Registry.witnessed_root``; with none,
+  process proved its witness state holds (``registry.log.witnessed_root``; with none,
   equal to the stored tree's root). A leaf rewritten in the database, with or
   without its stored leaf hash, is refused (``LogIntegrityError``) at its first
   follow, so ``Registry.open`` need not read every leaf. Entries the stored tree
@@ -41,7 +41,7 @@ import bisect
 import dataclasses
 import json
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -284,7 +284,7 @@ class ConsentState:
             if not self._snapshot_tried:
                 self._snapshot_tried = True
                 self._load_snapshot()
-            anchor = self.registry.witnessed_root  # proved before the reads below began
+            anchor = self.registry.log.witnessed_root  # proved before the reads below began
             followed = 0
             while True:  # in chunks: a first catch-up of a long log holds one chunk at a time
                 entries = self._tail(session)
@@ -394,70 +394,83 @@ class ConsentState:
         self._size = entry.idx + 1
 
     def _apply(self, index: int, kind: str, s: dict[str, Any]) -> None:
-        record_id = str(s.get("id"))
-        if kind == "subject":
-            self.subjects[record_id] = SignedSubject(
-                record_id,
-                str(s.get("display_name")),
-                _strings(s.get("aliases")),
-                s.get("public_key"),
-                index,
-            )
-            self._newest_subject = index
-        elif kind == "grantee":
-            self.grantees[record_id] = SignedGrantee(
-                record_id, str(s.get("name")), str(s.get("api_key_sha256")), s.get("public_key"),
-                index,
-            )  # fmt: skip
-            self._grantees_named.setdefault(str(s.get("name")), []).append(record_id)
-        elif kind == "grant":
-            grant = SignedGrant(
-                record_id,
-                str(s.get("subject")),
-                str(s.get("grantee")),
-                _strings(s.get("purposes")),
-                _strings(s.get("priors")),
-                str(s.get("not_before")),
-                None if s.get("not_after") is None else str(s.get("not_after")),
-                index,
-            )
-            self.grants[record_id] = grant
-            self._by_subject.setdefault(grant.subject, []).append(record_id)
-            for sha in grant.priors:
-                self._by_prior.setdefault(sha, []).append(record_id)
-        elif kind == "revocation":
-            self.revoked.setdefault(str(s.get("grant")), index)
-        elif kind == "prior":
-            details = s.get("details")
-            self.priors[record_id] = SignedPrior(
-                record_id,
-                str(s.get("subject")),
-                str(s.get("kind")),
-                str(s.get("sha256")),
-                index,
-                dict(details) if isinstance(details, dict) else {},
-            )
-            self._priors_of_sha.setdefault(str(s.get("sha256")), []).append(record_id)
-        elif kind == "enrollment":
-            blobs = tuple(
-                SignedBlob(str(b["id"]), str(b["kind"]), str(b["photo_sha256"]), str(b["sha256"]))
-                for b in s.get("blobs") or ()
-            )
-            enrollment = SignedEnrollment(
-                record_id, str(s.get("subject")), str(s.get("engine")), blobs, index
-            )
-            self.enrollments[record_id] = enrollment
-            self._event(BiometricEvent(index, "enrollment", enrollment=enrollment))
-        elif kind == "erasure":
-            subject = str(s.get("subject"))
-            self.erased.setdefault(subject, index)
-            self._event(BiometricEvent(index, "erasure", subject=subject))
-        elif kind == "opt-out":
-            self.opted_out.setdefault(str(s.get("subject")), index)
-        elif kind == "calibration":
-            engine, threshold = str(s.get("engine")), float(s.get("threshold", 0.0))
-            self.thresholds[engine] = threshold
-            self._event(BiometricEvent(index, "calibration", engine=engine, threshold=threshold))
+        """Fold one consent fact into the state (kinds without one, decisions and
+        keys, change nothing): one handler per kind (``_APPLY``)."""
+        handler = _APPLY.get(kind)
+        if handler is not None:
+            handler(self, index, str(s.get("id")), s)
+
+    def _on_subject(self, index: int, record_id: str, s: dict[str, Any]) -> None:
+        self.subjects[record_id] = SignedSubject(
+            record_id,
+            str(s.get("display_name")),
+            _strings(s.get("aliases")),
+            s.get("public_key"),
+            index,
+        )
+        self._newest_subject = index
+
+    def _on_grantee(self, index: int, record_id: str, s: dict[str, Any]) -> None:
+        self.grantees[record_id] = SignedGrantee(
+            record_id, str(s.get("name")), str(s.get("api_key_sha256")), s.get("public_key"),
+            index,
+        )  # fmt: skip
+        self._grantees_named.setdefault(str(s.get("name")), []).append(record_id)
+
+    def _on_grant(self, index: int, record_id: str, s: dict[str, Any]) -> None:
+        grant = SignedGrant(
+            record_id,
+            str(s.get("subject")),
+            str(s.get("grantee")),
+            _strings(s.get("purposes")),
+            _strings(s.get("priors")),
+            str(s.get("not_before")),
+            None if s.get("not_after") is None else str(s.get("not_after")),
+            index,
+        )
+        self.grants[record_id] = grant
+        self._by_subject.setdefault(grant.subject, []).append(record_id)
+        for sha in grant.priors:
+            self._by_prior.setdefault(sha, []).append(record_id)
+
+    def _on_revocation(self, index: int, record_id: str, s: dict[str, Any]) -> None:
+        self.revoked.setdefault(str(s.get("grant")), index)
+
+    def _on_prior(self, index: int, record_id: str, s: dict[str, Any]) -> None:
+        details = s.get("details")
+        self.priors[record_id] = SignedPrior(
+            record_id,
+            str(s.get("subject")),
+            str(s.get("kind")),
+            str(s.get("sha256")),
+            index,
+            dict(details) if isinstance(details, dict) else {},
+        )
+        self._priors_of_sha.setdefault(str(s.get("sha256")), []).append(record_id)
+
+    def _on_enrollment(self, index: int, record_id: str, s: dict[str, Any]) -> None:
+        blobs = tuple(
+            SignedBlob(str(b["id"]), str(b["kind"]), str(b["photo_sha256"]), str(b["sha256"]))
+            for b in s.get("blobs") or ()
+        )
+        enrollment = SignedEnrollment(
+            record_id, str(s.get("subject")), str(s.get("engine")), blobs, index
+        )
+        self.enrollments[record_id] = enrollment
+        self._event(BiometricEvent(index, "enrollment", enrollment=enrollment))
+
+    def _on_erasure(self, index: int, record_id: str, s: dict[str, Any]) -> None:
+        subject = str(s.get("subject"))
+        self.erased.setdefault(subject, index)
+        self._event(BiometricEvent(index, "erasure", subject=subject))
+
+    def _on_opt_out(self, index: int, record_id: str, s: dict[str, Any]) -> None:
+        self.opted_out.setdefault(str(s.get("subject")), index)
+
+    def _on_calibration(self, index: int, record_id: str, s: dict[str, Any]) -> None:
+        engine, threshold = str(s.get("engine")), float(s.get("threshold", 0.0))
+        self.thresholds[engine] = threshold
+        self._event(BiometricEvent(index, "calibration", engine=engine, threshold=threshold))
 
     def _event(self, event: BiometricEvent) -> None:
         self._events.append(event)
@@ -531,7 +544,7 @@ class ConsentState:
                 return
         except (ConsentryError, ValueError, KeyError, TypeError):
             return  # an unreadable snapshot (or one an older release wrote): replay from 0
-        anchor = self.registry.witnessed_root
+        anchor = self.registry.log.witnessed_root
         with self.registry.db.read() as reader:
             visible = tiles.log_size(reader)
             try:
@@ -828,3 +841,16 @@ class ConsentState:
                 f"grant {grant.id}: its revocation row claims log index {row.log_index}, "
                 f"the signed log {revoked}"
             )
+
+
+_APPLY: dict[str, Callable[[ConsentState, int, str, dict[str, Any]], None]] = {
+    "subject": ConsentState._on_subject,
+    "grantee": ConsentState._on_grantee,
+    "grant": ConsentState._on_grant,
+    "revocation": ConsentState._on_revocation,
+    "prior": ConsentState._on_prior,
+    "enrollment": ConsentState._on_enrollment,
+    "erasure": ConsentState._on_erasure,
+    "opt-out": ConsentState._on_opt_out,
+    "calibration": ConsentState._on_calibration,
+}

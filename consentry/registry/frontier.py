@@ -10,7 +10,7 @@ of every leaf hash.
 :func:`bind_prefix` is how such a reader proves that the leaves it read are the
 log's: the root it computed must be consistent (RFC 9162 consistency proof from
 stored hashes, checked with ``merkle.verify_consistency``) with the checkpoint
-this process last proved its witness state to hold (``Registry.witnessed_root``),
+this process last proved its witness state to hold (``registry.log.witnessed_root``),
 or, with no such checkpoint (a party that trusts on first use), equal the stored
 tree's root at that size. O(log n) stored hashes either way.
 

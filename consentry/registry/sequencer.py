@@ -21,7 +21,7 @@ commit):
 2. when the batch holds an allow, one ``registry.consent.refresh(session)``: the
    consent state then holds every entry committed before the lock was taken;
    a log that does not verify turns every allow of the batch into a refusal;
-3. the next index ``start`` (``Registry.next_index``); with an allow in the
+3. the next index ``start`` (``registry.log.next_index``); with an allow in the
    batch, ``consent.size`` must equal it (else every allow is refused);
 4. the grantee, grant and subject existence checks, one query for the batch's
    distinct ids (rows, read in the writer's transaction, as before). A request
@@ -31,15 +31,15 @@ commit):
 5. each allow re-checked at its own index ``start + position`` (``recheck_at``):
    a grant revoked or out of its window, a prior's owner erased, a subject opted
    out turn it into a logged refusal (``RACE_PREFIX``);
-6. the operator key checked once (``signing_key``), each statement signed,
-   rows, log entries and stored tree hashes written with one executemany each
-   (``Registry.append_many``), then the commit.
+6. ``registry.log.record_many``: the operator key checked once, each statement
+   signed, rows, log entries and stored tree hashes written with one executemany
+   each, then the commit.
 
 Invariants
 - **Revocation wins every race, batched too.** Steps 2 to 6 run in one
   transaction holding the writer lock, so nothing is appended between a batch's
   re-check and its leaves; grants, revocations, erasures and opt-outs
-  (``Registry._sign_and_append`` and friends) take the same lock and so land
+  (``registry.log.record``) take the same lock and so land
   wholly before the batch (seen by step 2, honoured) or wholly after it (at a
   later index: consent at the time lets the earlier decisions stand).
 - **Re-checking at the position is sound.** The only entries between ``start``
@@ -57,7 +57,7 @@ Invariants
   entry that is not committed. Requests are never retried by the sequencer.
 - Indexes are unique and gap-free because only the holder of the writer lock
   assigns them: ``start`` is read under the lock and the batch's leaves take
-  ``start, start + 1, ...`` in the same transaction (``Registry.append_many``).
+  ``start, start + 1, ...`` in the same transaction (``log.record_many``).
 
 Coordination across processes is the database's writer lock, unchanged
 (``consentry.registry.db``): SQLite ``BEGIN IMMEDIATE``; on PostgreSQL the
@@ -93,8 +93,7 @@ from sqlmodel import Session
 from consentry.errors import ConsentryError, InputError, NotFoundError
 from consentry.registry.decisions import DecisionRequest, decision_row, recheck_at
 from consentry.registry.models import Decision, Grant, Grantee, Subject
-from consentry.registry.signing import Envelope
-from consentry.registry.statements import format_time, statement_of
+from consentry.registry.statements import format_time
 
 if TYPE_CHECKING:
     from consentry.registry.store import Registry
@@ -272,7 +271,7 @@ class DecisionSequencer:
                 state.refresh(session)
             except ConsentryError as exc:
                 broken = f"integrity error: {exc}"
-        start = registry.next_index(session)
+        start = registry.log.next_index(session)
         if broken is None and any(r.allowed for r in requests) and state.size != start:
             broken = (
                 f"integrity error: the consent state holds {state.size} entries but the "
@@ -288,8 +287,7 @@ class DecisionSequencer:
                 accepted.append((request, known.grantees[request.grantee]))
         if not accepted:
             return 0
-        key = registry.signing_key(session)
-        items: list[tuple[Decision, str, str, Envelope]] = []
+        rows: list[Decision] = []
         for position, (request, grantee_id) in enumerate(accepted):
             late: list[str] = []
             if request.allowed:
@@ -298,11 +296,11 @@ class DecisionSequencer:
                     request.prior_sha256, moment,
                 )  # fmt: skip
             row = decision_row(request, registry.new_id("dec"), moment, late, grantee_id)
-            items.append((row, "decision", row.id, Envelope.sign(statement_of(row), [key])))
-        registry.append_many(session, items, start=start)
-        for (request, _), (row, *_rest) in zip(accepted, items, strict=True):
+            rows.append(row)
+        registry.log.record_many(session, rows, start=start)
+        for (request, _), row in zip(accepted, rows, strict=True):
             outcomes[id(request)] = row
-        return len(items)
+        return len(rows)
 
 
 _CHUNK = 500  # ids of each kind per existence query

@@ -9,6 +9,7 @@ logged when the row was written. Statement types are ``consentry.<kind>`` with
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -34,7 +35,9 @@ __all__ = [
     "STATEMENT_VERSION",
     "Row",
     "format_time",
+    "leaf_kind_of",
     "parse_time",
+    "record_id_of",
     "rotation_statement",
     "statement_of",
 ]
@@ -100,128 +103,187 @@ def _base(kind: str) -> dict[str, Any]:
     return {"type": f"consentry.{kind}", "version": STATEMENT_VERSION}
 
 
-def statement_of(row: Row) -> dict[str, Any]:
-    """The signed statement a row stands for."""
-    if isinstance(row, Subject):
-        return _base("subject") | {
+def _subject(row: Subject) -> dict[str, Any]:
+    return _base("subject") | {
+        "id": row.id,
+        "display_name": row.display_name,
+        "aliases": json.loads(row.aliases_json),
+        "public_key": row.public_key,
+        "time": row.created_at,
+    }
+
+
+def _grantee(row: Grantee) -> dict[str, Any]:
+    return _base("grantee") | {
+        "id": row.id,
+        "name": row.name,
+        "api_key_sha256": row.api_key_sha256,
+        "public_key": row.public_key,
+        "time": row.created_at,
+    }
+
+
+def _grant(row: Grant) -> dict[str, Any]:
+    return _base("grant") | {
+        "id": row.id,
+        "subject": row.subject_id,
+        "grantee": row.grantee_id,
+        "purposes": json.loads(row.purposes_json),
+        "priors": json.loads(row.priors_json),
+        "not_before": row.not_before,
+        "not_after": row.not_after,
+        "constraints": json.loads(row.constraints_json),
+        "evidence_sha256": row.evidence_sha256,
+        "issuer": row.issuer_key_id,
+        "subject_key": row.subject_key_id,
+        "time": row.created_at,
+    }
+
+
+def _revocation(row: Revocation) -> dict[str, Any]:
+    return _base("revocation") | {
+        "id": row.id,
+        "grant": row.grant_id,
+        "reason": row.reason,
+        "issuer": row.issuer_key_id,
+        "subject_key": row.subject_key_id,
+        "time": row.created_at,
+    }
+
+
+def _prior(row: Prior) -> dict[str, Any]:
+    return _base("prior") | {
+        "id": row.id,
+        "subject": row.subject_id,
+        "kind": row.kind,
+        "base_model": row.base_model_id,
+        "sha256": row.sha256,
+        "size": row.size,
+        "details": json.loads(row.details_json),
+        "time": row.created_at,
+    }
+
+
+def _enrollment(row: Enrollment) -> dict[str, Any]:
+    return _base("enrollment") | {
+        "id": row.id,
+        "subject": row.subject_id,
+        "engine": row.engine,
+        "engine_version": row.engine_version,
+        "model_hashes": json.loads(row.model_hashes_json),
+        "blobs": json.loads(row.blobs_json),
+        "time": row.created_at,
+    }
+
+
+def _erasure(row: Erasure) -> dict[str, Any]:
+    return _base("erasure") | {
+        "id": row.id,
+        "subject": row.subject_id,
+        "enrollments": json.loads(row.enrollments_json),
+        "reason": row.reason,
+        "time": row.created_at,
+    }
+
+
+def _opt_out(row: OptOut) -> dict[str, Any]:
+    return _base("opt-out") | {
+        "id": row.id,
+        "subject": row.subject_id,
+        "photos": json.loads(row.photos_json),
+        "reason": row.reason,
+        "time": row.created_at,
+    }
+
+
+def _calibration(row: Calibration) -> dict[str, Any]:
+    return (
+        _base("calibration")
+        | {
             "id": row.id,
-            "display_name": row.display_name,
-            "aliases": json.loads(row.aliases_json),
-            "public_key": row.public_key,
-            "time": row.created_at,
-        }
-    if isinstance(row, Grantee):
-        return _base("grantee") | {
-            "id": row.id,
-            "name": row.name,
-            "api_key_sha256": row.api_key_sha256,
-            "public_key": row.public_key,
-            "time": row.created_at,
-        }
-    if isinstance(row, Grant):
-        return _base("grant") | {
-            "id": row.id,
-            "subject": row.subject_id,
-            "grantee": row.grantee_id,
-            "purposes": json.loads(row.purposes_json),
-            "priors": json.loads(row.priors_json),
-            "not_before": row.not_before,
-            "not_after": row.not_after,
-            "constraints": json.loads(row.constraints_json),
-            "evidence_sha256": row.evidence_sha256,
-            "issuer": row.issuer_key_id,
-            "subject_key": row.subject_key_id,
-            "time": row.created_at,
-        }
-    if isinstance(row, Revocation):
-        return _base("revocation") | {
-            "id": row.id,
-            "grant": row.grant_id,
-            "reason": row.reason,
-            "issuer": row.issuer_key_id,
-            "subject_key": row.subject_key_id,
-            "time": row.created_at,
-        }
-    if isinstance(row, Prior):
-        return _base("prior") | {
-            "id": row.id,
-            "subject": row.subject_id,
-            "kind": row.kind,
-            "base_model": row.base_model_id,
-            "sha256": row.sha256,
-            "size": row.size,
-            "details": json.loads(row.details_json),
-            "time": row.created_at,
-        }
-    if isinstance(row, Enrollment):
-        return _base("enrollment") | {
-            "id": row.id,
-            "subject": row.subject_id,
             "engine": row.engine,
             "engine_version": row.engine_version,
-            "model_hashes": json.loads(row.model_hashes_json),
-            "blobs": json.loads(row.blobs_json),
+            "threshold": row.threshold,
+            "fmr_target": row.fmr_target,
+            "fmr": row.fmr,
+            "fnmr": row.fnmr,
+            "eer": row.eer,
+            "genuine_pairs": row.genuine_pairs,
+            "impostor_pairs": row.impostor_pairs,
+            "dataset_sha256": row.dataset_sha256,
             "time": row.created_at,
         }
-    if isinstance(row, Erasure):
-        return _base("erasure") | {
-            "id": row.id,
-            "subject": row.subject_id,
-            "enrollments": json.loads(row.enrollments_json),
-            "reason": row.reason,
-            "time": row.created_at,
-        }
-    if isinstance(row, OptOut):
-        return _base("opt-out") | {
-            "id": row.id,
-            "subject": row.subject_id,
-            "photos": json.loads(row.photos_json),
-            "reason": row.reason,
-            "time": row.created_at,
-        }
-    if isinstance(row, Calibration):
-        return (
-            _base("calibration")
-            | {
-                "id": row.id,
-                "engine": row.engine,
-                "engine_version": row.engine_version,
-                "threshold": row.threshold,
-                "fmr_target": row.fmr_target,
-                "fmr": row.fmr,
-                "fnmr": row.fnmr,
-                "eer": row.eer,
-                "genuine_pairs": row.genuine_pairs,
-                "impostor_pairs": row.impostor_pairs,
-                "dataset_sha256": row.dataset_sha256,
-                "time": row.created_at,
-            }
-            | (
-                # a measurement restating nothing is written as release 0.1.0 wrote it
-                {}
-                if row.action == "measure" and row.restores is None
-                else {"action": row.action, "restores": row.restores}
-            )
+        | (
+            # a measurement restating nothing is written as release 0.1.0 wrote it
+            {}
+            if row.action == "measure" and row.restores is None
+            else {"action": row.action, "restores": row.restores}
         )
-    if isinstance(row, Decision):
-        return _base("decision") | {
-            "id": row.id,
-            "grantee": row.grantee_id,
-            "purpose": row.purpose,
-            "allowed": bool(row.allowed),
-            "reasons": json.loads(row.reasons_json),
-            "grants": json.loads(row.grants_json),
-            "subjects": json.loads(row.subjects_json),
-            "prior_sha256": row.prior_sha256,
-            "inputs": json.loads(row.inputs_json),
-            "outputs": json.loads(row.outputs_json),
-            "time": row.created_at,
-        }
+    )
+
+
+def _decision(row: Decision) -> dict[str, Any]:
+    return _base("decision") | {
+        "id": row.id,
+        "grantee": row.grantee_id,
+        "purpose": row.purpose,
+        "allowed": bool(row.allowed),
+        "reasons": json.loads(row.reasons_json),
+        "grants": json.loads(row.grants_json),
+        "subjects": json.loads(row.subjects_json),
+        "prior_sha256": row.prior_sha256,
+        "inputs": json.loads(row.inputs_json),
+        "outputs": json.loads(row.outputs_json),
+        "time": row.created_at,
+    }
+
+
+def _operator_key(row: OperatorKey) -> dict[str, Any]:
     return _base("operator-key") | {
         "key_id": row.key_id,
         "public_key": row.public_key,
         "time": row.created_at,
     }
+
+
+# one table: a row's model class -> (its leaf kind, its statement); the kind is
+# also the statement type's suffix except for the genesis key ("key")
+_BY_TYPE: dict[type[Any], tuple[str, Callable[[Any], dict[str, Any]]]] = {
+    Subject: ("subject", _subject),
+    Grantee: ("grantee", _grantee),
+    Grant: ("grant", _grant),
+    Revocation: ("revocation", _revocation),
+    Prior: ("prior", _prior),
+    Enrollment: ("enrollment", _enrollment),
+    Erasure: ("erasure", _erasure),
+    OptOut: ("opt-out", _opt_out),
+    Calibration: ("calibration", _calibration),
+    Decision: ("decision", _decision),
+    OperatorKey: ("key", _operator_key),
+}
+
+
+def _entry_of(row: Row) -> tuple[str, Callable[[Any], dict[str, Any]]]:
+    found = _BY_TYPE.get(type(row))
+    if found is None:
+        raise InputError(f"no signed statement for a {type(row).__name__} row")
+    return found
+
+
+def statement_of(row: Row) -> dict[str, Any]:
+    """The signed statement a row stands for (InputError for a type that has none)."""
+    return _entry_of(row)[1](row)
+
+
+def leaf_kind_of(row: Row) -> str:
+    """The log leaf kind a row is appended under (``key`` for an operator key's
+    genesis entry; a rotation's new key is ``key-rotation``, see ``rotation_statement``)."""
+    return _entry_of(row)[0]
+
+
+def record_id_of(row: Row) -> str:
+    """The record id a row's leaf names: the key id of an operator key, else its id."""
+    return row.key_id if isinstance(row, OperatorKey) else row.id
 
 
 def rotation_statement(old: OperatorKey, new: OperatorKey) -> dict[str, Any]:

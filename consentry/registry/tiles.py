@@ -307,6 +307,16 @@ def check_stored(session: Session, size: int) -> Iterator[str]:
     or covers entries the log does not have. Level 0 is compared with the leaves,
     each higher level with the level below (already checked), in chunks: memory is
     bounded by the chunk size, not the log."""
+    yield from _check_past_end(session, size)
+    yield from _check_leaf_level(session, size)
+    level = 0
+    while (size >> (level + 1)) > 0:
+        yield from _check_level_above(session, level, size >> (level + 1))
+        level += 1
+
+
+def _check_past_end(session: Session, size: int) -> Iterator[str]:
+    """Stored hashes covering entries past the log's end."""
     tops = session.execute(
         select(TreeHash.level, func.max(TreeHash.idx)).group_by(col(TreeHash.level))
     ).all()
@@ -316,6 +326,10 @@ def check_stored(session: Session, size: int) -> Iterator[str]:
                 f"stored hash level {level} index {idx} ({tile_name(int(level), int(idx))}) "
                 f"covers entries past the log's {size}: log truncated, or the hash is forged"
             )
+
+
+def _check_leaf_level(session: Session, size: int) -> Iterator[str]:
+    """Level 0 against the log's ``leaf_hash`` column, a chunk at a time."""
     for start in range(0, size, _CHUNK):
         end = min(size, start + _CHUNK)
         leaves = session.execute(
@@ -327,20 +341,20 @@ def check_stored(session: Session, size: int) -> Iterator[str]:
         for idx, value in leaves:
             if stored.get(int(idx)) != bytes.fromhex(value):
                 yield _bad(0, int(idx), stored.get(int(idx)))
-    level = 0
-    while (size >> (level + 1)) > 0:
-        count = size >> (level + 1)
-        for start in range(0, count, _CHUNK):
-            end = min(count, start + _CHUNK)
-            below = _level_chunk(session, level, 2 * start, 2 * end)
-            above = _level_chunk(session, level + 1, start, end)
-            for idx in range(start, end):
-                left, right = below.get(2 * idx), below.get(2 * idx + 1)
-                if left is None or right is None:
-                    continue  # already reported one level down
-                if above.get(idx) != merkle.node_hash(left, right):
-                    yield _bad(level + 1, idx, above.get(idx))
-        level += 1
+
+
+def _check_level_above(session: Session, level: int, count: int) -> Iterator[str]:
+    """The ``count`` hashes of ``level + 1`` against their children (``level``)."""
+    for start in range(0, count, _CHUNK):
+        end = min(count, start + _CHUNK)
+        below = _level_chunk(session, level, 2 * start, 2 * end)
+        above = _level_chunk(session, level + 1, start, end)
+        for idx in range(start, end):
+            left, right = below.get(2 * idx), below.get(2 * idx + 1)
+            if left is None or right is None:
+                continue  # already reported one level down
+            if above.get(idx) != merkle.node_hash(left, right):
+                yield _bad(level + 1, idx, above.get(idx))
 
 
 def first_stored_mismatch(session: Session, start: int, hashes: Sequence[bytes]) -> int | None:

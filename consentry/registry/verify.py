@@ -270,18 +270,31 @@ class LogChecker:
     ) -> None:
         operator = self.required_operator(envelope, statement)
         required = [operator]
-        subject_id: str | None = None
+        subject_id = self._check_names(kind, statement)
+        trusted = dict(self.keys)
+        if subject_id is not None:
+            self._require_subject_key(subject_id, statement, trusted, required)
+        self.verify_envelope(entry, envelope, statement, trusted, required)
+        # the history grows only by entries that passed every check above
+        record_id = str(statement.get("id"))
+        self._remember(kind, record_id, statement, subject_id)
+        self.on_record(entry, kind, record_id, statement)
+
+    def _check_names(self, kind: str, statement: dict[str, Any]) -> str | None:
+        """Every record the entry names is earlier in the log (and its subject not
+        erased); returns the subject whose key must co-sign (grants, revocations)."""
         if kind == "grant":
-            subject_id = str(statement.get("subject"))
             if str(statement.get("grantee")) not in self.grantees:
                 raise ConsentryError(
                     f"names grantee {statement.get('grantee')} not earlier in the log"
                 )
-        elif kind == "revocation":
+            return str(statement.get("subject"))
+        if kind == "revocation":
             subject_id = self.grant_subject.get(str(statement.get("grant")))
             if subject_id is None:
                 raise ConsentryError("revokes a grant that is not earlier in the log")
-        elif kind in ("enrollment", "erasure", "prior", "opt-out"):
+            return subject_id
+        if kind in ("enrollment", "erasure", "prior", "opt-out"):
             named = str(statement.get("subject"))
             if named not in self.subject_keys:
                 raise ConsentryError(f"names subject {named} not earlier in the log")
@@ -289,21 +302,32 @@ class LogChecker:
                 raise ConsentryError(f"names subject {named}, erased earlier in the log")
         elif kind == "decision":
             self.check_decision_names(statement)
-        trusted = dict(self.keys)
-        if subject_id is not None:
-            if subject_id not in self.subject_keys:
-                raise ConsentryError(f"names subject {subject_id} not earlier in the log")
-            subject_key = self.subject_keys[subject_id]
-            if subject_key is not None:
-                public = public_key_from_hex(subject_key)
-                subject_key_id = key_id_of(public)
-                if statement.get("subject_key") != subject_key_id:
-                    raise ConsentryError("lacks the signature of the subject's key")
-                trusted[subject_key_id] = public
-                required.append(subject_key_id)
-        self.verify_envelope(entry, envelope, statement, trusted, required)
-        # the history grows only by entries that passed every check above
-        record_id = str(statement.get("id"))
+        return None
+
+    def _require_subject_key(
+        self,
+        subject_id: str,
+        statement: dict[str, Any],
+        trusted: dict[str, Ed25519PublicKey],
+        required: list[str],
+    ) -> None:
+        """A subject holding a key must have co-signed with it: adds it to
+        ``trusted`` and ``required``."""
+        if subject_id not in self.subject_keys:
+            raise ConsentryError(f"names subject {subject_id} not earlier in the log")
+        subject_key = self.subject_keys[subject_id]
+        if subject_key is not None:
+            public = public_key_from_hex(subject_key)
+            subject_key_id = key_id_of(public)
+            if statement.get("subject_key") != subject_key_id:
+                raise ConsentryError("lacks the signature of the subject's key")
+            trusted[subject_key_id] = public
+            required.append(subject_key_id)
+
+    def _remember(
+        self, kind: str, record_id: str, statement: dict[str, Any], subject_id: str | None
+    ) -> None:
+        """Grow the verified history by one entry."""
         if kind == "subject":
             self.subject_keys[record_id] = statement.get("public_key")
         elif kind == "grantee":
@@ -314,7 +338,6 @@ class LogChecker:
             self.erased.add(str(statement.get("subject")))
         elif kind == "opt-out":
             self.opted_out.add(str(statement.get("subject")))
-        self.on_record(entry, kind, record_id, statement)
 
     # hooks for what is built on the verified history (rows, consent facts)
     def on_genesis(self, entry: LogEntry, key_id: str, statement: dict[str, Any]) -> None:
@@ -574,35 +597,12 @@ class _Verifier(LogChecker):
         expected: set[str] = set()
         needs_key: set[str] = set()
         for enrollment in self.enrollments:
-            enrollment_id, subject_id = str(enrollment["id"]), str(enrollment["subject"])
+            subject_id = str(enrollment["subject"])
             if subject_id in self.erased:
                 continue
-            items = enrollment.get("blobs") or []
-            if items:
+            if enrollment.get("blobs"):
                 needs_key.add(subject_id)
-            for item in items:
-                if item["kind"] == "photo" and subject_id in self.opted_out:
-                    if item["id"] in blobs:
-                        self.problem(
-                            f"enrollment {enrollment_id}: photo {item['id']} survived "
-                            "the subject's opt-out"
-                        )
-                        expected.add(item["id"])
-                    continue
-                expected.add(item["id"])
-                blob = blobs.get(item["id"])
-                if blob is None:
-                    self.problem(
-                        f"enrollment {enrollment_id}: {item['kind']} {item['id']} is missing "
-                        "(deleted outside an erasure)"
-                    )
-                elif (blob.sha256, blob.enrollment_id, blob.subject_id, blob.kind) != (
-                    item["sha256"],
-                    enrollment_id,
-                    subject_id,
-                    item["kind"],
-                ) or sha256_hex(blob.ciphertext) != blob.sha256:
-                    self.problem(f"enrollment {enrollment_id}: {item['id']} differs from the log")
+            self._check_enrollment_blobs(enrollment, blobs, expected)
         for blob_id in blobs.keys() - expected:
             self.problem(f"biometric {blob_id}: not recorded by a live enrollment")
         for subject_id in sorted(needs_key - keyed):
@@ -612,6 +612,39 @@ class _Verifier(LogChecker):
             )
         for subject_id in sorted(self.erased & keyed):
             self.problem(f"subject {subject_id}: erased, but its data key still exists")
+
+    def _check_enrollment_blobs(
+        self,
+        enrollment: dict[str, Any],
+        blobs: dict[str, BiometricBlob],
+        expected: set[str],
+    ) -> None:
+        """One live enrollment's logged blobs are stored, unchanged (a photo of an
+        opted-out subject must be gone); adds the ids it accounts for to ``expected``."""
+        enrollment_id, subject_id = str(enrollment["id"]), str(enrollment["subject"])
+        for item in enrollment.get("blobs") or []:
+            if item["kind"] == "photo" and subject_id in self.opted_out:
+                if item["id"] in blobs:
+                    self.problem(
+                        f"enrollment {enrollment_id}: photo {item['id']} survived "
+                        "the subject's opt-out"
+                    )
+                    expected.add(item["id"])
+                continue
+            expected.add(item["id"])
+            blob = blobs.get(item["id"])
+            if blob is None:
+                self.problem(
+                    f"enrollment {enrollment_id}: {item['kind']} {item['id']} is missing "
+                    "(deleted outside an erasure)"
+                )
+            elif (blob.sha256, blob.enrollment_id, blob.subject_id, blob.kind) != (
+                item["sha256"],
+                enrollment_id,
+                subject_id,
+                item["kind"],
+            ) or sha256_hex(blob.ciphertext) != blob.sha256:
+                self.problem(f"enrollment {enrollment_id}: {item['id']} differs from the log")
 
     def _notes(self, witness: str | None) -> Iterator[tuple[str, str]]:
         """Every stored checkpoint (by tree size, a chunk at a time), then the home's."""

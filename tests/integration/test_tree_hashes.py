@@ -14,7 +14,7 @@ from consentry.registry.store import Registry
 
 
 def _assert_tree_matches_leaves(registry: Registry) -> None:
-    leaves = registry.leaf_hashes()
+    leaves = registry.log.leaf_hashes()
     with registry.db.read() as session:
         assert tiles.stored_size(session) == len(leaves)
         assert list(tiles.check_stored(session, len(leaves))) == []
@@ -34,7 +34,7 @@ def test_every_append_stores_the_tree_and_proofs_match(tmp_path: Path, db_url: s
         assert registry.verify_log().ok
         size = cp.parse_checkpoint(note)[0].tree_size
         proof = registry.consistency_proof(1, size)
-        assert proof == merkle.consistency_proof(registry.leaf_hashes(), 1)
+        assert proof == merkle.consistency_proof(registry.log.leaf_hashes(), 1)
         old = cp.parse_checkpoint(first)[0]
         merkle.verify_consistency(1, size, old.root_hash, cp.parse_checkpoint(note)[0].root_hash,
                                   proof)  # fmt: skip

@@ -48,7 +48,7 @@ def test_the_old_log_verifies_unchanged(old_home: tuple[Path, str]) -> None:
     home, url = old_home
     with Registry.open(home, url) as registry:
         assert registry.log_size() == LOG_SIZE
-        assert merkle.root_hash(registry.leaf_hashes(LOG_SIZE)).hex() == ROOT_HEX
+        assert merkle.root_hash(registry.log.leaf_hashes(LOG_SIZE)).hex() == ROOT_HEX
         old_witness, _ = parse_checkpoint((home / "witness.checkpoint").read_text())
         assert old_witness.tree_size == LOG_SIZE
         assert old_witness.root_hash.hex() == ROOT_HEX

@@ -22,7 +22,7 @@ def sign_tree(w: World, leaf_hashes: list[bytes]) -> str:
 
 def forked_hashes(w: World, size: int) -> list[bytes]:
     """The real leaf hashes with leaf 2 replaced: another history of ``size`` leaves."""
-    hashes = w.registry.leaf_hashes()[:size]
+    hashes = w.registry.log.leaf_hashes()[:size]
     hashes[2] = merkle.leaf_hash(b"a different subject")
     while len(hashes) < size:
         hashes.append(merkle.leaf_hash(b"extra %d" % len(hashes)))
@@ -85,7 +85,7 @@ def test_split_view_fork_that_grows_fails_consistency(sqlite_world: World) -> No
     with pytest.raises(ProofError):
         verify_consistency_bundle(bundle, [w.operator.public_key])
     # control: the honest extension verifies with the same machinery
-    honest = [*w.registry.leaf_hashes(), merkle.leaf_hash(b"next")]
+    honest = [*w.registry.log.leaf_hashes(), merkle.leaf_hash(b"next")]
     bundle["new_checkpoint"] = sign_tree(w, honest)
     bundle["hashes"] = [h.hex() for h in merkle.consistency_proof(honest, size)]
     verify_consistency_bundle(bundle, [w.operator.public_key])

@@ -101,7 +101,7 @@ def test_a_prior_file_held_by_two_subjects_is_unusable(world: BoundsWorld) -> No
         created_at=format_time(w.registry.now()),
         log_index=-1,
     )
-    w.registry._sign_and_append(bobs, "prior")
+    w.registry._sign_and_append(bobs)
     w.registry.grant(w.bob, "Studio", ["generate"], priors=[ada_prior.sha256])
     assert w.registry.verify_log().ok  # a legitimately signed, if old, history
     for prior_id in (ada_prior.id, bobs.id):

@@ -265,7 +265,7 @@ def sign_tree(registry: Registry, hashes: list[bytes], origin: str | None = None
 
 
 def forked(registry: Registry, size: int) -> list[bytes]:
-    hashes = registry.leaf_hashes()[:size]
+    hashes = registry.log.leaf_hashes()[:size]
     hashes[1] = merkle.leaf_hash(b"another subject")
     while len(hashes) < size:
         hashes.append(merkle.leaf_hash(b"filler %d" % len(hashes)))
@@ -295,7 +295,7 @@ def test_witness_refuses_to_cosign_a_non_extending_checkpoint(log: Log, variant:
         hashes = forked(registry, size + 2)
         bad, proof = sign_tree(registry, hashes), merkle.consistency_proof(hashes, size)
     else:
-        bad = sign_tree(registry, [*registry.leaf_hashes(), bytes(32)], origin="another.log/x")
+        bad = sign_tree(registry, [*registry.log.leaf_hashes(), bytes(32)], origin="another.log/x")
     stored = log.store.latest(registry.origin)
     with pytest.raises(RollbackError):
         log.cosign(bad, proof)
@@ -318,7 +318,7 @@ def test_verifier_requiring_a_cosignature_refuses_a_note_without_it(
     log: Log, variant: str, tmp_path: Path
 ) -> None:
     registry = log.registry
-    honest = registry.add_cosignatures(log.cosign(registry.latest_checkpoint()))
+    honest = registry.log.add_cosignatures(log.cosign(registry.latest_checkpoint()))
     required = parse_witness_keys([log.witness.vkey])
     require_cosigned(honest, required)  # honest: passes
     registry.add_grantee("Acme")
@@ -350,7 +350,7 @@ def test_verifier_requiring_a_cosignature_refuses_a_note_without_it(
     refused = cli("log", "verify-proof", str(bundle), *operator, *witness)
     assert refused.code == 1 and "cosignature" in refused.err, refused.err
     # honest: once the witness co-signs the same checkpoint, the same command passes
-    registry.add_cosignatures(log.cosign(registry.latest_checkpoint()))
+    registry.log.add_cosignatures(log.cosign(registry.latest_checkpoint()))
     bundle.write_text(cli.ok("log", "proof", "1", "--json"))
     assert cli("log", "verify-proof", str(bundle), *operator, *witness).code == 0
 
@@ -371,10 +371,10 @@ def test_witness_cli_cosigns_extensions_and_refuses_a_rollback(tmp_path: Path) -
     cli.ok("witness", "cosign", "--witness-dir", str(folder))  # honest: an extension
     name, public = parse_witness_keys([vkey])[0]
     with Registry.open(home) as registry:
-        assert registry.cosigned_size(name, public) == registry.log_size()
+        assert registry.log.cosigned_size(name, public) == registry.log_size()
     shutil.rmtree(home)
     shutil.copytree(backup, home)
     refused = cli("witness", "cosign", "--witness-dir", str(folder))
     assert refused.code == 2 and "rollback" in refused.err, refused.err
     with Registry.open(home, witness_dir=tmp_path / "fresh") as registry:
-        assert registry.cosigned_size(name, public) == 0  # nothing was co-signed
+        assert registry.log.cosigned_size(name, public) == 0  # nothing was co-signed
