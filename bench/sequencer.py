@@ -81,6 +81,24 @@ class _People:
         self.grant: Grant = registry.grant(self.subject.id, self.grantee.id, ["generate"])
 
 
+def _one_decision(registry: Registry, people: _People, n: int) -> None:
+    """Decision number ``n``: an allow naming the real grant when even (so the
+    leader's catch-up and the in-transaction re-check run), else a refusal."""
+    allow = n % 2 == 0
+    record_decision(
+        registry,
+        people.grantee.id,
+        "generate",
+        allow,
+        [] if allow else ["bench refusal"],
+        [people.grant.id] if allow else [],
+        [people.subject.id],
+        None,
+        [f"{n:064x}"],
+        [],
+    )
+
+
 def load(
     registry: Registry,
     people: _People,
@@ -106,20 +124,8 @@ def load(
         n = base + me * 10_000_000
         try:
             while not stop.is_set():
-                allow = n % 2 == 0
                 began = time.perf_counter()
-                record_decision(
-                    registry,
-                    people.grantee.id,
-                    "generate",
-                    allow,
-                    [] if allow else ["bench refusal"],
-                    [people.grant.id] if allow else [],
-                    [people.subject.id],
-                    None,
-                    [f"{n:064x}"],
-                    [],
-                )
+                _one_decision(registry, people, n)
                 mine.append(time.perf_counter() - began)
                 n += 1
         except BaseException as exc:  # reported below
@@ -159,11 +165,16 @@ def load(
         "largest_batch": after.largest_batch,
     }
     if profiles:
-        merged = pstats.Stats(profiles[0])
-        for extra in profiles[1:]:
-            merged.add(extra)
-        out["profile"] = merged
+        out["profile"] = _merged(profiles)
     return out
+
+
+def _merged(profiles: list[cProfile.Profile]) -> pstats.Stats:
+    """The callers' profiles as one ``pstats.Stats``."""
+    merged = pstats.Stats(profiles[0])
+    for extra in profiles[1:]:
+        merged.add(extra)
+    return merged
 
 
 def check_log(registry: Registry, decisions: int, start: int) -> dict[str, Any]:

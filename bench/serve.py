@@ -171,6 +171,19 @@ class Result:
     client_cpu: float = 0.0  # CPU seconds of this process (the clients), timed part
 
 
+def _warm_up(world: World, bases: list[str], result: Result) -> None:
+    """A few checks per server, not measured (their log indexes are counted)."""
+    for base in bases:
+        with httpx.Client(base_url=base, timeout=60) as http:
+            for grantee, prompt, _ in world.jobs[:10]:
+                response = http.post(
+                    "/v1/check",
+                    headers={"Authorization": f"Bearer {world.keys[grantee]}"},
+                    data={"purpose": "generate", "prompt": prompt},
+                )
+                result.indexes.append(int(response.json()["log_index"]))
+
+
 def _drive(world: World, bases: list[str], clients: int, seconds: float, pids: list[int]) -> Result:
     result = Result()
     lock = threading.Lock()
@@ -202,16 +215,7 @@ def _drive(world: World, bases: list[str], clients: int, seconds: float, pids: l
                     if body["allowed"] is not allowed:
                         result.wrong += 1
 
-    # warm-up: a few checks per server, not measured
-    for base in bases:
-        with httpx.Client(base_url=base, timeout=60) as http:
-            for grantee, prompt, _ in world.jobs[:10]:
-                response = http.post(
-                    "/v1/check",
-                    headers={"Authorization": f"Bearer {world.keys[grantee]}"},
-                    data={"purpose": "generate", "prompt": prompt},
-                )
-                result.indexes.append(int(response.json()["log_index"]))
+    _warm_up(world, bases, result)
     servers_before = [_cpu_seconds(pid) for pid in pids]
     clients_before = time.process_time()
     began = time.perf_counter()
