@@ -45,7 +45,7 @@ from consentry.errors import (
 from consentry.faces.thresholds import DEFAULT_THRESHOLDS
 from consentry.fsutil import atomic_write
 from consentry.registry.biometrics import open_blobs
-from consentry.registry.consent import SignedEnrollment
+from consentry.registry.consent_facts import SignedEnrollment
 from consentry.registry.models import BiometricBlob
 from consentry.registry.signing import sha256_hex
 from consentry.registry.store import Registry

@@ -43,20 +43,29 @@ import json
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn, cast
+from typing import TYPE_CHECKING, Any, NoReturn, cast
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from sqlalchemy import Connection, Select, Table, bindparam
+from sqlalchemy import Connection, Table, bindparam
 from sqlalchemy import select as core_select
 from sqlmodel import Session
 
 from consentry.errors import AmbiguousNameError, ConsentryError, LogIntegrityError, NotFoundError
 from consentry.fsutil import atomic_write
 from consentry.registry import merkle, tiles
+from consentry.registry.consent_facts import (
+    BiometricEvent,
+    SignedBlob,
+    SignedEnrollment,
+    SignedGrant,
+    SignedGrantee,
+    SignedPrior,
+    SignedSubject,
+)
+from consentry.registry.consent_rows import RowChecks
 from consentry.registry.frontier import Frontier, bind_prefix
-from consentry.registry.models import Grant, LogEntry, Revocation, Subject
+from consentry.registry.models import LogEntry
 from consentry.registry.signing import public_key_from_hex, public_key_hex
 from consentry.registry.vault import seal, unseal
 from consentry.registry.verify import LogChecker
@@ -76,142 +85,14 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True)
-class SignedSubject:
-    id: str
-    display_name: str
-    aliases: tuple[str, ...]
-    public_key: str | None
-    index: int
-
-
-@dataclass(frozen=True)
-class SignedGrantee:
-    id: str
-    name: str
-    api_key_sha256: str
-    public_key: str | None
-    index: int
-
-
-@dataclass(frozen=True)
-class SignedGrant:
-    id: str
-    subject: str
-    grantee: str
-    purposes: tuple[str, ...]
-    priors: tuple[str, ...]
-    not_before: str
-    not_after: str | None
-    index: int
-
-
-@dataclass(frozen=True)
-class SignedPrior:
-    id: str
-    subject: str
-    kind: str
-    sha256: str
-    index: int
-    details: dict[str, Any] = field(default_factory=dict)  # how it was made (photo hashes)
-
-
-@dataclass(frozen=True)
-class SignedBlob:
-    """One blob an enrollment commits to; ``sha256`` is of its ciphertext."""
-
-    id: str
-    kind: str
-    photo_sha256: str
-    sha256: str
-
-
-@dataclass(frozen=True)
-class SignedEnrollment:
-    id: str
-    subject: str
-    engine: str
-    blobs: tuple[SignedBlob, ...]
-    index: int
-
-    def embeddings(self) -> list[tuple[int, SignedBlob]]:
-        """``(vector id, blob)`` of each embedding: log index * 1000 + position, the ids
-        every process derives (``registry.biometrics``)."""
-        found = [b for b in self.blobs if b.kind == "embedding"]
-        return [(self.index * 1000 + position, blob) for position, blob in enumerate(found)]
-
-
-@dataclass(frozen=True)
-class BiometricEvent:
-    """What the identity index follows: an enrollment, an erasure or a calibration."""
-
-    index: int
-    kind: str  # "enrollment" | "erasure" | "calibration"
-    enrollment: SignedEnrollment | None = None
-    subject: str | None = None  # erasure
-    engine: str | None = None  # calibration
-    threshold: float | None = None  # calibration
-
-
 def _strings(value: Any) -> tuple[str, ...]:
     return tuple(str(v) for v in value or ())
 
-
-class _SubjectRow(NamedTuple):
-    """The columns of a subject row that the rows' check compares (read with Core:
-    no ORM objects on the gate's path)."""
-
-    id: str
-    display_name: str
-    aliases_json: str
-    public_key: str | None
-    log_index: int
-
-    @property
-    def aliases(self) -> list[str]:
-        return list(json.loads(self.aliases_json))
-
-
-class _GrantRow(NamedTuple):
-    id: str
-    subject_id: str
-    grantee_id: str
-    purposes_json: str
-    priors_json: str
-    not_before: str
-    not_after: str | None
-    log_index: int
-
-    @property
-    def purposes(self) -> list[str]:
-        return list(json.loads(self.purposes_json))
-
-    @property
-    def priors(self) -> list[str]:
-        return list(json.loads(self.priors_json))
-
-
-class _RevocationRow(NamedTuple):
-    id: str
-    grant_id: str
-    log_index: int
 
 
 def _table(model: Any) -> Table:
     return cast(Table, model.__table__)
 
-
-def _rows_of(model: Any, row: type[NamedTuple], column: str) -> Select[Any]:
-    """Core SELECT of ``row``'s columns of ``model``'s table where ``column`` IN :ids."""
-    table = _table(model)
-    return core_select(*(table.c[name] for name in row._fields)).where(
-        table.c[column].in_(bindparam("ids", expanding=True))
-    )
-
-
-_SUBJECT_ROWS = _rows_of(Subject, _SubjectRow, "id")
-_GRANT_ROWS = _rows_of(Grant, _GrantRow, "subject_id")
-_REVOCATION_ROWS = _rows_of(Revocation, _RevocationRow, "grant_id")
 
 _TAIL = (
     core_select(*_table(LogEntry).columns)
@@ -225,7 +106,7 @@ _SNAPSHOT_MAGIC = b"CSCS1"
 SNAPSHOT_EVERY = 256  # entries followed since the last snapshot before a new one is written
 
 
-class ConsentState:
+class ConsentState(RowChecks):
     """Consent facts of one registry, followed from its signed log (see module doc)."""
 
     def __init__(self, registry: Registry) -> None:
@@ -718,129 +599,6 @@ class ConsentState:
                 f"before the decision at {index}"
             )
         return True, f"grant {grant_id} was valid at log index {index}"
-
-    # ------------------------------------------------------------------ rows
-    def check_rows(self, subjects: Iterable[str]) -> None:
-        """Check the cached rows of ``subjects`` (their subject rows, grant rows and
-        revocation rows) against the signed facts; LogIntegrityError on a mismatch.
-
-        Rows decide nothing (the facts do); this names tampering where the gate
-        would otherwise refuse or allow silently. Read order makes it race-free:
-        S0 = the size followed so far (every entry below it was committed before
-        the rows are read, and its rows with it), then the rows, then a refresh in
-        the rows' read transaction, so every row read is of an entry the state
-        holds, and every entry below S0 must have its row. One Core read connection
-        (no ORM session), no query for the log's size: a caller that wants S0 to be
-        the log's size now refreshes first (``grant_facts`` does, and the gateway's
-        one refresh per job).
-        """
-        wanted = sorted(set(subjects))
-        if not wanted:
-            self.refresh()
-            return
-        with self._lock:
-            before = self._size
-            signed_ids = {g for s in wanted for g in self._by_subject.get(s, ())}
-        with self.registry.db.reader.connect() as connection:  # one read transaction
-            subject_rows = {
-                r.id: r
-                for r in map(_SubjectRow._make, connection.execute(_SUBJECT_ROWS, {"ids": wanted}))
-            }
-            grant_rows = {
-                r.id: r
-                for r in map(_GrantRow._make, connection.execute(_GRANT_ROWS, {"ids": wanted}))
-            }
-            revoked_ids = sorted(signed_ids | grant_rows.keys())
-            revocation_rows = {
-                r.grant_id: r
-                for r in map(
-                    _RevocationRow._make,
-                    connection.execute(_REVOCATION_ROWS, {"ids": revoked_ids}),
-                )
-            }
-            self.refresh(connection)
-        with self._lock:
-            for subject_id in wanted:
-                self._check_subject_row(subject_id, subject_rows.get(subject_id), before)
-                for grant_id in self._by_subject.get(subject_id, ()):
-                    grant = self.grants[grant_id]
-                    if grant.index < before:
-                        self._check_grant_row(grant, grant_rows.pop(grant_id, None))
-                        self._check_revocation_row(grant, revocation_rows.get(grant_id), before)
-                    else:
-                        grant_rows.pop(grant_id, None)
-            for row in grant_rows.values():
-                signed = self.grants.get(row.id)
-                raise LogIntegrityError(
-                    f"grant {row.id}: its row names subject {row.subject_id}, but "
-                    + (
-                        "the signed log has no such grant (forged row)"
-                        if signed is None
-                        else f"the signed grant is of subject {signed.subject} (re-pointed row)"
-                    )
-                )
-
-    def _check_subject_row(self, subject_id: str, row: _SubjectRow | None, before: int) -> None:
-        signed = self.subjects.get(subject_id)
-        if signed is None or signed.index >= before:
-            return  # a face or name of no signed subject involves nobody
-        if row is None:
-            raise LogIntegrityError(f"subject {subject_id}: its row is missing (deleted)")
-        fields = [
-            name
-            for name, cached, truth in (
-                ("display_name", row.display_name, signed.display_name),
-                ("aliases", tuple(row.aliases), signed.aliases),
-                ("public_key", row.public_key, signed.public_key),
-                ("log_index", row.log_index, signed.index),
-            )
-            if cached != truth
-        ]
-        if fields:
-            raise LogIntegrityError(
-                f"subject {subject_id}: its row differs from the signed log in {', '.join(fields)}"
-            )
-
-    @staticmethod
-    def _check_grant_row(grant: SignedGrant, row: _GrantRow | None) -> None:
-        if row is None:
-            raise LogIntegrityError(f"grant {grant.id}: its row is missing (deleted)")
-        fields = [
-            name
-            for name, cached, truth in (
-                ("subject", row.subject_id, grant.subject),
-                ("grantee", row.grantee_id, grant.grantee),
-                ("purposes", tuple(row.purposes), grant.purposes),
-                ("priors", tuple(row.priors), grant.priors),
-                ("not_before", row.not_before, grant.not_before),
-                ("not_after", row.not_after, grant.not_after),
-                ("log_index", row.log_index, grant.index),
-            )
-            if cached != truth
-        ]
-        if fields:
-            raise LogIntegrityError(
-                f"grant {grant.id}: its row differs from the signed log in {', '.join(fields)}"
-            )
-
-    def _check_revocation_row(
-        self, grant: SignedGrant, row: _RevocationRow | None, before: int
-    ) -> None:
-        revoked = self.revoked.get(grant.id)
-        if revoked is not None and revoked < before and row is None:
-            raise LogIntegrityError(
-                f"grant {grant.id}: the signed log revokes it at index {revoked}, "
-                "but the revocation row is missing (deleted)"
-            )
-        if row is not None and revoked is None:
-            raise LogIntegrityError(
-                f"grant {grant.id}: a revocation row {row.id} has no signed log entry (forged row)"
-            )
-        if row is not None and revoked is not None and row.log_index != revoked:
-            raise LogIntegrityError(
-                f"grant {grant.id}: its revocation row claims log index {row.log_index}, "
-                f"the signed log {revoked}"
-            )
 
 
 _APPLY: dict[str, Callable[[ConsentState, int, str, dict[str, Any]], None]] = {

@@ -1,0 +1,98 @@
+"""The consent facts the signed log holds, as the follower keeps them in memory.
+
+Invariant: every value here was read from a log entry whose signature and place in
+the tree the follower verified (:mod:`consentry.registry.consent`); none is read from
+a database row. ``index`` is always the log index of the entry that stated it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = [
+    "BiometricEvent",
+    "SignedBlob",
+    "SignedEnrollment",
+    "SignedGrant",
+    "SignedGrantee",
+    "SignedPrior",
+    "SignedSubject",
+]
+
+
+@dataclass(frozen=True)
+class SignedSubject:
+    id: str
+    display_name: str
+    aliases: tuple[str, ...]
+    public_key: str | None
+    index: int
+
+
+@dataclass(frozen=True)
+class SignedGrantee:
+    id: str
+    name: str
+    api_key_sha256: str
+    public_key: str | None
+    index: int
+
+
+@dataclass(frozen=True)
+class SignedGrant:
+    id: str
+    subject: str
+    grantee: str
+    purposes: tuple[str, ...]
+    priors: tuple[str, ...]
+    not_before: str
+    not_after: str | None
+    index: int
+
+
+@dataclass(frozen=True)
+class SignedPrior:
+    id: str
+    subject: str
+    kind: str
+    sha256: str
+    index: int
+    details: dict[str, Any] = field(default_factory=dict)  # how it was made (photo hashes)
+
+
+@dataclass(frozen=True)
+class SignedBlob:
+    """One blob an enrollment commits to; ``sha256`` is of its ciphertext."""
+
+    id: str
+    kind: str
+    photo_sha256: str
+    sha256: str
+
+
+@dataclass(frozen=True)
+class SignedEnrollment:
+    id: str
+    subject: str
+    engine: str
+    blobs: tuple[SignedBlob, ...]
+    index: int
+
+    def embeddings(self) -> list[tuple[int, SignedBlob]]:
+        """``(vector id, blob)`` of each embedding: log index * 1000 + position, the ids
+        every process derives (``registry.biometrics``)."""
+        found = [b for b in self.blobs if b.kind == "embedding"]
+        return [(self.index * 1000 + position, blob) for position, blob in enumerate(found)]
+
+
+@dataclass(frozen=True)
+class BiometricEvent:
+    """What the identity index follows: an enrollment, an erasure or a calibration."""
+
+    index: int
+    kind: str  # "enrollment" | "erasure" | "calibration"
+    enrollment: SignedEnrollment | None = None
+    subject: str | None = None  # erasure
+    engine: str | None = None  # calibration
+    threshold: float | None = None  # calibration

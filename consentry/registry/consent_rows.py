@@ -1,0 +1,225 @@
+"""The rows' check: cached database rows compared with the signed consent facts.
+
+Invariants
+- Rows decide nothing (the facts do); a row that differs from the signed entry it
+  caches, is missing, or has no signed entry is a :class:`LogIntegrityError`, which
+  makes the gate refuse and the CLI exit 2.
+- Race-free by read order (see :meth:`RowChecks.check_rows`): every row compared is
+  of an entry the follower holds, and every entry below the size followed before
+  the read must have its row.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
+
+from sqlalchemy import Connection, Select, Table, bindparam
+from sqlalchemy import select as core_select
+from sqlmodel import Session
+
+from consentry.errors import LogIntegrityError
+from consentry.registry.consent_facts import SignedGrant, SignedSubject
+from consentry.registry.models import Grant, Revocation, Subject
+
+if TYPE_CHECKING:
+    from consentry.registry.store import Registry
+
+__all__ = ["RowChecks"]
+
+
+def _table(model: Any) -> Table:
+    return cast(Table, model.__table__)
+
+
+class _SubjectRow(NamedTuple):
+    """The columns of a subject row that the rows' check compares (read with Core:
+    no ORM objects on the gate's path)."""
+
+    id: str
+    display_name: str
+    aliases_json: str
+    public_key: str | None
+    log_index: int
+
+    @property
+    def aliases(self) -> list[str]:
+        return list(json.loads(self.aliases_json))
+
+
+class _GrantRow(NamedTuple):
+    id: str
+    subject_id: str
+    grantee_id: str
+    purposes_json: str
+    priors_json: str
+    not_before: str
+    not_after: str | None
+    log_index: int
+
+    @property
+    def purposes(self) -> list[str]:
+        return list(json.loads(self.purposes_json))
+
+    @property
+    def priors(self) -> list[str]:
+        return list(json.loads(self.priors_json))
+
+
+class _RevocationRow(NamedTuple):
+    id: str
+    grant_id: str
+    log_index: int
+
+
+def _rows_of(model: Any, row: type[NamedTuple], column: str) -> Select[Any]:
+    """Core SELECT of ``row``'s columns of ``model``'s table where ``column`` IN :ids."""
+    table = _table(model)
+    return core_select(*(table.c[name] for name in row._fields)).where(
+        table.c[column].in_(bindparam("ids", expanding=True))
+    )
+
+
+_SUBJECT_ROWS = _rows_of(Subject, _SubjectRow, "id")
+_GRANT_ROWS = _rows_of(Grant, _GrantRow, "subject_id")
+_REVOCATION_ROWS = _rows_of(Revocation, _RevocationRow, "grant_id")
+
+
+class RowChecks:
+    """The rows' check, mixed into :class:`~consentry.registry.consent.ConsentState`
+    (which provides the followed facts, its lock and ``refresh``)."""
+
+    registry: Registry
+    subjects: dict[str, SignedSubject]
+    grants: dict[str, SignedGrant]
+    revoked: dict[str, int]
+    _lock: threading.RLock
+    _size: int
+    _by_subject: dict[str, list[str]]
+
+    def refresh(self, session: Session | Connection | None = None) -> int:
+        raise NotImplementedError  # ConsentState.refresh
+
+    def check_rows(self, subjects: Iterable[str]) -> None:
+        """Check the cached rows of ``subjects`` (their subject rows, grant rows and
+        revocation rows) against the signed facts; LogIntegrityError on a mismatch.
+
+        Rows decide nothing (the facts do); this names tampering where the gate
+        would otherwise refuse or allow silently. Read order makes it race-free:
+        S0 = the size followed so far (every entry below it was committed before
+        the rows are read, and its rows with it), then the rows, then a refresh in
+        the rows' read transaction, so every row read is of an entry the state
+        holds, and every entry below S0 must have its row. One Core read connection
+        (no ORM session), no query for the log's size: a caller that wants S0 to be
+        the log's size now refreshes first (``grant_facts`` does, and the gateway's
+        one refresh per job).
+        """
+        wanted = sorted(set(subjects))
+        if not wanted:
+            self.refresh()
+            return
+        with self._lock:
+            before = self._size
+            signed_ids = {g for s in wanted for g in self._by_subject.get(s, ())}
+        with self.registry.db.reader.connect() as connection:  # one read transaction
+            subject_rows = {
+                r.id: r
+                for r in map(_SubjectRow._make, connection.execute(_SUBJECT_ROWS, {"ids": wanted}))
+            }
+            grant_rows = {
+                r.id: r
+                for r in map(_GrantRow._make, connection.execute(_GRANT_ROWS, {"ids": wanted}))
+            }
+            revoked_ids = sorted(signed_ids | grant_rows.keys())
+            revocation_rows = {
+                r.grant_id: r
+                for r in map(
+                    _RevocationRow._make,
+                    connection.execute(_REVOCATION_ROWS, {"ids": revoked_ids}),
+                )
+            }
+            self.refresh(connection)
+        with self._lock:
+            for subject_id in wanted:
+                self._check_subject_row(subject_id, subject_rows.get(subject_id), before)
+                for grant_id in self._by_subject.get(subject_id, ()):
+                    grant = self.grants[grant_id]
+                    if grant.index < before:
+                        self._check_grant_row(grant, grant_rows.pop(grant_id, None))
+                        self._check_revocation_row(grant, revocation_rows.get(grant_id), before)
+                    else:
+                        grant_rows.pop(grant_id, None)
+            for row in grant_rows.values():
+                signed = self.grants.get(row.id)
+                raise LogIntegrityError(
+                    f"grant {row.id}: its row names subject {row.subject_id}, but "
+                    + (
+                        "the signed log has no such grant (forged row)"
+                        if signed is None
+                        else f"the signed grant is of subject {signed.subject} (re-pointed row)"
+                    )
+                )
+
+    def _check_subject_row(self, subject_id: str, row: _SubjectRow | None, before: int) -> None:
+        signed = self.subjects.get(subject_id)
+        if signed is None or signed.index >= before:
+            return  # a face or name of no signed subject involves nobody
+        if row is None:
+            raise LogIntegrityError(f"subject {subject_id}: its row is missing (deleted)")
+        fields = [
+            name
+            for name, cached, truth in (
+                ("display_name", row.display_name, signed.display_name),
+                ("aliases", tuple(row.aliases), signed.aliases),
+                ("public_key", row.public_key, signed.public_key),
+                ("log_index", row.log_index, signed.index),
+            )
+            if cached != truth
+        ]
+        if fields:
+            raise LogIntegrityError(
+                f"subject {subject_id}: its row differs from the signed log in {', '.join(fields)}"
+            )
+
+    @staticmethod
+    def _check_grant_row(grant: SignedGrant, row: _GrantRow | None) -> None:
+        if row is None:
+            raise LogIntegrityError(f"grant {grant.id}: its row is missing (deleted)")
+        fields = [
+            name
+            for name, cached, truth in (
+                ("subject", row.subject_id, grant.subject),
+                ("grantee", row.grantee_id, grant.grantee),
+                ("purposes", tuple(row.purposes), grant.purposes),
+                ("priors", tuple(row.priors), grant.priors),
+                ("not_before", row.not_before, grant.not_before),
+                ("not_after", row.not_after, grant.not_after),
+                ("log_index", row.log_index, grant.index),
+            )
+            if cached != truth
+        ]
+        if fields:
+            raise LogIntegrityError(
+                f"grant {grant.id}: its row differs from the signed log in {', '.join(fields)}"
+            )
+
+    def _check_revocation_row(
+        self, grant: SignedGrant, row: _RevocationRow | None, before: int
+    ) -> None:
+        revoked = self.revoked.get(grant.id)
+        if revoked is not None and revoked < before and row is None:
+            raise LogIntegrityError(
+                f"grant {grant.id}: the signed log revokes it at index {revoked}, "
+                "but the revocation row is missing (deleted)"
+            )
+        if row is not None and revoked is None:
+            raise LogIntegrityError(
+                f"grant {grant.id}: a revocation row {row.id} has no signed log entry (forged row)"
+            )
+        if row is not None and revoked is not None and row.log_index != revoked:
+            raise LogIntegrityError(
+                f"grant {grant.id}: its revocation row claims log index {row.log_index}, "
+                f"the signed log {revoked}"
+            )
