@@ -68,7 +68,7 @@ from consentry.registry.frontier import Frontier, bind_prefix
 from consentry.registry.models import LogEntry
 from consentry.registry.signing import public_key_from_hex, public_key_hex
 from consentry.registry.vault import seal, unseal
-from consentry.registry.verify import LogChecker
+from consentry.registry.log_checker import LogChecker
 
 if TYPE_CHECKING:
     from consentry.registry.store import Registry
