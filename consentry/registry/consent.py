@@ -65,10 +65,10 @@ from consentry.registry.consent_facts import (
 )
 from consentry.registry.consent_rows import RowChecks
 from consentry.registry.frontier import Frontier, bind_prefix
+from consentry.registry.log_checker import LogChecker
 from consentry.registry.models import LogEntry
 from consentry.registry.signing import public_key_from_hex, public_key_hex
 from consentry.registry.vault import seal, unseal
-from consentry.registry.log_checker import LogChecker
 
 if TYPE_CHECKING:
     from consentry.registry.store import Registry
