@@ -126,6 +126,8 @@ class ConsentState(RowChecks):
         self._size = 0
         self._frontier = Frontier()  # the followed prefix bound to the log's tree
         self._unbound: list[bytes] = []  # leaf hashes followed past it (not stored yet)
+        # the anchor (witnessed size, root) the frontier was last proved to extend
+        self._proved_anchor: tuple[int, bytes] | None = None
         self._broken: str | None = None
         self.subjects: dict[str, SignedSubject] = {}
         self._newest_subject = -1
@@ -247,8 +249,14 @@ class ConsentState(RowChecks):
             return
         frontier = self._frontier.copy()
         frontier.extend(pending[:take])
+        # The frontier grows by appending in memory, so it extends every tree it was
+        # proved to extend: under an unchanged anchor already proved, only the stored
+        # root at the new size must equal ours (no consistency proof again).
+        proved = anchor is not None and anchor == self._proved_anchor
         try:
-            bind_prefix(reader, frontier.size, frontier.root, anchor, stored=stored)
+            bind_prefix(
+                reader, frontier.size, frontier.root, None if proved else anchor, stored=stored
+            )
         except LogIntegrityError as exc:
             bad = tiles.first_stored_mismatch(reader, start, pending[:take])
             self._fail(
@@ -258,6 +266,8 @@ class ConsentState(RowChecks):
                 else str(exc)
             )
         self._frontier, self._unbound = frontier, pending[take:]
+        if anchor is not None and anchor[0] <= min(frontier.size, stored):
+            self._proved_anchor = anchor  # bind_prefix proved the frontier extends it
 
     def _follow(self, entry: LogEntry) -> None:
         if entry.idx != self._size:
@@ -445,6 +455,7 @@ class ConsentState(RowChecks):
             self._reset()  # an unreadable snapshot: replay from 0
             return
         self._frontier, self._unbound = frontier, []
+        self._proved_anchor = None  # the next bind proves the loaded frontier afresh
         self._size = self._snapshot_size = self.loaded_snapshot = size
 
     def _restore(self, body: dict[str, Any]) -> None:

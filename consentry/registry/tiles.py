@@ -33,7 +33,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
-from sqlalchemy import and_, func, insert, or_
+from sqlalchemy import bindparam, func, insert, tuple_
 from sqlmodel import Session, col, select
 
 from consentry.errors import LogIntegrityError, NotFoundError, RollbackError
@@ -104,16 +104,19 @@ def stored_size(session: Session) -> int:
     return 0 if last is None else int(last) + 1
 
 
+# One statement, compiled once: (level, idx) IN an expanding list of key pairs (each
+# one primary-key lookup); SQLite (row values) and PostgreSQL both run it.
+_NODES = select(TreeHash.level, TreeHash.idx, TreeHash.hash).where(
+    tuple_(col(TreeHash.level), col(TreeHash.idx)).in_(bindparam("nodes", expanding=True))
+)
+
+
 def _fetch(session: Session, nodes: Iterable[Node]) -> dict[Node, bytes]:
     wanted = sorted(set(nodes))
     found: dict[Node, bytes] = {}
     for start in range(0, len(wanted), 200):
         part = wanted[start : start + 200]
-        rows = session.execute(  # an OR of key lookups: each one index search
-            select(TreeHash.level, TreeHash.idx, TreeHash.hash).where(
-                or_(*(and_(col(TreeHash.level) == lv, col(TreeHash.idx) == ix) for lv, ix in part))
-            )
-        )
+        rows = session.execute(_NODES, {"nodes": part})
         for level, idx, value in rows:
             found[(int(level), int(idx))] = bytes(value)
     return found
