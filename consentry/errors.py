@@ -160,7 +160,7 @@ class AmbiguousNameError(NotFoundError):
 
 class JobLimitError(InputError):
     """A job parameter (``field``: images, steps, size, strength) is outside the
-    bounds of ``consentry.gate.policy.Limits``; nothing ran or was logged."""
+    bounds of ``consentry.limits.Limits``; nothing ran or was logged."""
 
     def __init__(self, field: str, message: str) -> None:
         self.field = field

@@ -123,7 +123,7 @@ def prior_fact(registry: Registry, prior_id: str | None) -> PriorFact | None:
             raise LogIntegrityError(
                 f"prior {prior_id} has a database row but no signed log entry (forged row)"
             )
-        raise NotFoundError(f"no prior {prior_id!r}: see 'consentry prior list'")
+        raise NotFoundError(f"no prior {prior_id!r}", hint="see 'consentry prior list'")
     if row is None or (row.subject_id, row.sha256, row.kind, row.details) != (
         signed.subject,
         signed.sha256,

@@ -100,6 +100,7 @@ _TAIL = (
     .order_by(_table(LogEntry).c.idx)
     .limit(bindparam("limit"))
 )
+_VERIFY_HINT = "run 'consentry log verify'"
 TAIL_CHUNK = 5_000  # entries read, bound and followed at a time
 
 _SNAPSHOT_MAGIC = b"CSCS1"
@@ -163,7 +164,7 @@ class ConsentState(RowChecks):
         """
         with self._lock:
             if self._broken is not None:
-                raise LogIntegrityError(self._broken)
+                raise LogIntegrityError(self._broken, hint=_VERIFY_HINT)
             if not self._snapshot_tried:
                 self._snapshot_tried = True
                 self._load_snapshot()
@@ -222,11 +223,8 @@ class ConsentState(RowChecks):
                 yield reader
 
     def _fail(self, message: str) -> NoReturn:
-        self._broken = (
-            f"{message}; the gate refuses every job until the log verifies "
-            "(run 'consentry log verify')"
-        )
-        raise LogIntegrityError(self._broken)
+        self._broken = f"{message}; the gate refuses every job until the log verifies"
+        raise LogIntegrityError(self._broken, hint=_VERIFY_HINT)
 
     def _bind(
         self, reader: Session, entries: list[LogEntry], anchor: tuple[int, bytes] | None
@@ -544,7 +542,7 @@ class ConsentState(RowChecks):
         LogIntegrityError, as :meth:`refresh` does."""
         with self._lock:
             if self._broken is not None:
-                raise LogIntegrityError(self._broken)
+                raise LogIntegrityError(self._broken, hint=_VERIFY_HINT)
             source, count, mapping = self._key_map
             if source is not self.grantees or count != len(self.grantees):
                 mapping = {}
@@ -566,9 +564,9 @@ class ConsentState(RowChecks):
                 return found
             named = [self.grantees[g] for g in self._grantees_named.get(ref, ())]
         if not named:
-            raise NotFoundError(f"no grantee {ref!r}: see 'consentry grantee list'")
+            raise NotFoundError(f"no grantee {ref!r}", hint="see 'consentry grantee list'")
         if len(named) > 1:
-            raise AmbiguousNameError(f"{len(named)} grantees are named {ref!r}: use the id")
+            raise AmbiguousNameError(f"{len(named)} grantees are named {ref!r}", hint="use the id")
         return named[0]
 
     def grants_for(self, subjects: Iterable[str], prior_sha256: str | None) -> list[SignedGrant]:

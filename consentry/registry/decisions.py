@@ -6,7 +6,7 @@ Invariants
   row holds ids and SHA-256 hashes only, never an image or an embedding.
 - A decision names only records already in the log: its grantee, its subjects and
   its grants (``log verify`` checks this in log order).
-- **Consent at the time** (DESIGN.md): a grant is valid at log index *i* iff it
+- **Consent at the time**: a grant is valid at log index *i* iff it
   was appended before *i*, its window contains the decision time, and no
   revocation of it was appended before *i*. A revocation appended after a
   decision does not undo it: outputs released under it stay valid. Validity is

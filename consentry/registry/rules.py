@@ -99,7 +99,7 @@ def subject_cosigners(
     ``[subject_key]`` when the subject holds that key, ``[]`` when it holds none."""
     if subject.public_key is None:
         if subject_key is not None:
-            raise InputError(f"subject {subject.id} holds no key; drop --subject-key")
+            raise InputError(f"subject {subject.id} holds no key", hint="drop --subject-key")
         return []
     if subject_key is None:
         raise SignatureError(

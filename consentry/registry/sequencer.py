@@ -362,11 +362,11 @@ def _missing(request: DecisionRequest, known: _Known) -> NotFoundError | None:
     """The NotFoundError the request fails with alone, or None (same messages and
     order as the single-decision checks: grantee, then grants, then subjects)."""
     if request.grantee not in known.grantees:
-        return NotFoundError(f"no grantee {request.grantee!r}: see 'consentry grantee list'")
+        return NotFoundError(f"no grantee {request.grantee!r}", hint="see 'consentry grantee list'")
     for grant_id in request.grants:
         if grant_id not in known.grants:
-            return NotFoundError(f"no grant {grant_id!r}: see 'consentry grants'")
+            return NotFoundError(f"no grant {grant_id!r}", hint="see 'consentry grants'")
     for subject_id in request.subjects:
         if subject_id not in known.subjects:
-            return NotFoundError(f"no subject {subject_id!r}: see 'consentry subject list'")
+            return NotFoundError(f"no subject {subject_id!r}", hint="see 'consentry subject list'")
     return None

@@ -303,9 +303,11 @@ class Registry:
             return Subject(**found._asdict())
         matches = list(session.exec(select(Subject).where(Subject.display_name == ref)))
         if not matches:
-            raise NotFoundError(f"no subject {ref!r}: see 'consentry subject list'")
+            raise NotFoundError(f"no subject {ref!r}", hint="see 'consentry subject list'")
         if len(matches) > 1:
-            raise AmbiguousNameError(f"{len(matches)} subjects are named {ref!r}: use the id")
+            raise AmbiguousNameError(
+                f"{len(matches)} subjects are named {ref!r}", hint="use the id"
+            )
         return matches[0]
 
     # ------------------------------------------------------------------ grantees
@@ -349,7 +351,7 @@ class Registry:
             return Grantee(**found._asdict())
         row = session.exec(select(Grantee).where(Grantee.name == ref)).first()
         if row is None:
-            raise NotFoundError(f"no grantee {ref!r}: see 'consentry grantee list'")
+            raise NotFoundError(f"no grantee {ref!r}", hint="see 'consentry grantee list'")
         return row
 
     def authenticate_grantee(self, api_key: str) -> Grantee:
@@ -429,7 +431,7 @@ class Registry:
         with self.db.read() as session:
             row = session.get(Grant, grant_id)
         if row is None:
-            raise NotFoundError(f"no grant {grant_id!r}: see 'consentry grants'")
+            raise NotFoundError(f"no grant {grant_id!r}", hint="see 'consentry grants'")
         return row
 
     def revoke(
