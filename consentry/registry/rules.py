@@ -30,6 +30,7 @@ from consentry.errors import (
 )
 from consentry.hashing import SHA256_HEX, hash_file
 from consentry.registry.models import Grant, Revocation, Subject
+from consentry.registry.safetensors_header import check_safetensors
 from consentry.registry.signing import SigningKey, key_id_of, public_key_from_hex
 from consentry.registry.statements import PRIOR_KINDS, PURPOSES, format_time
 
@@ -124,8 +125,6 @@ def prior_digest(
         raise InputError(f"unknown prior kind {kind!r}: choose from {', '.join(PRIOR_KINDS)}")
     if path is not None:
         if kind != "exemplars":
-            from consentry.registry.safetensors_header import check_safetensors
-
             check_safetensors(path)
         try:
             sha256, size = hash_file(path)

@@ -29,7 +29,7 @@ import secrets
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import bindparam
@@ -48,6 +48,7 @@ from consentry.errors import (
     SignatureError,
 )
 from consentry.fsutil import replace_durably
+from consentry.registry.consent import ConsentState
 from consentry.registry.db import Database
 from consentry.registry.log import InclusionProof, RegistryLog, leaf_bytes
 from consentry.registry.models import (
@@ -84,9 +85,6 @@ from consentry.registry.statements import (
 from consentry.registry.vault import MasterKey
 from consentry.registry.verify import LogReport
 from consentry.registry.witness import WitnessStore
-
-if TYPE_CHECKING:
-    from consentry.registry.consent import ConsentState
 
 __all__ = ["GrantStatus", "InclusionProof", "Registry", "leaf_bytes", "parse_until"]
 
@@ -239,8 +237,6 @@ class Registry:
         """The consent facts followed from the signed log (``registry.consent``): what
         the gateway and ``verify`` trust; call ``refresh()`` to follow new entries."""
         if self._consent is None:
-            from consentry.registry.consent import ConsentState
-
             self._consent = ConsentState(self)
         return self._consent
 

@@ -72,3 +72,36 @@ def test_no_module_is_over_about_600_lines() -> None:
         if (n := len(path.read_text(encoding="utf-8").splitlines())) > 625
     }
     assert not long, long
+
+
+# Modules that load a heavy or optional native library (torch, diffusers, c2pa, dlib,
+# insightface): the only ones imported inside functions, so that a process that never
+# runs a model or signs media never loads them. The CLI defers every import (start-up).
+HEAVY = {
+    "torch", "diffusers", "transformers", "peft", "safetensors", "accelerate",
+    "consentry.faces.sface", "consentry.faces.dlib_engine",
+    "consentry.faces.insightface_engine", "consentry.generation.backends.personal",
+    "consentry.generation.backends.diffusers_backend", "consentry.generation.exemplars",
+    "consentry.generation.placement", "consentry.provenance.sign",
+}  # fmt: skip
+
+
+def test_imports_inside_functions_are_only_of_heavy_modules() -> None:
+    wrong: list[str] = []
+    for path in sorted(ROOT.rglob("*.py")):
+        if _package_of(path) == "cli":
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for function in ast.walk(tree):
+            if not isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            for node in ast.walk(function):
+                if isinstance(node, ast.ImportFrom) and node.module:
+                    name = node.module
+                elif isinstance(node, ast.Import):
+                    name = node.names[0].name
+                else:
+                    continue
+                if name not in HEAVY and name.split(".")[0] not in HEAVY:
+                    wrong.append(f"{path.relative_to(ROOT)}:{node.lineno} imports {name}")
+    assert not wrong, wrong

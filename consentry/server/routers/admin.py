@@ -16,7 +16,8 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, Request, UploadFile
 
-from consentry.registry.biometrics import ERASE_WARNING
+from consentry.identity.enroll import enroll_photo_bytes
+from consentry.registry.biometrics import ERASE_WARNING, erase_subject, opt_out_subject
 from consentry.registry.store import parse_until
 from consentry.registry.views import grant_json, subject_json
 from consentry.server.auth import ADMIN
@@ -47,8 +48,6 @@ def enroll_subject(
     keep_photos: Annotated[bool, Form(description="Keep aligned photos, encrypted.")] = False,
 ) -> dict[str, Any]:
     """Enroll a subject's face from photos: all pass the quality gates, or none."""
-    from consentry.identity.enroll import enroll_photo_bytes
-
     parsed_all(http, "photos", len(photos))
     most = state.limits.max_images
     if not photos or len(photos) > most:
@@ -70,8 +69,6 @@ def enroll_subject(
 @router.post("/v1/subjects/{subject}/erase")
 def erase(state: ServiceDep, subject: str, body: EraseIn) -> dict[str, Any]:
     """Crypto-erase a subject's biometric data; final."""
-    from consentry.registry.biometrics import erase_subject
-
     if not body.confirm:
         raise ApiError(422, "confirm_required", f"erasure is final; {ERASE_WARNING}")
     row = erase_subject(state.registry, subject, body.reason)
@@ -89,8 +86,6 @@ def erase(state: ServiceDep, subject: str, body: EraseIn) -> dict[str, Any]:
 def opt_out(state: ServiceDep, subject: str, body: EraseIn) -> dict[str, Any]:
     """Opt a subject out: keep only what refusing needs; every job with their face,
     name or prior is refused from then on, whatever the grants; final."""
-    from consentry.registry.biometrics import opt_out_subject
-
     if not body.confirm:
         raise ApiError(
             422, "confirm_required", "an opt-out is final: send confirm: true to proceed"

@@ -21,7 +21,9 @@ from fastapi import APIRouter, File, Request, UploadFile
 from fastapi.responses import PlainTextResponse, Response
 
 from consentry.errors import ConsentryError, ImageTooLargeError
-from consentry.faces.images import MAX_BYTES_DEFAULT
+from consentry.faces.images import MAX_BYTES_DEFAULT, load_image
+from consentry.provenance.audit import audit_data
+from consentry.provenance.verify import mime_of_bytes, verify_media
 from consentry.registry.checkpointer import tlog_proof
 from consentry.server.auth import AuthAny
 from consentry.server.errors import ApiError
@@ -71,8 +73,6 @@ def verify(
     file: Annotated[UploadFile, File(description="The image to verify.")],
 ) -> Any:
     """Verify an output's C2PA manifest and the consent it claims."""
-    from consentry.provenance.verify import mime_of_bytes, verify_media
-
     parsed_all(http, "file", 1)
     data = _upload(file)
     return verify_media(state.registry, data, mime_of_bytes(data)).to_json()
@@ -80,9 +80,6 @@ def verify(
 
 def _audit(state: ServiceState, data: bytes, filename: str) -> dict[str, Any]:
     """The audit of one image as the admin reads it; 422 over the face cap."""
-    from consentry.faces.images import load_image
-    from consentry.provenance.audit import audit_data
-
     registry, bounds = state.registry, state.limits
     names = {s.id: s.display_name for s in registry.list_subjects()}
     too_many = ApiError(
