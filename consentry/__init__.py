@@ -10,8 +10,7 @@ light.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from consentry.errors import (
     AmbiguousNameError,
@@ -54,6 +53,7 @@ from consentry.errors import (
     UnsupportedImageError,
     VaultError,
 )
+from consentry.lazy import lazy_exports
 from consentry.registry.signing import Envelope, SigningKey
 from consentry.registry.store import InclusionProof, Registry
 from consentry.registry.verify import LogReport
@@ -134,14 +134,4 @@ _LAZY: dict[str, str] = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, __all__)

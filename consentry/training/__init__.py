@@ -38,8 +38,9 @@ their module on first use (``config`` is light; the rest need torch).
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from consentry.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from consentry.training.base_model import model_folder_sha256
@@ -73,32 +74,21 @@ __all__ = [
 ]
 
 _HOMES = {
-    "CHECKPOINT_PREFIX": "checkpoints",
-    "CLASS_IMAGES_DIR": "class_images",
-    "KIND_DEFAULTS": "config",
-    "PRIOR_FILE_NAMES": "loop",
-    "Photo": "photos",
-    "PriorKind": "config",
-    "ProgressCallback": "loop",
-    "TrainConfig": "config",
-    "TrainOutcome": "job",
-    "TrainResult": "loop",
-    "default_work_dir": "job",
-    "model_folder_sha256": "base_model",
-    "train_prior": "loop",
-    "train_under_grant": "job",
+    "CHECKPOINT_PREFIX": "consentry.training.checkpoints",
+    "CLASS_IMAGES_DIR": "consentry.training.class_images",
+    "KIND_DEFAULTS": "consentry.training.config",
+    "PRIOR_FILE_NAMES": "consentry.training.loop",
+    "Photo": "consentry.training.photos",
+    "PriorKind": "consentry.training.config",
+    "ProgressCallback": "consentry.training.loop",
+    "TrainConfig": "consentry.training.config",
+    "TrainOutcome": "consentry.training.job",
+    "TrainResult": "consentry.training.loop",
+    "default_work_dir": "consentry.training.job",
+    "model_folder_sha256": "consentry.training.base_model",
+    "train_prior": "consentry.training.loop",
+    "train_under_grant": "consentry.training.job",
 }
 
 
-def __getattr__(name: str) -> Any:
-    """Load a re-exported name's module on first use (keeps ``import`` light)."""
-    home = _HOMES.get(name)
-    if home is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{home}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *__all__])
+__getattr__, __dir__ = lazy_exports(__name__, _HOMES, __all__)
