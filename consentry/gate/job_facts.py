@@ -71,6 +71,9 @@ class FaceFact:
     face: int
     subject_id: str | None
     similarity: float
+    # False: the face is only an uncertain candidate of ``subject_id`` (its score is in
+    # the review band of the index), not a match
+    certain: bool = True
 
 
 @dataclass(frozen=True)

@@ -64,6 +64,9 @@ class SubjectMatch:
     subject_id: str
     similarity: float
     vector_id: int
+    # at or above the match threshold; False: in the review band [review_threshold,
+    # threshold), a candidate a person decides on (see ``IdentityIndex.review_threshold``)
+    certain: bool = True
 
 
 class IdentityIndex:
@@ -79,6 +82,7 @@ class IdentityIndex:
         self._vectors: dict[int, np.ndarray] = {}
         self._log_size = 0
         self._threshold = DEFAULT_THRESHOLDS.get(engine, 0.5)
+        self._review_threshold = self._threshold
         self._cache_path = registry.home.root / "cache" / f"index-{engine}.bin"
         self._use_cache = cache
         self._stop = threading.Event()
@@ -98,7 +102,16 @@ class IdentityIndex:
 
     @property
     def threshold(self) -> float:
+        """A face at or above it matches a subject (a certain match)."""
         return self._threshold
+
+    @property
+    def review_threshold(self) -> float:
+        """The lower edge of the review band: a face scoring in
+        ``[review_threshold, threshold)`` is an uncertain candidate of that subject
+        (``SubjectMatch.certain`` False). Equal to ``threshold`` (no band) unless the
+        newest signed calibration of the engine set one; never above ``threshold``."""
+        return self._review_threshold
 
     def __len__(self) -> int:
         return int(self._index.ntotal)
@@ -136,6 +149,10 @@ class IdentityIndex:
                     changed = True
                 elif event.kind == "calibration" and event.engine == self.engine:
                     self._threshold = float(event.threshold or 0.0)
+                    review = event.review_threshold
+                    self._review_threshold = (
+                        self._threshold if review is None else min(float(review), self._threshold)
+                    )
             self._add(pending)
             followed = size - self._log_size
             self._log_size = size
@@ -240,6 +257,9 @@ class IdentityIndex:
     ) -> list[list[SubjectMatch]]:
         """For each query vector, every subject at or above the threshold, best first.
 
+        ``threshold=None`` searches down to :attr:`review_threshold`; each match says
+        whether it reached :attr:`threshold` (``certain``).
+
         A subject appears once per query, with their best similarity. With ``k=None``
         (what the gate uses) nothing is cut: this is a FAISS range search over every
         stored vector, so look-alike subjects above the threshold can never crowd the
@@ -247,7 +267,7 @@ class IdentityIndex:
         keeps only the best ``k`` subjects, for ranking and benchmarks.
         """
         queries = np.ascontiguousarray(np.atleast_2d(vectors), dtype=np.float32)
-        limit = self._threshold if threshold is None else threshold
+        limit = self._review_threshold if threshold is None else threshold
         with self._lock:
             if self._index.ntotal == 0:
                 return [[] for _ in range(len(queries))]
@@ -260,7 +280,8 @@ class IdentityIndex:
                         continue
                     subject = self._subject_of[vector_id]
                     if subject not in best or best[subject].similarity < score:
-                        best[subject] = SubjectMatch(subject, score, vector_id)
+                        certain = score >= self._threshold
+                        best[subject] = SubjectMatch(subject, score, vector_id, certain)
                 ordered = sorted(best.values(), key=lambda m: (-m.similarity, m.subject_id))
                 results.append(ordered if k is None else ordered[:k])
         return results
@@ -328,6 +349,7 @@ class IdentityIndex:
                 "ids": ids,
                 "subjects": [self._subject_of[i] for i in ids],
                 "threshold": self._threshold,
+                "review_threshold": self._review_threshold,
             }
         ).encode()
         matrix = np.stack([self._vectors[i] for i in ids]).astype("<f4").tobytes() if ids else b""
@@ -369,6 +391,9 @@ class IdentityIndex:
             self._vectors[i] = np.array(vector, dtype=np.float32)
         self._log_size = size
         self._threshold = float(header.get("threshold", self._threshold))
+        self._review_threshold = min(
+            float(header.get("review_threshold", self._threshold)), self._threshold
+        )
         return True
 
     def cache_path(self) -> Path:

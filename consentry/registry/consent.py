@@ -358,8 +358,10 @@ class ConsentState(RowChecks):
 
     def _on_calibration(self, index: int, record_id: str, s: dict[str, Any]) -> None:
         engine, threshold = str(s.get("engine")), float(s.get("threshold", 0.0))
+        review = None if s.get("review_threshold") is None else float(s["review_threshold"])
         self.thresholds[engine] = threshold
-        self._event(BiometricEvent(index, "calibration", engine=engine, threshold=threshold))
+        event = BiometricEvent(index, "calibration", engine=engine, threshold=threshold)
+        self._event(dataclasses.replace(event, review_threshold=review))
 
     def _event(self, event: BiometricEvent) -> None:
         self._events.append(event)

@@ -96,3 +96,4 @@ class BiometricEvent:
     subject: str | None = None  # erasure
     engine: str | None = None  # calibration
     threshold: float | None = None  # calibration
+    review_threshold: float | None = None  # calibration: lower edge of the review band

@@ -134,6 +134,10 @@ _ADDED_COLUMNS: dict[str, dict[str, str]] = {
     "calibrations": {
         "action": "VARCHAR(16) NOT NULL DEFAULT 'measure'",
         "restores": "VARCHAR(40)",
+        "review_threshold": "FLOAT",
+        "fpir_target": "FLOAT",
+        "gallery_size": "INTEGER",
+        "max_gallery": "BIGINT",
     },
 }
 _NOW_NULLABLE: dict[str, tuple[str, ...]] = {

@@ -304,6 +304,12 @@ class Calibration(SQLModel, table=True):
     dataset_sha256: str = Field(max_length=64)
     action: str = Field(default="measure", max_length=16)
     restores: str | None = Field(default=None, max_length=40)
+    # 1:N operating point (``consentry calibrate --fpir``): faces scoring in
+    # [review_threshold, threshold) are held for a person; None: no review band.
+    review_threshold: float | None = None
+    fpir_target: float | None = None  # expected FPIR budget the thresholds were chosen for
+    gallery_size: int | None = None  # registered subjects N it was chosen at
+    max_gallery: int | None = None  # largest N whose expected FPIR stays in budget
     created_at: str = Field(max_length=20)
     log_index: int = Field(index=True)
 

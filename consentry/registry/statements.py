@@ -219,6 +219,17 @@ def _calibration(row: Calibration) -> dict[str, Any]:
             if row.action == "measure" and row.restores is None
             else {"action": row.action, "restores": row.restores}
         )
+        | (
+            # a 1:N operating point adds its keys; a calibration without one is unchanged
+            {}
+            if row.fpir_target is None and row.review_threshold is None
+            else {
+                "review_threshold": row.review_threshold,
+                "fpir_target": row.fpir_target,
+                "gallery_size": row.gallery_size,
+                "max_gallery": row.max_gallery,
+            }
+        )
     )
 
 
