@@ -62,6 +62,7 @@ from consentry.registry.consent_facts import (
     SignedGrantee,
     SignedPrior,
     SignedSubject,
+    calibration_event,
 )
 from consentry.registry.consent_rows import RowChecks
 from consentry.registry.frontier import Frontier, bind_prefix
@@ -357,11 +358,9 @@ class ConsentState(RowChecks):
         self.opted_out.setdefault(str(s.get("subject")), index)
 
     def _on_calibration(self, index: int, record_id: str, s: dict[str, Any]) -> None:
-        engine, threshold = str(s.get("engine")), float(s.get("threshold", 0.0))
-        review = None if s.get("review_threshold") is None else float(s["review_threshold"])
-        self.thresholds[engine] = threshold
-        event = BiometricEvent(index, "calibration", engine=engine, threshold=threshold)
-        self._event(dataclasses.replace(event, review_threshold=review))
+        event = calibration_event(index, s)  # with its 1:N operating point, if any
+        self.thresholds[str(event.engine)] = float(event.threshold or 0.0)
+        self._event(event)
 
     def _event(self, event: BiometricEvent) -> None:
         self._events.append(event)
