@@ -165,14 +165,14 @@ def calibrate_fpir(
         raise InputError("--gallery sets the N of --fpir: give --fpir too")
     if folder is None:
         raise InputError("--fpir measures on a FOLDER of labelled photos (not --undo/--reset)")
-    check_budgets(options.fpir, options.held_fpir, options.gallery or 1)  # before embedding
+    gallery = 1 if options.gallery is None else options.gallery
+    check_budgets(options.fpir, options.held_fpir, gallery)  # before embedding anything
     default = DEFAULT_THRESHOLDS.get(face_engine.name, 0.5)
     labels, vectors, dataset_sha256, skipped = embed_labelled(face_engine, folder)
     scores = identification_scores(labels, vectors)
     with open_registry(home, db) as registry:
         registry.consent.refresh()
-        gallery = options.gallery
-        if gallery is None:
+        if options.gallery is None:
             gallery = max(1, registered_subjects(registry.consent, face_engine.name))
         point = operating_point(scores, options.fpir, options.held_fpir, gallery)
         problems = operating_point_problems(point, options.max_fnmr, default, options.allow_far)
