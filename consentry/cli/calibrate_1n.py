@@ -15,6 +15,7 @@ subjects than the calibration in force allows (``consentry.identity.budget``).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,19 +35,15 @@ if TYPE_CHECKING:
 __all__ = ["Fpir", "calibrate_fpir", "embed_labelled", "warn_budget"]
 
 
+@dataclass(frozen=True)
 class Fpir:
-    """The 1:N options of one ``calibrate --fpir`` run."""
+    """The 1:N options of one ``calibrate --fpir`` run (``fpir`` None: not given)."""
 
-    def __init__(
-        self,
-        fpir: float | None,
-        held_fpir: float,
-        gallery: int | None,
-        max_fnmr: float,
-        allow_far: bool,
-    ) -> None:
-        self.fpir, self.held_fpir, self.gallery = fpir, held_fpir, gallery
-        self.max_fnmr, self.allow_far = max_fnmr, allow_far
+    fpir: float | None
+    held_fpir: float
+    gallery: int | None
+    max_fnmr: float
+    allow_far: bool
 
 
 def embed_labelled(
