@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -145,13 +146,10 @@ def _cost(photos: list[Any], rounds: int) -> dict[str, float]:
     return {name: 1000.0 * spent[name] / max(1, faces[name]) for name in engines}
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    del parser  # --quick (shared) shortens the cost table
-
-
 def run(args: argparse.Namespace) -> dict[str, Any]:
     quick = bool(getattr(args, "quick", False))
-    photos = load_photos(default_faces_dir())
+    folder = getattr(args, "faces_dir", None)
+    photos = load_photos(Path(folder) if folder else default_faces_dir())
     note(f"[1/3] embedding {len(photos)} photos with sface and dlib on YuNet's faces ...")
     s_vec, d_vec, kept, labels = _embed(photos)
     cos_s = s_vec @ s_vec.T
