@@ -225,7 +225,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                            c["genuine certain after"], c["impostor certain"],
                            c["impostor certain after"], c["impostor held"]])
         results.setdefault("second_stage", {})[name] = {"threshold": t, "review": review, **c}
-    table(f"second stage (top-{SUPPORT_K} support, margin {MARGIN}), leave-one-out; band = "
+    table(f"second stage (top-{SUPPORT_K} support, margin {MARGIN} x band), leave-one-out; band = "
           "[t at pair FMR 1e-2, t at 1e-3): candidates certain before -> after",
           ["scorer", "t", "review t", "genuine certain", "after", "impostor certain", "after",
            "impostor held"], stage_rows)

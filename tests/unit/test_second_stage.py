@@ -90,7 +90,8 @@ def test_a_top_match_without_margin_holds_both(vectors: dict[str, np.ndarray]) -
     close = _gallery(vectors, a=["obama.jpg"], b=["obama.jpgb"], biden=["biden.jpg"])
     found = _search(probe, close, threshold, review)
     assert [m.subject_id for m in found] == ["b", "a"]
-    assert all(m.certain for m in found) and found[0].similarity - found[1].similarity < MARGIN
+    margin = MARGIN * (threshold - review)
+    assert all(m.certain for m in found) and found[0].similarity - found[1].similarity < margin
     confirmed = confirm(probe, found, close.__getitem__, threshold, review)
     assert [(m.subject_id, m.certain) for m in confirmed] == [("b", False), ("a", False)]
     # a clear lead keeps the top match certain
