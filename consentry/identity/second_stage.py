@@ -50,6 +50,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from consentry.errors import InputError
+
 if TYPE_CHECKING:
     from consentry.identity.index import SubjectMatch
 
@@ -66,10 +68,20 @@ def support(
     views: np.ndarray, enrolled: np.ndarray, weights: Sequence[float] | None = None
 ) -> float:
     """Weighted mean of the best ``SUPPORT_K`` similarities of ``enrolled`` (one row
-    per enrolled vector) to the face, each vector scored by its best view."""
-    per_vector = (np.atleast_2d(enrolled) @ np.atleast_2d(views).T).max(axis=1)
+    per enrolled vector) to the face, each vector scored by its best view. No enrolled
+    vector, no view or zero weight on the best ``SUPPORT_K``: -1 (no support; fail
+    closed: the candidate is held, never dropped)."""
+    rows = np.atleast_2d(enrolled)
+    faces = np.atleast_2d(views)
+    if rows.size == 0 or faces.size == 0:
+        return -1.0
+    per_vector = (rows @ faces.T).max(axis=1)
     w = np.ones(len(per_vector)) if weights is None else np.asarray(weights, dtype=np.float64)
+    if w.shape != per_vector.shape or not np.isfinite(w).all() or bool((w < 0).any()):
+        raise InputError("support weights: one finite non-negative weight per enrolled vector")
     order = np.argsort(-per_vector, kind="stable")[: min(SUPPORT_K, len(per_vector))]
+    if not float(w[order].sum()) > 0.0:
+        return -1.0
     return float(np.average(per_vector[order], weights=w[order]))
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from consentry.errors import InputError
 from consentry.faces.engines import get_engine
 from consentry.faces.images import load_image
 from consentry.identity.index import SubjectMatch
@@ -63,6 +64,13 @@ def test_support_is_the_mean_of_the_best_k(vectors: dict[str, np.ndarray]) -> No
     # weights, when a caller has them, tilt the mean towards the better photos
     weighted = support(probe, rows, weights=[1.0, 0.0, 0.0, 0.0])
     assert weighted == pytest.approx(float(scores[0]), abs=1e-6)
+    # nothing to support a candidate: the lowest score, so it is held (never dropped)
+    assert support(probe, rows[:0]) == -1.0
+    assert support(probe, rows, weights=[0.0, 0.0, 0.0, 1.0]) == -1.0
+    with pytest.raises(InputError):
+        support(probe, rows, weights=[1.0, -1.0, 0.0, 0.0])
+    with pytest.raises(InputError):
+        support(probe, rows, weights=[1.0])
 
 
 def test_one_close_photo_among_far_ones_is_held_not_dropped(vectors: dict[str, np.ndarray]) -> None:
