@@ -93,6 +93,9 @@ class Grant(SQLModel, table=True):
     evidence_sha256: str | None = Field(default=None, max_length=64)
     issuer_key_id: str = Field(max_length=64)
     subject_key_id: str | None = Field(default=None, max_length=64)
+    # a statement prepared for detached signing (``consentry.registry.detached``) must
+    # be signed and submitted before this time; None: signed where it was made
+    sign_by: str | None = Field(default=None, max_length=20)
     created_at: str = Field(max_length=20)
     log_index: int = Field(index=True)
 
@@ -119,6 +122,7 @@ class Revocation(SQLModel, table=True):
     reason: str = _text()
     issuer_key_id: str = Field(max_length=64)
     subject_key_id: str | None = Field(default=None, max_length=64)
+    sign_by: str | None = Field(default=None, max_length=20)  # as ``Grant.sign_by``
     created_at: str = Field(max_length=20)
     log_index: int = Field(index=True)
 

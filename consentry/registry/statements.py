@@ -137,7 +137,7 @@ def _grant(row: Grant) -> dict[str, Any]:
         "issuer": row.issuer_key_id,
         "subject_key": row.subject_key_id,
         "time": row.created_at,
-    }
+    } | _sign_by(row.sign_by)
 
 
 def _revocation(row: Revocation) -> dict[str, Any]:
@@ -148,7 +148,13 @@ def _revocation(row: Revocation) -> dict[str, Any]:
         "issuer": row.issuer_key_id,
         "subject_key": row.subject_key_id,
         "time": row.created_at,
-    }
+    } | _sign_by(row.sign_by)
+
+
+def _sign_by(value: str | None) -> dict[str, Any]:
+    """A statement signed on the subject's own device names its deadline; one signed
+    where it was made is written as earlier releases wrote it."""
+    return {} if value is None else {"sign_by": value}
 
 
 def _prior(row: Prior) -> dict[str, Any]:
