@@ -187,7 +187,7 @@ def test_a_non_canonical_payload_is_refused(p: Parties) -> None:
 def test_a_statement_prepared_before_a_key_rotation_is_refused(p: Parties) -> None:
     signed = sign_prepared(_prepared(p), p.ada_key, T0)
     p.registry.rotate_key()
-    with pytest.raises(SignatureError, match="prepare the statement again|not the key signing"):
+    with pytest.raises(SignatureError, match="not the key signing now"):
         submit(p.registry, signed)
     assert isinstance(submit(p.registry, sign_prepared(_prepared(p), p.ada_key, T0)), Grant)
 
