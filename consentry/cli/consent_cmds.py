@@ -1,0 +1,109 @@
+"""Consent signed on the subject's own device, on the command line.
+
+``consentry grant ... --prepare`` and ``consentry revoke ... --prepare`` write a
+prepared statement (an unsigned DSSE envelope, JSON) to stdout; ``consentry sign
+FILE --key KEY`` shows it in plain words and signs it, needing only the file and
+the key (no registry, no home); ``consentry submit FILE`` checks the signed file
+and appends it (see :mod:`consentry.registry.detached`).
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from consentry.cli.common import DbOpt, HomeOpt, JsonOpt, emit_json, open_registry
+from consentry.errors import InputError
+from consentry.registry.detached import describe, sign_prepared, submit
+from consentry.registry.models import Grant
+from consentry.registry.signing import Envelope, SigningKey
+
+__all__ = ["register", "write_prepared"]
+
+_MAX_FILE = 1 << 20  # a prepared statement is a few hundred bytes
+
+
+def write_prepared(envelope: Envelope) -> None:
+    """The prepared statement on stdout, its plain words on stderr."""
+    for line in describe(envelope):
+        typer.echo(line, err=True)
+    sys.stdout.write(envelope.dumps() + "\n")
+
+
+def sign_window(days: float) -> timedelta:
+    """``--sign-within`` days as a span (the registry bounds it; NaN or inf is refused here)."""
+    if not math.isfinite(days):
+        raise InputError("--sign-within must be a number of days")
+    return timedelta(days=days)
+
+
+def _read_envelope(path: Path) -> Envelope:
+    try:
+        with path.open("rb") as handle:
+            data = handle.read(_MAX_FILE + 1)
+    except OSError as exc:
+        raise InputError(f"cannot read {path}: {exc.strerror}") from exc
+    if len(data) > _MAX_FILE:
+        raise InputError(f"{path}: too large for a prepared statement")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path}: not UTF-8 text") from exc
+    return Envelope.loads(text)
+
+
+def _signed_path(path: Path) -> Path:
+    stem = path.name[: -len(".json")] if path.name.endswith(".json") else path.name
+    return path.with_name(f"{stem}.signed.json")
+
+
+def sign_command(
+    statement: Annotated[Path, typer.Argument(help="The prepared statement (JSON).")],
+    key: Annotated[Path, typer.Option("--key", help="Your private key file.")],
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Where to write (default: NAME.signed.json).")
+    ] = None,
+) -> None:
+    """Read a prepared grant or revocation in plain words and sign it with your key.
+
+    Needs only the file and the key: run it on your own device."""
+    envelope = _read_envelope(statement)
+    for line in describe(envelope):
+        typer.echo(line, err=True)
+    signed = sign_prepared(envelope, SigningKey.load(key), datetime.now(UTC))
+    target = out or _signed_path(statement)
+    target.write_text(signed.dumps() + "\n", encoding="utf-8")
+    typer.echo(str(target))
+
+
+def _receipt(row: Any) -> dict[str, Any]:
+    kind = "grant" if isinstance(row, Grant) else "revocation"
+    return {"type": kind, "id": row.id, "log_index": row.log_index, "created_at": row.created_at}
+
+
+def submit_command(
+    statement: Annotated[Path, typer.Argument(help="The statement signed by the subject.")],
+    home: HomeOpt = None,
+    db: DbOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Submit a grant or revocation the subject signed on their own device; prints its id."""
+    envelope = _read_envelope(statement)
+    with open_registry(home, db) as registry:
+        row = submit(registry, envelope)
+        registry.checkpoint()
+    if as_json:
+        emit_json(_receipt(row))
+    else:
+        typer.echo(row.id)
+
+
+def register(app: typer.Typer) -> None:
+    """Attach this module's commands to the root app."""
+    app.command("sign")(sign_command)
+    app.command("submit")(submit_command)
