@@ -9,9 +9,8 @@ and appends it (see :mod:`consentry.registry.detached`).
 
 from __future__ import annotations
 
-import math
 import sys
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -19,11 +18,11 @@ import typer
 
 from consentry.cli.common import DbOpt, HomeOpt, JsonOpt, emit_json, open_registry
 from consentry.errors import InputError
-from consentry.registry.detached import describe, sign_prepared, submit
+from consentry.registry.detached import describe, sign_prepared, sign_window, submit
 from consentry.registry.models import Grant
 from consentry.registry.signing import Envelope, SigningKey
 
-__all__ = ["register", "write_prepared"]
+__all__ = ["register", "sign_window", "write_prepared"]
 
 _MAX_FILE = 1 << 20  # a prepared statement is a few hundred bytes
 
@@ -33,13 +32,6 @@ def write_prepared(envelope: Envelope) -> None:
     for line in describe(envelope):
         typer.echo(line, err=True)
     sys.stdout.write(envelope.dumps() + "\n")
-
-
-def sign_window(days: float) -> timedelta:
-    """``--sign-within`` days as a span (the registry bounds it; NaN or inf is refused here)."""
-    if not math.isfinite(days):
-        raise InputError("--sign-within must be a number of days")
-    return timedelta(days=days)
 
 
 def _read_envelope(path: Path) -> Envelope:

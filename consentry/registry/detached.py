@@ -32,6 +32,7 @@ Invariants
 from __future__ import annotations
 
 import json
+import math
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -66,6 +67,7 @@ __all__ = [
     "prepare_grant",
     "prepare_revocation",
     "sign_prepared",
+    "sign_window",
     "submit",
 ]
 
@@ -88,6 +90,14 @@ def _sign_by(registry: Registry, within: timedelta) -> str:
             f"the time to sign must be between 1 minute and {MAX_SIGN_WITHIN.days} days"
         )
     return format_time(registry.now() + within)
+
+
+def sign_window(days: float) -> timedelta:
+    """A number of days to sign as a span (NaN and infinities refused; the bounds are
+    checked when the statement is prepared)."""
+    if not math.isfinite(days):
+        raise InputError("the time to sign must be a number of days")
+    return timedelta(days=days)
 
 
 def _key_id_of_subject(subject: Subject) -> str:

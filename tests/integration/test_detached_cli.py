@@ -15,9 +15,7 @@ def test_a_subject_grants_and_revokes_from_their_own_device(tmp_path: Path) -> N
     device.mkdir()
     subject = Cli(device / "no-home")  # CONSENTRY_HOME points at nothing
     subject.ok("keys", "generate", str(device / "ada.key"))
-    operator.ok(
-        "subject", "add", "Ada Lovelace", "--public-key", str(device / "ada.key.pub")
-    )
+    operator.ok("subject", "add", "Ada Lovelace", "--public-key", str(device / "ada.key.pub"))
     operator.ok("grantee", "add", "Studio")
 
     prepared = operator("grant", "Ada Lovelace", "--to", "Studio", "--purpose", "restore",
