@@ -14,13 +14,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
+import httpx
 import typer
 
 from consentry.cli.common import DbOpt, HomeOpt, JsonOpt, emit_json, open_registry
 from consentry.errors import InputError
 from consentry.registry.detached import describe, sign_prepared, sign_window, submit
 from consentry.registry.models import Grant
-from consentry.registry.signing import Envelope, SigningKey
+from consentry.registry.signing import Envelope, SigningKey, key_id_of, load_public_key
+from consentry.registry.subject_view import make_request, verify_view
 
 __all__ = ["register", "sign_window", "write_prepared"]
 
@@ -95,7 +97,43 @@ def submit_command(
         typer.echo(row.id)
 
 
+def me_command(
+    server: Annotated[str, typer.Option("--server", help="The registry's service URL.")],
+    subject: Annotated[str, typer.Option("--subject", help="Your subject id.")],
+    key: Annotated[Path, typer.Option("--key", help="Your private key file.")],
+    operator_key: Annotated[
+        Path,
+        typer.Option("--operator-key", help="The operator's public key (PEM) to verify against."),
+    ],
+    as_json: JsonOpt = False,
+) -> None:
+    """Your grants and every use of your likeness, fetched with a request signed by your
+    key and verified offline against the operator's signed checkpoint."""
+    public = load_public_key(operator_key)
+    request = make_request(SigningKey.load(key), subject, key_id_of(public), datetime.now(UTC))
+    try:
+        answer = httpx.post(f"{server.rstrip('/')}/v1/me", json=request.to_json(), timeout=60)
+    except httpx.HTTPError as exc:
+        raise InputError(f"cannot reach {server}: {exc}") from exc
+    if answer.status_code != 200:
+        raise InputError(f"the server refused: {answer.status_code} {answer.text[:300]}")
+    view = answer.json()
+    verified = verify_view(view, [public])
+    if as_json:
+        emit_json(view | {"verified": verified})
+        return
+    for grant in view["grants"]:
+        until = grant["not_after"] or "-"
+        typer.echo(f"grant {grant['id']}  {grant['status']}  to {grant['grantee']}  "
+                   f"for {','.join(grant['purposes'])}  until {until}")  # fmt: skip
+    for item in view["decisions"]:
+        typer.echo(f"{item['time']}  {item['outcome']:8}  {item['grantee']}  "
+                   f"{item['purpose']}  log index {item['log_index']}")  # fmt: skip
+    typer.echo(f"{verified} decisions verified against the operator's checkpoint")
+
+
 def register(app: typer.Typer) -> None:
     """Attach this module's commands to the root app."""
     app.command("sign")(sign_command)
     app.command("submit")(submit_command)
+    app.command("me")(me_command)

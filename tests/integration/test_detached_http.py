@@ -95,4 +95,17 @@ def test_grant_signed_on_the_device_and_revoked_by_the_subject_alone(
         assert int(str(after["log_index"])) > body["log_index"]
         replay = http.post("/v1/statements", headers=ADMIN, json=signed)
         assert replay.status_code == 409, replay.text
+
+    # the subject's own view, from their device: signed request, proofs checked offline
+    SigningKey.load(registry.home.operator_key).save_public(device / "operator.pub")
+    subject = Cli(device / "no-home")
+    view = subject.json("me", "--server", base, "--subject", registry.get_subject("Ada").id,
+                        "--key", str(device / "ada.key"),
+                        "--operator-key", str(device / "operator.pub"))  # fmt: skip
+    assert isinstance(view, dict)
+    assert [g["status"] for g in view["grants"]] == ["revoked"]
+    outcomes = [d["outcome"] for d in view["decisions"]]  # newest first
+    assert outcomes == ["refused", "allowed", "refused"], outcomes
+    assert all(d["grantee"] == registry.get_grantee("Studio").id for d in view["decisions"])
+    assert view["verified"] == 3
     assert registry.verify_log().ok

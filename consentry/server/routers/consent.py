@@ -4,6 +4,9 @@
 - ``POST /v1/grants/prepare`` (admin): a grant for the subject to sign; nothing is
   recorded. ``POST /v1/statements`` (admin): submit a grant or a revocation the
   subject signed.
+- ``POST /v1/me``: no key; a request signed by a subject's own key
+  (:mod:`consentry.registry.subject_view`) answers with their grants and every
+  decision that involved their likeness, each with an inclusion proof.
 - ``POST /v1/revocations/prepare`` and ``POST /v1/revocations/signed``: no key. A
   subject withdraws consent alone: the statement names only the grant, and only
   a revocation bearing the subject's own valid signature is accepted, so nobody
@@ -29,6 +32,7 @@ from consentry.registry.detached import (
 from consentry.registry.models import Grant, Revocation
 from consentry.registry.signing import Envelope
 from consentry.registry.store import Registry, parse_until
+from consentry.registry.subject_view import NonceCache, authenticate, subject_view
 from consentry.server.auth import ADMIN
 from consentry.server.errors import ApiError
 from consentry.server.models import EnvelopeIn, PrepareGrantIn, PrepareRevocationIn
@@ -38,6 +42,7 @@ __all__ = ["admin_router", "public_router"]
 
 admin_router = APIRouter(tags=["consent"], dependencies=ADMIN)
 public_router = APIRouter(tags=["consent"])
+_NONCES = NonceCache()  # nonces are random: one cache for every app in the process
 
 
 def _prepared(envelope: Envelope) -> dict[str, Any]:
@@ -93,3 +98,11 @@ def submit_revocation(state: ServiceDep, body: EnvelopeIn) -> dict[str, Any]:
     if envelope.statement.get("type") != "consentry.revocation":
         raise ApiError(403, "forbidden", "only revocations are accepted without the admin key")
     return _receipt(_submitted(state.registry, envelope))
+
+
+@public_router.post("/v1/me")
+def my_view(state: ServiceDep, body: EnvelopeIn, before: int | None = None) -> dict[str, Any]:
+    """A subject's grants and every decision involving their likeness, newest first,
+    with proofs; authenticated by a request signed with the subject's own key."""
+    subject_id = authenticate(state.registry, Envelope.from_json(body.model_dump()), _NONCES)
+    return subject_view(state.registry, subject_id, before)
