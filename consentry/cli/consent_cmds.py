@@ -12,15 +12,21 @@ from __future__ import annotations
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import httpx
 import typer
 
 from consentry.cli.common import DbOpt, HomeOpt, JsonOpt, emit_json, open_registry
 from consentry.errors import InputError
-from consentry.registry.detached import describe, sign_prepared, sign_window, submit
-from consentry.registry.models import Grant
+from consentry.registry.detached import (
+    describe,
+    prepare_key_change,
+    receipt_of,
+    sign_prepared,
+    sign_window,
+    submit,
+)
 from consentry.registry.signing import Envelope, SigningKey, key_id_of, load_public_key
 from consentry.registry.subject_view import make_request, verify_view
 
@@ -75,11 +81,6 @@ def sign_command(
     typer.echo(str(target))
 
 
-def _receipt(row: Any) -> dict[str, Any]:
-    kind = "grant" if isinstance(row, Grant) else "revocation"
-    return {"type": kind, "id": row.id, "log_index": row.log_index, "created_at": row.created_at}
-
-
 def submit_command(
     statement: Annotated[Path, typer.Argument(help="The statement signed by the subject.")],
     home: HomeOpt = None,
@@ -92,7 +93,7 @@ def submit_command(
         row = submit(registry, envelope)
         registry.checkpoint()
     if as_json:
-        emit_json(_receipt(row))
+        emit_json(receipt_of(row))
     else:
         typer.echo(row.id)
 
@@ -132,8 +133,40 @@ def me_command(
     typer.echo(f"{verified} decisions verified against the operator's checkpoint")
 
 
-def register(app: typer.Typer) -> None:
+def change_key_command(
+    subject: Annotated[str, typer.Argument(help="Subject id or unique name.")],
+    new_public_key: Annotated[
+        Path, typer.Option("--new-public-key", help="The subject's new public key (PEM).")
+    ],
+    by_operator: Annotated[
+        bool,
+        typer.Option("--by-operator", help="The old key is lost: the operator makes the change."),
+    ] = False,
+    reason: Annotated[str, typer.Option("--reason", help="Why (needed with --by-operator).")] = "",
+    sign_within: Annotated[
+        float, typer.Option("--sign-within", help="Days the subject has to sign (max 30).")
+    ] = 7.0,
+    home: HomeOpt = None,
+    db: DbOpt = None,
+) -> None:
+    """Prepare a change of a subject's key (lost or compromised) for signing: by the new
+    key and the old one, or with --by-operator by the new key alone; then 'consentry
+    submit'. After it the old key signs nothing."""
+    with open_registry(home, db) as registry:
+        envelope = prepare_key_change(
+            registry,
+            subject,
+            load_public_key(new_public_key),
+            reason=reason,
+            by_operator=by_operator,
+            sign_within=sign_window(sign_within),
+        )
+    write_prepared(envelope)
+
+
+def register(app: typer.Typer, subject_app: typer.Typer) -> None:
     """Attach this module's commands to the root app."""
     app.command("sign")(sign_command)
     app.command("submit")(submit_command)
     app.command("me")(me_command)
+    subject_app.command("change-key")(change_key_command)

@@ -372,5 +372,5 @@ def register(app: typer.Typer) -> None:
     app.add_typer(prior_app, name="prior")
     app.command("grant")(grant_command)
     app.command("revoke")(revoke_command)
-    consent_cmds.register(app)
+    consent_cmds.register(app, subject_app)
     app.command("grants")(grants_command)

@@ -1,5 +1,9 @@
 """Consent signed on the subject's own device: prepare, sign, submit.
 
+The same flow changes a subject's key (:func:`prepare_key_change`): signed by the
+new key and the old one, or, when the old one is lost, made by the operator with a
+recorded reason and signed by the new key; the old key signs nothing after it.
+
 A subject who holds a key never hands it to the operator. The operator prepares a
 grant or a revocation (:func:`prepare_grant`, :func:`prepare_revocation`): a DSSE
 envelope holding the canonical statement and no signature. The subject reads it in
@@ -36,6 +40,7 @@ import math
 from datetime import datetime, timedelta
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlmodel import Session, select
 
 from consentry.errors import (
@@ -46,7 +51,14 @@ from consentry.errors import (
     SignatureError,
     StatementExpiredError,
 )
-from consentry.registry.models import Grant, Grantee, OptOut, Revocation, Subject
+from consentry.registry.models import (
+    Grant,
+    Grantee,
+    OptOut,
+    Revocation,
+    Subject,
+    SubjectKeyChange,
+)
 from consentry.registry.rules import grant_terms
 from consentry.registry.signing import (
     Envelope,
@@ -56,29 +68,41 @@ from consentry.registry.signing import (
     parse_canonical,
     payload_type_for,
     public_key_from_hex,
+    public_key_hex,
 )
-from consentry.registry.statements import format_time, parse_time, statement_of
+from consentry.registry.statements import format_time, leaf_kind_of, parse_time, statement_of
 from consentry.registry.store import Registry
 
 __all__ = [
     "DEFAULT_SIGN_WITHIN",
     "MAX_SIGN_WITHIN",
+    "Presigned",
     "describe",
     "prepare_grant",
+    "prepare_key_change",
     "prepare_revocation",
+    "receipt_of",
     "sign_prepared",
     "sign_window",
+    "signers_of",
     "submit",
 ]
 
 DEFAULT_SIGN_WITHIN = timedelta(days=7)
 MAX_SIGN_WITHIN = timedelta(days=30)
-_KINDS = {"consentry.grant": "grant", "consentry.revocation": "revocation"}
+_KINDS = {
+    "consentry.grant": "grant",
+    "consentry.revocation": "revocation",
+    "consentry.subject-key": "subject-key",
+}
 _CLOCK_SKEW = timedelta(minutes=5)
 
 
 # ------------------------------------------------------------------ prepare
-def _unsigned(row: Grant | Revocation) -> Envelope:
+Presigned = Grant | Revocation | SubjectKeyChange
+
+
+def _unsigned(row: Presigned) -> Envelope:
     statement = statement_of(row)
     ptype = payload_type_for(str(statement["type"]), int(statement["version"]))
     return Envelope(ptype, canonical_json(statement), ())
@@ -100,13 +124,18 @@ def sign_window(days: float) -> timedelta:
     return timedelta(days=days)
 
 
-def _key_id_of_subject(subject: Subject) -> str:
-    if subject.public_key is None:
+def _current_key_id(registry: Registry, subject: Subject) -> str:
+    """The key id the subject signs with now (their newest key change applied, as the
+    signed log holds it)."""
+    state = registry.consent
+    state.refresh()
+    current = state.subject_key(subject.id)
+    if current is None:
         raise InputError(
             f"subject {subject.id} holds no key: their consent is recorded where it is made",
             hint="grant or revoke without --prepare",
         )
-    return key_id_of(public_key_from_hex(subject.public_key))
+    return key_id_of(public_key_from_hex(current))
 
 
 def prepare_grant(
@@ -141,7 +170,7 @@ def prepare_grant(
         constraints_json=canonical_json(constraints or {}).decode(),
         evidence_sha256=evidence_sha256,
         issuer_key_id=registry.key_id,
-        subject_key_id=_key_id_of_subject(subject_row),
+        subject_key_id=_current_key_id(registry, subject_row),
         sign_by=_sign_by(registry, sign_within),
         created_at=format_time(registry.now()),
         log_index=-1,
@@ -163,12 +192,61 @@ def prepare_revocation(
         grant_id=grant.id,
         reason=reason.strip(),
         issuer_key_id=registry.key_id,
-        subject_key_id=_key_id_of_subject(registry.get_subject(grant.subject_id)),
+        subject_key_id=_current_key_id(registry, registry.get_subject(grant.subject_id)),
         sign_by=_sign_by(registry, sign_within),
         created_at=format_time(registry.now()),
         log_index=-1,
     )
     return _unsigned(row)
+
+
+def prepare_key_change(
+    registry: Registry,
+    subject: str,
+    new_key: Ed25519PublicKey,
+    *,
+    reason: str = "",
+    by_operator: bool = False,
+    sign_within: timedelta = DEFAULT_SIGN_WITHIN,
+) -> Envelope:
+    """A change of ``subject``'s key to ``new_key``, to be signed by the new key and,
+    unless ``by_operator`` (the old key is lost: a ``reason`` is required), by the
+    old one; nothing is written."""
+    row = registry.get_subject(subject)
+    state = registry.consent
+    state.refresh()
+    current = state.subject_key(row.id)
+    if by_operator and not reason.strip():
+        raise InputError("a key change by the operator needs a reason (why the old key is lost)")
+    if not by_operator and current is None:
+        raise InputError(
+            f"subject {row.id} holds no key to sign the change", hint="use --by-operator"
+        )
+    change = SubjectKeyChange(
+        id=registry.new_id("skc"),
+        subject_id=row.id,
+        old_key_id=None if current is None else key_id_of(public_key_from_hex(current)),
+        new_public_key=public_key_hex(new_key),
+        new_key_id=key_id_of(new_key),
+        authority="operator" if by_operator else "subject",
+        reason=reason.strip(),
+        issuer_key_id=registry.key_id,
+        sign_by=_sign_by(registry, sign_within),
+        created_at=format_time(registry.now()),
+        log_index=-1,
+    )
+    if change.new_key_id == change.old_key_id:
+        raise InputError("the new key is the subject's current key")
+    return _unsigned(change)
+
+
+def signers_of(statement: dict[str, Any]) -> list[str]:
+    """The subject-side key ids a prepared statement needs signatures from."""
+    if statement.get("type") != "consentry.subject-key":
+        return [str(statement.get("subject_key"))]
+    old = statement.get("old_key")
+    by_subject = statement.get("authority") == "subject" and isinstance(old, str)
+    return [str(statement.get("new_key")), *([str(old)] if by_subject else [])]
 
 
 # ------------------------------------------------------------------ read and sign
@@ -180,9 +258,8 @@ def _statement(envelope: Envelope) -> dict[str, Any]:
         raise InputError(f"only grants and revocations are signed on a device, not {kind!r}")
     if envelope.payload_type != payload_type_for(str(kind), int(statement.get("version", -1))):
         raise SignatureError("the envelope's payload type does not match its statement")
-    if not isinstance(statement.get("sign_by"), str) or not isinstance(
-        statement.get("subject_key"), str
-    ):
+    signer = "new_key" if kind == "consentry.subject-key" else "subject_key"
+    if not isinstance(statement.get("sign_by"), str) or not isinstance(statement.get(signer), str):
         raise InputError("not a statement prepared for signing (no sign_by or subject key)")
     return statement
 
@@ -190,7 +267,15 @@ def _statement(envelope: Envelope) -> dict[str, Any]:
 def describe(envelope: Envelope) -> list[str]:
     """The statement in plain words, from the signed bytes alone."""
     s = _statement(envelope)
-    if s["type"] == "consentry.revocation":
+    if s["type"] == "consentry.subject-key":
+        lines = [
+            f"Your key {str(s.get('old_key') or 'none')[:16]} is replaced by "
+            f"{str(s.get('new_key'))[:16]}: from then on only the new key signs for you.",
+            "Signed by your old key and your new key."
+            if s.get("authority") == "subject"
+            else f"Made by the operator because: {s.get('reason')}",
+        ]
+    elif s["type"] == "consentry.revocation":
         lines = [
             f"You withdraw your consent given in grant {s.get('grant')}.",
             f"Reason recorded in the public log: {s.get('reason')}",
@@ -210,7 +295,8 @@ def describe(envelope: Envelope) -> list[str]:
         if s.get("evidence_sha256"):
             lines.append(f"Consent evidence: SHA-256 {s['evidence_sha256']}")
     lines.append(f"Prepared {s.get('time')} by operator key {str(s.get('issuer'))[:16]}; ")
-    lines[-1] += f"sign by {s['sign_by']}. Your key: {str(s['subject_key'])[:16]}."
+    keys = ", ".join(k[:16] for k in signers_of(s))
+    lines[-1] += f"sign by {s['sign_by']}. Keys to sign: {keys}."
     return lines
 
 
@@ -226,9 +312,10 @@ def sign_prepared(envelope: Envelope, key: SigningKey, now: datetime) -> Envelop
     """The prepared ``envelope`` signed by ``key``, which must be the subject key it
     names; refused past its ``sign_by``. Needs no registry."""
     statement = _statement(envelope)
-    if statement["subject_key"] != key.key_id:
+    wanted = signers_of(statement)
+    if key.key_id not in wanted:
         raise SignatureError(
-            f"this statement is for key {str(statement['subject_key'])[:16]}; "
+            f"this statement is for key {', '.join(k[:16] for k in wanted)}; "
             f"yours is {key.key_id[:16]}"
         )
     _check_deadline(statement, now)
@@ -236,9 +323,23 @@ def sign_prepared(envelope: Envelope, key: SigningKey, now: datetime) -> Envelop
 
 
 # ------------------------------------------------------------------ submit
-def _row_of(statement: dict[str, Any]) -> Grant | Revocation:
+def _row_of(statement: dict[str, Any]) -> Presigned:
     """The row the statement describes (``statement_of`` of it must give it back)."""
     try:
+        if statement["type"] == "consentry.subject-key":
+            return SubjectKeyChange(
+                id=str(statement["id"]),
+                subject_id=str(statement["subject"]),
+                old_key_id=statement["old_key"],
+                new_public_key=str(statement["new_public_key"]),
+                new_key_id=str(statement["new_key"]),
+                authority=str(statement["authority"]),
+                reason=str(statement["reason"]),
+                issuer_key_id=str(statement["issuer"]),
+                sign_by=str(statement["sign_by"]),
+                created_at=str(statement["time"]),
+                log_index=-1,
+            )
         if statement["type"] == "consentry.grant":
             return Grant(
                 id=str(statement["id"]),
@@ -270,15 +371,42 @@ def _row_of(statement: dict[str, Any]) -> Grant | Revocation:
         raise InputError(f"malformed {statement.get('type')} statement: {exc}") from exc
 
 
-def _check_subject_signature(session: Session, subject_id: str, envelope: Envelope) -> None:
-    subject = session.get(Subject, subject_id)
-    if subject is None:
+def _check_subject_signature(registry: Registry, subject_id: str, envelope: Envelope) -> None:
+    """Signed by the subject's current key as the signed log holds it (key changes
+    applied), which the statement names."""
+    current = registry.consent.subject_key(subject_id)
+    if subject_id not in registry.consent.subjects:
         raise NotFoundError(f"no subject {subject_id!r}")
-    key_id = _key_id_of_subject(subject)
-    if envelope.statement.get("subject_key") != key_id:
-        raise SignatureError(f"the statement does not name subject {subject_id}'s key")
-    assert subject.public_key is not None  # _key_id_of_subject checked it
-    envelope.verify({key_id: public_key_from_hex(subject.public_key)}, [key_id])
+    if current is None:
+        raise InputError(f"subject {subject_id} holds no key", hint="grant or revoke in place")
+    public = public_key_from_hex(current)
+    if envelope.statement.get("subject_key") != key_id_of(public):
+        raise SignatureError(f"the statement does not name subject {subject_id}'s current key")
+    envelope.verify({key_id_of(public): public}, [key_id_of(public)])
+
+
+def _check_key_change(registry: Registry, row: SubjectKeyChange, envelope: Envelope) -> None:
+    """From the current key, to a new one, signed by every key :func:`signers_of` names."""
+    state = registry.consent
+    if row.subject_id not in state.subjects:
+        raise NotFoundError(f"no subject {row.subject_id!r}")
+    current = state.subject_key(row.subject_id)
+    current_id = None if current is None else key_id_of(public_key_from_hex(current))
+    if row.old_key_id != current_id:
+        raise SignatureError("the key change does not start from the subject's current key")
+    new = public_key_from_hex(row.new_public_key)
+    if key_id_of(new) != row.new_key_id or row.new_key_id == current_id:
+        raise InputError("the new key does not match its id, or is the current key")
+    if row.authority == "operator" and not row.reason.strip():
+        raise InputError("a key change by the operator needs a reason")
+    if row.authority not in ("subject", "operator") or (
+        row.authority == "subject" and current is None
+    ):
+        raise InputError("a key change is signed by the old key, or made by the operator")
+    trusted = {row.new_key_id: new}
+    if current is not None and current_id is not None:
+        trusted[current_id] = public_key_from_hex(current)
+    envelope.verify(trusted, signers_of(envelope.statement))
 
 
 def _check_grant_terms(session: Session, row: Grant) -> None:
@@ -303,7 +431,13 @@ def _check_revocation_terms(session: Session, row: Revocation) -> str:
     return grant.subject_id
 
 
-def submit(registry: Registry, envelope: Envelope) -> Grant | Revocation:
+def receipt_of(row: Presigned) -> dict[str, Any]:
+    """What a submitter is told: the record's kind, id and log index."""
+    kind = leaf_kind_of(row)
+    return {"type": kind, "id": row.id, "log_index": row.log_index, "created_at": row.created_at}
+
+
+def submit(registry: Registry, envelope: Envelope) -> Presigned:
     """Check the subject-signed ``envelope`` (see the module's invariants), co-sign
     it with the operator key and append it; returns the row with its log index."""
     statement = _statement(envelope)
@@ -317,15 +451,18 @@ def submit(registry: Registry, envelope: Envelope) -> Grant | Revocation:
             "not in the future)"
         )
     row = _row_of(statement)
+    registry.consent.refresh()
     with registry.db.write() as session:
         if session.get(type(row), row.id) is not None:
             kind = _KINDS[statement["type"]]
             raise DuplicateError(f"{kind} {row.id} is in the log already (a replay)")
-        if isinstance(row, Grant):
-            subject_id = row.subject_id
+        if isinstance(row, SubjectKeyChange):
+            _check_key_change(registry, row, envelope)
+        elif isinstance(row, Grant):
             _check_grant_terms(session, row)
+            _check_subject_signature(registry, row.subject_id, envelope)
         else:
             subject_id = _check_revocation_terms(session, row)
-        _check_subject_signature(session, subject_id, envelope)
+            _check_subject_signature(registry, subject_id, envelope)
         row.log_index = registry.log.record_presigned(session, row, envelope)
     return row

@@ -66,6 +66,7 @@ from consentry.registry.models import (
     LogEntry,
     OperatorKey,
     Revocation,
+    SubjectKeyChange,
 )
 from consentry.registry.signing import (
     Envelope,
@@ -199,7 +200,7 @@ class RegistryLog:
         return self._append(session, [self._signed(row, key) for row in rows], start)
 
     def record_presigned(
-        self, session: Session, row: Grant | Revocation, subject_signed: Envelope
+        self, session: Session, row: Grant | Revocation | SubjectKeyChange, subject_signed: Envelope
     ) -> int:
         """Append a grant or revocation its subject signed elsewhere
         (:mod:`consentry.registry.detached`): ``subject_signed`` holds the canonical
@@ -567,4 +568,3 @@ class RegistryLog:
             if not 0 < old_size <= size:
                 raise InputError(f"old size must be between 1 and {size}")
             return tiles.StoredTree(whole.session, size).consistency_proof(old_size)
-

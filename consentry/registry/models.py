@@ -268,6 +268,27 @@ class Erasure(SQLModel, table=True):
     log_index: int = Field(index=True)
 
 
+class SubjectKeyChange(SQLModel, table=True):
+    """A subject's key replaced (lost or compromised): from then on only the new key
+    co-signs for them. ``authority`` is ``subject`` (signed by the old key and the
+    new) or ``operator`` (the old key is lost: signed by the operator and the new
+    key, with a ``reason``). ``old_key_id`` None: the subject held no key before."""
+
+    __tablename__ = "subject_key_changes"
+
+    id: str = Field(primary_key=True, max_length=40)
+    subject_id: str = Field(foreign_key="subjects.id", index=True, max_length=40)
+    old_key_id: str | None = Field(default=None, max_length=64)
+    new_public_key: str = Field(max_length=64)
+    new_key_id: str = Field(max_length=64)
+    authority: str = Field(max_length=16)
+    reason: str = _text()
+    issuer_key_id: str = Field(max_length=64)
+    sign_by: str = Field(max_length=20)
+    created_at: str = Field(max_length=20)
+    log_index: int = Field(index=True)
+
+
 class OptOut(SQLModel, table=True):
     """A subject's opt-out: every job with their face, name or prior is refused,
     no grant can be made for them, and their kept photos are deleted; their

@@ -26,6 +26,7 @@ from consentry.registry.models import (
     Prior,
     Revocation,
     Subject,
+    SubjectKeyChange,
 )
 
 __all__ = [
@@ -58,6 +59,7 @@ Row = (
     | Calibration
     | Decision
     | OptOut
+    | SubjectKeyChange
 )
 
 KIND_OF_TYPE: dict[str, str] = {
@@ -71,6 +73,7 @@ KIND_OF_TYPE: dict[str, str] = {
     "consentry.enrollment": "enrollment",
     "consentry.erasure": "erasure",
     "consentry.opt-out": "opt-out",
+    "consentry.subject-key": "subject-key",
     "consentry.calibration": "calibration",
     "consentry.decision": "decision",
 }
@@ -255,6 +258,21 @@ def _decision(row: Decision) -> dict[str, Any]:
     }
 
 
+def _subject_key_change(row: SubjectKeyChange) -> dict[str, Any]:
+    return _base("subject-key") | {
+        "id": row.id,
+        "subject": row.subject_id,
+        "old_key": row.old_key_id,
+        "new_key": row.new_key_id,
+        "new_public_key": row.new_public_key,
+        "authority": row.authority,
+        "reason": row.reason,
+        "issuer": row.issuer_key_id,
+        "sign_by": row.sign_by,
+        "time": row.created_at,
+    }
+
+
 def _operator_key(row: OperatorKey) -> dict[str, Any]:
     return _base("operator-key") | {
         "key_id": row.key_id,
@@ -274,6 +292,7 @@ _BY_TYPE: dict[type[Any], tuple[str, Callable[[Any], dict[str, Any]]]] = {
     Enrollment: ("enrollment", _enrollment),
     Erasure: ("erasure", _erasure),
     OptOut: ("opt-out", _opt_out),
+    SubjectKeyChange: ("subject-key", _subject_key_change),
     Calibration: ("calibration", _calibration),
     Decision: ("decision", _decision),
     OperatorKey: ("key", _operator_key),

@@ -82,6 +82,7 @@ from consentry.registry.statements import (
     format_time,
     parse_time,
 )
+from consentry.registry.subject_keys import current_subject_key
 from consentry.registry.vault import MasterKey
 from consentry.registry.verify import LogReport
 from consentry.registry.witness import WitnessStore
@@ -404,7 +405,8 @@ class Registry:
             if session.exec(select(OptOut).where(OptOut.subject_id == subject_row.id)).first():
                 raise OptedOutError(f"subject {subject_row.id} opted out: no grant can be made")
             grantee_row = self._find_grantee(session, grantee)
-            cosigners = subject_cosigners(subject_row, subject_key, "grant")
+            current = current_subject_key(session, subject_row.id)
+            cosigners = subject_cosigners(subject_row, subject_key, "grant", current)
             row = Grant(
                 id=_new_id("grt"),
                 subject_id=subject_row.id,
@@ -438,7 +440,9 @@ class Registry:
             raise InputError("a revocation needs a reason")
         grant = self.get_grant(grant_id)
         subject = self.get_subject(grant.subject_id)
-        cosigners = subject_cosigners(subject, subject_key, "revocation")
+        with self.db.read() as session:
+            current = current_subject_key(session, subject.id)
+        cosigners = subject_cosigners(subject, subject_key, "revocation", current)
         row = Revocation(
             id=_new_id("rev"),
             grant_id=grant.id,

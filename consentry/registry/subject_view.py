@@ -8,8 +8,8 @@ signed checkpoint (:func:`subject_view`), which the subject verifies offline wit
 the operator's public key (:func:`verify_view`).
 
 Invariants
-- A request is accepted only if it is signed by the key the subject registered
-  (as the signed log holds it), names this registry's operator key as its
+- A request is accepted only if it is signed by the subject's current key (as the
+  signed log holds it, key changes applied), names this registry's operator key as its
   audience (a request made for another registry is refused), is at most
   :data:`REQUEST_WINDOW` away from the registry's clock, and its nonce was not seen
   in that window (:class:`NonceCache`: a captured request cannot be replayed).
@@ -108,14 +108,14 @@ def authenticate(
     subject_id = str(statement.get("subject"))
     state = registry.consent
     state.refresh()
-    signed = state.subjects.get(subject_id)
-    if signed is None:
+    if subject_id not in state.subjects:
         raise NotFoundError(f"no subject {subject_id!r}")
-    if signed.public_key is None:
+    current = state.subject_key(subject_id)  # their newest key change applied
+    if current is None:
         raise SignatureError(
             f"subject {subject_id} holds no key: their view is given by the operator"
         )
-    public = public_key_from_hex(signed.public_key)
+    public = public_key_from_hex(current)
     envelope.verify({key_id_of(public): public}, [key_id_of(public)], statement=statement)
     if statement.get("audience") != registry.key_id:
         raise SignatureError("the request was made for another registry (audience)")

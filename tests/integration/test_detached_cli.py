@@ -69,3 +69,38 @@ def test_signing_with_the_wrong_key_or_a_changed_file_is_a_clear_error(tmp_path:
     assert operator.json("grants") == []
     assert_one_line_error(operator("sign", str(tmp_path / "missing.json"), "--key",
                                    str(tmp_path / "ada.key")), 2, "cannot read")  # fmt: skip
+
+
+def test_a_lost_key_is_replaced_and_the_old_one_signs_nothing_more(tmp_path: Path) -> None:
+    operator = initialised(tmp_path / "operator", f"sqlite:///{tmp_path}/r.db")
+    for name in ("old", "new"):
+        operator.ok("keys", "generate", str(tmp_path / f"{name}.key"))
+    operator.ok("subject", "add", "Ada", "--public-key", str(tmp_path / "old.key.pub"))
+    operator.ok("grantee", "add", "Studio")
+    grant_request = tmp_path / "grant.json"
+    grant_request.write_text(operator.ok("grant", "Ada", "--to", "Studio", "--purpose",
+                                         "restore", "--prepare"))  # fmt: skip
+    stale = operator.ok("sign", str(grant_request), "--key", str(tmp_path / "old.key")).strip()
+
+    change = operator("subject", "change-key", "Ada", "--new-public-key",
+                      str(tmp_path / "new.key.pub"), "--by-operator")  # fmt: skip
+    assert_one_line_error(change, 2, "needs a reason")
+    change = operator("subject", "change-key", "Ada", "--new-public-key",
+                      str(tmp_path / "new.key.pub"), "--by-operator",
+                      "--reason", "phone lost")  # fmt: skip
+    assert change.code == 0 and "phone lost" in change.err
+    (tmp_path / "change.json").write_text(change.out)
+    signed = operator.ok("sign", str(tmp_path / "change.json"), "--key",
+                         str(tmp_path / "new.key")).strip()  # fmt: skip
+    operator.ok("submit", signed)
+
+    assert_one_line_error(operator("submit", stale), 1, "current key")  # signed by the old key
+    fresh = tmp_path / "grant2.json"
+    fresh.write_text(operator.ok("grant", "Ada", "--to", "Studio", "--purpose", "restore",
+                                 "--prepare"))  # fmt: skip
+    assert_one_line_error(operator("sign", str(fresh), "--key", str(tmp_path / "old.key")), 1,
+                          "is for key")  # fmt: skip
+    operator.ok(
+        "submit", operator.ok("sign", str(fresh), "--key", str(tmp_path / "new.key")).strip()
+    )
+    assert operator.json("log", "verify")["ok"] is True  # type: ignore[index]

@@ -22,11 +22,12 @@ from consentry.errors import (
 from consentry.registry.detached import (
     describe,
     prepare_grant,
+    prepare_key_change,
     prepare_revocation,
     sign_prepared,
     submit,
 )
-from consentry.registry.models import Grant, Revocation
+from consentry.registry.models import Grant, Revocation, SubjectKeyChange
 from consentry.registry.signing import Envelope, SigningKey
 from consentry.registry.store import Registry
 
@@ -202,3 +203,69 @@ def test_subjects_without_a_key_are_told_to_grant_in_place(tmp_path: Path) -> No
         assert caught.value.hint == "grant or revoke without --prepare"
     finally:
         registry.close()
+
+
+# ------------------------------------------------------------------ key changes
+def _change_key(p: Parties, new: SigningKey, **how: object) -> SubjectKeyChange:
+    prepared = prepare_key_change(p.registry, p.ada, new.public_key, **how)  # type: ignore[arg-type]
+    signed = sign_prepared(prepared, new, T0)
+    if not how.get("by_operator"):
+        signed = sign_prepared(signed, p.ada_key, T0)
+    row = submit(p.registry, signed)
+    assert isinstance(row, SubjectKeyChange)
+    return row
+
+
+def test_a_subject_changes_their_key_and_only_the_new_one_signs_after(p: Parties) -> None:
+    new = SigningKey.generate()
+    change = _change_key(p, new)
+    assert change.old_key_id == p.ada_key.key_id and change.new_key_id == new.key_id
+    assert "replaced by" in "\n".join(describe(prepare_key_change(p.registry, p.ada,
+        SigningKey.generate().public_key)))  # fmt: skip
+    grant = submit(p.registry, sign_prepared(_prepared(p), new, T0))
+    assert isinstance(grant, Grant) and grant.subject_key_id == new.key_id
+    assert p.registry.grant("Ada", "Studio", ["generate"], subject_key=new).subject_key_id == (
+        new.key_id
+    )
+    p.registry.checkpoint()
+    assert p.registry.verify_log().ok
+
+
+@pytest.mark.attack("old subject key signs after a key change")
+def test_the_old_key_signs_nothing_after_a_key_change(p: Parties) -> None:
+    old_prepared = _prepared(p)  # prepared (for the old key) before the change
+    old_signed = sign_prepared(old_prepared, p.ada_key, T0)
+    _change_key(p, SigningKey.generate())
+    size = p.registry.log_size()
+    with pytest.raises(SignatureError, match="current key"):
+        submit(p.registry, old_signed)
+    with pytest.raises(SignatureError, match="not the key of subject"):
+        p.registry.grant("Ada", "Studio", ["restore"], subject_key=p.ada_key)
+    assert p.registry.log_size() == size
+
+
+@pytest.mark.attack("subject key change without the old key")
+def test_a_key_change_by_the_subject_needs_the_old_keys_signature(p: Parties) -> None:
+    thief = SigningKey.generate()
+    prepared = prepare_key_change(p.registry, p.ada, thief.public_key)
+    only_new = sign_prepared(prepared, thief, T0)
+    with pytest.raises(SignatureError, match="missing required signature"):
+        submit(p.registry, only_new)
+    assert p.registry.consent.subject_key(p.ada) == p.ada_key.public_hex
+    assert isinstance(submit(p.registry, sign_prepared(only_new, p.ada_key, T0)), SubjectKeyChange)
+
+
+@pytest.mark.attack("operator key change without a reason")
+def test_a_key_change_by_the_operator_needs_a_reason_and_the_new_key(p: Parties) -> None:
+    new = SigningKey.generate()
+    with pytest.raises(InputError, match="needs a reason"):
+        prepare_key_change(p.registry, p.ada, new.public_key, by_operator=True)
+    prepared = prepare_key_change(p.registry, p.ada, new.public_key, by_operator=True,
+                                  reason="phone lost")  # fmt: skip
+    with pytest.raises(SignatureError, match="missing required signature"):
+        submit(p.registry, prepared)  # no proof the subject holds the new key
+    change = submit(p.registry, sign_prepared(prepared, new, T0))
+    assert isinstance(change, SubjectKeyChange) and change.authority == "operator"
+    assert change.reason == "phone lost"
+    p.registry.checkpoint()
+    assert p.registry.verify_log().ok

@@ -23,13 +23,14 @@ from typing import Any
 from fastapi import APIRouter
 
 from consentry.registry.detached import (
+    Presigned,
     describe,
     prepare_grant,
     prepare_revocation,
+    receipt_of,
     sign_window,
     submit,
 )
-from consentry.registry.models import Grant, Revocation
 from consentry.registry.signing import Envelope
 from consentry.registry.store import Registry, parse_until
 from consentry.registry.subject_view import NonceCache, authenticate, subject_view
@@ -49,15 +50,10 @@ def _prepared(envelope: Envelope) -> dict[str, Any]:
     return {"envelope": envelope.to_json(), "plain_words": describe(envelope)}
 
 
-def _submitted(registry: Registry, envelope: Envelope) -> Grant | Revocation:
+def _submitted(registry: Registry, envelope: Envelope) -> Presigned:
     row = submit(registry, envelope)
     registry.checkpoint()
     return row
-
-
-def _receipt(row: Grant | Revocation) -> dict[str, Any]:
-    kind = "grant" if isinstance(row, Grant) else "revocation"
-    return {"type": kind, "id": row.id, "log_index": row.log_index, "created_at": row.created_at}
 
 
 @admin_router.post("/v1/grants/prepare")
@@ -79,7 +75,7 @@ def prepare_grant_route(state: ServiceDep, body: PrepareGrantIn) -> dict[str, An
 @admin_router.post("/v1/statements", status_code=201)
 def submit_statement(state: ServiceDep, body: EnvelopeIn) -> dict[str, Any]:
     """Submit a grant or revocation the subject signed; the receipt names its log index."""
-    return _receipt(_submitted(state.registry, Envelope.from_json(body.model_dump())))
+    return receipt_of(_submitted(state.registry, Envelope.from_json(body.model_dump())))
 
 
 @public_router.post("/v1/revocations/prepare")
@@ -97,7 +93,7 @@ def submit_revocation(state: ServiceDep, body: EnvelopeIn) -> dict[str, Any]:
     envelope = Envelope.from_json(body.model_dump())
     if envelope.statement.get("type") != "consentry.revocation":
         raise ApiError(403, "forbidden", "only revocations are accepted without the admin key")
-    return _receipt(_submitted(state.registry, envelope))
+    return receipt_of(_submitted(state.registry, envelope))
 
 
 @public_router.post("/v1/me")
