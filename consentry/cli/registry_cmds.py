@@ -19,7 +19,7 @@ from consentry.errors import InputError
 from consentry.hashing import sha256_file
 from consentry.registry.detached import prepare_grant, prepare_revocation
 from consentry.registry.signing import SigningKey, load_public_key
-from consentry.registry.statements import parse_time
+from consentry.registry.statements import format_time, parse_time
 from consentry.registry.views import grant_json, grantee_json, prior_json, subject_json
 
 __all__ = ["register"]
@@ -277,13 +277,19 @@ def grants_command(
     subject: Annotated[str | None, typer.Option("--subject", help="Subject id or name.")] = None,
     grantee: Annotated[str | None, typer.Option("--grantee", help="Grantee id or name.")] = None,
     active: Annotated[bool, typer.Option("--active", help="Only grants active now.")] = False,
+    review_due: Annotated[
+        bool, typer.Option("--review-due", help="Only active grants past their review date.")
+    ] = False,
     home: HomeOpt = None,
     db: DbOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """List grants with their status now."""
     with open_registry(home, db) as registry:
-        rows = registry.list_grants(subject, grantee, active_only=active)
+        rows = registry.list_grants(subject, grantee, active_only=active or review_due)
+        now = format_time(registry.now())
+    if review_due:
+        rows = [(g, s) for g, s in rows if g.review_by is not None and g.review_by <= now]
     if as_json:
         emit_json([grant_json(g, s) for g, s in rows])
         return

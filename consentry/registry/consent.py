@@ -89,7 +89,6 @@ def _strings(value: Any) -> tuple[str, ...]:
     return tuple(str(v) for v in value or ())
 
 
-
 def _table(model: Any) -> Table:
     return cast(Table, model.__table__)
 

@@ -51,6 +51,7 @@ from consentry.errors import (
     SignatureError,
     StatementExpiredError,
 )
+from consentry.registry.grant_policy import policy_of
 from consentry.registry.models import (
     Grant,
     Grantee,
@@ -155,6 +156,7 @@ def prepare_grant(
     nothing is written. The terms are checked as :meth:`Registry.grant` checks them."""
     start = not_before or registry.now()
     wanted, prior_list = grant_terms(purposes, priors or [], evidence_sha256, start, not_after)
+    review_by = policy_of(registry.home).review_by(start, not_after, evidence_sha256)
     subject_row = registry.get_subject(subject)
     grantee_row = registry.get_grantee(grantee)
     if subject_row.id in registry.consent.opted_out:
@@ -172,6 +174,7 @@ def prepare_grant(
         issuer_key_id=registry.key_id,
         subject_key_id=_current_key_id(registry, subject_row),
         sign_by=_sign_by(registry, sign_within),
+        review_by=review_by,
         created_at=format_time(registry.now()),
         log_index=-1,
     )
@@ -354,6 +357,7 @@ def _row_of(statement: dict[str, Any]) -> Presigned:
                 issuer_key_id=str(statement["issuer"]),
                 subject_key_id=str(statement["subject_key"]),
                 sign_by=str(statement["sign_by"]),
+                review_by=statement.get("review_by"),
                 created_at=str(statement["time"]),
                 log_index=-1,
             )
@@ -409,10 +413,15 @@ def _check_key_change(registry: Registry, row: SubjectKeyChange, envelope: Envel
     envelope.verify(trusted, signers_of(envelope.statement))
 
 
-def _check_grant_terms(session: Session, row: Grant) -> None:
+def _check_grant_terms(registry: Registry, session: Session, row: Grant) -> None:
     start = parse_time(row.not_before)
     end = parse_time(row.not_after) if row.not_after is not None else None
     grant_terms(row.purposes, row.priors, row.evidence_sha256, start, end)
+    if policy_of(registry.home).review_by(start, end, row.evidence_sha256) != row.review_by:
+        raise InputError(
+            "the grant's review date is not the one this registry sets now",
+            hint="prepare the statement again",
+        )
     if session.get(Grantee, row.grantee_id) is None:
         raise NotFoundError(f"no grantee {row.grantee_id!r}")
     if session.exec(select(OptOut).where(OptOut.subject_id == row.subject_id)).first():
@@ -459,7 +468,7 @@ def submit(registry: Registry, envelope: Envelope) -> Presigned:
         if isinstance(row, SubjectKeyChange):
             _check_key_change(registry, row, envelope)
         elif isinstance(row, Grant):
-            _check_grant_terms(session, row)
+            _check_grant_terms(registry, session, row)
             _check_subject_signature(registry, row.subject_id, envelope)
         else:
             subject_id = _check_revocation_terms(session, row)

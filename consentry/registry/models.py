@@ -96,6 +96,8 @@ class Grant(SQLModel, table=True):
     # a statement prepared for detached signing (``consentry.registry.detached``) must
     # be signed and submitted before this time; None: signed where it was made
     sign_by: str | None = Field(default=None, max_length=20)
+    # the registry's review date for this consent (``grant_policy``); None: none set
+    review_by: str | None = Field(default=None, max_length=20)
     created_at: str = Field(max_length=20)
     log_index: int = Field(index=True)
 

@@ -127,31 +127,40 @@ def _grantee(row: Grantee) -> dict[str, Any]:
 
 
 def _grant(row: Grant) -> dict[str, Any]:
-    return _base("grant") | {
-        "id": row.id,
-        "subject": row.subject_id,
-        "grantee": row.grantee_id,
-        "purposes": json.loads(row.purposes_json),
-        "priors": json.loads(row.priors_json),
-        "not_before": row.not_before,
-        "not_after": row.not_after,
-        "constraints": json.loads(row.constraints_json),
-        "evidence_sha256": row.evidence_sha256,
-        "issuer": row.issuer_key_id,
-        "subject_key": row.subject_key_id,
-        "time": row.created_at,
-    } | _sign_by(row.sign_by)
+    return (
+        _base("grant")
+        | {
+            "id": row.id,
+            "subject": row.subject_id,
+            "grantee": row.grantee_id,
+            "purposes": json.loads(row.purposes_json),
+            "priors": json.loads(row.priors_json),
+            "not_before": row.not_before,
+            "not_after": row.not_after,
+            "constraints": json.loads(row.constraints_json),
+            "evidence_sha256": row.evidence_sha256,
+            "issuer": row.issuer_key_id,
+            "subject_key": row.subject_key_id,
+            "time": row.created_at,
+        }
+        | _sign_by(row.sign_by)
+        | ({} if row.review_by is None else {"review_by": row.review_by})
+    )
 
 
 def _revocation(row: Revocation) -> dict[str, Any]:
-    return _base("revocation") | {
-        "id": row.id,
-        "grant": row.grant_id,
-        "reason": row.reason,
-        "issuer": row.issuer_key_id,
-        "subject_key": row.subject_key_id,
-        "time": row.created_at,
-    } | _sign_by(row.sign_by)
+    return (
+        _base("revocation")
+        | {
+            "id": row.id,
+            "grant": row.grant_id,
+            "reason": row.reason,
+            "issuer": row.issuer_key_id,
+            "subject_key": row.subject_key_id,
+            "time": row.created_at,
+        }
+        | _sign_by(row.sign_by)
+    )
 
 
 def _sign_by(value: str | None) -> dict[str, Any]:
