@@ -90,7 +90,6 @@ def _strings(value: Any) -> tuple[str, ...]:
     return tuple(str(v) for v in value or ())
 
 
-
 def _table(model: Any) -> Table:
     return cast(Table, model.__table__)
 
@@ -592,23 +591,21 @@ class ConsentState(RowChecks):
             revoked = self.revoked.get(grant_id)
         if grant is None:
             return False, f"grant {grant_id} is not in this registry's signed log"
+        name, before = f"grant {grant_id}", f"before the decision at {index}"
         if grant.index >= index:
-            return False, (
-                f"grant {grant_id} was appended at log index {grant.index}, "
-                f"not before the decision at {index}"
-            )
+            return False, f"{name} was appended at log index {grant.index}, not {before}"
         if moment < grant.not_before:
-            return False, (
-                f"grant {grant_id} was not yet valid at {moment} (from {grant.not_before})"
-            )
+            return False, f"{name} was not yet valid at {moment} (from {grant.not_before})"
         if grant.not_after is not None and moment >= grant.not_after:
-            return False, f"grant {grant_id} had expired at {moment} (until {grant.not_after})"
+            return False, f"{name} had expired at {moment} (until {grant.not_after})"
         if revoked is not None and revoked < index:
-            return False, (
-                f"grant {grant_id} was revoked at log index {revoked}, "
-                f"before the decision at {index}"
-            )
-        return True, f"grant {grant_id} was valid at log index {index}"
+            return False, f"{name} was revoked at log index {revoked}, {before}"
+        return True, f"{name} was valid at log index {index}"
+
+    def subject_key(self, subject_id: str) -> str | None:
+        """The subject's current public key (hex), key changes applied, as the log holds it."""
+        with self._lock:
+            return self._checker.subject_keys.get(subject_id)
 
 
 _APPLY: dict[str, Callable[[ConsentState, int, str, dict[str, Any]], None]] = {
