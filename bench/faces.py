@@ -42,8 +42,8 @@ import faiss
 import numpy as np
 
 from bench import faces_baseline, faces_index
-from bench.faces_1n import engines_1n, run_1n
 from bench._common import console, load_average, note
+from bench.faces_1n import engines_1n, run_1n
 from bench.faces_data import (
     TRANSFORMS,
     Photo,

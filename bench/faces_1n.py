@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from bench._common import note, table
+from bench._common import note
 from bench.faces_1n_data import EmbedCache, labelled_vectors, strangers
 from bench.faces_data import Photo
 from consentry.errors import ConsentryError
@@ -207,12 +207,13 @@ def _engine_result(name: str, engine: FaceEngine, photos: list[Photo], folder: P
         default = threshold_for_rate(best, 1e-3)
         threshold_note = "no shipped default: point rate <= 1e-3 on these pairs"
     base = at(best, default)
-    t2 = equal_fnir_threshold(top2, base["fnir"])
+    t1, t2 = (equal_fnir_threshold(x, base["fnir"]) for x in (best, top2))
     return {
         "engine": name, "version": engine.version, "cache": str(cache.path),
         "images_embedded": cache.embedded, "photos_with_face": int(found.sum()),
         "photos": len(photos), "strangers": sources, "stranger_faces": len(faces),
         "default_note": threshold_note, "default": base,
+        "max_equal_fnir": at(best, t1),
         "top2_equal_fnir": at(top2, t2),
         "points": {n: operating_point(best, n) for n in (BUDGET_N, 10_000, 1_000_000)},
     }
