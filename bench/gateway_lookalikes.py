@@ -54,11 +54,14 @@ def lookalikes(sent: list[tuple[str, str | None, np.ndarray]],
     """Per kind of subject, the sent photos that falsely match at least one (and examples)."""
     counts = {"real identity": 0, "stranger filler": 0, "synthetic filler": 0, "any": 0}
     examples: list[str] = []
+    real_pairs = real_hits = 0
     for name, own, faces in sent:
         others = [v for i, v in registered.items() if i != own]
+        real_pairs += len(others) + len(real)
         hits = {"real identity": _hits(faces, others, threshold),
                 "stranger filler": _hits(faces, real, threshold),
                 "synthetic filler": _hits(faces, synthetic, threshold)}
+        real_hits += hits["real identity"] + hits["stranger filler"]
         for kind, n in hits.items():
             counts[kind] += n > 0
         if any(hits.values()):
@@ -66,5 +69,9 @@ def lookalikes(sent: list[tuple[str, str | None, np.ndarray]],
             if len(examples) < 6:
                 examples.append(f"{name} ({'registered' if own else 'unregistered'}): "
                                 + ", ".join(f"{n} {k}" for k, n in hits.items() if n))
-    return {"sent_photos": len(sent), "registered_sent": sum(o is not None for _, o, _f in sent),
+    rate = real_hits / real_pairs if real_pairs else 0.0
+    subjects = len(registered) + len(real) + len(synthetic)
+    return {"real_pairs": real_pairs, "real_hits": real_hits, "real_rate": rate,
+            "subjects": subjects, "expected_any": 1.0 - (1.0 - rate) ** (subjects - 1),
+            "sent_photos": len(sent), "registered_sent": sum(o is not None for _, o, _f in sent),
             "photos_matching": counts, "examples": examples, "threshold": threshold}
