@@ -5,7 +5,9 @@ Per engine (sface, dlib, and ``fused`` when :func:`get_engine` knows it):
 - **Gallery**: every labelled identity of the faces folder, enrolled with every photo
   in which the engine finds the labelled face. A probe scores against a subject as the
   best cosine over that subject's gallery vectors (what ``IdentityIndex.search`` does),
-  or, for the second-stage row, the mean of the subject's top-2 (one vector: itself).
+  or, for the second-stage rows, the mean of the subject's top-2 (one vector: itself);
+  max and top-2 are compared at equal FNIR: each at its lowest genuine score (no miss
+  but the probes without a face).
 - **Genuine probes** (leave-one-out: each labelled photo whose identity keeps at least
   one other enrolled photo; the probe is never in its own gallery): FNIR = share whose
   own subject scores below the threshold; a probe with no face found is a miss.
@@ -168,11 +170,10 @@ def at(s: Scores, t: float) -> dict[str, Any]:
     }
 
 
-def equal_fnir_threshold(s: Scores, fnir: float) -> float:
-    """The highest threshold whose FNIR is at most ``fnir``."""
-    ordered = np.sort(s.genuine)
-    allowed = math.floor(fnir * len(ordered) + 1e-9)
-    return float(ordered[min(allowed, len(ordered) - 1)])
+def lowest_genuine(s: Scores) -> float:
+    """The highest threshold that misses no genuine probe with a face (FNIR = no-face share)."""
+    found = s.genuine[np.isfinite(s.genuine)]
+    return float(found.min()) if len(found) else 1.0
 
 
 def operating_point(s: Scores, n: int) -> dict[str, Any]:
@@ -207,7 +208,7 @@ def _engine_result(name: str, engine: FaceEngine, photos: list[Photo], folder: P
         default = threshold_for_rate(best, 1e-3)
         threshold_note = "no shipped default: point rate <= 1e-3 on these pairs"
     base = at(best, default)
-    t1, t2 = (equal_fnir_threshold(x, base["fnir"]) for x in (best, top2))
+    t1, t2 = (lowest_genuine(x) for x in (best, top2))
     return {
         "engine": name, "version": engine.version, "cache": str(cache.path),
         "images_embedded": cache.embedded, "photos_with_face": int(found.sum()),

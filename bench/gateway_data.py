@@ -259,7 +259,12 @@ def build_world(home: Path, engine: FaceEngine, faces_dir: Path | None, seed: in
     fillers = _fillers(engine, cast, threshold, rng, notes, stats, folder if use_shared else None)
     setup = _registry(home, engine, cast, fillers, rng, stats, log)
     jobs, kinds = _job_mix(cast, setup, rng)
-    first_granted = setup.granted_probes[0]
+    # Table 2 times an allowed job: its probe is one that matches no look-alike, if any.
+    clean = [p for p in setup.granted_probes
+             if p.photo.name not in set(stats["lookalikes"]["matched"])]
+    if not clean:
+        notes.append("every granted probe matches a look-alike: table 2's jobs are refused")
+    first_granted = (clean or setup.granted_probes)[0]
     return World(
         home=home,
         keys=setup.keys,

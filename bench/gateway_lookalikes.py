@@ -54,6 +54,7 @@ def lookalikes(sent: list[tuple[str, str | None, np.ndarray]],
     """Per kind of subject, the sent photos that falsely match at least one (and examples)."""
     counts = {"real identity": 0, "stranger filler": 0, "synthetic filler": 0, "any": 0}
     examples: list[str] = []
+    matched: list[str] = []
     real_pairs = real_hits = 0
     for name, own, faces in sent:
         others = [v for i, v in registered.items() if i != own]
@@ -66,6 +67,7 @@ def lookalikes(sent: list[tuple[str, str | None, np.ndarray]],
             counts[kind] += n > 0
         if any(hits.values()):
             counts["any"] += 1
+            matched.append(name)
             if len(examples) < 6:
                 examples.append(f"{name} ({'registered' if own else 'unregistered'}): "
                                 + ", ".join(f"{n} {k}" for k, n in hits.items() if n))
@@ -74,4 +76,5 @@ def lookalikes(sent: list[tuple[str, str | None, np.ndarray]],
     return {"real_pairs": real_pairs, "real_hits": real_hits, "real_rate": rate,
             "subjects": subjects, "expected_any": 1.0 - (1.0 - rate) ** (subjects - 1),
             "sent_photos": len(sent), "registered_sent": sum(o is not None for _, o, _f in sent),
-            "photos_matching": counts, "examples": examples, "threshold": threshold}
+            "photos_matching": counts, "examples": examples, "matched": matched,
+            "threshold": threshold}
