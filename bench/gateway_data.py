@@ -228,6 +228,7 @@ class World:
     granted_probe: FacePhoto | None = None  # a probe of a granted real subject
     granted_name: str = ""  # its subject's display name
     granted_filler_name: str = ""
+    granted_probes: list[FacePhoto] = field(default_factory=list)  # no look-alike first
 
 
 def _names(count: int, rng: np.random.Generator) -> list[tuple[str, str]]:
@@ -284,6 +285,8 @@ def build_world(home: Path, engine: FaceEngine, faces_dir: Path | None, seed: in
         granted_probe=first_granted.photo,
         granted_name=first_granted.photo.identity,
         granted_filler_name=setup.granted_fillers[0][1],
+        granted_probes=[p.photo for p in clean + [q for q in setup.granted_probes
+                                                  if q not in clean]],
     )
 
 
