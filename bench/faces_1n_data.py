@@ -2,7 +2,7 @@
 
 - **Cache.** Every face an engine detects in an image is embedded once and kept in
   ``~/.cache/consentry-bench/faces1n-<engine>-<hash of engine.version>.json``, keyed by
-  the image's SHA-256 (of its decoded pixels, as :func:`load_image` gives it): a rerun
+  the SHA-256 of the image file's bytes (as :func:`load_image` gives it): a rerun
   with the same engine version embeds nothing. A changed engine version is a new file.
 - **Labelled faces.** The face of a labelled photo is the cached face with the highest
   IoU to its bbox (IoU >= 0.3, :func:`bench.faces_data.pick`), as in the rest of the bench.
@@ -20,6 +20,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import os
 import site
 import sys
 from collections.abc import Callable, Iterable
@@ -86,7 +87,7 @@ class EmbedCache:
         if not self.dirty:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
+        tmp = self.path.with_suffix(f".{os.getpid()}.tmp")  # concurrent runs: last one wins
         tmp.write_text(json.dumps({"version": self.engine.version,
                                    "faces": {k: [[list(b), v] for b, v in f]
                                              for k, f in self._faces.items()}}))
