@@ -92,6 +92,8 @@ _MAX_INDEX = select(func.max(LogEntry.idx))
 _LEAF_HASH_AT = select(LogEntry.leaf_hash).where(col(LogEntry.idx) == bindparam("idx"))
 _KEY_RETIRED = select(OperatorKey.retired_at_index).where(OperatorKey.key_id == bindparam("key_id"))
 _INSERTS: dict[type[Any], Any] = {}
+_VERIFY_HINT = "run 'consentry log verify'"
+_CHECKPOINT_HINT = "run 'consentry log checkpoint'"
 
 
 def _insert_for(model: type[Any]) -> Any:
@@ -398,7 +400,8 @@ class RegistryLog:
                 if existing.root_hash != root.hex():
                     raise RollbackError(
                         f"a stored checkpoint of size {size} has another root: "
-                        "the log was rewritten; run 'consentry log verify'"
+                        "the log was rewritten",
+                        hint=_VERIFY_HINT,
                     )
                 note = existing.note
             else:
@@ -484,7 +487,7 @@ class RegistryLog:
                 select(CheckpointRow).order_by(col(CheckpointRow.tree_size).desc())
             ).first()
         if row is None:
-            raise NotFoundError("the log has no checkpoint yet: run 'consentry log checkpoint'")
+            raise NotFoundError("the log has no checkpoint yet", hint=_CHECKPOINT_HINT)
         return row.note
 
     def inclusion_proof(self, index: int, checkpoint_note: str | None = None) -> InclusionProof:
@@ -493,14 +496,15 @@ class RegistryLog:
         checkpoint, _ = cp.parse_checkpoint(note)
         if not 0 <= index < checkpoint.tree_size:
             raise NotFoundError(
-                f"entry {index} is not covered by the checkpoint of size {checkpoint.tree_size}:"
-                " run 'consentry log checkpoint' first"
+                f"entry {index} is not covered by the checkpoint of size {checkpoint.tree_size}",
+                hint=f"{_CHECKPOINT_HINT} first",
             )
         with self.tree() as whole:
             if len(whole) < checkpoint.tree_size:
                 raise RollbackError(
                     f"the log has {len(whole)} entries but the checkpoint covers "
-                    f"{checkpoint.tree_size}: log truncated; run 'consentry log verify'"
+                    f"{checkpoint.tree_size}: log truncated",
+                    hint=_VERIFY_HINT,
                 )
             tree = tiles.StoredTree(whole.session, checkpoint.tree_size)
             leaf_hash = tree.leaf(index)
@@ -512,8 +516,8 @@ class RegistryLog:
             or merkle.leaf_hash(entry.leaf_json.encode()) != leaf_hash
         ):
             raise LogIntegrityError(
-                f"log entry {index} differs from its stored hash: the log was rewritten; "
-                "run 'consentry log verify'"
+                f"log entry {index} differs from its stored hash: the log was rewritten",
+                hint=_VERIFY_HINT,
             )
         return InclusionProof(
             index=index,

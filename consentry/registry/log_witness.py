@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 __all__ = ["LogWitness"]
 
 _LEAF_HASH_AT = select(LogEntry.leaf_hash).where(col(LogEntry.idx) == bindparam("idx"))
+_VERIFY_HINT = "run 'consentry log verify'"
 
 
 class LogWitness:
@@ -225,11 +226,12 @@ class LogWitness:
         if witness.tree_size > len(tree):
             raise RollbackError(
                 f"the log has {len(tree)} entries but this home witnessed "
-                f"{witness.tree_size}: log truncated; run 'consentry log verify'"
+                f"{witness.tree_size}: log truncated",
+                hint=_VERIFY_HINT,
             )
         if tree.root_at(witness.tree_size) != witness.root_hash:
             raise RollbackError(
-                "the log's first entries differ from the witnessed checkpoint: "
-                "log rewritten; run 'consentry log verify'"
+                "the log's first entries differ from the witnessed checkpoint: log rewritten",
+                hint=_VERIFY_HINT,
             )
 
