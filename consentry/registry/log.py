@@ -152,7 +152,7 @@ class RegistryLog:
         self.witness = witness
         self._origin = ""
         # the witness rules and what they proved last (``consentry.registry.log_witness``)
-        self.witnessing = LogWitness(self)
+        self.witnessing = LogWitness(self, self._tree)
 
     @property
     def origin(self) -> str:
@@ -328,11 +328,15 @@ class RegistryLog:
 
     # ------------------------------------------------------------------ reading
     def log_size(self) -> int:
+        """Entries in the log (``max(idx) + 1``; indexes are gap-free)."""
         with self.db.read() as session:
             last = session.exec(select(func.max(LogEntry.idx))).one()
         return 0 if last is None else int(last) + 1
 
     def leaf_hashes(self, size: int | None = None) -> list[bytes]:
+        """The leaf hashes of the first ``size`` entries (default: all), in index
+        order, as the log rows hold them: O(n) rows, for whole-log checks and
+        benches; roots and proofs use the stored tree instead (O(log n))."""
         query = select(LogEntry.leaf_hash).order_by(col(LogEntry.idx))
         if size is not None:
             query = query.where(col(LogEntry.idx) < size)
@@ -342,12 +346,13 @@ class RegistryLog:
     def prefix_root(self, size: int) -> bytes | None:
         """RFC 9162 root of the first ``size`` entries, from O(log n) stored hashes;
         None when the log holds fewer entries."""
-        with self.tree() as tree:
+        with self._tree() as tree:
             if not 0 <= size <= len(tree):
                 return None
             return tree.root_at(size)
 
     def entry(self, index: int) -> LogEntry:
+        """Log entry ``index``; ``NotFoundError`` when the log has none."""
         with self.db.read() as session:
             row = session.get(LogEntry, index)
         if row is None:
@@ -355,7 +360,7 @@ class RegistryLog:
         return row
 
     @contextmanager
-    def tree(self) -> Iterator[tiles.StoredTree]:
+    def _tree(self) -> Iterator[tiles.StoredTree]:
         """The whole log's tree from stored hashes, in one read session (O(log n)
         rows per root or proof). Leaves without stored hashes (a home an older
         release wrote) get them first, in a write transaction. Stored hashes past
@@ -369,8 +374,15 @@ class RegistryLog:
         with self.db.write() as session:
             yield tiles.StoredTree(session, tiles.sync(session))
 
-    def sync_stored_hashes(self) -> None:
-        """At open: bring the stored hashes up to the log (upgrade in place, once).
+    def check_at_open(self) -> None:
+        """What every Registry proves when it opens: the stored hashes are brought up
+        to the log (:meth:`_sync_stored_hashes`), then the whole log must extend this
+        party's witness state (:meth:`LogWitness.check`; else ``RollbackError``)."""
+        self._sync_stored_hashes()
+        self.witnessing.check()
+
+    def _sync_stored_hashes(self) -> None:
+        """Bring the stored hashes up to the log (upgrade in place, once).
         Two O(1) queries when they are already there. Leaves are not compared with
         their stored hashes here (that was O(n)): the follower's binding refuses a
         leaf rewritten under unchanged stored hashes at the first follow of it."""
@@ -419,15 +431,11 @@ class RegistryLog:
                     )
                 )
         atomic_write(self.home.witness_checkpoint, note, 0o644)
-        with self.tree() as tree:
+        with self._tree() as tree:
             self.witnessing.advance(tree, note)
         return note
 
     # ------------------------------------------------------------------ witness
-    def witness_check(self) -> None:
-        """:meth:`LogWitness.check`: the whole log extends this party's witness state."""
-        self.witnessing.check()
-
     def check_not_rolled_back(self) -> None:
         """:meth:`LogWitness.check_not_rolled_back`: the cheap check before a decision."""
         self.witnessing.check_not_rolled_back()
@@ -472,7 +480,7 @@ class RegistryLog:
                 checkpoint, _ = cp.verify_cosignature(note, key_name, public_key)
             except ConsentryError:
                 continue
-            with self.tree() as tree:
+            with self._tree() as tree:
                 if (
                     checkpoint.origin == self.origin
                     and checkpoint.tree_size <= len(tree)
@@ -499,7 +507,7 @@ class RegistryLog:
                 f"entry {index} is not covered by the checkpoint of size {checkpoint.tree_size}",
                 hint=f"{_CHECKPOINT_HINT} first",
             )
-        with self.tree() as whole:
+        with self._tree() as whole:
             if len(whole) < checkpoint.tree_size:
                 raise RollbackError(
                     f"the log has {len(whole)} entries but the checkpoint covers "
@@ -536,7 +544,7 @@ class RegistryLog:
         with self.db.read() as session:
             report = verify_log(session, witness)
         try:
-            self.witness_check()
+            self.witnessing.check()
         except RollbackError as exc:
             report.problems.append(f"external witness: {exc}")
         return report
@@ -544,7 +552,7 @@ class RegistryLog:
     def consistency_proof(self, old_size: int, new_size: int | None = None) -> list[bytes]:
         """RFC 9162 consistency proof from ``old_size`` to ``new_size`` (default: the
         whole log), from O(log n) stored hashes."""
-        with self.tree() as whole:
+        with self._tree() as whole:
             size = len(whole) if new_size is None else new_size
             if size > len(whole):
                 raise NotFoundError(f"the log has only {len(whole)} entries")
