@@ -21,7 +21,15 @@ from consentry.provenance.certs import create_dev_pki
 from consentry.registry.store import Registry
 from tests.support.faces import PHOTOS
 
-__all__ = ["OBAMA", "Person", "TwoSubjects", "new_registry", "sface_gateway", "two_subjects"]
+__all__ = [
+    "BIDEN",
+    "OBAMA",
+    "Person",
+    "TwoSubjects",
+    "new_registry",
+    "sface_gateway",
+    "two_subjects",
+]
 
 
 @dataclass(frozen=True)
@@ -35,6 +43,7 @@ class Person:
 
 
 OBAMA = Person("Barack Obama", ("Obama",), "obama.jpg")
+BIDEN = Person("Joe Biden", ("Biden",), "biden.jpg")
 
 
 def new_registry(
