@@ -93,6 +93,8 @@ _MAX_INDEX = select(func.max(LogEntry.idx))
 _LEAF_HASH_AT = select(LogEntry.leaf_hash).where(col(LogEntry.idx) == bindparam("idx"))
 _KEY_RETIRED = select(OperatorKey.retired_at_index).where(OperatorKey.key_id == bindparam("key_id"))
 _INSERTS: dict[type[Any], Any] = {}
+_VERIFY_HINT = "run 'consentry log verify'"
+_CHECKPOINT_HINT = "run 'consentry log checkpoint'"
 
 
 def _insert_for(model: type[Any]) -> Any:
@@ -151,7 +153,7 @@ class RegistryLog:
         self.witness = witness
         self._origin = ""
         # the witness rules and what they proved last (``consentry.registry.log_witness``)
-        self.witnessing = LogWitness(self)
+        self.witnessing = LogWitness(self, self._tree)
 
     @property
     def origin(self) -> str:
@@ -347,11 +349,15 @@ class RegistryLog:
 
     # ------------------------------------------------------------------ reading
     def log_size(self) -> int:
+        """Entries in the log (``max(idx) + 1``; indexes are gap-free)."""
         with self.db.read() as session:
             last = session.exec(select(func.max(LogEntry.idx))).one()
         return 0 if last is None else int(last) + 1
 
     def leaf_hashes(self, size: int | None = None) -> list[bytes]:
+        """The leaf hashes of the first ``size`` entries (default: all), in index
+        order, as the log rows hold them: O(n) rows, for whole-log checks and
+        benches; roots and proofs use the stored tree instead (O(log n))."""
         query = select(LogEntry.leaf_hash).order_by(col(LogEntry.idx))
         if size is not None:
             query = query.where(col(LogEntry.idx) < size)
@@ -361,12 +367,13 @@ class RegistryLog:
     def prefix_root(self, size: int) -> bytes | None:
         """RFC 9162 root of the first ``size`` entries, from O(log n) stored hashes;
         None when the log holds fewer entries."""
-        with self.tree() as tree:
+        with self._tree() as tree:
             if not 0 <= size <= len(tree):
                 return None
             return tree.root_at(size)
 
     def entry(self, index: int) -> LogEntry:
+        """Log entry ``index``; ``NotFoundError`` when the log has none."""
         with self.db.read() as session:
             row = session.get(LogEntry, index)
         if row is None:
@@ -374,7 +381,7 @@ class RegistryLog:
         return row
 
     @contextmanager
-    def tree(self) -> Iterator[tiles.StoredTree]:
+    def _tree(self) -> Iterator[tiles.StoredTree]:
         """The whole log's tree from stored hashes, in one read session (O(log n)
         rows per root or proof). Leaves without stored hashes (a home an older
         release wrote) get them first, in a write transaction. Stored hashes past
@@ -388,8 +395,15 @@ class RegistryLog:
         with self.db.write() as session:
             yield tiles.StoredTree(session, tiles.sync(session))
 
-    def sync_stored_hashes(self) -> None:
-        """At open: bring the stored hashes up to the log (upgrade in place, once).
+    def check_at_open(self) -> None:
+        """What every Registry proves when it opens: the stored hashes are brought up
+        to the log (:meth:`_sync_stored_hashes`), then the whole log must extend this
+        party's witness state (:meth:`LogWitness.check`; else ``RollbackError``)."""
+        self._sync_stored_hashes()
+        self.witnessing.check()
+
+    def _sync_stored_hashes(self) -> None:
+        """Bring the stored hashes up to the log (upgrade in place, once).
         Two O(1) queries when they are already there. Leaves are not compared with
         their stored hashes here (that was O(n)): the follower's binding refuses a
         leaf rewritten under unchanged stored hashes at the first follow of it."""
@@ -419,7 +433,8 @@ class RegistryLog:
                 if existing.root_hash != root.hex():
                     raise RollbackError(
                         f"a stored checkpoint of size {size} has another root: "
-                        "the log was rewritten; run 'consentry log verify'"
+                        "the log was rewritten",
+                        hint=_VERIFY_HINT,
                     )
                 note = existing.note
             else:
@@ -437,15 +452,11 @@ class RegistryLog:
                     )
                 )
         atomic_write(self.home.witness_checkpoint, note, 0o644)
-        with self.tree() as tree:
+        with self._tree() as tree:
             self.witnessing.advance(tree, note)
         return note
 
     # ------------------------------------------------------------------ witness
-    def witness_check(self) -> None:
-        """:meth:`LogWitness.check`: the whole log extends this party's witness state."""
-        self.witnessing.check()
-
     def check_not_rolled_back(self) -> None:
         """:meth:`LogWitness.check_not_rolled_back`: the cheap check before a decision."""
         self.witnessing.check_not_rolled_back()
@@ -490,7 +501,7 @@ class RegistryLog:
                 checkpoint, _ = cp.verify_cosignature(note, key_name, public_key)
             except ConsentryError:
                 continue
-            with self.tree() as tree:
+            with self._tree() as tree:
                 if (
                     checkpoint.origin == self.origin
                     and checkpoint.tree_size <= len(tree)
@@ -505,7 +516,7 @@ class RegistryLog:
                 select(CheckpointRow).order_by(col(CheckpointRow.tree_size).desc())
             ).first()
         if row is None:
-            raise NotFoundError("the log has no checkpoint yet: run 'consentry log checkpoint'")
+            raise NotFoundError("the log has no checkpoint yet", hint=_CHECKPOINT_HINT)
         return row.note
 
     def inclusion_proof(self, index: int, checkpoint_note: str | None = None) -> InclusionProof:
@@ -514,14 +525,15 @@ class RegistryLog:
         checkpoint, _ = cp.parse_checkpoint(note)
         if not 0 <= index < checkpoint.tree_size:
             raise NotFoundError(
-                f"entry {index} is not covered by the checkpoint of size {checkpoint.tree_size}:"
-                " run 'consentry log checkpoint' first"
+                f"entry {index} is not covered by the checkpoint of size {checkpoint.tree_size}",
+                hint=f"{_CHECKPOINT_HINT} first",
             )
-        with self.tree() as whole:
+        with self._tree() as whole:
             if len(whole) < checkpoint.tree_size:
                 raise RollbackError(
                     f"the log has {len(whole)} entries but the checkpoint covers "
-                    f"{checkpoint.tree_size}: log truncated; run 'consentry log verify'"
+                    f"{checkpoint.tree_size}: log truncated",
+                    hint=_VERIFY_HINT,
                 )
             tree = tiles.StoredTree(whole.session, checkpoint.tree_size)
             leaf_hash = tree.leaf(index)
@@ -533,8 +545,8 @@ class RegistryLog:
             or merkle.leaf_hash(entry.leaf_json.encode()) != leaf_hash
         ):
             raise LogIntegrityError(
-                f"log entry {index} differs from its stored hash: the log was rewritten; "
-                "run 'consentry log verify'"
+                f"log entry {index} differs from its stored hash: the log was rewritten",
+                hint=_VERIFY_HINT,
             )
         return InclusionProof(
             index=index,
@@ -553,7 +565,7 @@ class RegistryLog:
         with self.db.read() as session:
             report = verify_log(session, witness)
         try:
-            self.witness_check()
+            self.witnessing.check()
         except RollbackError as exc:
             report.problems.append(f"external witness: {exc}")
         return report
@@ -561,7 +573,7 @@ class RegistryLog:
     def consistency_proof(self, old_size: int, new_size: int | None = None) -> list[bytes]:
         """RFC 9162 consistency proof from ``old_size`` to ``new_size`` (default: the
         whole log), from O(log n) stored hashes."""
-        with self.tree() as whole:
+        with self._tree() as whole:
             size = len(whole) if new_size is None else new_size
             if size > len(whole):
                 raise NotFoundError(f"the log has only {len(whole)} entries")

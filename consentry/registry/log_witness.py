@@ -22,7 +22,8 @@ Invariants
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -42,14 +43,18 @@ if TYPE_CHECKING:
 __all__ = ["LogWitness"]
 
 _LEAF_HASH_AT = select(LogEntry.leaf_hash).where(col(LogEntry.idx) == bindparam("idx"))
+_VERIFY_HINT = "run 'consentry log verify'"
 
 
 class LogWitness:
     """The witness checks of one :class:`~consentry.registry.log.RegistryLog`, and
     what they proved last (the tail leaf and the witnessed root)."""
 
-    def __init__(self, log: RegistryLog) -> None:
+    def __init__(
+        self, log: RegistryLog, tree: Callable[[], AbstractContextManager[tiles.StoredTree]]
+    ) -> None:
         self._log = log
+        self._tree = tree  # the whole log's stored tree, in one read session
         # (size, leaf hash hex at size - 1) of the tree last proved to extend the witness
         self._witnessed_tail: tuple[int, str] | None = None
         # (size, root) of that witnessed checkpoint: what the consent follower binds to
@@ -69,7 +74,7 @@ class LogWitness:
         Also checks that the log is the one ``config.json`` names (its origin is
         bound to the genesis key). Raises ``RollbackError``.
         """
-        with self._log.tree() as tree:
+        with self._tree() as tree:
             session = tree.session
             genesis = session.get(LogEntry, 0)
             newest = session.exec(
@@ -160,7 +165,7 @@ class LogWitness:
             return  # first sight: trusted on first use, recorded by _advance_witness
         trusted = seen.checkpoint
         if trusted.tree_size > len(tree):
-            with self._log.tree() as fresh:  # another process may have grown the log since
+            with self._tree() as fresh:  # another process may have grown the log since
                 if len(fresh) < trusted.tree_size:
                     raise RollbackError(
                         f"rollback: the log has {len(fresh)} entries but the witness "
@@ -225,10 +230,11 @@ class LogWitness:
         if witness.tree_size > len(tree):
             raise RollbackError(
                 f"the log has {len(tree)} entries but this home witnessed "
-                f"{witness.tree_size}: log truncated; run 'consentry log verify'"
+                f"{witness.tree_size}: log truncated",
+                hint=_VERIFY_HINT,
             )
         if tree.root_at(witness.tree_size) != witness.root_hash:
             raise RollbackError(
-                "the log's first entries differ from the witnessed checkpoint: "
-                "log rewritten; run 'consentry log verify'"
+                "the log's first entries differ from the witnessed checkpoint: log rewritten",
+                hint=_VERIFY_HINT,
             )

@@ -17,7 +17,7 @@ Invariants
 - A grant is *active* at time t iff ``not_before <= t < not_after`` and it has
   no revocation; this and the other input rules are in ``consentry.registry.rules``.
 - Rollback: every Registry checks its log against its own witness state when it
-  opens (``log.witness_check``) and whenever it signs a checkpoint (the rules are
+  opens (``log.check_at_open``) and whenever it signs a checkpoint (the rules are
   in ``consentry.registry.log_witness``); ``RollbackError`` otherwise.
 """
 
@@ -199,8 +199,7 @@ class Registry:
             key = SigningKey.load(root.operator_key)
             registry = cls(root, db, key, clock, WitnessStore.resolve(witness_dir))
             registry.log.origin = config.get("origin", "")
-            registry.log.sync_stored_hashes()
-            registry.log.witness_check()
+            registry.log.check_at_open()
         except BaseException:
             db.dispose()
             raise

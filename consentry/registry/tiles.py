@@ -67,6 +67,7 @@ TILE_WIDTH = 1 << TILE_HEIGHT
 
 Node = tuple[int, int]  # (level, idx)
 _CHUNK = 8192  # rows per query when streaming
+_VERIFY_HINT = "run 'consentry log verify'"
 _TABLE = TreeHash.__table__  # type: ignore[attr-defined]
 _INSERT = insert(_TABLE)
 
@@ -146,8 +147,8 @@ class StoredTree:
                 level, idx = node
                 raise LogIntegrityError(
                     f"stored hash level {level} index {idx} is "
-                    f"{'missing' if value is None else 'malformed'} (tree of {self.size}): "
-                    "run 'consentry log verify'"
+                    f"{'missing' if value is None else 'malformed'} (tree of {self.size})",
+                    hint=_VERIFY_HINT,
                 )
             self._cache[node] = value
 
@@ -211,7 +212,8 @@ def append_leaf(session: Session, index: int, leaf_hash: bytes) -> None:
         if left is None:
             raise LogIntegrityError(
                 f"stored hash level {sibling[0]} index {sibling[1]} is missing: cannot "
-                f"append leaf {index}; run 'consentry log verify'"
+                f"append leaf {index}",
+                hint=_VERIFY_HINT,
             )
         node = merkle.node_hash(left, node)
         rows.append({"level": level + 1, "idx": index >> (level + 1), "hash": node})
@@ -272,8 +274,8 @@ def sync(session: Session) -> int:
     stored = stored_size(session)
     if stored > size:
         raise RollbackError(
-            f"stored hashes cover {stored} entries but the log has {size}: "
-            "log truncated; run 'consentry log verify'"
+            f"stored hashes cover {stored} entries but the log has {size}: log truncated",
+            hint=_VERIFY_HINT,
         )
     start = stored
     while start < size:

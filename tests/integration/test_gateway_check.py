@@ -11,27 +11,20 @@ import pytest
 from safetensors.numpy import save
 
 from consentry import Registry
-from consentry.faces.engines import get_engine
 from consentry.gate import CheckRequest, Gateway
-from consentry.identity.enroll import enroll_photos
 from consentry.registry.decisions import get_decision
 from consentry.registry.prior_files import prior_store_path
 from tests.support.cli import Cli
-
-DATA = Path(__file__).resolve().parents[2] / "consentry" / "data" / "faces"
+from tests.support.faces import PHOTOS
+from tests.support.worlds import BIDEN, OBAMA, new_registry, sface_gateway
 
 
 @pytest.fixture
 def world(tmp_path: Path, sqlite_url: str) -> Iterator[tuple[Registry, Gateway, dict[str, str]]]:
-    registry = Registry.init(tmp_path / "home", sqlite_url)
-    engine = get_engine("sface")
-    obama = registry.add_subject("Barack Obama", ["Obama"])
-    biden = registry.add_subject("Joe Biden", ["Biden"])
-    enroll_photos(registry, engine, obama.id, [DATA / "obama.jpg"])
-    enroll_photos(registry, engine, biden.id, [DATA / "biden.jpg"])
+    registry, (obama, biden) = new_registry(tmp_path / "home", sqlite_url, [OBAMA, BIDEN])
     studio, _ = registry.add_grantee("Studio")
-    ids = {"obama": obama.id, "biden": biden.id, "studio": studio.id}
-    yield registry, Gateway(registry, engine), ids
+    ids = {"obama": obama, "biden": biden, "studio": studio.id}
+    yield registry, sface_gateway(registry), ids
     registry.close()
 
 
@@ -47,16 +40,16 @@ def _prior(registry: Registry, subject: str, tmp_path: Path, content: bytes) -> 
 
 def test_registered_face_needs_a_grant_and_every_decision_is_logged(world) -> None:  # type: ignore[no-untyped-def]
     registry, gateway, ids = world
-    refused = gateway.check(CheckRequest("Studio", "restore", [DATA / "obama2.jpg"]))
+    refused = gateway.check(CheckRequest("Studio", "restore", [PHOTOS / "obama2.jpg"]))
     assert not refused.allowed and refused.log_index is not None
     assert any("no active grant" in r for r in refused.reasons)
     grant = registry.grant(ids["obama"], "Studio", ["restore"])
-    allowed = gateway.check(CheckRequest("Studio", "restore", [DATA / "obama2.jpg"]))
+    allowed = gateway.check(CheckRequest("Studio", "restore", [PHOTOS / "obama2.jpg"]))
     assert allowed.allowed and allowed.grants == (grant.id,)
     decision = get_decision(registry, allowed.decision_id or "")
     assert decision.allowed and decision.log_index == allowed.log_index
     registry.revoke(grant.id, "withdrawn")
-    again = gateway.check(CheckRequest("Studio", "restore", [DATA / "obama2.jpg"]))
+    again = gateway.check(CheckRequest("Studio", "restore", [PHOTOS / "obama2.jpg"]))
     assert not again.allowed and any("revoked" in r for r in again.reasons)
     registry.checkpoint()
     assert registry.verify_log().ok
@@ -64,9 +57,9 @@ def test_registered_face_needs_a_grant_and_every_decision_is_logged(world) -> No
 
 def test_unregistered_faces_allowed_unless_configured(world) -> None:  # type: ignore[no-untyped-def]
     registry, gateway, _ = world
-    assert gateway.check(CheckRequest("Studio", "restore", [DATA / "astronaut.jpg"])).allowed
+    assert gateway.check(CheckRequest("Studio", "restore", [PHOTOS / "astronaut.jpg"])).allowed
     strict = Gateway(registry, gateway.engine, refuse_unknown_faces=True)
-    receipt = strict.check(CheckRequest("Studio", "restore", [DATA / "astronaut.jpg"]))
+    receipt = strict.check(CheckRequest("Studio", "restore", [PHOTOS / "astronaut.jpg"]))
     assert not receipt.allowed and any("unregistered face" in r for r in receipt.reasons)
 
 
@@ -86,7 +79,9 @@ def test_prior_rules(world, tmp_path: Path) -> None:  # type: ignore[no-untyped-
     registry.grant(ids["obama"], "Studio", ["restore"])
     registry.grant(ids["biden"], "Studio", ["restore"], priors=[sha])
     # Biden's prior on Obama's photo paints Biden onto Obama
-    painted = gateway.check(CheckRequest("Studio", "restore", [DATA / "obama2.jpg"], "", prior_id))
+    painted = gateway.check(
+        CheckRequest("Studio", "restore", [PHOTOS / "obama2.jpg"], "", prior_id)
+    )
     assert not painted.allowed and any("belongs to" in r for r in painted.reasons)
     assert gateway.check(CheckRequest("Studio", "restore", [], "", prior_id)).allowed
     prior_store_path(registry, sha).write_bytes(b"swapped weights")
@@ -101,7 +96,7 @@ def test_bad_input_is_refused_and_logged(world, tmp_path: Path) -> None:  # type
     size = registry.log_size()
     receipt = gateway.check(CheckRequest("Studio", "restore", [corrupt]))
     assert not receipt.allowed and receipt.log_index == size
-    unknown = gateway.check(CheckRequest("Nobody", "restore", [DATA / "obama2.jpg"]))
+    unknown = gateway.check(CheckRequest("Nobody", "restore", [PHOTOS / "obama2.jpg"]))
     assert not unknown.allowed and unknown.decision_id is None
 
 
@@ -109,13 +104,13 @@ def test_check_cli_exit_codes(tmp_path: Path) -> None:
     cli = Cli(tmp_path / "home")
     cli.ok("init")
     cli.ok("subject", "add", "Barack Obama")
-    cli.ok("subject", "enroll", "Barack Obama", str(DATA / "obama.jpg"))
+    cli.ok("subject", "enroll", "Barack Obama", str(PHOTOS / "obama.jpg"))
     cli.ok("grantee", "add", "Studio")
     refused = cli(
-        "check", str(DATA / "obama2.jpg"), "--as", "Studio", "--purpose", "restore", "--json"
+        "check", str(PHOTOS / "obama2.jpg"), "--as", "Studio", "--purpose", "restore", "--json"
     )
     assert refused.code == 1 and json.loads(refused.out)["allowed"] is False
     cli.ok("grant", "Barack Obama", "--to", "Studio", "--purpose", "restore")
-    allowed = cli("check", str(DATA / "obama2.jpg"), "--as", "Studio", "--purpose", "restore")
+    allowed = cli("check", str(PHOTOS / "obama2.jpg"), "--as", "Studio", "--purpose", "restore")
     assert allowed.code == 0 and allowed.out.startswith("ALLOW")
     assert cli("check", "--as", "Studio").code == 2

@@ -13,18 +13,15 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from consentry import Registry
-from consentry.faces.engines import get_engine
 from consentry.gate import Gateway, RunRequest, run_job
 from consentry.generation.backends.base import PriorRef
 from consentry.generation.backends.diffusers_backend import DiffusersBackend
 from consentry.generation.tiny import build_tiny_pipeline
-from consentry.identity.enroll import enroll_photos
-from consentry.provenance.certs import create_dev_pki
 from consentry.provenance.verify import verify_media
 from consentry.registry.decisions import get_decision
 from tests.support.cli import Cli
-
-DATA = Path(__file__).resolve().parents[2] / "consentry" / "data" / "faces"
+from tests.support.faces import PHOTOS
+from tests.support.worlds import OBAMA, new_registry, sface_gateway
 
 
 @pytest.fixture(scope="module")
@@ -34,13 +31,9 @@ def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def world(tmp_path: Path, sqlite_url: str) -> Iterator[tuple[Registry, Gateway, str]]:
-    registry = Registry.init(tmp_path / "home", sqlite_url)
-    create_dev_pki(registry.home.root)
-    obama = registry.add_subject("Barack Obama", ["Obama"])
-    engine = get_engine("sface")
-    enroll_photos(registry, engine, obama.id, [DATA / "obama.jpg"])
+    registry, (obama,) = new_registry(tmp_path / "home", sqlite_url, [OBAMA], pki=True)
     registry.add_grantee("Studio")
-    yield registry, Gateway(registry, engine), obama.id
+    yield registry, sface_gateway(registry), obama
     registry.close()
 
 
@@ -117,7 +110,8 @@ def test_an_exception_in_the_backend_refuses_and_is_logged(world, model: Path) -
 
 def test_restore_of_a_registered_face_needs_a_grant(world, model: Path) -> None:  # type: ignore[no-untyped-def]
     registry, gateway, obama = world
-    request = RunRequest("Studio", "restore", "a sharp photo", model, DATA / "obama2.jpg", steps=4)
+    photo = PHOTOS / "obama2.jpg"
+    request = RunRequest("Studio", "restore", "a sharp photo", model, photo, steps=4)
     assert not run_job(gateway, request).allowed
     registry.grant(obama, "Studio", ["restore"])
     receipt = run_job(gateway, request)

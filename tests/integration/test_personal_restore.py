@@ -19,12 +19,9 @@ import pytest
 from PIL import Image
 
 from consentry.errors import PriorHashMismatchError
-from consentry.faces.engines import get_engine
 from consentry.faces.images import load_image
 from consentry.gate import Gateway, RunRequest, run_job
 from consentry.generation.exemplars import load_exemplars, register_exemplars
-from consentry.identity.enroll import enroll_photos
-from consentry.provenance.certs import create_dev_pki
 from consentry.provenance.verify import verify_media
 from consentry.registry.biometrics import erase_subject
 from consentry.registry.decisions import get_decision
@@ -33,13 +30,13 @@ from consentry.registry.store import Registry
 from consentry.server import create_app, hash_admin_key
 from tests.integration._live import live_server
 from tests.support.cli import Cli
-
-DATA = Path(__file__).resolve().parents[2] / "consentry" / "data" / "faces"
+from tests.support.faces import PHOTOS
+from tests.support.worlds import OBAMA, new_registry, sface_gateway
 
 
 def degraded(name: str, factor: int = 8) -> bytes:
     """A shipped photo downscaled by ``factor`` and saved as JPEG (quality 60)."""
-    pixels = load_image(DATA / name).pixels
+    pixels = load_image(PHOTOS / name).pixels
     small = Image.fromarray(pixels).resize(
         (pixels.shape[1] // factor, pixels.shape[0] // factor), Image.Resampling.BOX
     )
@@ -59,15 +56,13 @@ class World:
 
 @pytest.fixture
 def world(tmp_path: Path, sqlite_url: str) -> Iterator[World]:
-    registry = Registry.init(tmp_path / "home", sqlite_url)
-    create_dev_pki(registry.home.root)
-    engine = get_engine("sface")
-    obama = registry.add_subject("Barack Obama", ["Obama"])
-    enroll_photos(registry, engine, obama.id, [DATA / "obama.jpg"], keep_photos=True)
-    prior = register_exemplars(registry, obama.id)
+    registry, (obama,) = new_registry(
+        tmp_path / "home", sqlite_url, [OBAMA], keep_photos=True, pki=True
+    )
+    prior = register_exemplars(registry, obama)
     registry.add_grantee("Studio")
     registry.checkpoint()
-    yield World(registry, Gateway(registry, engine), obama.id, prior.id, prior.sha256)
+    yield World(registry, sface_gateway(registry), obama, prior.id, prior.sha256)
     registry.close()
 
 
@@ -163,7 +158,7 @@ def test_exemplar_prior_through_the_cli(tmp_path: Path) -> None:
     cli = Cli(tmp_path / "home")
     cli.ok("init")
     cli.ok("subject", "add", "Barack Obama", "--alias", "Obama")
-    cli.ok("subject", "enroll", "Barack Obama", str(DATA / "obama.jpg"), "--keep-photos")
+    cli.ok("subject", "enroll", "Barack Obama", str(PHOTOS / "obama.jpg"), "--keep-photos")
     prior = cli.json("prior", "add", "Barack Obama", "--kind", "exemplars")
     assert isinstance(prior, dict) and prior["kind"] == "exemplars"
     cli.ok("grantee", "add", "Studio")

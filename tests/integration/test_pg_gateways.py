@@ -52,6 +52,7 @@ from consentry.registry.offline import verify_inclusion_bundle
 from consentry.registry.signing import checkpoint_key_name
 from consentry.registry.store import Registry
 from tests.integration._live import free_port
+from tests.support.worlds import Person, new_registry
 
 pytestmark = pytest.mark.postgres
 
@@ -77,14 +78,13 @@ class World:
 
 
 def _world(root: Path, db_url: str) -> World:
-    registry = Registry.init(root / "home", db_url)
+    people = [Person("Barack Obama", ("Obama",)), Person("Ada Lovelace", ("Ada",))]  # no faces
+    registry, (obama, ada) = new_registry(root / "home", db_url, people)
     try:
-        obama = registry.add_subject("Barack Obama", ["Obama"])
-        ada = registry.add_subject("Ada Lovelace", ["Ada"])
         _, granted = registry.add_grantee("Granted")
         _, other = registry.add_grantee("Other")
-        grant = registry.grant(obama.id, "Granted", ["generate"])
-        registry.grant(ada.id, "Granted", ["generate"])  # stays: allows go on after the revoke
+        grant = registry.grant(obama, "Granted", ["generate"])
+        registry.grant(ada, "Granted", ["generate"])  # stays: allows go on after the revoke
         registry.checkpoint()
     finally:
         registry.close()

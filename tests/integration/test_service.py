@@ -14,15 +14,14 @@ from PIL import Image
 
 from consentry.cli.serve_cmds import ADMIN_KEY_ENV, ADMIN_KEY_FILE, admin_key_digest
 from consentry.faces.engines import get_engine
-from consentry.identity.enroll import enroll_photos
-from consentry.provenance.certs import create_dev_pki
 from consentry.registry.decisions import get_decision
 from consentry.registry.offline import verify_inclusion_bundle
 from consentry.registry.store import Registry
 from consentry.server import MAX_BODY_BYTES, create_app, hash_admin_key
 from tests.integration._live import live_server
+from tests.support.faces import PHOTOS
+from tests.support.worlds import OBAMA, new_registry
 
-DATA = Path(__file__).resolve().parents[2] / "consentry" / "data" / "faces"
 ADMIN_KEY = "csa_test-admin-key"
 
 
@@ -40,11 +39,8 @@ class World:
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     home = tmp_path_factory.mktemp("service") / "home"
-    registry = Registry.init(home, None)
-    create_dev_pki(registry.home.root)
+    registry, (obama,) = new_registry(home, None, [OBAMA], pki=True)
     engine = get_engine("sface")
-    obama = registry.add_subject("Barack Obama", ["Obama"])
-    enroll_photos(registry, engine, obama.id, [DATA / "obama.jpg"])
     alpha, alpha_key = registry.add_grantee("Alpha")
     beta, beta_key = registry.add_grantee("Beta")
     registry.checkpoint()
@@ -54,7 +50,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
             yield World(
                 registry,
                 base,
-                obama.id,
+                obama,
                 alpha.id,
                 alpha_key,
                 beta.id,
@@ -75,7 +71,7 @@ def _auth(key: str) -> dict[str, str]:
 
 
 def _photo(name: str = "obama2.jpg") -> tuple[str, bytes, str]:
-    return (name, (DATA / name).read_bytes(), "image/jpeg")
+    return (name, (PHOTOS / name).read_bytes(), "image/jpeg")
 
 
 def _png() -> bytes:

@@ -18,14 +18,13 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from consentry.faces.engines import get_engine
 from consentry.generation.tiny import build_tiny_pipeline
-from consentry.identity.enroll import enroll_photos
-from consentry.provenance.certs import create_dev_pki
 from consentry.registry.decisions import get_decision
 from consentry.registry.store import Registry
 from consentry.server import create_app, hash_admin_key
 from tests.integration._live import live_server
+from tests.support.faces import PHOTOS
+from tests.support.worlds import OBAMA, new_registry
 
-DATA = Path(__file__).resolve().parents[2] / "consentry" / "data" / "faces"
 ADMIN_KEY = "csa_jobs-admin-key"
 
 
@@ -42,11 +41,8 @@ class Service:
 def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     root = tmp_path_factory.mktemp("jobs")
     model = build_tiny_pipeline(root / "model")
-    registry = Registry.init(root / "home", None)
-    create_dev_pki(registry.home.root)
+    registry, (obama,) = new_registry(root / "home", None, [OBAMA], pki=True)
     engine = get_engine("sface")
-    obama = registry.add_subject("Barack Obama", ["Obama"])
-    enroll_photos(registry, engine, obama.id, [DATA / "obama.jpg"])
     _, key = registry.add_grantee("Studio")
     registry.checkpoint()
     digest = hash_admin_key(ADMIN_KEY)
@@ -54,7 +50,7 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     bare = create_app(registry, engine, digest)
     try:
         with live_server(app) as base, live_server(bare) as no_model_base:
-            yield Service(registry, base, no_model_base, obama.id, key)
+            yield Service(registry, base, no_model_base, obama, key)
     finally:
         registry.close()
 
@@ -70,7 +66,7 @@ def _auth(key: str) -> dict[str, str]:
 
 
 def _photo(name: str) -> tuple[str, bytes, str]:
-    return (name, (DATA / name).read_bytes(), "image/jpeg")
+    return (name, (PHOTOS / name).read_bytes(), "image/jpeg")
 
 
 def _generate(client: httpx.Client, key: str, prompt: str, **extra: str) -> httpx.Response:

@@ -14,12 +14,9 @@ from sqlmodel import col, select
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from consentry.errors import GrantError
-from consentry.faces.engines import get_engine
-from consentry.gate import Gateway, RunRequest, run_job
+from consentry.gate import RunRequest, run_job
 from consentry.generation.tiny import build_tiny_pipeline
 from consentry.hashing import sha256_file
-from consentry.identity.enroll import enroll_photos
-from consentry.provenance.certs import create_dev_pki
 from consentry.registry.decisions import get_decision
 from consentry.registry.models import Decision
 from consentry.registry.prior_files import prior_store_path
@@ -28,8 +25,8 @@ from consentry.training import TrainConfig, model_folder_sha256
 from consentry.training.job import default_work_dir, train_under_grant
 from tests.integration._offline import offline_single_thread  # noqa: F401  (autouse)
 from tests.support.cli import Cli
-
-DATA = Path(__file__).resolve().parents[2] / "consentry" / "data" / "faces"
+from tests.support.faces import PHOTOS
+from tests.support.worlds import OBAMA, new_registry, sface_gateway
 
 
 def _config(**changes: object) -> TrainConfig:
@@ -60,12 +57,11 @@ class World:
 
 @pytest.fixture
 def world(tmp_path: Path, sqlite_url: str) -> Iterator[World]:
-    registry = Registry.init(tmp_path / "home", sqlite_url)
-    create_dev_pki(registry.home.root)
-    obama = registry.add_subject("Barack Obama", ["Obama"])
-    enroll_photos(registry, get_engine("sface"), obama.id, [DATA / "obama.jpg"], keep_photos=True)
+    registry, (obama,) = new_registry(
+        tmp_path / "home", sqlite_url, [OBAMA], keep_photos=True, pki=True
+    )
     studio, _ = registry.add_grantee("Studio")
-    yield World(registry, obama.id, studio.id)
+    yield World(registry, obama, studio.id)
     registry.close()
 
 
@@ -103,7 +99,7 @@ def test_a_trained_prior_is_registered_bound_and_needs_a_grant_naming_it(
     assert get_decision(world.registry, outcome.finish.id).outputs == [prior.sha256]
     assert world.registry.verify_log().ok
 
-    gateway = Gateway(world.registry, get_engine("sface"))
+    gateway = sface_gateway(world.registry)
     job = RunRequest("Studio", "generate", "a photo of sks person", model, prior=prior.id, steps=2)
     assert not run_job(gateway, job).allowed  # the train grant does not name the prior
     world.registry.grant(world.obama, "Studio", ["generate"], priors=[prior.sha256])
@@ -153,7 +149,7 @@ def test_prior_train_through_the_cli(
     cli = Cli(tmp_path / "home")
     cli.ok("init")
     cli.ok("subject", "add", "Barack Obama")
-    cli.ok("subject", "enroll", "Barack Obama", str(DATA / "obama.jpg"), "--keep-photos")
+    cli.ok("subject", "enroll", "Barack Obama", str(PHOTOS / "obama.jpg"), "--keep-photos")
     cli.ok("grantee", "add", "Studio")
     args = (
         "prior", "train", "Barack Obama", "--kind", "textual-inversion", "--model", str(model),

@@ -7,50 +7,35 @@ Each test asserts the refusal *and* that the honest equivalent is allowed.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
 from safetensors.numpy import save
 
-from consentry import Registry
-from consentry.faces.engines import get_engine
-from consentry.gate import CheckRequest, Gateway
+from consentry.gate import CheckRequest
 from consentry.limits import Limits
 from consentry.registry.models import Prior
 from consentry.registry.prior_files import store_prior_file
 from consentry.registry.signing import canonical_json
 from consentry.registry.statements import format_time
 from tests.support.cli import Cli
-
-
-@dataclass
-class BoundsWorld:
-    registry: Registry
-    gateway: Gateway
-    ada: str
-    bob: str
-    folder: Path
+from tests.support.worlds import TwoSubjects, two_subjects
 
 
 @pytest.fixture
-def world(tmp_path: Path, sqlite_url: str) -> Iterator[BoundsWorld]:
-    registry = Registry.init(tmp_path / "home", sqlite_url)
-    ada = registry.add_subject("Ada Lovelace").id
-    bob = registry.add_subject("Bob Example").id
-    registry.add_grantee("Studio")
-    yield BoundsWorld(registry, Gateway(registry, get_engine("sface")), ada, bob, tmp_path)
-    registry.close()
+def world(tmp_path: Path, sqlite_url: str) -> Iterator[TwoSubjects]:
+    """Ada Lovelace (the owner: her name fills the long prompt) and Bob Example."""
+    yield from two_subjects(tmp_path, sqlite_url, "Ada Lovelace", "Bob Example")
 
 
 @pytest.mark.attack("prompt longer than the job limit")
 @pytest.mark.parametrize(
     "filler", ["a " * 1_500, "x" * 2_001, "Ada Lovelace " * 200], ids=["words", "run", "names"]
 )
-def test_an_oversized_prompt_is_refused_before_matching(world: BoundsWorld, filler: str) -> None:
+def test_an_oversized_prompt_is_refused_before_matching(world: TwoSubjects, filler: str) -> None:
     w = world
-    w.registry.grant(w.ada, "Studio", ["generate"])
+    w.registry.grant(w.owner, "Studio", ["generate"])
     prompt = f"a portrait of {filler}"
     assert len(prompt) > Limits().max_prompt_chars
     before = w.registry.log_size()
@@ -62,7 +47,7 @@ def test_an_oversized_prompt_is_refused_before_matching(world: BoundsWorld, fill
 
 
 @pytest.mark.attack("prompt longer than the job limit through the CLI")
-def test_an_oversized_prompt_exits_2_through_the_cli(world: BoundsWorld) -> None:
+def test_an_oversized_prompt_exits_2_through_the_cli(world: TwoSubjects) -> None:
     cli = Cli(world.registry.home.root, world.registry.db.url)
     before = world.registry.log_size()
     long = cli("check", "--as", "Studio", "--purpose", "generate", "--prompt", "b" * 2_001)
@@ -78,13 +63,13 @@ def _weights() -> bytes:
 
 
 @pytest.mark.attack("one prior file registered for two subjects by an older release")
-def test_a_prior_file_held_by_two_subjects_is_unusable(world: BoundsWorld) -> None:
+def test_a_prior_file_held_by_two_subjects_is_unusable(world: TwoSubjects) -> None:
     w = world
     source = w.folder / "ada.safetensors"
     source.write_bytes(_weights())
-    ada_prior = w.registry.add_prior(w.ada, "lora", "tiny-sd", source)
+    ada_prior = w.registry.add_prior(w.owner, "lora", "tiny-sd", source)
     store_prior_file(w.registry, ada_prior, source)
-    w.registry.grant(w.ada, "Studio", ["generate"], priors=[ada_prior.sha256])
+    w.registry.grant(w.owner, "Studio", ["generate"], priors=[ada_prior.sha256])
     job = CheckRequest("Studio", "generate", [], "a watercolour", prior=ada_prior.id)
     honest = w.gateway.check(job)
     assert honest.allowed, honest.reasons
@@ -92,7 +77,7 @@ def test_a_prior_file_held_by_two_subjects_is_unusable(world: BoundsWorld) -> No
     # (written through the operator's own append path, as that release did).
     bobs = Prior(
         id=w.registry.new_id("pri"),
-        subject_id=w.bob,
+        subject_id=w.other,
         kind="lora",
         base_model_id="tiny-sd",
         sha256=ada_prior.sha256,
@@ -102,7 +87,7 @@ def test_a_prior_file_held_by_two_subjects_is_unusable(world: BoundsWorld) -> No
         log_index=-1,
     )
     w.registry._sign_and_append(bobs)
-    w.registry.grant(w.bob, "Studio", ["generate"], priors=[ada_prior.sha256])
+    w.registry.grant(w.other, "Studio", ["generate"], priors=[ada_prior.sha256])
     assert w.registry.verify_log().ok  # a legitimately signed, if old, history
     for prior_id in (ada_prior.id, bobs.id):
         refused = w.gateway.check(CheckRequest("Studio", "generate", [], "a watercolour",

@@ -29,10 +29,8 @@ from consentry.registry.store import Registry
 from consentry.server import create_app, hash_admin_key
 from tests.integration._live import live_server
 from tests.support.cli import Cli
-from tests.support.faces import crowd_png
+from tests.support.faces import PHOTOS, crowd_png
 from tests.unit.fuzz_images import png_declaring
-
-DATA = Path(__file__).resolve().parents[2] / "consentry" / "data" / "faces"
 
 
 def _png(image: Image.Image) -> bytes:
@@ -42,7 +40,7 @@ def _png(image: Image.Image) -> bytes:
 
 
 def _corrupt() -> bytes:
-    return (DATA / "obama2.jpg").read_bytes()[:1500]
+    return (PHOTOS / "obama2.jpg").read_bytes()[:1500]
 
 
 def _pixel_bomb() -> bytes:
@@ -89,7 +87,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     cli.ok("init")
     cli.ok("grantee", "add", "Studio")
     cli.ok("subject", "add", "Barack Obama", "--alias", "Obama")
-    cli.ok("subject", "enroll", "Barack Obama", str(DATA / "obama.jpg"))
+    cli.ok("subject", "enroll", "Barack Obama", str(PHOTOS / "obama.jpg"))
     registry = Registry.open(root / "home", None)
     key = registry.add_grantee("Platform")[1]
     app = create_app(registry, get_engine("sface"), hash_admin_key("csa_x"), model_dir=model)

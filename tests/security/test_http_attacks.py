@@ -19,15 +19,15 @@ import pytest
 from PIL import Image
 
 from consentry.faces.engines import get_engine
-from consentry.identity.enroll import enroll_photos
 from consentry.limits import Limits
 from consentry.registry.decisions import get_decision
 from consentry.registry.store import Registry
 from consentry.server import create_app, hash_admin_key
 from tests.integration._live import live_server
 from tests.support.cli import Cli
+from tests.support.faces import PHOTOS
+from tests.support.worlds import BIDEN, OBAMA, new_registry
 
-DATA = Path(__file__).resolve().parents[2] / "consentry" / "data" / "faces"
 ADMIN_KEY = "csa_http-attacks-admin"
 PERSON = "a registered person"
 
@@ -49,15 +49,11 @@ class Site:
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     home = tmp_path_factory.mktemp("http-attacks") / "home"
-    registry = Registry.init(home, None)
+    registry, (obama, biden) = new_registry(home, None, [OBAMA, BIDEN])
     engine = get_engine("sface")
-    obama = registry.add_subject("Barack Obama", ["Obama"])
-    biden = registry.add_subject("Joe Biden", ["Biden"])
-    enroll_photos(registry, engine, obama.id, [DATA / "obama.jpg"])
-    enroll_photos(registry, engine, biden.id, [DATA / "biden.jpg"])
     alpha, alpha_key = registry.add_grantee("Alpha")
     beta, beta_key = registry.add_grantee("Beta")
-    grant = registry.grant(obama.id, alpha.id, ["restore", "generate"])
+    grant = registry.grant(obama, alpha.id, ["restore", "generate"])
     registry.checkpoint()
     digest = hash_admin_key(ADMIN_KEY)
     app = create_app(registry, engine, digest)
@@ -68,8 +64,8 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
                 registry,
                 base,
                 capped_base,
-                obama.id,
-                biden.id,
+                obama,
+                biden,
                 alpha.id,
                 alpha_key,
                 grant.id,
@@ -91,7 +87,7 @@ def _auth(key: str) -> dict[str, str]:
 
 
 def _photo(name: str = "obama2.jpg") -> bytes:
-    return (DATA / name).read_bytes()
+    return (PHOTOS / name).read_bytes()
 
 
 # ------------------------------------------------------------------ malformed bodies
@@ -401,7 +397,7 @@ def test_cli_and_http_refuse_the_same_out_of_bounds_job(
     prompt = (fields | bad)["prompt"]
     argv = [purpose, *(["--prompt", prompt] if purpose == "generate" else [])]
     if purpose == "restore":
-        argv.append(str(DATA / "biden.jpg"))
+        argv.append(str(PHOTOS / "biden.jpg"))
     options = fields | bad
     options.pop("prompt")
     for name, value in options.items():
@@ -425,7 +421,7 @@ def test_the_cli_passes_an_in_bounds_job_at_the_limits(site: Site, tmp_path: Pat
     existing.write_bytes(b"taken")
     limits = Limits()
     result = cli(
-        "restore", str(DATA / "biden.jpg"), "--as", "Beta", "--steps", str(limits.max_steps),
+        "restore", str(PHOTOS / "biden.jpg"), "--as", "Beta", "--steps", str(limits.max_steps),
         "--size", str(limits.max_size), "--strength", "1.0", "--model", str(tmp_path),
         "-o", str(existing),
     )  # fmt: skip

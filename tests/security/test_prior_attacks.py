@@ -13,20 +13,18 @@ import pickle
 import struct
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
 from safetensors.numpy import save
 
-from consentry import Registry
 from consentry.errors import PriorFileError, PriorOwnerError
-from consentry.faces.engines import get_engine
-from consentry.gate import CheckRequest, Gateway
+from consentry.gate import CheckRequest
 from consentry.registry.prior_files import prior_store_path, store_prior_file
 from consentry.registry.safetensors_header import MAX_HEADER_BYTES
 from tests.support.cli import Cli
+from tests.support.worlds import TwoSubjects, two_subjects
 
 
 def _weights(seed: int = 0) -> bytes:
@@ -41,26 +39,13 @@ def _weights(seed: int = 0) -> bytes:
     )
 
 
-@dataclass
-class PriorWorld:
-    registry: Registry
-    gateway: Gateway
-    alice: str
-    bob: str
-    folder: Path
-
-
 @pytest.fixture
-def world(tmp_path: Path, db_url: str) -> Iterator[PriorWorld]:
-    registry = Registry.init(tmp_path / "home", db_url)
-    alice = registry.add_subject("Alice Example").id
-    bob = registry.add_subject("Bob Example").id
-    registry.add_grantee("Studio")
-    yield PriorWorld(registry, Gateway(registry, get_engine("sface")), alice, bob, tmp_path)
-    registry.close()
+def world(tmp_path: Path, db_url: str) -> Iterator[TwoSubjects]:
+    """Alice Example (the owner of the first registration) and Bob Example."""
+    yield from two_subjects(tmp_path, db_url, "Alice Example", "Bob Example")
 
 
-def _register(world: PriorWorld, subject: str, name: str, data: bytes) -> str:
+def _register(world: TwoSubjects, subject: str, name: str, data: bytes) -> str:
     source = world.folder / name
     source.write_bytes(data)
     row = world.registry.add_prior(subject, "lora", "tiny-sd", source)
@@ -68,19 +53,19 @@ def _register(world: PriorWorld, subject: str, name: str, data: bytes) -> str:
     return row.id
 
 
-def _same_file(world: PriorWorld, first: str, data: bytes) -> None:
-    _register(world, world.bob, "bob.safetensors", data)
+def _same_file(world: TwoSubjects, first: str, data: bytes) -> None:
+    _register(world, world.other, "bob.safetensors", data)
 
 
-def _same_file_by_digest(world: PriorWorld, first: str, data: bytes) -> None:
-    row = world.registry.list_priors(world.alice)[0]
-    world.registry.add_prior(world.bob, "lora", "sd15", sha256=row.sha256, size=row.size)
+def _same_file_by_digest(world: TwoSubjects, first: str, data: bytes) -> None:
+    row = world.registry.list_priors(world.owner)[0]
+    world.registry.add_prior(world.other, "lora", "sd15", sha256=row.sha256, size=row.size)
 
 
-def _same_file_other_kind(world: PriorWorld, first: str, data: bytes) -> None:
+def _same_file_other_kind(world: TwoSubjects, first: str, data: bytes) -> None:
     source = world.folder / "as-ti.safetensors"
     source.write_bytes(data)
-    world.registry.add_prior(world.bob, "textual_inversion", "sd15", source)
+    world.registry.add_prior(world.other, "textual_inversion", "sd15", source)
 
 
 @pytest.mark.attack("one prior file registered for two subjects")
@@ -90,30 +75,30 @@ def _same_file_other_kind(world: PriorWorld, first: str, data: bytes) -> None:
     ids=["same-bytes-new-name", "same-sha256-no-file", "same-bytes-other-kind"],
 )
 def test_a_prior_sha256_belongs_to_one_subject(
-    world: PriorWorld, second: Callable[[PriorWorld, str, bytes], None]
+    world: TwoSubjects, second: Callable[[TwoSubjects, str, bytes], None]
 ) -> None:
     data = _weights()
-    first = _register(world, world.alice, "alice.safetensors", data)
+    first = _register(world, world.owner, "alice.safetensors", data)
     logged = world.registry.log_size()
     with pytest.raises(PriorOwnerError) as refused:
         second(world, first, data)
     message = str(refused.value)
-    assert first in message and "Alice" not in message and world.alice not in message
+    assert first in message and "Alice" not in message and world.owner not in message
     assert world.registry.log_size() == logged  # nothing logged
     assert [p.id for p in world.registry.list_priors()] == [first]
 
     # Bob's grant naming those bytes still does not release Alice's prior ...
-    sha = world.registry.list_priors(world.alice)[0].sha256
-    world.registry.grant(world.bob, "Studio", ["generate"], priors=[sha])
+    sha = world.registry.list_priors(world.owner)[0].sha256
+    world.registry.grant(world.other, "Studio", ["generate"], priors=[sha])
     job = CheckRequest("Studio", "generate", [], "a portrait", first)
     assert not world.gateway.check(job).allowed
     # ... Alice's grant does (the honest prior with its subject's grant runs) ...
-    world.registry.grant(world.alice, "Studio", ["generate"], priors=[sha])
+    world.registry.grant(world.owner, "Studio", ["generate"], priors=[sha])
     allowed = world.gateway.check(job)
     assert allowed.allowed, allowed.reasons
     # ... and Alice may register her own file again; Bob's different file is his.
-    _register(world, world.alice, "alice-again.safetensors", data)
-    _register(world, world.bob, "bob-own.safetensors", _weights(seed=1))
+    _register(world, world.owner, "alice-again.safetensors", data)
+    _register(world, world.other, "bob-own.safetensors", _weights(seed=1))
 
 
 def _header(value: object) -> bytes:
@@ -156,28 +141,28 @@ BAD_FILES: dict[str, bytes] = {
 
 @pytest.mark.attack("a weights prior that is not a safetensors file")
 @pytest.mark.parametrize("variant", sorted(BAD_FILES))
-def test_only_well_formed_safetensors_are_registered(world: PriorWorld, variant: str) -> None:
+def test_only_well_formed_safetensors_are_registered(world: TwoSubjects, variant: str) -> None:
     source = world.folder / "prior.safetensors"
     source.write_bytes(BAD_FILES[variant])
     logged = world.registry.log_size()
     with pytest.raises(PriorFileError, match="not a valid safetensors file"):
-        world.registry.add_prior(world.alice, "lora", "tiny-sd", source)
+        world.registry.add_prior(world.owner, "lora", "tiny-sd", source)
     assert world.registry.log_size() == logged and not world.registry.list_priors()
     assert not (world.registry.home.root / "priors").exists()
 
-    honest = _register(world, world.alice, "honest.safetensors", _weights())
-    sha = world.registry.list_priors(world.alice)[0].sha256
+    honest = _register(world, world.owner, "honest.safetensors", _weights())
+    sha = world.registry.list_priors(world.owner)[0].sha256
     assert prior_store_path(world.registry, sha).read_bytes() == _weights()
-    world.registry.grant(world.alice, "Studio", ["generate"], priors=[sha])
+    world.registry.grant(world.owner, "Studio", ["generate"], priors=[sha])
     allowed = world.gateway.check(CheckRequest("Studio", "generate", [], "a portrait", honest))
     assert allowed.allowed, allowed.reasons
 
 
 @pytest.mark.attack("a file swapped after registration is stored")
-def test_the_store_keeps_only_the_registered_bytes(world: PriorWorld) -> None:
+def test_the_store_keeps_only_the_registered_bytes(world: TwoSubjects) -> None:
     source = world.folder / "lora.safetensors"
     source.write_bytes(_weights())
-    row = world.registry.add_prior(world.alice, "lora", "tiny-sd", source)
+    row = world.registry.add_prior(world.owner, "lora", "tiny-sd", source)
     source.write_bytes(pickle.dumps({"evil": True}))  # swapped between hash and copy
     with pytest.raises(Exception, match="registry recorded"):
         store_prior_file(world.registry, row, source)
@@ -211,10 +196,10 @@ def test_prior_add_cli_refuses_pickles_and_foreign_files(tmp_path: Path) -> None
 
 
 @pytest.mark.attack("two subjects register one prior file at once")
-def test_concurrent_registrations_of_one_file_leave_one_owner(world: PriorWorld) -> None:
+def test_concurrent_registrations_of_one_file_leave_one_owner(world: TwoSubjects) -> None:
     data = _weights(seed=7)
     sources = {}
-    for subject in (world.alice, world.bob):
+    for subject in (world.owner, world.other):
         sources[subject] = world.folder / f"{subject}.safetensors"
         sources[subject].write_bytes(data)
     barrier = threading.Barrier(2)

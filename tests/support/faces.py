@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import io
 from importlib import resources
+from pathlib import Path
 
 import cv2
 import numpy as np
 from PIL import Image
 
-__all__ = ["crowd_png", "face_crop"]
+__all__ = ["PHOTOS", "crowd_png", "face_crop"]
+
+PHOTOS = Path(__file__).resolve().parents[2] / "consentry" / "data" / "faces"
 
 # Square crops around each face's five YuNet landmarks (about 2.4 eye distances a side).
 _CROPS = {"obama": (137, 393, 369, 625), "biden": (214, 450, 360, 596)}
