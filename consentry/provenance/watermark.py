@@ -31,6 +31,7 @@ Invariants
 
 from __future__ import annotations
 
+import secrets
 import zlib
 from dataclasses import dataclass
 
@@ -92,8 +93,6 @@ class Decoded:
 
 def new_release_id() -> str:
     """A fresh random 64-bit release id, in hex (chosen before the decision is logged)."""
-    import secrets
-
     return secrets.token_hex(ID_BYTES)
 
 
@@ -144,7 +143,8 @@ def _blocks(ll: NDArray[np.float64]) -> NDArray[np.float64]:
 def _unblocks(coeffs: NDArray[np.float64]) -> NDArray[np.float64]:
     n = int(np.sqrt(coeffs.shape[0]))
     spatial = _D.T @ coeffs @ _D
-    return np.asarray(spatial.reshape(n, n, BLOCK, BLOCK).transpose(0, 2, 1, 3).reshape(n * BLOCK, -1))
+    tiles = spatial.reshape(n, n, BLOCK, BLOCK).transpose(0, 2, 1, 3)
+    return np.asarray(tiles.reshape(n * BLOCK, -1))
 
 
 def _soft_votes(canonical: NDArray[np.float32]) -> NDArray[np.float64]:
