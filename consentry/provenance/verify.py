@@ -92,6 +92,8 @@ class VerifyResult:
     log_index: int | None = None
     memorization: dict[str, Any] | None = None  # from the verified consent assertion
     claimed: dict[str, Any] = field(default_factory=dict)
+    # the manifest's c2pa.soft-binding assertions ({"alg", "value"}), as signed in it
+    soft_bindings: list[dict[str, Any]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -292,6 +294,18 @@ def _check_consent(registry: Registry, claim: Any, result: VerifyResult) -> None
     result.memorization = dict(claimed) if isinstance(claimed, dict) else None
 
 
+def _soft_bindings(assertions: dict[str, Any]) -> list[dict[str, Any]]:
+    """``alg`` and the first block's ``value`` of each ``c2pa.soft-binding`` assertion."""
+    found: list[dict[str, Any]] = []
+    for label, data in assertions.items():
+        if label.split("__")[0] != "c2pa.soft-binding" or not isinstance(data, dict):
+            continue
+        blocks = data.get("blocks") or [{}]
+        value = blocks[0].get("value") if isinstance(blocks[0], dict) else None
+        found.append({"alg": data.get("alg"), "value": value})
+    return found
+
+
 def verify_media(registry: Registry, data: bytes, mime: str) -> VerifyResult:
     """Check an output's C2PA manifest and its consent; see the module docstring.
 
@@ -324,6 +338,7 @@ def verify_media(registry: Registry, data: bytes, mime: str) -> VerifyResult:
     except ConsentryError as exc:  # e.g. a log entry or grant the registry lacks
         result.consent_reason = f"consent check failed: {exc}"
         return result
+    result.soft_bindings = _soft_bindings(report.assertions)
     result.consent_ok = True
     result.consent_reason = (
         f"decision {result.decision_id} at log index {result.log_index} allowed it; "
