@@ -76,7 +76,7 @@ def _dct_matrix(n: int) -> NDArray[np.float64]:
     i = np.arange(n)[None, :]
     m = np.sqrt(2.0 / n) * np.cos(np.pi * (2 * i + 1) * k / (2 * n))
     m[0, :] = np.sqrt(1.0 / n)
-    return m
+    return np.asarray(m, dtype=np.float64)
 
 
 _D = _dct_matrix(BLOCK)
