@@ -28,6 +28,7 @@ BENCHMARKS: dict[str, str] = {
     "serve": "bench.serve",
     "log": "bench.log",
     "sequencer": "bench.sequencer",
+    "marks": "bench.marks",
 }
 
 
