@@ -48,6 +48,7 @@ ISCC_ALG = "io.iscc.v0"
 PDQ_ALG = "org.consentry.fingerprint.pdq.1"
 ISCC_MAX_BITS = 8  # of 64 (see bench/README.md, "marks")
 PDQ_MAX_BITS = 40  # of 256
+PDQ_SIDE = 512  # pixels a side PDQ is computed at, at most
 
 
 @dataclass(frozen=True)
@@ -102,10 +103,18 @@ def iscc_bits(code: str) -> int:
 
 
 def pdq_hash(pixels: NDArray[np.uint8]) -> tuple[str, int]:
-    """PDQ's 256-bit hash (hex) and quality score of RGB pixels."""
+    """PDQ's 256-bit hash (hex) and quality score of RGB pixels, first shrunk (area) to
+    at most :data:`PDQ_SIDE` pixels a side, as PDQ's reference advises (faster, same hash
+    family: PDQ itself works on a 64x64 reduction)."""
     import pdqhash
 
-    bits, quality = pdqhash.compute(np.ascontiguousarray(_rgb(pixels)))
+    rgb = _rgb(pixels)
+    height, width = rgb.shape[:2]
+    scale = PDQ_SIDE / max(height, width)
+    if scale < 1.0:
+        size = (max(1, round(width * scale)), max(1, round(height * scale)))
+        rgb = np.asarray(Image.fromarray(rgb).resize(size, Image.Resampling.BOX))
+    bits, quality = pdqhash.compute(np.ascontiguousarray(rgb))
     packed = np.packbits(np.asarray(bits, dtype=np.uint8)).tobytes()
     return packed.hex(), int(quality)
 
