@@ -24,18 +24,30 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
+from sqlmodel import col, select
 
 from consentry.errors import ConsentryError, InputError, LogIntegrityError
-from consentry.provenance.fingerprint import Fingerprint, agrees, distances, fingerprint
-from consentry.provenance.watermark import decode
-from consentry.registry.decisions import decision_of_release
+from consentry.provenance.fingerprint import (
+    ISCC_ALG,
+    ISCC_MAX_BITS,
+    PDQ_ALG,
+    PDQ_MAX_BITS,
+    Fingerprint,
+    agrees,
+    distances,
+    fingerprint,
+    iscc_bits,
+)
+from consentry.provenance.watermark import WATERMARK_ALG, decode
+from consentry.registry.decisions import decision_of_release, get_decision
+from consentry.registry.models import Decision
 from consentry.registry.signing import Envelope, parse_canonical
 
 if TYPE_CHECKING:
     from consentry.registry.consent import ConsentState
     from consentry.registry.store import Registry
 
-__all__ = ["Recovered", "recover_release"]
+__all__ = ["Recovered", "matches_by_binding", "recover_release", "signed_decision"]
 
 
 @dataclass(frozen=True)
@@ -109,3 +121,61 @@ def recover_release(
         return None, match
     output, dist = match
     return Recovered(statement, row.log_index, found.release_id, output, dist), ""
+
+
+def signed_decision(registry: Registry, decision_id: str) -> tuple[dict[str, Any], int]:
+    """The signed statement of decision ``decision_id`` as its log leaf holds it, and
+    its index; NotFoundError/InputError when there is none or it does not verify."""
+    row = get_decision(registry, decision_id)
+    state = registry.consent
+    state.refresh()
+    statement = _signed_statement(registry, state, row.log_index)
+    if statement.get("id") != row.id:
+        raise InputError(f"log entry {row.log_index} is not decision {row.id}")
+    return statement, row.log_index
+
+
+def _fingerprint_distance(alg: str, value: bytes, mark: dict[str, Any]) -> int | None:
+    import iscc_core
+
+    if alg == ISCC_ALG:
+        seen = iscc_bits("ISCC:" + iscc_core.encode_base32(value))
+        d = (seen ^ iscc_bits(str(mark["iscc"]))).bit_count()
+        return d if d <= ISCC_MAX_BITS else None
+    d = (int.from_bytes(value, "big") ^ int(str(mark["pdq"]), 16)).bit_count()
+    return d if d <= PDQ_MAX_BITS else None
+
+
+def matches_by_binding(registry: Registry, alg: str, value: bytes) -> list[dict[str, Any]]:
+    """Allowed releases a soft-binding value points to, best first, in the shape of the
+    C2PA Soft Binding Resolution API (``manifestId``: the decision id;
+    ``similarityScore`` 0-100 for a fingerprint). The watermark's id is exact; a
+    fingerprint matches within its threshold (a look-alike is a candidate here, never
+    a recovery). InputError for an unknown algorithm or a malformed value."""
+    if alg == WATERMARK_ALG:
+        if len(value) != 8:
+            raise InputError("a watermark binding value is the 8-byte release id")
+        row = decision_of_release(registry, value.hex())
+        return [{"manifestId": row.id}] if row is not None and row.allowed else []
+    if alg not in (ISCC_ALG, PDQ_ALG):
+        raise InputError(f"unsupported soft-binding algorithm {alg!r}")
+    if alg == PDQ_ALG and len(value) != 32:
+        raise InputError("a PDQ binding value is 32 bytes")
+    with registry.db.read() as session:
+        rows = session.exec(
+            select(Decision).where(col(Decision.release_id).is_not(None), Decision.allowed)
+        ).all()
+    found: list[tuple[int, str]] = []
+    for row in rows:
+        try:
+            near = [_fingerprint_distance(alg, value, m) for m in row.marks]
+        except ValueError as exc:
+            raise InputError(f"not an {alg} binding value: {exc}") from exc
+        best = min((d for d in near if d is not None), default=None)
+        if best is not None:
+            found.append((best, row.id))
+    bits = 64 if alg == ISCC_ALG else 256
+    return [
+        {"manifestId": decision_id, "similarityScore": round(100 * (1 - d / bits))}
+        for d, decision_id in sorted(found)
+    ]
