@@ -25,6 +25,7 @@ BENCHMARKS: dict[str, str] = {
     "aliases": "bench.aliases",
     "attacks": "bench.attacks",
     "face_scan": "bench.face_scan",
+    "fusion": "bench.fusion",
     "serve": "bench.serve",
     "log": "bench.log",
     "sequencer": "bench.sequencer",

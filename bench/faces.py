@@ -20,6 +20,9 @@
 3. **Speed**: detect and detect+embed latency on 1024x1024 canvases holding 1 or 5
    faces; ``IdentityIndex.search`` against a bare ``faiss.IndexFlatIP`` at 10k, 100k
    and 1M synthetic identities (``bench/faces_index.py``; --quick stops at 100k).
+4. **1:N identification**: FNIR and FPIR against gallery size N per engine, with
+   strangers and extrapolation to 10^6 (``bench/faces_1n.py``; ``--faces-only 1n``
+   runs it alone).
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ import numpy as np
 
 from bench import faces_baseline, faces_index
 from bench._common import console, load_average, note
+from bench.faces_1n import engines_1n, run_1n
 from bench.faces_data import (
     TRANSFORMS,
     Photo,
@@ -83,6 +87,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("faces")
     group.add_argument("--faces-dir", type=Path, default=None,
                        help="faces: labelled photos with MANIFEST.tsv (default ../shared/faces)")
+    group.add_argument("--faces-only", choices=("1n",), default=None,
+                       help="faces: run one section alone (1n: FNIR/FPIR against gallery size)")
 
 
 # ------------------------------------------------------------------ embeddings
@@ -445,9 +451,28 @@ def _lap(began: float, phases: dict[str, float]) -> float:
     return elapsed
 
 
+def one_n(photos: list[Photo], folder: Path, engines: dict[str, FaceEngine], quick: bool,
+          spd: list[dict[str, Any]], reps: dict[str, int]) -> dict[str, Any]:
+    """Section 4, 1:N (``bench/faces_1n.py``); per-face cost from the speed rows."""
+    all_engines, fused_note = engines_1n(engines)
+    missing = {k: v for k, v in all_engines.items() if k not in {r["engine"] for r in spd}}
+    spd = spd + speed(photos, missing, None, {k: reps.get(k, reps["dlib"]) for k in missing})
+    cost = {r["engine"]: r["detect_embed_ms"] / r["faces_pasted"] for r in spd
+            if r["faces_pasted"] == 5 and r["engine"] in all_engines}
+    return run_1n(photos, folder, all_engines, cost, fused_note, quick)
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     sizes = QUICK if args.quick else FULL
     folder = Path(args.faces_dir) if getattr(args, "faces_dir", None) else default_faces_dir()
+    if getattr(args, "faces_only", None) == "1n":
+        photos = load_photos(folder)
+        engines = {name: get_engine(name) for name in ENGINES}
+        console.print(f"\n== faces (1:N only) ==  photos {folder}, load average "
+                      f"{load_average()}")
+        result = one_n(photos, folder, engines, args.quick, [], sizes.speed_reps)
+        return {"faces_dir": str(folder), "identification_1n": result,
+                "load_average_at_end": load_average()}
     engines: dict[str, FaceEngine] = {name: get_engine(name) for name in ENGINES}
     module, how = faces_baseline.load()
     pipeline = faces_baseline.Pipeline(module) if module is not None else None
@@ -499,4 +524,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "load_average_at_end": load_average(),
     }
     report(result)
+    note("\n[4/4] 1:N identification: FNIR and FPIR against gallery size ...")
+    result["identification_1n"] = one_n(photos, folder, engines, args.quick, spd,
+                                        sizes.speed_reps)
+    phases["identification_1n"] = _lap(began, phases)
     return result

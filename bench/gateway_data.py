@@ -27,18 +27,18 @@ How the 1,000 subjects are made (see :func:`build_world`):
   is built to see the same person through blur, crops and flips (``bench
   faces`` table 2), so augmented copies would be the same few people registered
   many times, every probe would match dozens of subjects, and there would be no
-  1,000 identities. A filler is drawn again while any of its vectors is within
-  ``threshold - margin`` of any face in a photo that is sent (probes,
-  unregistered photos), so that no sent face can match a filler and the ground
-  truth stays the photo's label.
-- **Probes are screened** with the engine's own embeddings and plain numpy (not
-  the gateway, not ``IdentityIndex``): a probe's face must be at least
-  ``threshold + margin`` from its identity's enrolled vectors, and every face in
-  the probe photo below ``threshold - margin`` from every other identity's; an
-  unregistered photo's faces below ``threshold - margin`` from everyone. A
-  probe that fails is replaced by another single-face photo of the identity, or
-  the identity is used with no probe (reported). The load test measures the
-  gateway, not recognition accuracy (``bench faces`` does that).
+  1,000 identities. Before them come **real strangers**: every stranger face
+  of ``bench.faces_1n_data`` that is not sent (the unlabelled faces of the
+  multi-face photos of the faces folder, faces in installed packages' images),
+  each a subject of its own with its one real embedding.
+- **Nothing is screened by score** (issue 14: screened fillers hid the 1:N
+  false matches). Fillers are not redrawn near a sent face, and a probe or an
+  unregistered photo is not dropped for resembling another subject; the only
+  test on a probe is the genuine one (a single-face photo at least ``threshold +
+  margin`` from its own identity's other photos). So a sent face may match a
+  look-alike: :func:`lookalikes` counts, with plain numpy, the sent photos that
+  match another real identity, a stranger or a synthetic filler, and the load
+  phases show those as wrong refusals (the ground truth stays the label).
 
 Grants: grantee "Studio A" holds one grant (``restore`` + ``generate``, no end)
 for every other real identity with a probe and for every other filler;
@@ -65,6 +65,7 @@ from bench.gateway_fillers import (
     impostor_share,
     pair_stats,
 )
+from bench.gateway_lookalikes import lookalikes, strangers
 from consentry.faces.engine import FaceEngine
 from consentry.faces.images import load_image
 from consentry.faces.thresholds import DEFAULT_THRESHOLDS
@@ -76,7 +77,7 @@ from consentry.registry.store import Registry
 Box = tuple[float, float, float, float]  # x, y, w, h
 
 SUBJECTS_TOTAL = 1000
-MARGIN = 0.05  # cosine margin around the threshold when screening probes and fillers
+MARGIN = 0.05  # genuine margin: a probe is at least threshold + MARGIN from its own photos
 MIN_IOU = 0.3
 MIN_FIT_IDENTITIES = 10  # fewer real identities: isotropic filler centres
 FALLBACK_GENUINE = 0.70  # sface genuine mean cosine (DESIGN.md section 5)
@@ -227,6 +228,7 @@ class World:
     granted_probe: FacePhoto | None = None  # a probe of a granted real subject
     granted_name: str = ""  # its subject's display name
     granted_filler_name: str = ""
+    granted_probes: list[FacePhoto] = field(default_factory=list)  # no look-alike first
 
 
 def _names(count: int, rng: np.random.Generator) -> list[tuple[str, str]]:
@@ -255,10 +257,15 @@ def build_world(home: Path, engine: FaceEngine, faces_dir: Path | None, seed: in
     log(f"  embedded {len(embedded)} real photos in {stats['embed_seconds']:.1f} s")
 
     cast = _cast(engine, embedded, use_shared, threshold, notes)
-    fillers = _fillers(engine, cast, threshold, rng, notes, stats)
+    fillers = _fillers(engine, cast, threshold, rng, notes, stats, folder if use_shared else None)
     setup = _registry(home, engine, cast, fillers, rng, stats, log)
     jobs, kinds = _job_mix(cast, setup, rng)
-    first_granted = setup.granted_probes[0]
+    # Table 2 times an allowed job: its probe is one that matches no look-alike, if any.
+    clean = [p for p in setup.granted_probes
+             if p.photo.name not in set(stats["lookalikes"]["matched"])]
+    if not clean:
+        notes.append("every granted probe matches a look-alike: table 2's jobs are refused")
+    first_granted = (clean or setup.granted_probes)[0]
     return World(
         home=home,
         keys=setup.keys,
@@ -278,6 +285,8 @@ def build_world(home: Path, engine: FaceEngine, faces_dir: Path | None, seed: in
         granted_probe=first_granted.photo,
         granted_name=first_granted.photo.identity,
         granted_filler_name=setup.granted_fillers[0][1],
+        granted_probes=[p.photo for p in clean + [q for q in setup.granted_probes
+                                                  if q not in clean]],
     )
 
 
@@ -308,7 +317,7 @@ class _Cast:
 def _cast(engine: FaceEngine, embedded: list[Embedded], use_shared: bool, threshold: float,
           notes: list[str]) -> _Cast:
     """Split the real photos into enrolled photos, probes and unregistered photos."""
-    low, high = threshold - MARGIN, threshold + MARGIN
+    high = threshold + MARGIN
     by_identity: dict[str, list[Embedded]] = {}
     for e in embedded:
         by_identity.setdefault(e.photo.identity, []).append(e)
@@ -317,24 +326,17 @@ def _cast(engine: FaceEngine, embedded: list[Embedded], use_shared: bool, thresh
     registered_ids = sorted(i for i in by_identity if i not in unregistered_ids)
 
     # Probes: per identity, the last single-face photo whose face is near its own identity's
-    # other photos (>= threshold + margin) and whose every face is far from every other
-    # registered identity's labelled faces (< threshold - margin). The rest is enrolled.
-    labelled = {i: np.stack([e.vector for e in by_identity[i] if e.vector is not None])
-                for i in registered_ids
-                if any(e.vector is not None for e in by_identity[i])}
+    # other photos (>= threshold + margin); what it resembles otherwise is not looked at.
     probes: dict[str, Embedded] = {}
     enrolled: dict[str, list[Embedded]] = {}
     for identity in registered_ids:
         members = [e for e in by_identity[identity] if e.vector is not None]
-        others = [v for i, v in labelled.items() if i != identity]
-        gallery = np.concatenate(others) if others else np.zeros((0, engine.dim), np.float32)
-        probe = _probe(engine, members, gallery, low, high)
+        probe = _probe(engine, members, high)
         if probe is not None:
             probes[identity] = probe
         enrolled[identity] = [e for e in members if e is not probe]
-    everyone = np.concatenate(list(labelled.values()))
     unregistered = [e for identity in unregistered_ids for e in by_identity[identity]
-                    if _usable_unregistered(e, everyone, low, notes)]
+                    if _usable_unregistered(e, notes)]
     missing = [i for i in registered_ids if i not in probes]
     if missing:
         notes.append(f"registered but never sent (no single-face photo passes the probe "
@@ -342,50 +344,40 @@ def _cast(engine: FaceEngine, embedded: list[Embedded], use_shared: bool, thresh
     return _Cast(by_identity, registered_ids, probes, enrolled, unregistered)
 
 
-def _probe(engine: FaceEngine, members: list[Embedded], gallery: np.ndarray, low: float,
-           high: float) -> Embedded | None:
+def _probe(engine: FaceEngine, members: list[Embedded], high: float) -> Embedded | None:
     """The probe of one identity (see :func:`_cast`), or None. With one photo
     (shipped-only mode) the probe is an augmented copy of it, and the photo stays enrolled."""
 
-    def far_from_others(e: Embedded) -> bool:
-        return not len(gallery) or float((np.stack(e.faces) @ gallery.T).max()) < low
-
     if len(members) == 1:  # shipped-only mode: the one augmented probe
         probe = embed(engine, augmented_probe(members[0].photo))
-        if probe.vector is not None and far_from_others(probe) and float(
-                probe.vector @ members[0].vector) >= high:
+        if probe.vector is not None and float(probe.vector @ members[0].vector) >= high:
             return probe
         return None
     for cand in reversed(members):
         if cand.photo.n_faces != 1 or len(cand.faces) != 1 or cand.vector is None:
             continue
         rest = np.stack([e.vector for e in members if e is not cand])  # type: ignore[misc]
-        if float((rest @ cand.vector).max()) >= high and far_from_others(cand):
+        if float((rest @ cand.vector).max()) >= high:
             return cand
     return None
 
 
-def _usable_unregistered(e: Embedded, everyone: np.ndarray, low: float,
-                         notes: list[str]) -> bool:
-    """An unregistered photo is sent only if it has a face and none near a registered one."""
+def _usable_unregistered(e: Embedded, notes: list[str]) -> bool:
+    """An unregistered photo is sent if it has a face (whatever it resembles: unscreened)."""
     if not e.faces:
         notes.append(f"unregistered photo {e.photo.name}: no face found, not used")
-        return False
-    if float((np.stack(e.faces) @ everyone.T).max()) >= low:
-        notes.append(f"unregistered photo {e.photo.name}: a face is within threshold - "
-                     "margin of a registered identity, not used")
         return False
     return True
 
 
 def _fillers(engine: FaceEngine, cast: _Cast, threshold: float, rng: np.random.Generator,
-             notes: list[str], stats: dict[str, Any]) -> list[np.ndarray]:
-    """Synthetic subjects' embeddings, none near a face that is sent; their stats in ``stats``.
+             notes: list[str], stats: dict[str, Any], folder: Path | None
+             ) -> list[np.ndarray]:
+    """The filler subjects' embeddings (real strangers, then synthetic); stats in ``stats``.
 
-    Fit on the real labelled embeddings; a filler is redrawn while any of its vectors is
-    within threshold - margin of a face in a photo that is sent (probes, unregistered
-    photos), so no sent face can match a filler."""
-    low = threshold - MARGIN
+    First the real strangers (one vector each, :func:`bench.gateway_lookalikes.strangers`),
+    then synthetic subjects fitted on the real labelled embeddings, drawn once and kept
+    whatever they resemble (no screening against the sent faces)."""
     real_by_identity = {i: [e.vector for e in es if e.vector is not None]
                         for i, es in cast.by_identity.items()}
     real_by_identity = {i: v for i, v in real_by_identity.items() if v}
@@ -401,19 +393,21 @@ def _fillers(engine: FaceEngine, cast: _Cast, threshold: float, rng: np.random.G
                      "average 0.70 with sface)")
     sent_faces = np.stack([f for p in cast.probes.values() for f in p.faces]
                           + [f for e in cast.unregistered for f in e.faces])
-    filler_count = SUBJECTS_TOTAL - len(cast.registered_ids)
-    fillers: list[np.ndarray] = []
-    drawn = 0
-    while len(fillers) < filler_count:
-        batch = model.draw_many(rng, 1024, FILLER_VECTORS)  # (1024, k, d)
-        drawn += len(batch)
-        near = (batch @ sent_faces.T).max(axis=(1, 2)) >= low
-        fillers.extend(batch[~near][: filler_count - len(fillers)])
-    stats["filler_draws"] = drawn
+    real = strangers(engine, folder, stats)
+    filler_count = SUBJECTS_TOTAL - len(cast.registered_ids) - len(real)
+    synthetic = list(model.draw_many(rng, filler_count, FILLER_VECTORS))
+    fillers = real + synthetic
+    stats["filler_draws"] = filler_count
+    stats["stranger_fillers"] = len(real)
+    sent = [(p.photo.name, i, np.stack(p.faces)) for i, p in cast.probes.items()] + [
+        (e.photo.name, None, np.stack(e.faces)) for e in cast.unregistered]
+    registered = {i: np.stack([e.vector for e in es if e.vector is not None])
+                  for i, es in cast.enrolled.items() if es}
+    stats["lookalikes"] = lookalikes(sent, registered, real, synthetic, threshold)
     all_real = np.concatenate(real_groups)
     stats["real_pairs_mean_cos"] = {"genuine": real_genuine, "impostor": real_impostor}
     stats["filler_pairs_mean_cos"] = dict(zip(("genuine", "impostor"),
-                                              pair_stats(fillers[:300]), strict=True))
+                                              pair_stats(synthetic[:300]), strict=True))
     cross = np.concatenate(fillers) @ all_real.T
     stats["filler_vs_real_mean_cos"] = float(cross.mean())
     stats["filler_vs_real_share_at_threshold"] = float((cross >= threshold).mean())
@@ -498,7 +492,7 @@ def _enroll_fillers(registry: Registry, info: Any, fillers: list[np.ndarray],
     filler_ids: list[tuple[str, str]] = []  # (subject id, display name)
     for (name, handle), vectors in zip(_names(len(fillers), rng), fillers, strict=True):
         subject = registry.add_subject(name, [handle])
-        label = f"synthetic embedding of {name}"
+        label = f"{'stranger' if len(vectors) == 1 else 'synthetic'} embedding of {name}"
         enroll(registry, subject.id, info,
                [Sample(hashlib.sha256(f"{label} #{k}".encode()).hexdigest(), v)
                 for k, v in enumerate(vectors)])

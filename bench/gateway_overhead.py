@@ -25,10 +25,10 @@ from typing import TYPE_CHECKING, Any
 from PIL import Image
 
 from bench._common import note
-from bench.gateway_data import PROMPT_TEMPLATE, World, face_square
+from bench.gateway_data import PROMPT_TEMPLATE, FacePhoto, World, face_square
 from bench.gateway_report import SD15_STEPS
 from consentry.faces.engines import get_engine
-from consentry.gate import Gateway, Receipt, RunRequest, run_job
+from consentry.gate import CheckRequest, Gateway, Receipt, RunRequest, run_job
 from consentry.gate import gateway as gateway_module
 from consentry.gate import release as release_module
 from consentry.generation.backends.base import PriorRef
@@ -237,6 +237,16 @@ def _overhead_job(gateway: Gateway, request: RunRequest, backend: Any, runs: int
     }
 
 
+def _allowed_probe(gateway: Gateway, grantee: str, world: World) -> FacePhoto:
+    """The first granted probe (those matching no look-alike first) that the gate allows
+    for restore: nothing is screened, so a look-alike may refuse some (table 1e)."""
+    assert world.granted_probe is not None
+    for photo in world.granted_probes[:8]:
+        if gateway.check(CheckRequest(grantee, "restore", [photo.data])).allowed:
+            return photo
+    return world.granted_probe
+
+
 def overhead(world: World, workdir: Path, sizes: Sizes, torch_threads: int) -> dict[str, Any]:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
@@ -255,10 +265,11 @@ def overhead(world: World, workdir: Path, sizes: Sizes, torch_threads: int) -> d
         tiny = TimedBackend(DiffusersBackend(model))
         build_s = time.perf_counter() - began
         grantee = world.grantee_ids["A"]
-        probe = world.granted_probe.data
+        chosen = _allowed_probe(gateway, grantee, world)
+        probe = chosen.data
         generate_prompt = PROMPT_TEMPLATE.format(name=world.granted_filler_name)
-        face_prompt = PROMPT_TEMPLATE.format(name=world.granted_name)
-        stand_in = StandInBackend(face_square(world.granted_probe, 512))
+        face_prompt = PROMPT_TEMPLATE.format(name=chosen.identity)
+        stand_in = StandInBackend(face_square(chosen, 512))
         jobs: list[tuple[str, RunRequest, Any, Callable[[], list[float]]]] = []
         tiny_times: Callable[[], list[float]] = lambda: tiny.seconds  # noqa: E731
         for purpose, image in (("generate", None), ("restore", probe)):

@@ -31,7 +31,8 @@ a request was refused, ``2`` when the input or the usage was wrong.
     ├── SignatureError                (1) a signature or envelope does not verify
     │   ├── UnknownKeyError           (1) signed by a key the registry does not know
     │   ├── RetiredKeyError           (1) signed by a key retired by rotation
-    │   └── NonCanonicalError         (1) signed bytes are not RFC 8785 canonical JSON
+    │   ├── NonCanonicalError         (1) signed bytes are not RFC 8785 canonical JSON
+    │   └── StatementExpiredError     (1) a prepared statement is past its sign-by time
     ├── EngineError                   (2) a face engine or its model files are missing,
     │   │                                 incomplete or fail verification
     │   └── ModelHashError            (2) a model file's SHA-256 is not the pinned one
@@ -94,6 +95,7 @@ __all__ = [
     "RetiredKeyError",
     "RollbackError",
     "SignatureError",
+    "StatementExpiredError",
     "TamperError",
     "UnknownKeyError",
     "UnsupportedImageError",
@@ -241,6 +243,10 @@ class RetiredKeyError(SignatureError):
 
 class NonCanonicalError(SignatureError):
     """The signed payload is not RFC 8785 canonical JSON (or has duplicate keys)."""
+
+
+class StatementExpiredError(SignatureError):
+    """A statement prepared for detached signing is past its ``sign_by`` time."""
 
 
 class EngineError(ConsentryError):

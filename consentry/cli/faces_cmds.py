@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from consentry.cli.calibrate_1n import Fpir, calibrate_fpir, embed_labelled, warn_budget
 from consentry.cli.common import DbOpt, HomeOpt, JsonOpt, emit_json, open_registry
 from consentry.errors import InputError
 
@@ -77,6 +78,7 @@ def enroll_command(
             registry, face_engine, subject, photos, keep_photos, allow_mismatch=allow_mismatch
         )
         registry.checkpoint()
+        warn_budget(registry, face_engine.name)  # a new subject may push N past the budget
     embeddings = sum(1 for b in row.blobs if b["kind"] == "embedding")
     if as_json:
         emit_json(
@@ -327,6 +329,27 @@ def calibrate_command(
             help="Apply a measured threshold more than 0.15 from the shipped default.",
         ),
     ] = False,
+    fpir: Annotated[
+        float | None,
+        typer.Option(
+            "--fpir",
+            help="1:N mode: choose the thresholds for this expected FPIR (a stranger's face "
+            "refused) at the gallery size, instead of --fmr.",
+        ),
+    ] = None,
+    held_fpir: Annotated[
+        float,
+        typer.Option(
+            "--held-fpir", help="With --fpir: budget of strangers' faces held or refused."
+        ),
+    ] = 0.05,
+    gallery: Annotated[
+        int | None,
+        typer.Option(
+            "--gallery",
+            help="With --fpir: gallery size N (default: the registered subjects, at least 1).",
+        ),
+    ] = None,
     engine: EngineOpt = "sface",
     pack: PackOpt = None,
     home: HomeOpt = None,
@@ -337,7 +360,9 @@ def calibrate_command(
     --apply put it in force. Refused (exit 2) when the set is too small for the
     target (3/FMR impostor pairs, 3/max-FNMR genuine pairs), the FNMR is above
     --max-fnmr, or the threshold is far from the shipped default. --undo and
-    --reset append a new entry restoring the previous or the default threshold."""
+    --reset append a new entry restoring the previous or the default threshold.
+    --fpir chooses a 1:N operating point instead (refuse and review thresholds for
+    an FPIR budget at N subjects; see ``consentry.cli.calibrate_1n``)."""
     from consentry.errors import CalibrationRejectedError
     from consentry.faces.calibration import calibration_problems
     from consentry.faces.thresholds import DEFAULT_THRESHOLDS
@@ -351,6 +376,10 @@ def calibrate_command(
     if sum([folder is not None, undo, reset]) != 1:
         raise InputError("give a FOLDER of labelled photos, or --undo, or --reset (one of them)")
     face_engine = _engine(engine, pack)
+    if fpir is not None or gallery is not None:
+        options = Fpir(fpir, held_fpir, gallery, max_fnmr, allow_far)
+        calibrate_fpir(face_engine, folder, options, apply, home, db, as_json)
+        return
     default = DEFAULT_THRESHOLDS.get(face_engine.name, 0.5)
     problems: list[str] = []
     measured = _measure(face_engine, folder, fmr) if folder is not None else None
@@ -394,32 +423,11 @@ def _measure(
     face_engine: FaceEngine, folder: Path, fmr: float
 ) -> tuple[Rates, Calibration, dict[str, Any]]:
     """Embed the labelled photos and measure the threshold at ``fmr`` (unlogged row)."""
-    import numpy as np
-
-    from consentry.faces.calibration import labelled_photos, pair_scores, threshold_at_fmr
-    from consentry.faces.images import load_image
+    from consentry.faces.calibration import pair_scores, threshold_at_fmr
     from consentry.registry.models import Calibration
 
-    items, dataset_sha256 = labelled_photos(folder)
-    labels: list[str] = []
-    vectors: list[Any] = []
-    skipped: list[str] = []
-    for identity, photo in items:
-        try:
-            loaded = load_image(photo)
-        except InputError as exc:
-            skipped.append(f"{photo}: {exc}")
-            continue
-        faces = face_engine.detect(loaded.pixels)
-        if not faces:
-            skipped.append(f"{photo}: no face found")
-            continue
-        face = max(faces, key=lambda f: f.bbox[2] * f.bbox[3])
-        labels.append(identity)
-        vectors.append(face_engine.embed(loaded.pixels, face))
-    if not vectors:
-        raise InputError(f"no face found in any photo under {folder}")
-    rates = threshold_at_fmr(pair_scores(labels, np.stack(vectors)), fmr)
+    labels, vectors, dataset_sha256, skipped = embed_labelled(face_engine, folder)
+    rates = threshold_at_fmr(pair_scores(labels, vectors), fmr)
     row = Calibration(
         id="",
         engine=face_engine.name,

@@ -14,6 +14,7 @@ from consentry.cli import (
     gateway_cmds,
     keys_cmds,
     log_cmds,
+    policy_cmds,
     provenance_cmds,
     registry_cmds,
     serve_cmds,
@@ -60,6 +61,7 @@ def init(home: HomeOpt = None, db: DbOpt = None) -> None:
 
 registry_cmds.register(app)
 app.add_typer(log_cmds.app, name="log")
+app.add_typer(policy_cmds.app, name="policy")
 app.add_typer(keys_cmds.app, name="keys")
 app.add_typer(certs_cmds.app, name="certs")
 provenance_cmds.register(app)

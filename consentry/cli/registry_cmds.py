@@ -13,12 +13,13 @@ from typing import Annotated, Any
 
 import typer
 
-from consentry.cli import faces_cmds, train_cmds
+from consentry.cli import consent_cmds, faces_cmds, train_cmds
 from consentry.cli.common import DbOpt, HomeOpt, JsonOpt, emit_json, open_registry
 from consentry.errors import InputError
 from consentry.hashing import sha256_file
+from consentry.registry.detached import prepare_grant, prepare_revocation
 from consentry.registry.signing import SigningKey, load_public_key
-from consentry.registry.statements import parse_time
+from consentry.registry.statements import format_time, parse_time
 from consentry.registry.views import grant_json, grantee_json, prior_json, subject_json
 
 __all__ = ["register"]
@@ -34,6 +35,20 @@ SubjectKeyOpt = Annotated[
         help="The subject's private key file, when the subject holds a key.",
         exists=False,
     ),
+]
+
+
+PrepareOpt = Annotated[
+    bool,
+    typer.Option(
+        "--prepare",
+        help="Write the statement for the subject to sign on their own device "
+        "('consentry sign'), instead of recording it; then 'consentry submit'.",
+    ),
+]
+SignWithinOpt = Annotated[
+    float,
+    typer.Option("--sign-within", help="With --prepare: days the subject has to sign (max 30)."),
 ]
 
 
@@ -167,6 +182,8 @@ def grant_command(
         str | None, typer.Option("--constraints", help="Constraints as a JSON object.")
     ] = None,
     subject_key: SubjectKeyOpt = None,
+    prepare: PrepareOpt = False,
+    sign_within: SignWithinOpt = 7.0,
     home: HomeOpt = None,
     db: DbOpt = None,
     as_json: JsonOpt = False,
@@ -186,6 +203,22 @@ def grant_command(
             raise InputError(f"--constraints is not JSON: {exc}") from exc
         if not isinstance(parsed_constraints, dict):
             raise InputError("--constraints must be a JSON object")
+    if prepare:
+        with open_registry(home, db) as registry:
+            envelope = prepare_grant(
+                registry,
+                subject,
+                to,
+                purpose,
+                priors=prior or [],
+                not_before=_time(start),
+                not_after=_time(until),
+                constraints=parsed_constraints,
+                evidence_sha256=evidence_sha256,
+                sign_within=consent_cmds.sign_window(sign_within),
+            )
+        consent_cmds.write_prepared(envelope)
+        return
     with open_registry(home, db) as registry:
         row = registry.grant(
             subject,
@@ -209,11 +242,20 @@ def revoke_command(
     grant_id: Annotated[str, typer.Argument(help="The grant to revoke.")],
     reason: Annotated[str, typer.Option("--reason", help="Why (recorded in the log).")],
     subject_key: SubjectKeyOpt = None,
+    prepare: PrepareOpt = False,
+    sign_within: SignWithinOpt = 7.0,
     home: HomeOpt = None,
     db: DbOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Revoke a grant; prints the revocation id."""
+    if prepare:
+        with open_registry(home, db) as registry:
+            envelope = prepare_revocation(
+                registry, grant_id, reason, consent_cmds.sign_window(sign_within)
+            )
+        consent_cmds.write_prepared(envelope)
+        return
     with open_registry(home, db) as registry:
         row = registry.revoke(grant_id, reason, _subject_key(subject_key))
         registry.checkpoint()
@@ -235,13 +277,19 @@ def grants_command(
     subject: Annotated[str | None, typer.Option("--subject", help="Subject id or name.")] = None,
     grantee: Annotated[str | None, typer.Option("--grantee", help="Grantee id or name.")] = None,
     active: Annotated[bool, typer.Option("--active", help="Only grants active now.")] = False,
+    review_due: Annotated[
+        bool, typer.Option("--review-due", help="Only active grants past their review date.")
+    ] = False,
     home: HomeOpt = None,
     db: DbOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """List grants with their status now."""
     with open_registry(home, db) as registry:
-        rows = registry.list_grants(subject, grantee, active_only=active)
+        rows = registry.list_grants(subject, grantee, active_only=active or review_due)
+        now = format_time(registry.now())
+    if review_due:
+        rows = [(g, s) for g, s in rows if g.review_by is not None and g.review_by <= now]
     if as_json:
         emit_json([grant_json(g, s) for g, s in rows])
         return
@@ -330,4 +378,5 @@ def register(app: typer.Typer) -> None:
     app.add_typer(prior_app, name="prior")
     app.command("grant")(grant_command)
     app.command("revoke")(revoke_command)
+    consent_cmds.register(app, subject_app)
     app.command("grants")(grants_command)

@@ -44,6 +44,7 @@ from consentry.errors import (
 )
 from consentry.faces.thresholds import DEFAULT_THRESHOLDS
 from consentry.fsutil import atomic_write
+from consentry.identity.second_stage import confirm
 from consentry.registry.biometrics import open_blobs
 from consentry.registry.consent_facts import SignedEnrollment
 from consentry.registry.models import BiometricBlob
@@ -80,6 +81,7 @@ class IdentityIndex:
         self._index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
         self._subject_of: dict[int, str] = {}
         self._vectors: dict[int, np.ndarray] = {}
+        self._ids_of: dict[str, set[int]] = {}  # subject -> their vector ids
         self._log_size = 0
         self._threshold = DEFAULT_THRESHOLDS.get(engine, 0.5)
         self._review_threshold = self._threshold
@@ -221,9 +223,10 @@ class IdentityIndex:
         for (vector_id, enrollment, _), vector in zip(wanted, matrix, strict=True):
             self._subject_of[vector_id] = enrollment.subject
             self._vectors[vector_id] = vector
+            self._ids_of.setdefault(enrollment.subject, set()).add(vector_id)
 
     def _remove_subject(self, subject_id: str) -> None:
-        ids = [i for i, s in self._subject_of.items() if s == subject_id]
+        ids = sorted(self._ids_of.pop(subject_id, set()))
         if ids:
             self._index.remove_ids(faiss.IDSelectorBatch(np.array(ids, dtype=np.int64)))
             for i in ids:
@@ -286,10 +289,25 @@ class IdentityIndex:
                 results.append(ordered if k is None else ordered[:k])
         return results
 
+    def subject_vectors(self, subject_id: str) -> np.ndarray:
+        """Every enrolled vector of ``subject_id`` (one row each; none: 0 rows)."""
+        with self._lock:
+            ids = sorted(self._ids_of.get(subject_id, set()))
+            if not ids:
+                return np.zeros((0, self.dim), dtype=np.float32)
+            return np.stack([self._vectors[i] for i in ids])
+
     def match_groups(self, groups: Sequence[Sequence[np.ndarray]]) -> list[list[SubjectMatch]]:
         """For each group of embeddings (one face seen in several views), every
-        subject at or above the threshold for any of them, with the best similarity,
-        best first: one range search for all groups. An empty group matches nobody."""
+        subject at or above the review threshold for any of them, with the best
+        similarity, best first: one range search for all groups, then the second
+        stage (:func:`consentry.identity.second_stage.confirm`: support over all of
+        a candidate's photos and the margin rule; only with a review band, and it
+        only ever turns certain into uncertain). An empty group matches nobody."""
+        with self._lock:
+            return self._match_groups(groups)
+
+    def _match_groups(self, groups: Sequence[Sequence[np.ndarray]]) -> list[list[SubjectMatch]]:
         vectors = [vector for group in groups for vector in group]
         found = self.search(np.stack(vectors)) if vectors else []
         results: list[list[SubjectMatch]] = []
@@ -303,7 +321,13 @@ class IdentityIndex:
                     ):
                         best[match.subject_id] = match
             start += len(group)
-            results.append(sorted(best.values(), key=lambda m: (-m.similarity, m.subject_id)))
+            ordered = sorted(best.values(), key=lambda m: (-m.similarity, m.subject_id))
+            views = np.stack(group) if len(group) else np.zeros((0, self.dim), np.float32)
+            results.append(
+                confirm(
+                    views, ordered, self.subject_vectors, self._threshold, self._review_threshold
+                )
+            )
         return results
 
     def _range(self, queries: np.ndarray, limit: float) -> list[list[tuple[float, int]]]:
@@ -389,6 +413,7 @@ class IdentityIndex:
         for i, subject, vector in zip(ids, header["subjects"], matrix, strict=True):
             self._subject_of[i] = str(subject)
             self._vectors[i] = np.array(vector, dtype=np.float32)
+            self._ids_of.setdefault(str(subject), set()).add(i)
         self._log_size = size
         self._threshold = float(header.get("threshold", self._threshold))
         self._review_threshold = min(

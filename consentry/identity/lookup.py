@@ -17,8 +17,10 @@ Invariants
   larger face, or a weak turned look: :attr:`ScannedFace.incidental`) is dropped;
   every other face is kept, matched or not.
 - Matches come from the :class:`~consentry.identity.index.IdentityIndex`,
-  refreshed first (it follows the signed log); no images: no face work and no
-  lock of the index (a prompt-only check costs nothing here).
+  refreshed first (it follows the signed log), through its second stage
+  (:mod:`consentry.identity.second_stage`: with a review band, a candidate may
+  turn uncertain, never disappear); no images: no face work and no lock of the
+  index (a prompt-only check costs nothing here).
 """
 
 from __future__ import annotations

@@ -499,6 +499,10 @@ def undo_calibration(state: CalibrationState, engine_version: str) -> Calibratio
         genuine_pairs=below.genuine_pairs,
         impostor_pairs=below.impostor_pairs,
         dataset_sha256=below.dataset_sha256,
+        review_threshold=below.review_threshold,  # its 1:N operating point comes back too
+        fpir_target=below.fpir_target,
+        gallery_size=below.gallery_size,
+        max_gallery=below.max_gallery,
         action="undo",
         restores=below.id,
         created_at="",

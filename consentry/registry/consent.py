@@ -62,6 +62,7 @@ from consentry.registry.consent_facts import (
     SignedGrantee,
     SignedPrior,
     SignedSubject,
+    calibration_event,
 )
 from consentry.registry.consent_rows import RowChecks
 from consentry.registry.frontier import Frontier, bind_prefix
@@ -87,7 +88,6 @@ __all__ = [
 
 def _strings(value: Any) -> tuple[str, ...]:
     return tuple(str(v) for v in value or ())
-
 
 
 def _table(model: Any) -> Table:
@@ -357,11 +357,9 @@ class ConsentState(RowChecks):
         self.opted_out.setdefault(str(s.get("subject")), index)
 
     def _on_calibration(self, index: int, record_id: str, s: dict[str, Any]) -> None:
-        engine, threshold = str(s.get("engine")), float(s.get("threshold", 0.0))
-        review = None if s.get("review_threshold") is None else float(s["review_threshold"])
-        self.thresholds[engine] = threshold
-        event = BiometricEvent(index, "calibration", engine=engine, threshold=threshold)
-        self._event(dataclasses.replace(event, review_threshold=review))
+        event = calibration_event(index, s)  # with its 1:N operating point, if any
+        self.thresholds[str(event.engine)] = float(event.threshold or 0.0)
+        self._event(event)
 
     def _event(self, event: BiometricEvent) -> None:
         self._events.append(event)
@@ -593,23 +591,21 @@ class ConsentState(RowChecks):
             revoked = self.revoked.get(grant_id)
         if grant is None:
             return False, f"grant {grant_id} is not in this registry's signed log"
+        name, before = f"grant {grant_id}", f"before the decision at {index}"
         if grant.index >= index:
-            return False, (
-                f"grant {grant_id} was appended at log index {grant.index}, "
-                f"not before the decision at {index}"
-            )
+            return False, f"{name} was appended at log index {grant.index}, not {before}"
         if moment < grant.not_before:
-            return False, (
-                f"grant {grant_id} was not yet valid at {moment} (from {grant.not_before})"
-            )
+            return False, f"{name} was not yet valid at {moment} (from {grant.not_before})"
         if grant.not_after is not None and moment >= grant.not_after:
-            return False, f"grant {grant_id} had expired at {moment} (until {grant.not_after})"
+            return False, f"{name} had expired at {moment} (until {grant.not_after})"
         if revoked is not None and revoked < index:
-            return False, (
-                f"grant {grant_id} was revoked at log index {revoked}, "
-                f"before the decision at {index}"
-            )
-        return True, f"grant {grant_id} was valid at log index {index}"
+            return False, f"{name} was revoked at log index {revoked}, {before}"
+        return True, f"{name} was valid at log index {index}"
+
+    def subject_key(self, subject_id: str) -> str | None:
+        """The subject's current public key (hex), key changes applied, as the log holds it."""
+        with self._lock:
+            return self._checker.subject_keys.get(subject_id)
 
 
 _APPLY: dict[str, Callable[[ConsentState, int, str, dict[str, Any]], None]] = {

@@ -18,6 +18,7 @@ __all__ = [
     "SignedGrantee",
     "SignedPrior",
     "SignedSubject",
+    "calibration_event",
 ]
 
 
@@ -97,3 +98,25 @@ class BiometricEvent:
     engine: str | None = None  # calibration
     threshold: float | None = None  # calibration
     review_threshold: float | None = None  # calibration: lower edge of the review band
+    fpir_target: float | None = None  # calibration: the 1:N budget it was chosen for
+    gallery_size: int | None = None  # calibration: the N it was chosen at
+    max_gallery: int | None = None  # calibration: the largest N the budget allows
+
+
+def _optional(s: dict[str, Any], key: str, kind: type[float] | type[int]) -> Any:
+    value = s.get(key)
+    return None if value is None else kind(value)
+
+
+def calibration_event(index: int, s: dict[str, Any]) -> BiometricEvent:
+    """The event of a signed calibration statement ``s`` (its 1:N keys None when absent)."""
+    return BiometricEvent(
+        index,
+        "calibration",
+        engine=str(s.get("engine")),
+        threshold=float(s.get("threshold", 0.0)),
+        review_threshold=_optional(s, "review_threshold", float),
+        fpir_target=_optional(s, "fpir_target", float),
+        gallery_size=_optional(s, "gallery_size", int),
+        max_gallery=_optional(s, "max_gallery", int),
+    )

@@ -131,6 +131,8 @@ class Database:
 # a measurement that restores nothing, and its signed statement (which has no
 # ``action`` or ``restores`` key, see ``statement_of``) is unchanged.
 _ADDED_COLUMNS: dict[str, dict[str, str]] = {
+    "grants": {"sign_by": "VARCHAR(20)", "review_by": "VARCHAR(20)"},
+    "revocations": {"sign_by": "VARCHAR(20)"},
     "calibrations": {
         "action": "VARCHAR(16) NOT NULL DEFAULT 'measure'",
         "restores": "VARCHAR(40)",

@@ -66,6 +66,7 @@ from consentry.registry.models import (
     LogEntry,
     OperatorKey,
     Revocation,
+    SubjectKeyChange,
 )
 from consentry.registry.signing import (
     Envelope,
@@ -197,6 +198,26 @@ class RegistryLog:
             raise InputError("operator keys are logged by the genesis or a key rotation")
         key = self._signing_key(session)
         return self._append(session, [self._signed(row, key) for row in rows], start)
+
+    def record_presigned(
+        self, session: Session, row: Grant | Revocation | SubjectKeyChange, subject_signed: Envelope
+    ) -> int:
+        """Append a grant or revocation its subject signed elsewhere
+        (:mod:`consentry.registry.detached`): ``subject_signed`` holds the canonical
+        statement and the subject's signature, and the operator key signs the very
+        same bytes. ``row`` must be exactly that statement (the row is what the
+        statement says, never more), and name the current operator key as issuer."""
+        key = self._signing_key(session)
+        if row.issuer_key_id != key.key_id:
+            raise SignatureError(
+                f"the statement names operator key {row.issuer_key_id[:16]}, which is not "
+                f"the key signing now ({key.key_id[:16]})",
+                hint="prepare the statement again",
+            )
+        if canonical_json(statement_of(row)) != subject_signed.payload:
+            raise SignatureError("the signed statement is not the record it would append")
+        envelope = subject_signed.countersign(key)
+        return self._append(session, [(row, leaf_kind_of(row), record_id_of(row), envelope)])[0]
 
     def record_genesis(self, session: Session, created_at: str) -> OperatorKey:
         """Entry 0 of a new log: the operator key, self-signed (it is not in the
@@ -547,4 +568,3 @@ class RegistryLog:
             if not 0 < old_size <= size:
                 raise InputError(f"old size must be between 1 and {size}")
             return tiles.StoredTree(whole.session, size).consistency_proof(old_size)
-

@@ -208,7 +208,9 @@ class LogChecker:
         required = [operator]
         subject_id = self._check_names(kind, statement)
         trusted = dict(self.keys)
-        if subject_id is not None:
+        if kind == "subject-key":
+            self._require_key_change_signers(statement, trusted, required)
+        elif subject_id is not None:
             self._require_subject_key(subject_id, statement, trusted, required)
         self.verify_envelope(entry, envelope, statement, trusted, required)
         # the history grows only by entries that passed every check above
@@ -230,7 +232,7 @@ class LogChecker:
             if subject_id is None:
                 raise ConsentryError("revokes a grant that is not earlier in the log")
             return subject_id
-        if kind in ("enrollment", "erasure", "prior", "opt-out"):
+        if kind in ("enrollment", "erasure", "prior", "opt-out", "subject-key"):
             named = str(statement.get("subject"))
             if named not in self.subject_keys:
                 raise ConsentryError(f"names subject {named} not earlier in the log")
@@ -260,12 +262,41 @@ class LogChecker:
             trusted[subject_key_id] = public
             required.append(subject_key_id)
 
+    def _require_key_change_signers(
+        self,
+        statement: dict[str, Any],
+        trusted: dict[str, Ed25519PublicKey],
+        required: list[str],
+    ) -> None:
+        """A subject's key change starts from their current key and is co-signed by the
+        new key (possession), and by the old key unless the operator makes it, for a
+        recorded reason, because the old one is lost."""
+        current = self.subject_keys[str(statement.get("subject"))]
+        current_id = None if current is None else key_id_of(public_key_from_hex(current))
+        if statement.get("old_key") != current_id:
+            raise ConsentryError("the key change does not start from the subject's current key")
+        new = public_key_from_hex(str(statement.get("new_public_key")))
+        if key_id_of(new) != statement.get("new_key") or statement.get("new_key") == current_id:
+            raise ConsentryError("the key change names a new key that does not match or is not new")
+        trusted[key_id_of(new)] = new
+        required.append(key_id_of(new))
+        authority = statement.get("authority")
+        if authority == "subject" and current is not None and current_id is not None:
+            trusted[current_id] = public_key_from_hex(current)
+            required.append(current_id)
+        elif authority != "operator" or not str(statement.get("reason") or "").strip():
+            raise ConsentryError(
+                "a key change is by the subject's old key or by the operator with a reason"
+            )
+
     def _remember(
         self, kind: str, record_id: str, statement: dict[str, Any], subject_id: str | None
     ) -> None:
         """Grow the verified history by one entry."""
         if kind == "subject":
             self.subject_keys[record_id] = statement.get("public_key")
+        elif kind == "subject-key":
+            self.subject_keys[str(statement.get("subject"))] = str(statement.get("new_public_key"))
         elif kind == "grantee":
             self.grantees.add(record_id)
         elif kind == "grant":

@@ -232,4 +232,3 @@ class LogWitness:
                 "the log's first entries differ from the witnessed checkpoint: "
                 "log rewritten; run 'consentry log verify'"
             )
-

@@ -93,6 +93,11 @@ class Grant(SQLModel, table=True):
     evidence_sha256: str | None = Field(default=None, max_length=64)
     issuer_key_id: str = Field(max_length=64)
     subject_key_id: str | None = Field(default=None, max_length=64)
+    # a statement prepared for detached signing (``consentry.registry.detached``) must
+    # be signed and submitted before this time; None: signed where it was made
+    sign_by: str | None = Field(default=None, max_length=20)
+    # the registry's review date for this consent (``grant_policy``); None: none set
+    review_by: str | None = Field(default=None, max_length=20)
     created_at: str = Field(max_length=20)
     log_index: int = Field(index=True)
 
@@ -119,6 +124,7 @@ class Revocation(SQLModel, table=True):
     reason: str = _text()
     issuer_key_id: str = Field(max_length=64)
     subject_key_id: str | None = Field(default=None, max_length=64)
+    sign_by: str | None = Field(default=None, max_length=20)  # as ``Grant.sign_by``
     created_at: str = Field(max_length=20)
     log_index: int = Field(index=True)
 
@@ -260,6 +266,27 @@ class Erasure(SQLModel, table=True):
     subject_id: str = Field(foreign_key="subjects.id", unique=True, max_length=40)
     enrollments_json: str = _text()
     reason: str = _text()
+    created_at: str = Field(max_length=20)
+    log_index: int = Field(index=True)
+
+
+class SubjectKeyChange(SQLModel, table=True):
+    """A subject's key replaced (lost or compromised): from then on only the new key
+    co-signs for them. ``authority`` is ``subject`` (signed by the old key and the
+    new) or ``operator`` (the old key is lost: signed by the operator and the new
+    key, with a ``reason``). ``old_key_id`` None: the subject held no key before."""
+
+    __tablename__ = "subject_key_changes"
+
+    id: str = Field(primary_key=True, max_length=40)
+    subject_id: str = Field(foreign_key="subjects.id", index=True, max_length=40)
+    old_key_id: str | None = Field(default=None, max_length=64)
+    new_public_key: str = Field(max_length=64)
+    new_key_id: str = Field(max_length=64)
+    authority: str = Field(max_length=16)
+    reason: str = _text()
+    issuer_key_id: str = Field(max_length=64)
+    sign_by: str = Field(max_length=20)
     created_at: str = Field(max_length=20)
     log_index: int = Field(index=True)
 

@@ -94,11 +94,14 @@ def grant_terms(
 
 
 def subject_cosigners(
-    subject: Subject, subject_key: SigningKey | None, action: str
+    subject: Subject, subject_key: SigningKey | None, action: str, current: str | None = None
 ) -> list[SigningKey]:
     """The co-signers a ``action`` (grant, revocation) concerning ``subject`` needs:
-    ``[subject_key]`` when the subject holds that key, ``[]`` when it holds none."""
-    if subject.public_key is None:
+    ``[subject_key]`` when the subject holds that key, ``[]`` when it holds none.
+    ``current``: the subject's key after their newest key change (public key hex;
+    None: the key they registered with)."""
+    public_key = current or subject.public_key
+    if public_key is None:
         if subject_key is not None:
             raise InputError(f"subject {subject.id} holds no key", hint="drop --subject-key")
         return []
@@ -107,10 +110,10 @@ def subject_cosigners(
             f"subject {subject.id} holds a key: the {action} needs their signature "
             "(--subject-key FILE)"
         )
-    if subject_key.public_hex != subject.public_key:
+    if subject_key.public_hex != public_key:
         raise SignatureError(
             f"--subject-key is not the key of subject {subject.id} "
-            f"(expected key {key_id_of(public_key_from_hex(subject.public_key))[:16]})"
+            f"(expected key {key_id_of(public_key_from_hex(public_key))[:16]})"
         )
     return [subject_key]
 

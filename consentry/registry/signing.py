@@ -401,6 +401,14 @@ class Envelope:
     def statement(self) -> dict[str, Any]:
         return parse_canonical(self.payload)
 
+    def countersign(self, key: SigningKey) -> Envelope:
+        """This envelope with one more signature, by ``key``, over the same bytes
+        (a key that signed already is refused: one signature per key)."""
+        if key.key_id in self.key_ids:
+            raise SignatureError(f"key {key.key_id[:16]} has signed this envelope already")
+        signature = EnvelopeSignature(key.key_id, key.sign(_pae(self.payload_type, self.payload)))
+        return Envelope(self.payload_type, self.payload, (*self.signatures, signature))
+
     @property
     def key_ids(self) -> list[str]:
         return [s.key_id for s in self.signatures]

@@ -26,6 +26,7 @@ from consentry.registry.models import (
     Prior,
     Revocation,
     Subject,
+    SubjectKeyChange,
 )
 
 __all__ = [
@@ -58,6 +59,7 @@ Row = (
     | Calibration
     | Decision
     | OptOut
+    | SubjectKeyChange
 )
 
 KIND_OF_TYPE: dict[str, str] = {
@@ -71,6 +73,7 @@ KIND_OF_TYPE: dict[str, str] = {
     "consentry.enrollment": "enrollment",
     "consentry.erasure": "erasure",
     "consentry.opt-out": "opt-out",
+    "consentry.subject-key": "subject-key",
     "consentry.calibration": "calibration",
     "consentry.decision": "decision",
 }
@@ -124,31 +127,46 @@ def _grantee(row: Grantee) -> dict[str, Any]:
 
 
 def _grant(row: Grant) -> dict[str, Any]:
-    return _base("grant") | {
-        "id": row.id,
-        "subject": row.subject_id,
-        "grantee": row.grantee_id,
-        "purposes": json.loads(row.purposes_json),
-        "priors": json.loads(row.priors_json),
-        "not_before": row.not_before,
-        "not_after": row.not_after,
-        "constraints": json.loads(row.constraints_json),
-        "evidence_sha256": row.evidence_sha256,
-        "issuer": row.issuer_key_id,
-        "subject_key": row.subject_key_id,
-        "time": row.created_at,
-    }
+    return (
+        _base("grant")
+        | {
+            "id": row.id,
+            "subject": row.subject_id,
+            "grantee": row.grantee_id,
+            "purposes": json.loads(row.purposes_json),
+            "priors": json.loads(row.priors_json),
+            "not_before": row.not_before,
+            "not_after": row.not_after,
+            "constraints": json.loads(row.constraints_json),
+            "evidence_sha256": row.evidence_sha256,
+            "issuer": row.issuer_key_id,
+            "subject_key": row.subject_key_id,
+            "time": row.created_at,
+        }
+        | _sign_by(row.sign_by)
+        | ({} if row.review_by is None else {"review_by": row.review_by})
+    )
 
 
 def _revocation(row: Revocation) -> dict[str, Any]:
-    return _base("revocation") | {
-        "id": row.id,
-        "grant": row.grant_id,
-        "reason": row.reason,
-        "issuer": row.issuer_key_id,
-        "subject_key": row.subject_key_id,
-        "time": row.created_at,
-    }
+    return (
+        _base("revocation")
+        | {
+            "id": row.id,
+            "grant": row.grant_id,
+            "reason": row.reason,
+            "issuer": row.issuer_key_id,
+            "subject_key": row.subject_key_id,
+            "time": row.created_at,
+        }
+        | _sign_by(row.sign_by)
+    )
+
+
+def _sign_by(value: str | None) -> dict[str, Any]:
+    """A statement signed on the subject's own device names its deadline; one signed
+    where it was made is written as earlier releases wrote it."""
+    return {} if value is None else {"sign_by": value}
 
 
 def _prior(row: Prior) -> dict[str, Any]:
@@ -254,6 +272,21 @@ def _decision(row: Decision) -> dict[str, Any]:
     )
 
 
+def _subject_key_change(row: SubjectKeyChange) -> dict[str, Any]:
+    return _base("subject-key") | {
+        "id": row.id,
+        "subject": row.subject_id,
+        "old_key": row.old_key_id,
+        "new_key": row.new_key_id,
+        "new_public_key": row.new_public_key,
+        "authority": row.authority,
+        "reason": row.reason,
+        "issuer": row.issuer_key_id,
+        "sign_by": row.sign_by,
+        "time": row.created_at,
+    }
+
+
 def _operator_key(row: OperatorKey) -> dict[str, Any]:
     return _base("operator-key") | {
         "key_id": row.key_id,
@@ -273,6 +306,7 @@ _BY_TYPE: dict[type[Any], tuple[str, Callable[[Any], dict[str, Any]]]] = {
     Enrollment: ("enrollment", _enrollment),
     Erasure: ("erasure", _erasure),
     OptOut: ("opt-out", _opt_out),
+    SubjectKeyChange: ("subject-key", _subject_key_change),
     Calibration: ("calibration", _calibration),
     Decision: ("decision", _decision),
     OperatorKey: ("key", _operator_key),

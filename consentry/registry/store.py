@@ -50,6 +50,7 @@ from consentry.errors import (
 from consentry.fsutil import replace_durably
 from consentry.registry.consent import ConsentState
 from consentry.registry.db import Database
+from consentry.registry.grant_policy import policy_of
 from consentry.registry.log import InclusionProof, RegistryLog, leaf_bytes
 from consentry.registry.models import (
     Grant,
@@ -82,6 +83,7 @@ from consentry.registry.statements import (
     format_time,
     parse_time,
 )
+from consentry.registry.subject_keys import current_subject_key
 from consentry.registry.vault import MasterKey
 from consentry.registry.verify import LogReport
 from consentry.registry.witness import WitnessStore
@@ -103,7 +105,6 @@ def _utcnow() -> datetime:
 
 def _new_id(prefix: str) -> str:
     return f"{prefix}_{secrets.token_hex(10)}"
-
 
 
 class Registry:
@@ -399,12 +400,14 @@ class Registry:
         """Record consent of ``subject`` for ``grantee`` to use their likeness."""
         start = not_before or self._clock()
         wanted, prior_list = grant_terms(purposes, priors, evidence_sha256, start, not_after)
+        review_by = policy_of(self.home).review_by(start, not_after, evidence_sha256)
         with self.db.write() as session:
             subject_row = self._find_subject(session, subject)
             if session.exec(select(OptOut).where(OptOut.subject_id == subject_row.id)).first():
                 raise OptedOutError(f"subject {subject_row.id} opted out: no grant can be made")
             grantee_row = self._find_grantee(session, grantee)
-            cosigners = subject_cosigners(subject_row, subject_key, "grant")
+            current = current_subject_key(session, subject_row.id)
+            cosigners = subject_cosigners(subject_row, subject_key, "grant", current)
             row = Grant(
                 id=_new_id("grt"),
                 subject_id=subject_row.id,
@@ -417,6 +420,7 @@ class Registry:
                 evidence_sha256=evidence_sha256,
                 issuer_key_id=self.key_id,  # set again by log.record to the key that signs
                 subject_key_id=cosigners[0].key_id if cosigners else None,
+                review_by=review_by,
                 created_at=format_time(self._clock()),
                 log_index=-1,
             )
@@ -438,7 +442,9 @@ class Registry:
             raise InputError("a revocation needs a reason")
         grant = self.get_grant(grant_id)
         subject = self.get_subject(grant.subject_id)
-        cosigners = subject_cosigners(subject, subject_key, "revocation")
+        with self.db.read() as session:
+            current = current_subject_key(session, subject.id)
+        cosigners = subject_cosigners(subject, subject_key, "revocation", current)
         row = Revocation(
             id=_new_id("rev"),
             grant_id=grant.id,

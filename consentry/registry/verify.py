@@ -66,6 +66,7 @@ from consentry.registry.models import (
     Revocation,
     Subject,
     SubjectDataKey,
+    SubjectKeyChange,
 )
 from consentry.registry.signing import (
     checkpoint_key_name,
@@ -91,6 +92,7 @@ _ROW_TYPES: dict[str, type[Any]] = {
     "calibration": Calibration,
     "decision": Decision,
     "opt-out": OptOut,
+    "subject-key": SubjectKeyChange,
 }
 
 

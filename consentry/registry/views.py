@@ -48,6 +48,7 @@ def grant_json(row: Grant, status: GrantStatus | None = None) -> dict[str, Any]:
         "evidence_sha256": row.evidence_sha256,
         "issuer_key_id": row.issuer_key_id,
         "subject_key_id": row.subject_key_id,
+        "review_by": row.review_by,
         "created_at": row.created_at,
         "log_index": row.log_index,
     }

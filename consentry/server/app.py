@@ -3,9 +3,10 @@
 Routes (all JSON unless noted; errors are ``{"error": {"code", "message"}}``,
 :mod:`consentry.server.errors`): the gateway (:mod:`.routers.gateway`, grantee
 key), the admin actions (:mod:`.routers.admin`, admin key), the public log,
-verification and audit (:mod:`.routers.public`) and the log as tlog-tiles
-(:mod:`.routers.tiles`). Every request first passes the guard
-(:mod:`consentry.server.guard`: body size, strict forms, last-resort 500).
+verification and audit (:mod:`.routers.public`), the log as tlog-tiles
+(:mod:`.routers.tiles`) and Prometheus metrics (:mod:`.routers.metrics`). Every
+request first passes the guard (:mod:`consentry.server.guard`: body size, strict
+forms, last-resort 500).
 
 Invariants
 - Fail closed: a bad admin key hash or model folder fails at start; a request the
@@ -51,7 +52,7 @@ from consentry.registry.checkpointer import Checkpointer
 from consentry.registry.store import Registry
 from consentry.server.errors import register_error_handlers
 from consentry.server.guard import MAX_BODY_BYTES, GuardMiddleware, strict_form
-from consentry.server.routers import admin, gateway, public, resolver, tiles
+from consentry.server.routers import admin, consent, gateway, metrics, public, resolver, tiles
 from consentry.server.state import ServiceState
 
 __all__ = ["DEFAULT_FOLLOW_INTERVAL", "MAX_IMAGES", "create_app"]
@@ -152,8 +153,10 @@ def create_app(
     )
     app.state.consentry = state
     register_error_handlers(app)
-    for group in (gateway, admin, public, tiles, resolver):
+    for group in (gateway, admin, public, tiles, metrics, resolver):
         app.include_router(group.router)
+    app.include_router(consent.admin_router)
+    app.include_router(consent.public_router)
     # the guard wraps the whole app, routers included
     app.add_middleware(GuardMiddleware, max_body_bytes=max_body_bytes)
     return app

@@ -38,6 +38,7 @@ from consentry.errors import (
     RegistryError,
     RollbackError,
     SignatureError,
+    StatementExpiredError,
 )
 
 __all__ = [
@@ -73,6 +74,7 @@ ERROR_MAP: dict[type[ConsentryError], tuple[int, str]] = {
     DuplicateError: (409, "conflict"),
     ErasedError: (409, "erased"),
     SignatureError: (403, "signature_required"),
+    StatementExpiredError: (403, "statement_expired"),
     GrantError: (403, "refused"),
     EngineError: (503, "engine_unavailable"),
     LogError: (500, "log_error"),

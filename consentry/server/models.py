@@ -23,6 +23,28 @@ class RevokeIn(BaseModel):
     reason: str
 
 
+class PrepareGrantIn(GrantIn):
+    """A grant for the subject to sign on their own device (``consentry sign``)."""
+
+    sign_within_days: float = Field(default=7.0, description="Days to sign (max 30).")
+
+
+class PrepareRevocationIn(BaseModel):
+    """A revocation for the subject to sign: needs no key, names only the grant."""
+
+    grant: str = Field(description="The grant to revoke.")
+    reason: str = Field(description="Why; recorded in the public log.")
+    sign_within_days: float = Field(default=1.0, description="Days to sign (max 30).")
+
+
+class EnvelopeIn(BaseModel):
+    """A DSSE envelope, as ``consentry sign`` writes it."""
+
+    payloadType: str  # noqa: N815  (the DSSE field name)
+    payload: str = Field(description="Base64 of the canonical statement.")
+    signatures: list[dict[str, str]] = Field(description="[{keyid, sig}], sig in base64.")
+
+
 class SubjectIn(BaseModel):
     name: str = Field(description="Display name.")
     aliases: list[str] = Field(default_factory=list, description="Names a prompt may use.")

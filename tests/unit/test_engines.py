@@ -466,10 +466,10 @@ def test_model_folders_are_found_without_importing_the_packages() -> None:
 
 
 def test_get_engine_caches_and_validates() -> None:
-    assert ENGINE_NAMES == ("sface", "dlib", "insightface")
+    assert ENGINE_NAMES == ("sface", "dlib", "fused", "insightface")
     assert get_engine("sface") is get_engine("sface")
     assert isinstance(get_engine("dlib"), DlibEngine)
-    with pytest.raises(InputError, match="sface, dlib, insightface"):
+    with pytest.raises(InputError, match="sface, dlib, fused, insightface"):
         get_engine("facenet")
     with pytest.raises(InputError):
         get_engine("sface", Path("/tmp"))

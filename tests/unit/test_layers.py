@@ -80,7 +80,7 @@ def test_no_module_is_over_about_600_lines() -> None:
 # runs a model or signs media never loads them. The CLI defers every import (start-up).
 HEAVY = {
     "torch", "diffusers", "transformers", "peft", "safetensors", "accelerate",
-    "consentry.faces.sface", "consentry.faces.dlib_engine",
+    "consentry.faces.sface", "consentry.faces.dlib_engine", "consentry.faces.fused",
     "consentry.faces.insightface_engine", "consentry.generation.backends.personal",
     "consentry.generation.backends.diffusers_backend", "consentry.generation.exemplars",
     "consentry.generation.placement", "consentry.provenance.sign",

@@ -1,7 +1,9 @@
 """The public routes: the signed log, verification, audit and health.
 
 - ``GET /v1/log/checkpoint`` (text), ``GET /v1/log/proof/{index}``,
-  ``POST /v1/verify``, ``GET /healthz``: no key (the log is public).
+  ``POST /v1/verify``, ``GET /healthz``: no key (the log is public); ``/healthz``
+  says ``degraded`` past the 1:N gallery budget (:mod:`.metrics`, which serves
+  ``GET /metrics``).
 - ``POST /v1/audit`` (grantee or admin key): provenance and registered faces of one
   image, at most ``Limits.max_faces`` faces (checked before anything is embedded or
   searched); a grantee gets a pseudonym of its own for every subject it holds no
@@ -28,6 +30,7 @@ from consentry.registry.checkpointer import tlog_proof
 from consentry.server.auth import AuthAny
 from consentry.server.errors import ApiError
 from consentry.server.guard import parsed_all
+from consentry.server.routers.metrics import budget_warnings
 from consentry.server.state import ServiceDep, ServiceState
 from consentry.server.views import GranteeView, audit_for_grantee
 
@@ -124,5 +127,10 @@ def audit(
 
 
 @router.get("/healthz", tags=["health"])
-def healthz() -> dict[str, str]:
-    return {"status": "ok"}
+def healthz(state: ServiceDep) -> dict[str, Any]:
+    """``{"status": "ok"}``, or ``"degraded"`` with ``warnings`` (still 200) when the
+    registry holds more subjects than the 1:N calibration in force allows."""
+    warnings = budget_warnings(state)
+    if not warnings:
+        return {"status": "ok"}
+    return {"status": "degraded", "warnings": warnings}
