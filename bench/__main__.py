@@ -29,6 +29,7 @@ BENCHMARKS: dict[str, str] = {
     "serve": "bench.serve",
     "log": "bench.log",
     "sequencer": "bench.sequencer",
+    "marks": "bench.marks",
 }
 
 

@@ -24,8 +24,10 @@ def verify(
 
     With --witness-key the decision must also be in a checkpoint that witness cosigned.
 
-    Exit 0 only if both hold; 1 with the C2PA status codes and the consent reason
-    otherwise; 2 if the file is not a readable image.
+    A file whose manifest was stripped is traced by its watermark and fingerprint
+    ("provenance recovered, manifest stripped", exit 0) when both lead to a consented
+    release. Exit 0 only if both hold (or the release is recovered); 1 with the C2PA
+    status codes and the consent reason otherwise; 2 if the file is not a readable image.
     """
     # imported here: c2pa, numpy and Pillow would slow every other command's start
     from consentry.provenance.verify import read_media, verify_media
@@ -44,7 +46,7 @@ def verify(
         fail(f"{file}: its decision is in no checkpoint cosigned by {', '.join(unwitnessed)}")
     if as_json:
         emit_json(result.to_json())
-        if not result.ok:
+        if not (result.ok or result.recovered):
             raise typer.Exit(1)
         return
     codes = ", ".join(result.codes) if result.codes else "no failure codes"
@@ -56,7 +58,9 @@ def verify(
         typer.echo(f"grants:   {', '.join(result.grant_ids)}")
     if result.subject_ids:
         typer.echo(f"subjects: {', '.join(result.subject_ids)}")
-    if not result.ok:
+    for binding in result.soft_bindings:
+        typer.echo(f"binding:  {binding['alg']} {binding['value']}")
+    if not (result.ok or result.recovered):
         fail(f"{file} does not verify: {result.consent_reason}")
 
 

@@ -274,6 +274,8 @@ class Gateway:
                 job.prior_sha,
                 job.inputs,
                 outputs,
+                job.release_id if job.marks else None,
+                job.marks or None,
             )
         except InputError:
             return None, verdict

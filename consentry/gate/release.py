@@ -6,6 +6,9 @@ Invariants
   the grants re-read (a revocation since the pre-check wins), and an output too
   close to one of the prior's photos (memorization, ``Limits.max_copy_ssim``) is
   withheld; :func:`consentry.gate.policy.decide` judges the post-check facts.
+- Every output is marked (:mod:`consentry.provenance.marks`) as soon as it is made:
+  the watermarked pixels are what is post-checked, hashed into the decision,
+  fingerprinted (the marks are logged with the decision) and signed.
 - Nothing unsigned is released: outputs are signed (C2PA, with the decision, its
   grants, the prior and the memorization scores) only after the allow is logged
   and a checkpoint covers it (:meth:`consentry.gate.Gateway.covering`), so the
@@ -34,6 +37,7 @@ from consentry.gate.memorization import (
 from consentry.gate.policy import PriorFact, Verdict, decide
 from consentry.gate.requests import Job, RunRequest
 from consentry.generation.backends.base import Backend, PriorRef
+from consentry.provenance.marks import mark_outputs
 from consentry.registry.biometrics import opted_out_subjects
 from consentry.registry.models import Decision, Grant, Prior
 from consentry.registry.prior_files import prior_store_path
@@ -58,6 +62,7 @@ def post_check(gateway: Gateway, request: RunRequest, job: Job, backend: Backend
     midway still logs the hashes of what was made."""
     assert job.facts is not None
     produced, references = produce(gateway, request, job, backend)
+    job.release_id, produced, job.marks = mark_outputs(produced)  # what is checked is marked
     job.outputs = [png(image) for image in produced]
     loaded = [load_image(data) for data in job.outputs]
     output_faces, _ = gateway._faces(loaded)
@@ -215,6 +220,9 @@ def sign_outputs(
             parent=parent,
             memorization=memo,
             checkpoint_note=note,
+            output_index=n,
         )
-        for data, memo in zip(outputs, list(memorization) or [None] * len(outputs), strict=True)
+        for n, (data, memo) in enumerate(
+            zip(outputs, list(memorization) or [None] * len(outputs), strict=True)
+        )
     ]

@@ -180,6 +180,8 @@ class Job:
     outputs: list[bytes] = field(default_factory=list)  # PNGs, unsigned until released
     memos: list[MemorizationScore | None] = field(default_factory=list)
     details: dict[str, object] = field(default_factory=dict)
+    release_id: str | None = None  # the outputs' watermark id (issue 15), logged with marks
+    marks: list[dict[str, object]] = field(default_factory=list)
 
     def receipt(self, decision_id: str | None, log_index: int | None) -> Receipt:
         """The receipt for the verdict as logged (no outputs: the release adds them)."""

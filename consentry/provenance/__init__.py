@@ -18,4 +18,11 @@ Consent evidence (built on the registry and its log):
   the consent it claims held at the decision's log index, judged from the signed log.
 - :mod:`consentry.provenance.audit`: every image of a set: provenance, consent, and
   registered faces found in media without valid provenance.
+
+Durable marks (a stripped output is still traced to its decision):
+
+- :mod:`consentry.provenance.watermark`: the DWT-DCT-SVD watermark carrying a release id.
+- :mod:`consentry.provenance.fingerprint`: ISCC image code and PDQ, distances, thresholds.
+- :mod:`consentry.provenance.marks`: marks a release's outputs; their soft-binding assertions.
+- :mod:`consentry.provenance.recover`: watermark -> signed decision -> fingerprint.
 """

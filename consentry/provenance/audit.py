@@ -178,11 +178,14 @@ def audit_data(
         result = verify_media(registry, data, mime)
         item.manifest_state = result.c2pa_state
         item.codes = list(result.codes)
-        if result.c2pa_state == "none":
+        if result.recovered:
+            item.consent = "recovered"
+        elif result.c2pa_state == "none":
             item.consent = "none"
         else:
             item.consent = "ok" if result.consent_ok else f"failed: {result.consent_reason}"
-        covered = set(result.subject_ids) if result.ok else set()
+        # a recovered release (manifest stripped) covers its subjects as a valid one does
+        covered = set(result.subject_ids) if result.ok or result.recovered else set()
         item.provenance_subjects = sorted(result.subject_ids)
         why = _reason(result.c2pa_state, result.ok, result.consent_reason)
     except ConsentryError as exc:

@@ -15,6 +15,9 @@ One manifest definition per output (:func:`build_manifest`), for c2pa-python's `
   through ``Builder.add_ingredient`` (``sign_asset(..., ingredient_data=...)``) so c2pa
   hashes it and keeps any manifest it carries.
 - ``cawg.training-mining``: every entry ``notAllowed``.
+- ``c2pa.soft-binding`` (one per algorithm, when the output was marked): the ISCC
+  image code, PDQ and the watermark's release id (:mod:`consentry.provenance.marks`),
+  what finds the decision again once the manifest is stripped.
 - ``org.consentry.consent``: the decision id, grant ids, pseudonymous subject ids,
   the prior's SHA-256, the registry key id, the decision's log index, the checkpoint
   signed right after the decision, and the inclusion proof of the decision's leaf.
@@ -229,8 +232,12 @@ def build_manifest(
     parent: bytes | None = None,
     parent_mime: str | None = None,
     memorization: Mapping[str, Any] | None = None,
+    soft_bindings: Sequence[Mapping[str, Any]] = (),
 ) -> dict[str, Any]:
     """The manifest definition for one output (see the module docstring).
+
+    ``soft_bindings``: the output's ``c2pa.soft-binding`` assertions (its watermark
+    and fingerprints, :func:`consentry.provenance.marks.soft_bindings`), added as given.
 
     ``memorization``: the output's memorization check (copy SSIM and identity to the
     nearest photo of the prior, and the limit), recorded in the consent assertion.
@@ -274,5 +281,6 @@ def build_manifest(
                 "label": CONSENT_LABEL,
                 "data": _consent(decision, grants, prior, consent, memorization),
             },
+            *(dict(binding) for binding in soft_bindings),
         ],
     }

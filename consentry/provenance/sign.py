@@ -16,6 +16,7 @@ from consentry.provenance.manifest import (
     build_manifest,
     collect_evidence,
 )
+from consentry.provenance.marks import soft_bindings
 from consentry.provenance.signer import ManifestSigner, signer_from_identity
 from consentry.registry.models import Decision, Grant, Prior
 
@@ -39,6 +40,15 @@ def _check_matches(
         raise ManifestError(f"the prior given is not the prior of decision {decision.id}")
 
 
+def _bindings(decision: Decision, output_index: int | None) -> list[dict[str, Any]]:
+    marks = decision.marks
+    if output_index is None or not marks:
+        return []
+    if not 0 <= output_index < len(marks):
+        raise ManifestError(f"decision {decision.id} has no output {output_index}")
+    return soft_bindings(decision.release_id, marks[output_index])
+
+
 def sign_output(
     registry: Registry,
     data: bytes,
@@ -53,6 +63,7 @@ def sign_output(
     signer: ManifestSigner | None = None,
     memorization: Mapping[str, Any] | None = None,
     checkpoint_note: str | None = None,
+    output_index: int | None = None,
 ) -> bytes:
     """Return ``data`` (JPEG, PNG or WebP) with its signed C2PA manifest embedded.
 
@@ -63,7 +74,9 @@ def sign_output(
     goes into the ``org.consentry.consent`` assertion.
     ``parent``: the input image of a restoration. ``memorization``: the output's
     memorization check, recorded in the consent assertion. ``signer`` defaults to the home's
-    active identity (``HOME/pki``). Raises CertificateError for an unusable chain
+    active identity (``HOME/pki``). ``output_index``: which of the decision's outputs
+    ``data`` is; its marks (release id, fingerprints) become ``c2pa.soft-binding``
+    assertions. Raises CertificateError for an unusable chain
     (expired, ...), ManifestError or ProvenanceError otherwise.
     """
     _check_matches(action, decision, grants, prior)
@@ -82,6 +95,7 @@ def sign_output(
         parent=parent,
         parent_mime=parent_mime,
         memorization=memorization,
+        soft_bindings=_bindings(decision, output_index),
     )
     streams = (
         {PARENT_LABEL: (parent_mime, parent)}

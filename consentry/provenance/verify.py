@@ -25,6 +25,12 @@ changes nothing. A log that does not verify raises :class:`LogIntegrityError`.
 A revocation appended after the decision does not fail an output released under it:
 consent is judged at the time of the decision.
 
+A file without a valid manifest (none, or one that does not validate) is tried for
+recovery (:mod:`consentry.provenance.recover`): when its watermark, the signed
+decision it names and its fingerprint agree, and that decision's grants were valid
+at its index, the result is ``recovered`` ("provenance recovered, manifest
+stripped") with the decision's findings; ``ok`` stays False.
+
 A failed result carries no claimed decision, grants or subjects as findings: what
 the manifest claimed is kept apart, under ``claimed``.
 """
@@ -53,6 +59,7 @@ from consentry.provenance.manifest import (
     pseudonym_key,
     subject_pseudonym,
 )
+from consentry.provenance.recover import recover_release
 from consentry.registry import checkpoint as cp
 from consentry.registry.consent import ConsentState
 from consentry.registry.offline import verify_inclusion_bundle
@@ -92,6 +99,11 @@ class VerifyResult:
     log_index: int | None = None
     memorization: dict[str, Any] | None = None  # from the verified consent assertion
     claimed: dict[str, Any] = field(default_factory=dict)
+    # the manifest's c2pa.soft-binding assertions ({"alg", "value"}), as signed in it
+    soft_bindings: list[dict[str, Any]] = field(default_factory=list)
+    # no valid manifest, but the watermark and fingerprint led to a consented release
+    # (``ok`` stays False: the file carries no credentials; the findings are set)
+    recovered: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -292,6 +304,49 @@ def _check_consent(registry: Registry, claim: Any, result: VerifyResult) -> None
     result.memorization = dict(claimed) if isinstance(claimed, dict) else None
 
 
+def _soft_bindings(assertions: dict[str, Any]) -> list[dict[str, Any]]:
+    """``alg`` and the first block's ``value`` of each ``c2pa.soft-binding`` assertion."""
+    found: list[dict[str, Any]] = []
+    for label, data in assertions.items():
+        if label.split("__")[0] != "c2pa.soft-binding" or not isinstance(data, dict):
+            continue
+        blocks = data.get("blocks") or [{}]
+        value = blocks[0].get("value") if isinstance(blocks[0], dict) else None
+        found.append({"alg": data.get("alg"), "value": value})
+    return found
+
+
+def _recover(registry: Registry, data: bytes, result: VerifyResult) -> None:
+    """Fill ``result`` from the release the pixels lead to (:mod:`recover`), when its
+    grants were valid at its log index; else say why in ``consent_reason``."""
+    try:
+        found, why = recover_release(registry, load_image_bytes(data).pixels)
+        if found is None:
+            result.consent_reason += f"; no provenance recovered: {why}"
+            return
+        statement = found.statement
+        _check_grants(registry.consent, statement, found.log_index)
+    except _ConsentFailedError as exc:
+        result.consent_reason += f"; release found, but its consent fails: {exc}"
+        return
+    except LogIntegrityError:
+        raise
+    except ConsentryError as exc:
+        result.consent_reason += f"; no provenance recovered: {exc}"
+        return
+    result.recovered = result.consent_ok = True
+    result.decision_id, result.log_index = str(statement["id"]), found.log_index
+    result.grant_ids = [str(g) for g in statement.get("grants") or ()]
+    result.subject_ids = [str(s) for s in statement.get("subjects") or ()]
+    iscc, pdq = found.distances
+    result.consent_reason = (
+        f"provenance recovered, manifest stripped: decision {result.decision_id} at log "
+        f"index {found.log_index} (output {found.output}, watermark {found.release_id}, "
+        f"fingerprint ISCC {iscc}/64 and PDQ {pdq}/256 bits off); "
+        f"{len(result.grant_ids)} grant(s) valid at that index"
+    )
+
+
 def verify_media(registry: Registry, data: bytes, mime: str) -> VerifyResult:
     """Check an output's C2PA manifest and its consent; see the module docstring.
 
@@ -311,6 +366,8 @@ def verify_media(registry: Registry, data: bytes, mime: str) -> VerifyResult:
             "invalid": "the C2PA manifest does not validate",
         }[report.state]
         result.consent_reason = f"not checked: {why}"
+        if report.state in ("none", "invalid"):
+            _recover(registry, data, result)
         return result
     try:
         if f"{CONSENT_LABEL}__2" in report.assertions:
@@ -324,6 +381,7 @@ def verify_media(registry: Registry, data: bytes, mime: str) -> VerifyResult:
     except ConsentryError as exc:  # e.g. a log entry or grant the registry lacks
         result.consent_reason = f"consent check failed: {exc}"
         return result
+    result.soft_bindings = _soft_bindings(report.assertions)
     result.consent_ok = True
     result.consent_reason = (
         f"decision {result.decision_id} at log index {result.log_index} allowed it; "

@@ -141,6 +141,10 @@ _ADDED_COLUMNS: dict[str, dict[str, str]] = {
         "gallery_size": "INTEGER",
         "max_gallery": "BIGINT",
     },
+    "decisions": {
+        "release_id": "VARCHAR(16)",
+        "marks_json": "TEXT",
+    },
 }
 _NOW_NULLABLE: dict[str, tuple[str, ...]] = {
     "calibrations": ("fmr_target", "fmr", "fnmr", "eer"),

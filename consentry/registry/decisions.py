@@ -25,10 +25,13 @@ Invariants
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import re
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+from sqlmodel import select
 
 from consentry.errors import InputError, NotFoundError
 from consentry.hashing import is_sha256_hex
@@ -43,6 +46,8 @@ if TYPE_CHECKING:
 __all__ = [
     "RACE_PREFIX",
     "DecisionRequest",
+    "check_marks",
+    "decision_of_release",
     "decision_row",
     "get_decision",
     "grant_valid_at_index",
@@ -87,6 +92,48 @@ class DecisionRequest:
     prior_sha256: str | None
     inputs: tuple[str, ...]
     outputs: tuple[str, ...]
+    release_id: str | None = None  # the release's marks (see :func:`check_marks`)
+    marks_json: str | None = None
+
+
+_RELEASE_ID = re.compile(r"[0-9a-f]{16}")
+_PDQ = re.compile(r"[0-9a-f]{64}")
+_MARK_KEYS = {"watermark", "iscc", "pdq", "pdq_quality"}
+
+
+def check_marks(
+    release_id: str | None, marks: Sequence[Mapping[str, Any]] | None, outputs: int
+) -> tuple[str | None, str | None]:
+    """A release's marks, checked: the id (16 lowercase hex digits) its watermark
+    carries and one entry per output (``watermark``: the algorithm name or None when
+    the output could not carry it; ``iscc``, ``pdq``, ``pdq_quality``: its
+    fingerprints). Returns the id and the marks as canonical JSON; InputError otherwise."""
+    if release_id is None and marks is None:
+        return None, None
+    if release_id is None or marks is None or not _RELEASE_ID.fullmatch(str(release_id)):
+        raise InputError(f"a release needs an id of 16 hex digits and its marks: {release_id!r}")
+    if len(marks) != outputs:
+        raise InputError(f"{len(marks)} marks for {outputs} outputs")
+    clean = [_check_mark(mark) for mark in marks]
+    return str(release_id), canonical_json(clean).decode()
+
+
+def _check_mark(mark: Mapping[str, Any]) -> dict[str, Any]:
+    if set(mark) != _MARK_KEYS:
+        raise InputError(f"a mark has the keys {sorted(_MARK_KEYS)}: {dict(mark)!r}")
+    watermark, iscc, pdq, quality = (mark[k] for k in ("watermark", "iscc", "pdq", "pdq_quality"))
+    if not (
+        (watermark is None or isinstance(watermark, str))
+        and isinstance(iscc, str)
+        and iscc.startswith("ISCC:")
+        and isinstance(pdq, str)
+        and _PDQ.fullmatch(pdq)
+        and isinstance(quality, int)
+        and not isinstance(quality, bool)
+        and 0 <= quality <= 100
+    ):
+        raise InputError(f"not a mark: {dict(mark)!r}")
+    return {"watermark": watermark, "iscc": iscc, "pdq": pdq, "pdq_quality": quality}
 
 
 def prepare_decision(
@@ -99,13 +146,16 @@ def prepare_decision(
     prior_sha256: str | None,
     inputs: Sequence[str],
     outputs: Sequence[str],
+    release_id: str | None = None,
+    marks: Sequence[Mapping[str, Any]] | None = None,
 ) -> DecisionRequest:
-    """Check what needs no database (purpose, reasons, hashes); InputError otherwise."""
+    """Check what needs no database (purpose, reasons, hashes, marks); InputError otherwise."""
     if purpose not in PURPOSES:
         raise InputError(f"unknown purpose {purpose!r}: choose from {', '.join(PURPOSES)}")
     reason_list = [str(r).strip() for r in reasons if str(r).strip()]
     if not allowed and not reason_list:
         raise InputError("a refusal needs at least one reason")
+    release, marks_json = check_marks(release_id, marks, len(outputs))
     return DecisionRequest(
         grantee=str(grantee),
         purpose=purpose,
@@ -116,6 +166,8 @@ def prepare_decision(
         prior_sha256=_hashes([prior_sha256], "prior")[0] if prior_sha256 is not None else None,
         inputs=tuple(_hashes(inputs, "input")),
         outputs=tuple(_hashes(outputs, "output")),
+        release_id=release,
+        marks_json=marks_json,
     )
 
 
@@ -140,6 +192,8 @@ def decision_row(
         outputs_json=canonical_json(list(request.outputs)).decode(),
         created_at=moment,
         log_index=-1,
+        release_id=request.release_id,
+        marks_json=request.marks_json,
     )
 
 
@@ -154,21 +208,34 @@ def record_decision(
     prior_sha256: str | None,
     inputs: Sequence[str],
     outputs: Sequence[str],
+    release_id: str | None = None,
+    marks: Sequence[Mapping[str, Any]] | None = None,
 ) -> Decision:
     """Log one gateway decision, signed by the operator key; returns its row.
 
     ``grantee`` is an id or a unique name; ``grants`` and ``subjects`` are ids that
     must exist (NotFoundError otherwise); ``prior_sha256``, ``inputs`` and ``outputs``
-    are SHA-256 hex digests. A refusal needs at least one reason. Thread-safe:
+    are SHA-256 hex digests. A refusal needs at least one reason. ``release_id`` and
+    ``marks``: the outputs' watermark id and fingerprints (:func:`check_marks`), in
+    the signed statement under ``release``. Thread-safe:
     concurrent calls are written in one transaction (``registry.sequencer``); each
     returns its own row, with its log index, once that transaction committed.
     """
     request = prepare_decision(
-        grantee, purpose, allowed, reasons, grants, subjects, prior_sha256, inputs, outputs
-    )
+        grantee, purpose, allowed, reasons, grants, subjects, prior_sha256, inputs, outputs,
+        release_id, marks,
+    )  # fmt: skip
     # the batch's leader follows the log outside the writer lock, then re-checks every
     # allow of the batch inside it (``consentry.registry.sequencer``)
     return registry.sequencer.submit(request)
+
+
+def decision_of_release(registry: Registry, release_id: str) -> Decision | None:
+    """The decision whose outputs carry watermark id ``release_id``, or None."""
+    if not _RELEASE_ID.fullmatch(release_id):
+        return None
+    with registry.db.read() as session:
+        return session.exec(select(Decision).where(Decision.release_id == release_id)).first()
 
 
 def get_decision(registry: Registry, decision_id: str) -> Decision:

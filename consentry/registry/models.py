@@ -363,6 +363,15 @@ class Decision(SQLModel, table=True):
     outputs_json: str = _text()
     created_at: str = Field(max_length=20)
     log_index: int = Field(index=True)
+    # the release's marks (issue 15): the 64-bit id its outputs' watermark carries
+    # and, per output, its fingerprints; None on refusals and rows of older releases
+    release_id: str | None = Field(default=None, index=True, max_length=16)
+    marks_json: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+
+    @property
+    def marks(self) -> list[dict[str, Any]]:
+        """Each output's marks (watermark algorithm or None, fingerprints); [] if none."""
+        return list(json.loads(self.marks_json)) if self.marks_json else []
 
     @property
     def reasons(self) -> list[str]:

@@ -264,7 +264,12 @@ def _decision(row: Decision) -> dict[str, Any]:
         "inputs": json.loads(row.inputs_json),
         "outputs": json.loads(row.outputs_json),
         "time": row.created_at,
-    }
+    } | (
+        # a release's marks add one key; a decision without them is written as before
+        {}
+        if row.release_id is None
+        else {"release": {"id": row.release_id, "outputs": json.loads(row.marks_json or "[]")}}
+    )
 
 
 def _subject_key_change(row: SubjectKeyChange) -> dict[str, Any]:

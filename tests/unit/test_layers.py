@@ -84,6 +84,7 @@ HEAVY = {
     "consentry.faces.insightface_engine", "consentry.generation.backends.personal",
     "consentry.generation.backends.diffusers_backend", "consentry.generation.exemplars",
     "consentry.generation.placement", "consentry.provenance.sign",
+    "iscc_core", "pdqhash",  # fingerprints: iscc_core takes 0.6 s to import (pydantic, loguru)
 }  # fmt: skip
 
 
