@@ -18,7 +18,13 @@ __all__ = [
     "SignedGrantee",
     "SignedPrior",
     "SignedSubject",
+    "strings",
 ]
+
+
+def strings(value: Any) -> tuple[str, ...]:
+    """A signed list as a tuple of strings (None: empty)."""
+    return tuple(str(v) for v in value or ())
 
 
 @dataclass(frozen=True)

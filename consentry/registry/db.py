@@ -131,6 +131,7 @@ class Database:
 # a measurement that restores nothing, and its signed statement (which has no
 # ``action`` or ``restores`` key, see ``statement_of``) is unchanged.
 _ADDED_COLUMNS: dict[str, dict[str, str]] = {
+    "decisions": {"held_json": "TEXT", "review_id": "VARCHAR(40)"},
     "calibrations": {
         "action": "VARCHAR(16) NOT NULL DEFAULT 'measure'",
         "restores": "VARCHAR(40)",

@@ -28,7 +28,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from consentry.errors import InputError, NotFoundError
 from consentry.hashing import is_sha256_hex
@@ -87,6 +87,8 @@ class DecisionRequest:
     prior_sha256: str | None
     inputs: tuple[str, ...]
     outputs: tuple[str, ...]
+    held: str | None = None  # canonical JSON of a hold (see consentry.registry.reviews)
+    review: str | None = None  # the review a resumed job was decided under
 
 
 def prepare_decision(
@@ -99,13 +101,20 @@ def prepare_decision(
     prior_sha256: str | None,
     inputs: Sequence[str],
     outputs: Sequence[str],
+    held: dict[str, Any] | None = None,
+    review: str | None = None,
 ) -> DecisionRequest:
-    """Check what needs no database (purpose, reasons, hashes); InputError otherwise."""
+    """Check what needs no database (purpose, reasons, hashes); InputError otherwise.
+
+    ``held``: what a hold holds (a refusal only); ``review``: the review a resumed
+    job was decided under."""
     if purpose not in PURPOSES:
         raise InputError(f"unknown purpose {purpose!r}: choose from {', '.join(PURPOSES)}")
     reason_list = [str(r).strip() for r in reasons if str(r).strip()]
     if not allowed and not reason_list:
         raise InputError("a refusal needs at least one reason")
+    if held is not None and allowed:
+        raise InputError("an allow cannot be a hold")
     return DecisionRequest(
         grantee=str(grantee),
         purpose=purpose,
@@ -116,6 +125,8 @@ def prepare_decision(
         prior_sha256=_hashes([prior_sha256], "prior")[0] if prior_sha256 is not None else None,
         inputs=tuple(_hashes(inputs, "input")),
         outputs=tuple(_hashes(outputs, "output")),
+        held=canonical_json(held).decode() if held is not None else None,
+        review=str(review) if review is not None else None,
     )
 
 
@@ -140,6 +151,8 @@ def decision_row(
         outputs_json=canonical_json(list(request.outputs)).decode(),
         created_at=moment,
         log_index=-1,
+        held_json=request.held,
+        review_id=request.review,
     )
 
 
@@ -154,8 +167,14 @@ def record_decision(
     prior_sha256: str | None,
     inputs: Sequence[str],
     outputs: Sequence[str],
+    held: dict[str, Any] | None = None,
+    review: str | None = None,
 ) -> Decision:
     """Log one gateway decision, signed by the operator key; returns its row.
+
+    ``held``: the decision is a hold (not allowed, queued for review) of what this
+    mapping names (see :func:`consentry.registry.reviews.hold_record`); ``review``:
+    the approving review a resumed job was decided under.
 
     ``grantee`` is an id or a unique name; ``grants`` and ``subjects`` are ids that
     must exist (NotFoundError otherwise); ``prior_sha256``, ``inputs`` and ``outputs``
@@ -164,8 +183,9 @@ def record_decision(
     returns its own row, with its log index, once that transaction committed.
     """
     request = prepare_decision(
-        grantee, purpose, allowed, reasons, grants, subjects, prior_sha256, inputs, outputs
-    )
+        grantee, purpose, allowed, reasons, grants, subjects, prior_sha256, inputs, outputs,
+        held, review,
+    )  # fmt: skip
     # the batch's leader follows the log outside the writer lock, then re-checks every
     # allow of the batch inside it (``consentry.registry.sequencer``)
     return registry.sequencer.submit(request)

@@ -63,6 +63,7 @@ from consentry.registry.models import (
     OperatorKey,
     OptOut,
     Prior,
+    Review,
     Revocation,
     Subject,
     SubjectDataKey,
@@ -91,6 +92,7 @@ _ROW_TYPES: dict[str, type[Any]] = {
     "calibration": Calibration,
     "decision": Decision,
     "opt-out": OptOut,
+    "review": Review,
 }
 
 

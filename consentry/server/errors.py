@@ -36,6 +36,7 @@ from consentry.errors import (
     NotFoundError,
     ProvenanceError,
     RegistryError,
+    ReviewError,
     RollbackError,
     SignatureError,
 )
@@ -72,6 +73,7 @@ ERROR_MAP: dict[type[ConsentryError], tuple[int, str]] = {
     RegistryError: (409, "conflict"),
     DuplicateError: (409, "conflict"),
     ErasedError: (409, "erased"),
+    ReviewError: (409, "review"),
     SignatureError: (403, "signature_required"),
     GrantError: (403, "refused"),
     EngineError: (503, "engine_unavailable"),
