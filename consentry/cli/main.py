@@ -16,6 +16,7 @@ from consentry.cli import (
     log_cmds,
     provenance_cmds,
     registry_cmds,
+    review_cmds,
     serve_cmds,
     witness_cmds,
 )
@@ -62,6 +63,7 @@ registry_cmds.register(app)
 app.add_typer(log_cmds.app, name="log")
 app.add_typer(keys_cmds.app, name="keys")
 app.add_typer(certs_cmds.app, name="certs")
+app.add_typer(review_cmds.app, name="review")
 provenance_cmds.register(app)
 audit_cmds.register(app)
 gateway_cmds.register(app)

@@ -1,0 +1,79 @@
+"""Review, the third outcome (issue 14), on real photos, a real registry and the CLI."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from consentry import Registry
+from consentry.faces.engines import get_engine
+from consentry.gate import CheckRequest, Gateway
+from consentry.identity.enroll import enroll_photos
+from consentry.registry.decisions import get_decision
+from consentry.registry.reviews import pending_holds, record_review
+from tests.support.review import DATA, measured_similarity, put_in_band
+
+PROBE = DATA / "obama2.jpg"
+
+
+@pytest.fixture
+def banded(tmp_path: Path, sqlite_url: str) -> Iterator[tuple[Registry, Gateway, dict[str, str]]]:
+    registry = Registry.init(tmp_path / "home", sqlite_url)
+    engine = get_engine("sface")
+    obama = registry.add_subject("Barack Obama", ["Obama"])
+    enroll_photos(registry, engine, obama.id, [DATA / "obama.jpg"])
+    studio, _ = registry.add_grantee("Studio")
+    similarity = measured_similarity(registry, engine, PROBE, obama.id)
+    put_in_band(registry, engine, similarity)
+    yield registry, Gateway(registry, engine), {"obama": obama.id, "studio": studio.id}
+    registry.close()
+
+
+def test_an_uncertain_face_is_held_logged_signed_and_queued(banded) -> None:  # type: ignore[no-untyped-def]
+    registry, gateway, ids = banded
+    receipt = gateway.check(CheckRequest("Studio", "restore", [PROBE]))
+    assert not receipt.allowed and receipt.held and receipt.decision_id
+    assert any("held for review" in r for r in receipt.reasons)
+    assert receipt.faces[0]["uncertain"] == [ids["obama"]]
+    decision = get_decision(registry, receipt.decision_id)
+    assert not decision.allowed and decision.held_json is not None
+    held = [h for h in pending_holds(registry) if h.id == receipt.decision_id]
+    assert held and held[0].faces[0]["subject"] == ids["obama"]
+    assert held[0].inputs == tuple(decision.inputs) and held[0].grantee == ids["studio"]
+    assert held[0].band[0] < held[0].faces[0]["similarity"] < held[0].band[1]
+    assert receipt.to_json()["held"] is True
+    registry.checkpoint()
+    assert registry.verify_log().ok
+
+
+def test_a_grant_of_the_candidate_allows_without_a_hold(banded) -> None:  # type: ignore[no-untyped-def]
+    registry, gateway, ids = banded
+    grant = registry.grant(ids["obama"], "Studio", ["restore"])
+    receipt = gateway.check(CheckRequest("Studio", "restore", [PROBE]))
+    assert receipt.allowed and not receipt.held and receipt.grants == (grant.id,)
+    assert not pending_holds(registry)
+
+
+def test_approval_resumes_the_job_and_rejection_keeps_it_refused(banded) -> None:  # type: ignore[no-untyped-def]
+    registry, gateway, _ = banded
+    first = gateway.check(CheckRequest("Studio", "restore", [PROBE]))
+    assert first.held and first.decision_id
+    unreviewed = gateway.check(CheckRequest("Studio", "restore", [PROBE], review=first.decision_id))
+    assert not unreviewed.allowed and any("not reviewed yet" in r for r in unreviewed.reasons)
+    review = record_review(registry, first.decision_id, "approve", "ana", "not him: a look-alike")
+    resumed = gateway.check(CheckRequest("Studio", "restore", [PROBE], review=first.decision_id))
+    assert resumed.allowed and resumed.review == review.id
+    assert any(f"review {review.id}" in r for r in resumed.reasons)
+    assert get_decision(registry, resumed.decision_id or "").review_id == review.id
+    assert not pending_holds(registry)
+
+    second = gateway.check(CheckRequest("Studio", "restore", [PROBE]))
+    assert second.held and second.decision_id
+    record_review(registry, second.decision_id, "reject", "ana", "it is him")
+    refused = gateway.check(CheckRequest("Studio", "restore", [PROBE], review=second.decision_id))
+    assert not refused.allowed and not refused.held
+    assert any("rejected" in r for r in refused.reasons)
+    registry.checkpoint()
+    assert registry.verify_log().ok
