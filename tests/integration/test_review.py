@@ -77,3 +77,41 @@ def test_approval_resumes_the_job_and_rejection_keeps_it_refused(banded) -> None
     assert any("rejected" in r for r in refused.reasons)
     registry.checkpoint()
     assert registry.verify_log().ok
+
+
+def test_cli_review_queue_approve_and_reject(tmp_path: Path, sqlite_url: str) -> None:
+    from tests.support.cli import Cli
+
+    home = tmp_path / "home"
+    with Registry.init(home, sqlite_url) as registry:
+        engine = get_engine("sface")
+        obama = registry.add_subject("Barack Obama", ["Obama"])
+        enroll_photos(registry, engine, obama.id, [DATA / "obama.jpg"])
+        registry.add_grantee("Studio")
+        put_in_band(registry, engine, measured_similarity(registry, engine, PROBE, obama.id))
+    cli = Cli(home)
+    check = ("check", str(PROBE), "--as", "Studio", "--purpose", "restore")
+    held = cli(*check, "--json")
+    assert held.code == 1, held.err
+    body = __import__("json").loads(held.out)
+    assert body["held"] is True and not body["allowed"]
+    decision = body["decision"]
+    listed = cli.ok("review", "list")
+    assert decision in listed and obama.id in listed and "band [" in listed
+    assert cli.json("review", "list")[0]["decision"] == decision  # type: ignore[index]
+    assert "pending" in cli.ok("review", "show", decision)
+    approved = cli.ok("review", "approve", decision, "--note", "not him", "--reviewer", "ana")
+    assert approved.startswith(f"approve {decision}: review rev_")
+    again = cli("review", "reject", decision, "--note", "changed my mind")
+    assert again.code == 1 and "already reviewed" in again.err and "Traceback" not in again.err
+    assert cli.ok("review", "list").strip() == "no held jobs"
+    assert cli.ok(*check, "--review", decision).startswith("ALLOW")
+
+    text = cli(*check)
+    assert text.code == 1 and text.out.startswith("HELD")
+    second = text.out.split("decision ")[1].split(",")[0]
+    cli.ok("review", "reject", second, "--note", "it is him")
+    refused = cli(*check, "--review", second)
+    assert refused.code == 1 and refused.out.startswith("REFUSE") and "rejected" in refused.out
+    missing = cli("review", "show", "dec_nope")
+    assert missing.code == 2 and "no held decision" in missing.err
