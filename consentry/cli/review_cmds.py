@@ -14,9 +14,9 @@ from typing import Annotated, Any
 import typer
 
 from consentry.cli.common import DbOpt, HomeOpt, JsonOpt, emit_json, open_registry
-from consentry.registry.review_state import SignedHold, SignedReview
+from consentry.registry.reviews import hold_json
 
-__all__ = ["app", "hold_json"]
+__all__ = ["app"]
 
 app = typer.Typer(help="Held jobs: the review queue (list, show, approve, reject).")
 
@@ -25,30 +25,6 @@ NoteOpt = Annotated[str, typer.Option("--note", help="Why (kept in the signed re
 ReviewerOpt = Annotated[
     str, typer.Option("--reviewer", help="Who reviews (default: $USER).", envvar="USER")
 ]
-
-
-def hold_json(hold: SignedHold, review: SignedReview | None = None) -> dict[str, Any]:
-    """A hold (and its review) as the CLI and the HTTP review routes show them."""
-    return {
-        "decision": hold.id,
-        "time": hold.time,
-        "log_index": hold.index,
-        "requester": hold.grantee,
-        "purpose": hold.purpose,
-        "inputs": list(hold.inputs),
-        "faces": [dict(f) for f in hold.faces],
-        "band": list(hold.band),
-        "review": None
-        if review is None
-        else {
-            "id": review.id,
-            "verdict": review.verdict,
-            "reviewer": review.reviewer,
-            "note": review.note,
-            "time": review.time,
-            "log_index": review.index,
-        },
-    }
 
 
 def _face_line(face: dict[str, Any]) -> str:

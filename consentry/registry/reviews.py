@@ -46,6 +46,7 @@ __all__ = [
     "VERDICTS",
     "approval_for",
     "get_hold",
+    "hold_json",
     "hold_record",
     "pending_holds",
     "record_review",
@@ -201,3 +202,27 @@ def approval_for(
             f"for {APPROVAL_VALID_FOR} after the review, given at {review.time})"
         )
     return hold, review
+
+
+def hold_json(hold: SignedHold, review: SignedReview | None = None) -> dict[str, Any]:
+    """A hold (and its review) as the CLI and the HTTP review routes show them."""
+    return {
+        "decision": hold.id,
+        "time": hold.time,
+        "log_index": hold.index,
+        "requester": hold.grantee,
+        "purpose": hold.purpose,
+        "inputs": list(hold.inputs),
+        "faces": [dict(f) for f in hold.faces],
+        "band": list(hold.band),
+        "review": None
+        if review is None
+        else {
+            "id": review.id,
+            "verdict": review.verdict,
+            "reviewer": review.reviewer,
+            "note": review.note,
+            "time": review.time,
+            "log_index": review.index,
+        },
+    }

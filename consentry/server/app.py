@@ -51,7 +51,7 @@ from consentry.registry.checkpointer import Checkpointer
 from consentry.registry.store import Registry
 from consentry.server.errors import register_error_handlers
 from consentry.server.guard import MAX_BODY_BYTES, GuardMiddleware, strict_form
-from consentry.server.routers import admin, gateway, public, tiles
+from consentry.server.routers import admin, gateway, public, review, tiles
 from consentry.server.state import ServiceState
 
 __all__ = ["DEFAULT_FOLLOW_INTERVAL", "MAX_IMAGES", "create_app"]
@@ -152,7 +152,7 @@ def create_app(
     )
     app.state.consentry = state
     register_error_handlers(app)
-    for group in (gateway, admin, public, tiles):
+    for group in (gateway, admin, review, public, tiles):
         app.include_router(group.router)
     # the guard wraps the whole app, routers included
     app.add_middleware(GuardMiddleware, max_body_bytes=max_body_bytes)

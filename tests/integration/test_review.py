@@ -115,3 +115,60 @@ def test_cli_review_queue_approve_and_reject(tmp_path: Path, sqlite_url: str) ->
     assert refused.code == 1 and refused.out.startswith("REFUSE") and "rejected" in refused.out
     missing = cli("review", "show", "dec_nope")
     assert missing.code == 2 and "no held decision" in missing.err
+
+
+def test_http_review_routes_on_loopback(tmp_path: Path) -> None:
+    import httpx
+
+    from consentry.provenance.certs import create_dev_pki
+    from consentry.server import create_app, hash_admin_key
+    from tests.integration._live import live_server
+
+    admin = {"Authorization": "Bearer csa_test-admin-key"}
+    registry = Registry.init(tmp_path / "home", None)
+    create_dev_pki(registry.home.root)
+    engine = get_engine("sface")
+    obama = registry.add_subject("Barack Obama", ["Obama"])
+    enroll_photos(registry, engine, obama.id, [DATA / "obama.jpg"])
+    _, key = registry.add_grantee("Studio")
+    put_in_band(registry, engine, measured_similarity(registry, engine, PROBE, obama.id))
+    registry.checkpoint()
+    grantee = {"Authorization": f"Bearer {key}"}
+    app = create_app(registry, engine, hash_admin_key("csa_test-admin-key"))
+
+    def check(http: httpx.Client, **fields: str) -> httpx.Response:
+        files = [("images", (PROBE.name, PROBE.read_bytes(), "image/jpeg"))]
+        return http.post(
+            "/v1/check", headers=grantee, data={"purpose": "restore", **fields}, files=files
+        )
+
+    try:
+        with live_server(app) as base, httpx.Client(base_url=base, timeout=60) as http:
+            held = check(http)
+            assert held.status_code == 202, held.text
+            body = held.json()
+            assert body["held"] is True and not body["allowed"]
+            assert obama.id not in held.text  # the grantee holds no grant from Obama
+            decision = body["decision"]
+            assert http.get("/v1/reviews", headers=grantee).status_code == 401
+            queue = http.get("/v1/reviews", headers=admin).json()["holds"]
+            assert [h["decision"] for h in queue] == [decision]
+            assert queue[0]["faces"][0]["subject"] == obama.id
+            one = http.get(f"/v1/reviews/{decision}", headers=admin).json()
+            assert one["review"] is None and one["inputs"] == queue[0]["inputs"]
+            assert http.get("/v1/reviews/dec_none", headers=admin).status_code == 404
+            approved = http.post(
+                f"/v1/reviews/{decision}/approve", headers=admin,
+                json={"reviewer": "ana", "note": "not him"},
+            )  # fmt: skip
+            assert approved.status_code == 201 and approved.json()["review"]["verdict"] == "approve"
+            twice = http.post(
+                f"/v1/reviews/{decision}/reject", headers=admin, json={"reviewer": "bo"}
+            )
+            assert twice.status_code == 409 and twice.json()["error"]["code"] == "review"
+            assert http.get("/v1/reviews", headers=admin).json()["holds"] == []
+            resumed = check(http, review=decision)
+            assert resumed.status_code == 200 and resumed.json()["allowed"], resumed.text
+            assert resumed.json()["review"] == approved.json()["review"]["id"]
+    finally:
+        registry.close()
