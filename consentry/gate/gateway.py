@@ -127,7 +127,8 @@ class Gateway:
         try:
             proof = self.checkpointer.proof(decision.log_index)
         except ConsentryError as exc:  # a truncated or rewritten log: nothing is allowed
-            return replace(receipt, allowed=False, reasons=(*receipt.reasons, _no_checkpoint(exc)))
+            reasons = (*receipt.reasons, _no_checkpoint(exc))
+            return replace(receipt, allowed=False, held=False, reasons=reasons)
         return replace(receipt, proof=tlog_proof(proof))
 
     def run(self, request: RunRequest, backend: Backend | None = None) -> Receipt:

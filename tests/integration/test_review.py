@@ -172,3 +172,31 @@ def test_http_review_routes_on_loopback(tmp_path: Path) -> None:
             assert resumed.json()["review"] == approved.json()["review"]["id"]
     finally:
         registry.close()
+
+
+def test_holds_and_reviews_survive_the_consent_snapshot(
+    tmp_path: Path, sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from consentry.registry import consent
+
+    monkeypatch.setattr(consent, "SNAPSHOT_EVERY", 2)
+    home = tmp_path / "home"
+    with Registry.init(home, sqlite_url) as registry:
+        engine = get_engine("sface")
+        obama = registry.add_subject("Barack Obama", ["Obama"])
+        enroll_photos(registry, engine, obama.id, [DATA / "obama.jpg"])
+        registry.add_grantee("Studio")
+        put_in_band(registry, engine, measured_similarity(registry, engine, PROBE, obama.id))
+        gateway = Gateway(registry, engine)
+        approved = gateway.check(CheckRequest("Studio", "restore", [PROBE])).decision_id or ""
+        pending = gateway.check(CheckRequest("Studio", "restore", [PROBE])).decision_id or ""
+        review = record_review(registry, approved, "approve", "ana", "not him")
+        registry.consent.refresh()  # seals a snapshot holding both holds and the review
+    with Registry.open(home, sqlite_url) as again:
+        again.consent.refresh()
+        assert again.consent.loaded_snapshot > review.log_index  # the review is in it
+        assert [h.id for h in pending_holds(again)] == [pending]
+        resumed = Gateway(again, get_engine("sface")).check(
+            CheckRequest("Studio", "restore", [PROBE], review=approved)
+        )
+        assert resumed.allowed and resumed.review == review.id, resumed.reasons
