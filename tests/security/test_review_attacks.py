@@ -25,7 +25,7 @@ from consentry.faces.engines import get_engine
 from consentry.gate import CheckRequest, Gateway, Receipt, is_integrity_failure
 from consentry.identity.enroll import enroll_photos
 from consentry.registry.biometrics import record_calibration
-from consentry.registry.models import Calibration
+from consentry.registry.models import Calibration, Review
 from consentry.registry.reviews import APPROVAL_VALID_FOR, pending_holds, record_review
 from tests.security.conftest import raw_insert
 from tests.support.review import DATA, measured_similarity, put_in_band
@@ -180,6 +180,22 @@ def test_second_verdict_is_refused(banded: Banded) -> None:
         record_review(banded.registry, held, "approve", "mallory", "let it through")
     refused = banded.check(review=held)
     assert not refused.allowed and any(first.id in r and "rejected" in r for r in refused.reasons)
+    # a second verdict appended past record_review (signed, with its row): the follower
+    # keeps the first, the gate refuses (two review rows for one signed verdict is an
+    # integrity error), and log verify names the second
+    registry = banded.registry
+    with registry.db.write() as session:
+        registry.log.record(session, Review(
+            id=registry.new_id("rev"), decision_id=held, verdict="approve", reviewer="mallory",
+            note="", created_at="2026-03-01T12:00:00Z", log_index=-1,
+        ))  # fmt: skip
+    still = banded.check(review=held)
+    assert not still.allowed and is_integrity_failure(still), still.reasons
+    signed = registry.consent.hold_and_review(held)[1]
+    assert signed is not None and (signed.id, signed.verdict) == (first.id, "reject")
+    registry.checkpoint()
+    report = registry.verify_log()
+    assert any(f"a second review of held decision {held}" in p for p in report.problems)
     honest = banded.held()
     record_review(banded.registry, honest, "approve", "ana", "not him")
     assert banded.check(review=honest).allowed
