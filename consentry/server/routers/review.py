@@ -23,7 +23,7 @@ from pydantic import BaseModel, Field
 
 from consentry.registry.reviews import get_hold, hold_json, pending_holds, record_review
 from consentry.server.auth import ADMIN
-from consentry.server.state import ServiceDep
+from consentry.server.state import ServiceDep, ServiceState
 
 __all__ = ["ReviewIn", "router"]
 
@@ -48,7 +48,7 @@ def show_review(state: ServiceDep, decision: str) -> dict[str, Any]:
     return hold_json(hold, review)
 
 
-def _verdict(state: Any, decision: str, verdict: str, body: ReviewIn) -> dict[str, Any]:
+def _verdict(state: ServiceState, decision: str, verdict: str, body: ReviewIn) -> dict[str, Any]:
     record_review(state.registry, decision, verdict, body.reviewer, body.note)
     state.registry.checkpoint()
     hold, review = get_hold(state.registry, decision)
