@@ -1,7 +1,7 @@
 """Attacks on the review queue (issue 14): an approval must open only the job that
 was held, only once judged, only from the signed log, and only for a while.
 
-Every test holds a real face (``obama2.jpg``, measured, with a signed calibration
+Every test (on SQLite and PostgreSQL) holds a real face (``obama2.jpg``, measured, with a signed calibration
 placing its similarity inside the review band, see ``tests/support/review.py``),
 shows the attack refused, and shows the honest resubmission allowed, so a gate
 that refuses everything fails.
@@ -61,9 +61,9 @@ class Banded:
 
 
 @pytest.fixture
-def banded(tmp_path: Path, sqlite_url: str) -> Iterator[Banded]:
+def banded(tmp_path: Path, db_url: str) -> Iterator[Banded]:
     clock = Clock()
-    registry = Registry.init(tmp_path / "home", sqlite_url, clock=clock)
+    registry = Registry.init(tmp_path / "home", db_url, clock=clock)
     engine = get_engine("sface")
     obama = registry.add_subject("Barack Obama", ["Obama"])
     enroll_photos(registry, engine, obama.id, [DATA / "obama.jpg"])
