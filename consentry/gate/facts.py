@@ -86,7 +86,8 @@ def face_facts(
     """Every face of every image, matched against the index (the one face pipeline,
     with the face cap over all images before anything is embedded), as policy facts
     (one per subject a face matches, or one with no subject for an unknown face) and
-    as the receipt's shown list (image, frame, box, subject ids, and under
+    as the receipt's shown list (image, face position as in the facts, frame, box,
+    subject ids, and under
     ``uncertain`` the subjects that are only uncertain candidates, see
     :attr:`FaceFact.certain`)."""
     facts: list[FaceFact] = []
@@ -103,6 +104,7 @@ def face_facts(
             shown.append(
                 {
                     "image": found.image,
+                    "face": found.position,
                     "frame": found.face.frame,
                     "bbox": found.bbox,
                     "subjects": [subject_id for subject_id, _, _ in ranked],

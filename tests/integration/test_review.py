@@ -41,6 +41,8 @@ def test_an_uncertain_face_is_held_logged_signed_and_queued(banded) -> None:  # 
     assert not decision.allowed and decision.held_json is not None
     held = [h for h in pending_holds(registry) if h.id == receipt.decision_id]
     assert held and held[0].faces[0]["subject"] == ids["obama"]
+    assert held[0].faces[0]["bbox"] == list(receipt.faces[0]["bbox"])  # type: ignore[call-overload]
+    assert len(held[0].faces[0]["bbox"]) == 4
     assert held[0].inputs == tuple(decision.inputs) and held[0].grantee == ids["studio"]
     assert held[0].band[0] < held[0].faces[0]["similarity"] < held[0].band[1]
     assert receipt.to_json()["held"] is True

@@ -1,10 +1,10 @@
 """Attacks on the review queue (issue 14): an approval must open only the job that
 was held, only once judged, only from the signed log, and only for a while.
 
-Every test (on SQLite and PostgreSQL) holds a real face (``obama2.jpg``, measured, with a signed calibration
-placing its similarity inside the review band, see ``tests/support/review.py``),
-shows the attack refused, and shows the honest resubmission allowed, so a gate
-that refuses everything fails.
+Every test (on SQLite and PostgreSQL) holds a real face (``obama2.jpg``, measured,
+with a signed calibration placing its similarity inside the review band, see
+``tests/support/review.py``), shows the attack refused, and shows the honest
+resubmission allowed, so a gate that refuses everything fails.
 """
 
 from __future__ import annotations
