@@ -19,7 +19,13 @@ __all__ = [
     "SignedPrior",
     "SignedSubject",
     "calibration_event",
+    "strings",
 ]
+
+
+def strings(value: Any) -> tuple[str, ...]:
+    """A signed list as a tuple of strings (None: empty)."""
+    return tuple(str(v) for v in value or ())
 
 
 @dataclass(frozen=True)
