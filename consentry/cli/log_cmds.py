@@ -16,6 +16,7 @@ import typer
 
 from consentry.cli.common import DbOpt, HomeOpt, JsonOpt, emit_json, fail, open_registry
 from consentry.cli.witness_cmds import WitnessKeyOpt, parse_witness_keys, require_cosigned
+from consentry.config import Home, resolve_home
 from consentry.errors import InputError
 from consentry.registry import checkpoint as cp
 from consentry.registry.offline import verify_consistency_bundle, verify_inclusion_bundle
@@ -129,16 +130,25 @@ def verify_proof(
         Path, typer.Argument(help="A proof from 'log proof --json' or 'log consistency --json'.")
     ],
     public_key: Annotated[
-        list[Path],
-        typer.Option("--public-key", help="Trusted operator public key (PEM); repeatable."),
-    ],
+        list[Path] | None,
+        typer.Option(
+            "--public-key",
+            help="Trusted operator public key (PEM); repeatable. Default: the home's "
+            "keys/operator.pub.",
+        ),
+    ] = None,
     witness_key: WitnessKeyOpt = None,
+    home: HomeOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Verify a proof offline, with only the operator's public key. Exit 1 if it fails.
 
+    Without --public-key the key is the home's ``keys/operator.pub`` (--home, else
+    CONSENTRY_HOME, else the per-user folder); the registry's database is never read.
     With --witness-key the proof's checkpoint must also carry that witness's cosignature.
     """
+    if not public_key:
+        public_key = [Home(resolve_home(home)).operator_public]
     witnesses = parse_witness_keys(witness_key)
     try:
         bundle = json.loads(_read_text(proof_file, "proof"))

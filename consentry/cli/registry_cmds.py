@@ -73,11 +73,23 @@ def subject_add(
     db: DbOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Register a subject; with --public-key their grants need their signature too."""
+    """Register a subject; with --public-key their grants need their signature too.
+
+    A display name that another subject already has is accepted (two people may
+    share a name) with a warning on stderr, since that name no longer picks one
+    subject: refer to either by id.
+    """
     key = load_public_key(public_key) if public_key is not None else None
     with open_registry(home, db) as registry:
+        same = [s.id for s in registry.list_subjects() if s.display_name == name.strip()]
         row = registry.add_subject(name, alias or [], key)
         registry.checkpoint()
+    if same:
+        typer.echo(
+            f"warning: {len(same)} other subject(s) already named {row.display_name!r} "
+            f"({', '.join(same)}): the name is now ambiguous, refer to them by id",
+            err=True,
+        )
     if as_json:
         emit_json(subject_json(row))
     else:
