@@ -198,3 +198,26 @@ def build_tiny_pipeline(out_dir: Path, seed: int = 0) -> Path:
     pipe = make_tiny_pipeline(seed)
     pipe.save_pretrained(out_dir, safe_serialization=True)
     return out_dir
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m consentry.generation.tiny DIR [--seed N]``: write the tiny pipeline.
+
+    A stand-in model folder for trying ``generate``, ``restore --model`` and
+    ``prior train`` without Stable Diffusion weights (random weights: 64 px noise).
+    """
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m consentry.generation.tiny",
+        description="Write a tiny random-weight Stable Diffusion folder (diffusers layout).",
+    )
+    parser.add_argument("out_dir", type=Path, help="folder to write (created if needed)")
+    parser.add_argument("--seed", type=int, default=0, help="weights seed (default 0)")
+    args = parser.parse_args(argv)
+    print(build_tiny_pipeline(args.out_dir, args.seed))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -271,9 +271,11 @@ def describe(envelope: Envelope) -> list[str]:
     """The statement in plain words, from the signed bytes alone."""
     s = _statement(envelope)
     if s["type"] == "consentry.subject-key":
+        old = s.get("old_key")
         lines = [
-            f"Your key {str(s.get('old_key') or 'none')[:16]} is replaced by "
-            f"{str(s.get('new_key'))[:16]}: from then on only the new key signs for you.",
+            (f"Your key {str(old)[:16]} is replaced by " if old else "You had no key; now ")
+            + f"{str(s.get('new_key'))[:16]}"
+            + (": from then on only the new key signs for you." if old else " signs for you."),
             "Signed by your old key and your new key."
             if s.get("authority") == "subject"
             else f"Made by the operator because: {s.get('reason')}",
