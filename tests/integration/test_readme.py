@@ -102,9 +102,9 @@ def build_script(blocks: list[Block]) -> str:
     for block in blocks:
         if block.info not in SHELL_INFO or block.skip is not None:
             continue
-        out.append(f"echo '{BLOCK_MARK}{block.line}' >&2")
+        out.append(f"echo \"{BLOCK_MARK}{block.line} at ${{SECONDS}}s\" >&2")
         out.extend(block.lines)
-    out.append(f"echo '{BLOCK_MARK}end' >&2")
+    out.append(f"echo \"{BLOCK_MARK}end at ${{SECONDS}}s\" >&2")
     return "\n".join(out) + "\n"
 
 
@@ -193,7 +193,11 @@ def test_readme_runs_as_written(tmp_path: Path) -> None:
         timeout=TIMEOUT_S,
         check=False,
     )
-    marks = [ln[len(BLOCK_MARK) :] for ln in proc.stderr.splitlines() if ln.startswith(BLOCK_MARK)]
+    marks = [
+        ln[len(BLOCK_MARK) :].split(" at ")[0]
+        for ln in proc.stderr.splitlines()
+        if ln.startswith(BLOCK_MARK)
+    ]
     failed = [ln[len(FAIL_MARK) :] for ln in proc.stderr.splitlines() if ln.startswith(FAIL_MARK)]
     if proc.returncode != 0 or marks[-1:] != ["end"]:
         where = f"README.md:{marks[-1]}" if marks else "before the first block"
