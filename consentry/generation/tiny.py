@@ -17,6 +17,7 @@ placeholder-friendly punctuation ``< > - _``, and common prompt words.
 
 from __future__ import annotations
 
+import argparse
 import itertools
 import string
 from pathlib import Path
@@ -206,8 +207,6 @@ def main(argv: list[str] | None = None) -> int:
     A stand-in model folder for trying ``generate``, ``restore --model`` and
     ``prior train`` without Stable Diffusion weights (random weights: 64 px noise).
     """
-    import argparse
-
     parser = argparse.ArgumentParser(
         prog="python -m consentry.generation.tiny",
         description="Write a tiny random-weight Stable Diffusion folder (diffusers layout).",

@@ -102,9 +102,9 @@ def build_script(blocks: list[Block]) -> str:
     for block in blocks:
         if block.info not in SHELL_INFO or block.skip is not None:
             continue
-        out.append(f"echo \"{BLOCK_MARK}{block.line} at ${{SECONDS}}s\" >&2")
+        out.append(f'echo "{BLOCK_MARK}{block.line} at ${{SECONDS}}s" >&2')
         out.extend(block.lines)
-    out.append(f"echo \"{BLOCK_MARK}end at ${{SECONDS}}s\" >&2")
+    out.append(f'echo "{BLOCK_MARK}end at ${{SECONDS}}s" >&2')
     return "\n".join(out) + "\n"
 
 
