@@ -62,6 +62,7 @@ from consentry.registry.consent_facts import (
     SignedGrantee,
     SignedPrior,
     SignedSubject,
+    blob_quality,
     calibration_event,
 )
 from consentry.registry.consent_rows import RowChecks
@@ -339,7 +340,10 @@ class ConsentState(RowChecks):
 
     def _on_enrollment(self, index: int, record_id: str, s: dict[str, Any]) -> None:
         blobs = tuple(
-            SignedBlob(str(b["id"]), str(b["kind"]), str(b["photo_sha256"]), str(b["sha256"]))
+            SignedBlob(
+                str(b["id"]), str(b["kind"]), str(b["photo_sha256"]), str(b["sha256"]),
+                blob_quality(b.get("quality")),
+            )
             for b in s.get("blobs") or ()
         )
         enrollment = SignedEnrollment(

@@ -7,6 +7,7 @@ a database row. ``index`` is always the log index of the entry that stated it.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +19,7 @@ __all__ = [
     "SignedGrantee",
     "SignedPrior",
     "SignedSubject",
+    "blob_quality",
     "calibration_event",
 ]
 
@@ -62,6 +64,15 @@ class SignedPrior:
     details: dict[str, Any] = field(default_factory=dict)  # how it was made (photo hashes)
 
 
+def blob_quality(value: Any) -> float | None:
+    """A signed blob's ``quality`` if it is a finite number in ``(0, 1]``, else None
+    (it weighs 1: a weight can only hold a match for review, never allow one)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    number = float(value)
+    return number if math.isfinite(number) and 0.0 < number <= 1.0 else None
+
+
 @dataclass(frozen=True)
 class SignedBlob:
     """One blob an enrollment commits to; ``sha256`` is of its ciphertext."""
@@ -70,6 +81,7 @@ class SignedBlob:
     kind: str
     photo_sha256: str
     sha256: str
+    quality: float | None = None  # an embedding's signed second-stage weight, if measured
 
 
 @dataclass(frozen=True)
