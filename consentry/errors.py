@@ -27,6 +27,8 @@ a request was refused, ``2`` when the input or the usage was wrong.
     │   ├── OptedOutError             (1) the subject opted out: nothing may use them
     │   ├── PriorHashMismatchError    (1) a prior file is not the registered one
     │   ├── PriorOwnerError           (1) a prior's SHA-256 is registered for another subject
+    │   ├── ReviewError               (1) a review cannot be given, or an approval does not
+    │   │                                 apply to the job resubmitted under it
     │   └── VaultError                (1) encrypted data does not decrypt (tampered/erased)
     ├── SignatureError                (1) a signature or envelope does not verify
     │   ├── UnknownKeyError           (1) signed by a key the registry does not know
@@ -93,6 +95,7 @@ __all__ = [
     "ProvenanceError",
     "RegistryError",
     "RetiredKeyError",
+    "ReviewError",
     "RollbackError",
     "SignatureError",
     "StatementExpiredError",
@@ -196,6 +199,11 @@ class RegistryError(ConsentryError):
 
 class DuplicateError(RegistryError):
     """The record already exists (same id or same unique name)."""
+
+
+class ReviewError(RegistryError):
+    """A review cannot be given (no such hold, already reviewed), or an approval does
+    not apply to the job resubmitted under it (not approved, another job, expired)."""
 
 
 class ErasedError(RegistryError):

@@ -26,6 +26,12 @@ from consentry.cli.common import (
 __all__ = ["register"]
 
 
+ReviewOpt = Annotated[
+    str | None,
+    typer.Option("--review", help="Resubmit a held job under this held decision's approval."),
+]
+
+
 def check_command(
     images: Annotated[list[Path] | None, typer.Argument(help="Input images.")] = None,
     requester: Annotated[str, typer.Option("--as", help="Grantee id or unique name.")] = "",
@@ -36,12 +42,14 @@ def check_command(
         bool, typer.Option("--refuse-unknown-faces", help="Refuse faces of unregistered people.")
     ] = False,
     engine: Annotated[str, typer.Option("--engine", help="Face engine.")] = "sface",
+    review: ReviewOpt = None,
     home: HomeOpt = None,
     db: DbOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Decide whether a job may run; the decision is logged. Exit 0 allow, 1 refuse,
-    2 refuse because the database contradicts its signed log (integrity error)."""
+    """Decide whether a job may run; the decision is logged. Exit 0 allow, 1 refuse or
+    hold (HELD: queued for 'consentry review'), 2 refuse because the database
+    contradicts its signed log (integrity error)."""
     from consentry.errors import InputError
     from consentry.faces.engines import get_engine
     from consentry.gate import CheckRequest, Gateway, is_integrity_failure
@@ -52,12 +60,14 @@ def check_command(
     Limits().check_job(images=len(images or []), prompt=prompt)
     with open_registry(home, db) as registry:
         gateway = Gateway(registry, get_engine(engine), refuse_unknown_faces=refuse_unknown_faces)
-        receipt = gateway.check(CheckRequest(requester, purpose, list(images or []), prompt, prior))
+        receipt = gateway.check(
+            CheckRequest(requester, purpose, list(images or []), prompt, prior, review=review)
+        )
     if as_json:
         emit_json(receipt.to_json())
     else:
         typer.echo(
-            ("ALLOW" if receipt.allowed else "REFUSE")
+            _outcome(receipt.allowed, receipt.held, "ALLOW", "REFUSE")
             + (
                 f" (decision {receipt.decision_id}, log index {receipt.log_index})"
                 if receipt.decision_id
@@ -68,6 +78,11 @@ def check_command(
             typer.echo(f"  {reason}")
     if not receipt.allowed:
         raise typer.Exit(2 if is_integrity_failure(receipt) else 1)
+
+
+def _outcome(allowed: bool, held: bool, allow: str, refuse: str) -> str:
+    """The verdict's word: ``allow``, HELD (queued for a person's review), ``refuse``."""
+    return allow if allowed else "HELD" if held else refuse
 
 
 def _run(
@@ -88,6 +103,7 @@ def _run(
     as_json: bool,
     device: str | None,
     dtype: str | None,
+    review: str | None = None,
 ) -> None:
     from consentry.errors import InputError
     from consentry.faces.engines import get_engine
@@ -119,6 +135,7 @@ def _run(
                 0.6 if strength is None else strength,
                 device=device,
                 dtype=dtype,
+                review=review,
             ),
         )
     written: list[str] = []
@@ -129,7 +146,9 @@ def _run(
     if as_json:
         emit_json(receipt.to_json() | {"written": written})
     else:
-        typer.echo(("RELEASED " + ", ".join(written)) if receipt.allowed else "REFUSED")
+        typer.echo(
+            _outcome(receipt.allowed, receipt.held, "RELEASED " + ", ".join(written), "REFUSED")
+        )
         typer.echo(f"  decision {receipt.decision_id} (log index {receipt.log_index})")
         for reason in receipt.reasons:
             typer.echo(f"  {reason}")
@@ -151,6 +170,7 @@ def generate_command(
     engine: Annotated[str, typer.Option("--engine", help="Face engine.")] = "sface",
     device: DeviceOpt = None,
     dtype: DtypeOpt = None,
+    review: ReviewOpt = None,
     home: HomeOpt = None,
     db: DbOpt = None,
     as_json: JsonOpt = False,
@@ -174,6 +194,7 @@ def generate_command(
         as_json,
         device,
         dtype,
+        review,
     )
 
 
@@ -195,6 +216,7 @@ def restore_command(
     engine: Annotated[str, typer.Option("--engine", help="Face engine.")] = "sface",
     device: DeviceOpt = None,
     dtype: DtypeOpt = None,
+    review: ReviewOpt = None,
     home: HomeOpt = None,
     db: DbOpt = None,
     as_json: JsonOpt = False,
@@ -219,6 +241,7 @@ def restore_command(
         as_json,
         device,
         dtype,
+        review,
     )
 
 

@@ -17,6 +17,7 @@ from consentry.cli import (
     policy_cmds,
     provenance_cmds,
     registry_cmds,
+    review_cmds,
     serve_cmds,
     witness_cmds,
 )
@@ -64,6 +65,7 @@ app.add_typer(log_cmds.app, name="log")
 app.add_typer(policy_cmds.app, name="policy")
 app.add_typer(keys_cmds.app, name="keys")
 app.add_typer(certs_cmds.app, name="certs")
+app.add_typer(review_cmds.app, name="review")
 provenance_cmds.register(app)
 audit_cmds.register(app)
 gateway_cmds.register(app)

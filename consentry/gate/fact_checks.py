@@ -109,6 +109,10 @@ def _one_face_defects(face: object, where: str, known: frozenset[str]) -> list[s
     sim = face.similarity
     if isinstance(sim, bool) or not isinstance(sim, int | float) or not math.isfinite(sim):
         out.append(f"{where} image {face.image} face {face.face} has a bad similarity: {sim!r}")
+    if not isinstance(face.certain, bool):
+        out.append(f"{where} image {face.image} face {face.face} certain is not a boolean")
+    elif not face.certain and face.subject_id is None:
+        out.append(f"{where} image {face.image} face {face.face} is uncertain of no subject")
     if face.subject_id is not None and face.subject_id not in known:
         out.append(
             f"{where} image {face.image} face {face.face} matches subject "

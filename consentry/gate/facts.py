@@ -86,23 +86,34 @@ def face_facts(
     """Every face of every image, matched against the index (the one face pipeline,
     with the face cap over all images before anything is embedded), as policy facts
     (one per subject a face matches, or one with no subject for an unknown face) and
-    as the receipt's shown list (image, frame, box, subject ids)."""
+    as the receipt's shown list (image, face position as in the facts, frame, box,
+    subject ids, and under
+    ``uncertain`` the subjects that are only uncertain candidates, see
+    :attr:`FaceFact.certain`)."""
     facts: list[FaceFact] = []
     shown: list[dict[str, object]] = []
     for per_image in lookup_faces(engine, index, images, max_faces):
         for found in per_image:
-            ranked = [(m.subject_id, m.similarity) for m in found.matches]
+            ranked = [(m.subject_id, m.similarity, m.certain) for m in found.matches]
             if not ranked:
                 facts.append(FaceFact(found.image, found.position, None, 0.0))
-            for subject_id, similarity in ranked:
-                facts.append(FaceFact(found.image, found.position, subject_id, similarity))
+            for subject_id, similarity, certain in ranked:
+                facts.append(
+                    FaceFact(found.image, found.position, subject_id, similarity, certain)
+                )
             shown.append(
                 {
                     "image": found.image,
+                    "face": found.position,
                     "frame": found.face.frame,
                     "bbox": found.bbox,
-                    "subjects": [subject_id for subject_id, _ in ranked],
+                    "subjects": [subject_id for subject_id, _, _ in ranked],
                 }
+                | (  # only a face with an uncertain candidate gets the key
+                    {"uncertain": [s for s, _, certain in ranked if not certain]}
+                    if not all(certain for _, _, certain in ranked)
+                    else {}
+                )
             )
     return facts, shown
 

@@ -55,11 +55,13 @@ from consentry.gate.requests import (
     refusal,
     refused,
 )
+from consentry.gate.resume import approved_facts
 from consentry.generation.backends.base import Backend
 from consentry.identity.index import IdentityIndex
 from consentry.registry.checkpointer import Checkpointer, tlog_proof
 from consentry.registry.decisions import record_decision
 from consentry.registry.models import Decision
+from consentry.registry.reviews import approval_for, hold_record
 from consentry.registry.statements import format_time
 from consentry.registry.store import Registry
 
@@ -125,7 +127,8 @@ class Gateway:
         try:
             proof = self.checkpointer.proof(decision.log_index)
         except ConsentryError as exc:  # a truncated or rewritten log: nothing is allowed
-            return replace(receipt, allowed=False, reasons=(*receipt.reasons, _no_checkpoint(exc)))
+            reasons = (*receipt.reasons, _no_checkpoint(exc))
+            return replace(receipt, allowed=False, held=False, reasons=reasons)
         return replace(receipt, proof=tlog_proof(proof))
 
     def run(self, request: RunRequest, backend: Backend | None = None) -> Receipt:
@@ -193,7 +196,15 @@ class Gateway:
             job.images = [load_image(source) for source in request.images]
             job.inputs = [image.sha256 for image in job.images]
             job.facts = self._gather(request, job)
+            notes: list[str] = []
+            if request.review is not None:  # resume a held job under its approval
+                job.facts, notes, job.review = self._resume(request.review, job)
             job.verdict = decide(job.facts)
+            if job.verdict.allowed and notes:
+                job.verdict = replace(job.verdict, reasons=(*job.verdict.reasons, *notes))
+            if job.verdict.held:
+                band = (self.index.review_threshold, self.index.threshold)
+                job.held = hold_record(job.verdict.holds, job.shown, band)
         except Exception as exc:  # fail closed on anything unexpected
             job.verdict = self._refusal(exc, request.grantee)
             if isinstance(exc, LogIntegrityError) and job.grantee_id is None:
@@ -226,6 +237,15 @@ class Gateway:
             steps=request.steps,
             limits=self.limits,
         )
+
+    def _resume(self, held_id: str, job: Job) -> tuple[JobFacts, list[str], str]:
+        """The job's facts under the approval of held decision ``held_id`` (ReviewError
+        unless a signed review approved that very job, see
+        :func:`~consentry.registry.reviews.approval_for`), the notes, the review id."""
+        assert job.grantee_id is not None and job.facts is not None
+        hold, review = approval_for(self.registry, held_id, job.grantee_id, job.purpose, job.inputs)
+        facts, notes = approved_facts(job.facts, hold, review)
+        return facts, notes, review.id
 
     def _refusal(self, exc: BaseException, requester: str, stage: str = "") -> Verdict:
         if isinstance(exc, LogIntegrityError):
@@ -276,6 +296,8 @@ class Gateway:
                 outputs,
                 job.release_id if job.marks else None,
                 job.marks or None,
+                held=job.held if verdict.held else None,
+                review=job.review,
             )
         except InputError:
             return None, verdict
@@ -285,7 +307,7 @@ class Gateway:
         except ConsentryError as exc:  # a truncated or rewritten log: nothing is allowed
             _log.error("decision %s logged, but no checkpoint: %s", decision.id, exc)
             reasons = (*(verdict.reasons if not verdict.allowed else ()), _no_checkpoint(exc))
-            return decision, replace(verdict, allowed=False, reasons=reasons)
+            return decision, replace(verdict, allowed=False, held=False, reasons=reasons)
         if verdict.allowed and not decision.allowed:
             _log.warning("allow overtaken at release: %s", "; ".join(decision.reasons))
             verdict = replace(verdict, allowed=False, reasons=tuple(decision.reasons))

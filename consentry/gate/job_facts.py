@@ -109,10 +109,13 @@ class JobFacts:
 
 @dataclass(frozen=True)
 class Verdict:
-    """The outcome: ``allowed``, and every reason for it.
+    """The outcome: ``allowed``, ``held``, and every reason for it.
 
-    A refusal has at least one reason. ``grants_used`` are the grants that
-    covered a subject or named the prior (on a refusal too: those that did
+    Three outcomes: allowed (``allowed``), held for a person's review (``held``:
+    not allowed, and the only obstacle is an uncertain face match, see
+    :mod:`consentry.gate.policy`), refused (neither). ``allowed`` and ``held`` are
+    never both true. A refusal or a hold has at least one reason. ``grants_used``
+    are the grants that covered a subject or named the prior (on a refusal too: those that did
     count); ``subjects`` the involved subjects that are in ``known_subjects``, in
     order of first involvement, so both can be passed to ``record_decision``.
     """
@@ -121,3 +124,6 @@ class Verdict:
     reasons: tuple[str, ...]
     grants_used: tuple[str, ...]
     subjects: tuple[str, ...]
+    held: bool = False
+    # the uncertain candidates that held the job: (image, face, subject, similarity)
+    holds: tuple[tuple[int, int, str, float], ...] = ()

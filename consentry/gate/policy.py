@@ -38,6 +38,28 @@ Invariants
 - Opt-out wins: a subject in ``opted_out`` (a signed opt-out is logged) is never
   covered; every job involving them (face, name, prior) is refused, whatever
   the grants.
+
+Review, the third outcome (issue 14). A face fact with ``certain=False`` is an
+*uncertain candidate*: its score lies in the index's review band (or the top match
+had no margin), so the face may be the subject or somebody else.
+- A candidate S is *covered* when a grant covers S (the rule above) and S has not
+  opted out: the job proceeds as for a match (S is involved, the grant is used).
+- An uncovered candidate in an input face *holds* the job (``Verdict.held``, not
+  allowed) when nothing else refuses it: the reasons name the image, the face, the
+  subject and the similarity, and ``Verdict.holds`` lists each (image, face,
+  subject, similarity) for the review queue. A person then judges the face.
+- An opted-out candidate holds too (not refuses): the face may not be theirs, and
+  a hold puts it before a person; their grants never cover them.
+- Held only when uncertainty is the only obstacle: any refusal reason refuses the
+  job (the candidate lines are then listed as refusals too). Uncertainty never
+  holds where either answer refuses: an uncovered candidate with
+  ``refuse_unknown_faces`` (the face is S without a grant, or an unknown face), one
+  in the input of a job using a prior (restore: it may be somebody the prior would
+  be painted onto), and one in an output (the post-check refuses, nothing is held
+  after a run: the output is withheld).
+- Monotonic in consent, with outcomes ordered refused < held < allowed: adding a
+  well-formed grant never lowers the outcome (it may cover a candidate: held ->
+  allowed), removing one never raises it.
 """
 
 from __future__ import annotations
@@ -160,6 +182,7 @@ class _Tally:
     refusals: list[str]
     notes: list[str] = field(default_factory=list)
     used: list[str] = field(default_factory=list)
+    holds: list[tuple[int, int, str, float]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -171,15 +194,20 @@ class _Involvement:
     subjects: dict[str, list[str]]
     input_subjects: tuple[str, ...]
     unknown_images: tuple[tuple[str, int], ...]
+    candidates: tuple[tuple[str, FaceFact], ...] = ()  # (where, uncertain face fact)
 
 
 def _involvement(facts: JobFacts, prior: PriorFact | None) -> _Involvement:
     involved: dict[str, list[str]] = {}
     input_subjects: dict[str, None] = {}
     unknown_images: dict[tuple[str, int], None] = {}
+    candidates: list[tuple[str, FaceFact]] = []
     for where, faces in (("input", facts.input_faces), ("output", facts.output_faces)):
         for face in faces:
             if not isinstance(face, FaceFact):
+                continue
+            if face.certain is False and face.subject_id is not None:
+                candidates.append((where, face))
                 continue
             if face.subject_id is None:
                 unknown_images.setdefault((where, face.image), None)
@@ -194,7 +222,7 @@ def _involvement(facts: JobFacts, prior: PriorFact | None) -> _Involvement:
     if prior is not None:
         owner = str(prior.subject_id)
         involved.setdefault(owner, []).append(f"prior {prior.id} is of subject {owner}")
-    return _Involvement(involved, tuple(input_subjects), tuple(unknown_images))
+    return _Involvement(involved, tuple(input_subjects), tuple(unknown_images), tuple(candidates))
 
 
 def _check_prior(
@@ -299,6 +327,66 @@ def _check_subject(
             tally.refusals += grant_problems(near, subject, requester, purpose, facts.now)
 
 
+def _candidate_line(where: str, face: FaceFact, band: str) -> str:
+    return (
+        f"{where} image {face.image} face {face.face} is an uncertain match of subject "
+        f"{face.subject_id} (similarity {face.similarity:.4f}, {band})"
+    )
+
+
+def _check_candidates(
+    facts: JobFacts,
+    seen: _Involvement,
+    grants: list[GrantFact],
+    opted_out: frozenset[str] | set[str] | tuple[()],
+    tally: _Tally,
+) -> list[str]:
+    """Sort the uncertain candidates (module doc): covered ones are noted and their
+    grants used, the others become hold lines (returned, with ``tally.holds``) or,
+    where a hold could only end in a refusal, refusals."""
+    holds: list[str] = []
+    requester, purpose = facts.requester, facts.purpose
+    for where, face in seen.candidates:
+        subject = str(face.subject_id)
+        cover = None
+        if subject not in opted_out:
+            cover = active_grant(grants, subject, requester, purpose, facts.now)
+        line = _candidate_line(where, face, "in the review band")
+        if cover is not None:
+            tally.used.append(cover.id)
+            tally.notes += [
+                line,
+                f"grant {cover.id} covers subject {subject} (grantee {requester}, "
+                f"purpose {purpose})",
+            ]
+            continue
+        why = _unholdable(facts, where)
+        if why is not None:
+            tally.refusals += [line, why]
+            continue
+        holds.append(
+            line
+            + ": held for review"
+            + (f" (subject {subject} opted out)" if subject in opted_out else "")
+        )
+        tally.holds.append((face.image, face.face, subject, float(face.similarity)))
+    return holds
+
+
+def _unholdable(facts: JobFacts, where: str) -> str | None:
+    """Why a hold of an uncovered candidate could only end in a refusal, or None."""
+    if where == "output" or facts.stage == "post":
+        return "an uncertain match in an output is not held: the output is withheld"
+    if facts.prior is not None:
+        return "an uncertain match in the input of a job with a prior is not held"
+    if facts.refuse_unknown_faces is not False:
+        return (
+            "an uncertain match without a grant is not held with refuse_unknown_faces: "
+            "the face is either the subject without a grant or an unregistered face"
+        )
+    return None
+
+
 def _unknown_faces(facts: JobFacts, seen: _Involvement, tally: _Tally) -> None:
     for where, image in seen.unknown_images:
         place = f"image {image}" if where == "input" else f"output image {image}"
@@ -331,16 +419,27 @@ def _evaluate(facts: JobFacts, defects: list[str]) -> Verdict:
     for subject, lines in seen.subjects.items():
         prior_cover = prior_grant if prior is not None and subject == prior.subject_id else None
         _check_subject(facts, subject, lines, grants, prior_cover, opted_out, tally)
+    holds = _check_candidates(facts, seen, grants, opted_out, tally)
     _unknown_faces(facts, seen, tally)
     tally.notes += _memorization_note(facts)
 
-    subjects = [s for s in seen.subjects if s in known]
+    candidates = [str(face.subject_id) for _, face in seen.candidates]
+    subjects = [s for s in dict.fromkeys([*seen.subjects, *candidates]) if s in known]
     if tally.refusals:
         if facts.stage == "post":
             tally.refusals.append("post-check failed: output withheld")
-        return _refusal(tally.refusals, tally.used, subjects)
+        return _refusal([*tally.refusals, *holds], tally.used, subjects)
+    if holds:
+        return Verdict(
+            False,
+            tuple(dict.fromkeys([*holds, *tally.notes])),
+            tuple(dict.fromkeys(tally.used)),
+            tuple(subjects),
+            held=True,
+            holds=tuple(dict.fromkeys(tally.holds)),
+        )
     notes = tally.notes
-    if not seen.subjects:
+    if not seen.subjects and not candidates:
         notes.insert(0, "no registered subject involved")
     return Verdict(
         True, tuple(dict.fromkeys(notes)), tuple(dict.fromkeys(tally.used)), tuple(subjects)

@@ -70,6 +70,7 @@ class CheckRequest:
     prompt: str = ""
     prior: str | None = None  # prior id
     steps: int = 0
+    review: str | None = None  # a held decision id: resume the job under its approval
 
 
 @dataclass(frozen=True)
@@ -86,6 +87,8 @@ class Receipt:
     outputs: list[bytes] = field(default_factory=list)  # signed PNGs, only when allowed
     details: dict[str, object] = field(default_factory=dict)  # restoration, memorization
     proof: str | None = None  # C2SP tlog-proof of the decision, once a checkpoint covers it
+    held: bool = False  # held for review: resubmit with review=decision_id once approved
+    review: str | None = None  # the review a resumed job was decided under
 
     def for_grantee(
         self,
@@ -110,7 +113,12 @@ class Receipt:
             return subject if subject in visible else REGISTERED_PERSON
 
         faces = [
-            face | {"subjects": [shown(s) for s in cast(list[object], face.get("subjects", []))]}
+            face
+            | {
+                key: [shown(s) for s in cast(list[object], face[key])]
+                for key in ("subjects", "uncertain")
+                if key in face
+            }
             for face in self.faces
         ]
         return replace(
@@ -134,6 +142,8 @@ class Receipt:
             }
             | ({"details": self.details} if self.details else {})
             | ({"proof": self.proof} if self.proof is not None else {})
+            | ({"held": True} if self.held else {})
+            | ({"review": self.review} if self.review is not None else {})
         )
 
 
@@ -153,11 +163,14 @@ class RunRequest:
     strength: float = 0.6
     device: str | None = None  # placement names; see consentry.generation.placement
     dtype: str | None = None
+    review: str | None = None  # a held decision id: resume the job under its approval
 
     def check_request(self) -> CheckRequest:
         """The pre-check of this job: its input image (restore), prompt and prior."""
         images = [self.image] if self.image is not None else []
-        return CheckRequest(self.grantee, self.purpose, images, self.prompt, self.prior, self.steps)
+        return CheckRequest(
+            self.grantee, self.purpose, images, self.prompt, self.prior, self.steps, self.review
+        )
 
 
 @dataclass
@@ -182,6 +195,8 @@ class Job:
     details: dict[str, object] = field(default_factory=dict)
     release_id: str | None = None  # the outputs' watermark id (issue 15), logged with marks
     marks: list[dict[str, object]] = field(default_factory=list)
+    held: dict[str, object] | None = None  # what a hold binds (registry.reviews.hold_record)
+    review: str | None = None  # the approving review the job resumed under
 
     def receipt(self, decision_id: str | None, log_index: int | None) -> Receipt:
         """The receipt for the verdict as logged (no outputs: the release adds them)."""
@@ -195,4 +210,6 @@ class Job:
             self.shown,
             [],
             dict(self.details),
+            held=self.verdict.held and decision_id is not None,
+            review=self.review,
         )

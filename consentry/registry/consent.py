@@ -65,10 +65,12 @@ from consentry.registry.consent_facts import (
     blob_quality,
     calibration_event,
 )
+from consentry.registry.consent_facts import strings as _strings
 from consentry.registry.consent_rows import RowChecks
 from consentry.registry.frontier import Frontier, bind_prefix
 from consentry.registry.log_checker import LogChecker
 from consentry.registry.models import LogEntry
+from consentry.registry.review_state import ReviewFollower
 from consentry.registry.signing import public_key_from_hex, public_key_hex
 from consentry.registry.vault import seal, unseal
 
@@ -87,18 +89,11 @@ __all__ = [
 ]
 
 
-def _strings(value: Any) -> tuple[str, ...]:
-    return tuple(str(v) for v in value or ())
-
-
-def _table(model: Any) -> Table:
-    return cast(Table, model.__table__)
-
-
+_LOG = cast(Table, LogEntry.__table__)  # type: ignore[attr-defined]
 _TAIL = (
-    core_select(*_table(LogEntry).columns)
-    .where(_table(LogEntry).c.idx >= bindparam("start"))
-    .order_by(_table(LogEntry).c.idx)
+    core_select(*_LOG.columns)
+    .where(_LOG.c.idx >= bindparam("start"))
+    .order_by(_LOG.c.idx)
     .limit(bindparam("limit"))
 )
 _VERIFY_HINT = "run 'consentry log verify'"
@@ -108,7 +103,7 @@ _SNAPSHOT_MAGIC = b"CSCS1"
 SNAPSHOT_EVERY = 256  # entries followed since the last snapshot before a new one is written
 
 
-class ConsentState(RowChecks):
+class ConsentState(RowChecks, ReviewFollower):
     """Consent facts of one registry, followed from its signed log (see module doc)."""
 
     def __init__(self, registry: Registry) -> None:
@@ -147,6 +142,7 @@ class ConsentState(RowChecks):
         self._priors_of_sha: dict[str, list[str]] = {}  # sha256 -> prior ids
         self._events: list[BiometricEvent] = []
         self._event_index: list[int] = []
+        self._reset_reviews()  # holds and reviews (consentry.registry.review_state)
 
     # ------------------------------------------------------------------ following
     @property
@@ -409,6 +405,7 @@ class ConsentState(RowChecks):
             "opted_out": self.opted_out,
             "thresholds": self.thresholds,
             "events": [dataclasses.asdict(e) for e in self._events],
+            **self._reviews_body(),
         }
         blob = _SNAPSHOT_MAGIC + seal(key, json.dumps(body).encode(), _SNAPSHOT_MAGIC)
         path = self._snapshot_path()
@@ -495,6 +492,7 @@ class ConsentState(RowChecks):
         self.erased = {str(k): int(v) for k, v in body["erased"].items()}
         self.opted_out = {str(k): int(v) for k, v in body["opted_out"].items()}
         self.thresholds = {str(k): float(v) for k, v in body["thresholds"].items()}
+        self._restore_reviews(body)
         for e in body["events"]:
             enrollment = None
             if e.get("enrollment") is not None:
@@ -622,4 +620,6 @@ _APPLY: dict[str, Callable[[ConsentState, int, str, dict[str, Any]], None]] = {
     "erasure": ConsentState._on_erasure,
     "opt-out": ConsentState._on_opt_out,
     "calibration": ConsentState._on_calibration,
+    "decision": ReviewFollower._on_decision,
+    "review": ReviewFollower._on_review,
 }

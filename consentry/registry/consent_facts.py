@@ -21,7 +21,13 @@ __all__ = [
     "SignedSubject",
     "blob_quality",
     "calibration_event",
+    "strings",
 ]
+
+
+def strings(value: Any) -> tuple[str, ...]:
+    """A signed list as a tuple of strings (None: empty)."""
+    return tuple(str(v) for v in value or ())
 
 
 @dataclass(frozen=True)

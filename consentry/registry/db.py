@@ -144,6 +144,8 @@ _ADDED_COLUMNS: dict[str, dict[str, str]] = {
     "decisions": {
         "release_id": "VARCHAR(16)",
         "marks_json": "TEXT",
+        "held_json": "TEXT",
+        "review_id": "VARCHAR(40)",
     },
 }
 _NOW_NULLABLE: dict[str, tuple[str, ...]] = {

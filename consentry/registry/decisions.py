@@ -94,6 +94,8 @@ class DecisionRequest:
     outputs: tuple[str, ...]
     release_id: str | None = None  # the release's marks (see :func:`check_marks`)
     marks_json: str | None = None
+    held: str | None = None  # canonical JSON of a hold (see consentry.registry.reviews)
+    review: str | None = None  # the review a resumed job was decided under
 
 
 _RELEASE_ID = re.compile(r"[0-9a-f]{16}")
@@ -148,14 +150,21 @@ def prepare_decision(
     outputs: Sequence[str],
     release_id: str | None = None,
     marks: Sequence[Mapping[str, Any]] | None = None,
+    held: dict[str, Any] | None = None,
+    review: str | None = None,
 ) -> DecisionRequest:
-    """Check what needs no database (purpose, reasons, hashes, marks); InputError otherwise."""
+    """Check what needs no database (purpose, reasons, hashes, marks); InputError otherwise.
+
+    ``held``: what a hold holds (a refusal only); ``review``: the review a resumed
+    job was decided under."""
     if purpose not in PURPOSES:
         raise InputError(f"unknown purpose {purpose!r}: choose from {', '.join(PURPOSES)}")
     reason_list = [str(r).strip() for r in reasons if str(r).strip()]
     if not allowed and not reason_list:
         raise InputError("a refusal needs at least one reason")
     release, marks_json = check_marks(release_id, marks, len(outputs))
+    if held is not None and allowed:
+        raise InputError("an allow cannot be a hold")
     return DecisionRequest(
         grantee=str(grantee),
         purpose=purpose,
@@ -168,6 +177,8 @@ def prepare_decision(
         outputs=tuple(_hashes(outputs, "output")),
         release_id=release,
         marks_json=marks_json,
+        held=canonical_json(held).decode() if held is not None else None,
+        review=str(review) if review is not None else None,
     )
 
 
@@ -194,6 +205,8 @@ def decision_row(
         log_index=-1,
         release_id=request.release_id,
         marks_json=request.marks_json,
+        held_json=request.held,
+        review_id=request.review,
     )
 
 
@@ -210,8 +223,14 @@ def record_decision(
     outputs: Sequence[str],
     release_id: str | None = None,
     marks: Sequence[Mapping[str, Any]] | None = None,
+    held: dict[str, Any] | None = None,
+    review: str | None = None,
 ) -> Decision:
     """Log one gateway decision, signed by the operator key; returns its row.
+
+    ``held``: the decision is a hold (not allowed, queued for review) of what this
+    mapping names (see :func:`consentry.registry.reviews.hold_record`); ``review``:
+    the approving review a resumed job was decided under.
 
     ``grantee`` is an id or a unique name; ``grants`` and ``subjects`` are ids that
     must exist (NotFoundError otherwise); ``prior_sha256``, ``inputs`` and ``outputs``
@@ -224,6 +243,7 @@ def record_decision(
     request = prepare_decision(
         grantee, purpose, allowed, reasons, grants, subjects, prior_sha256, inputs, outputs,
         release_id, marks,
+        held, review,
     )  # fmt: skip
     # the batch's leader follows the log outside the writer lock, then re-checks every
     # allow of the batch inside it (``consentry.registry.sequencer``)

@@ -372,6 +372,9 @@ class Decision(SQLModel, table=True):
     def marks(self) -> list[dict[str, Any]]:
         """Each output's marks (watermark algorithm or None, fingerprints); [] if none."""
         return list(json.loads(self.marks_json)) if self.marks_json else []
+    # a hold (issue 14): canonical JSON of what was held (faces, band); None otherwise
+    held_json: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    review_id: str | None = Field(default=None, max_length=40)  # the review it resumed
 
     @property
     def reasons(self) -> list[str]:
@@ -392,3 +395,23 @@ class Decision(SQLModel, table=True):
     @property
     def outputs(self) -> list[str]:
         return list(json.loads(self.outputs_json))
+
+
+class Review(SQLModel, table=True):
+    """A person's verdict on a held decision (issue 14), signed by the operator key.
+
+    ``verdict`` is ``approve`` (the reviewer judged the held face is not the
+    candidate subject) or ``reject`` (it is, or cannot be told: the job stays
+    refused). One review per held decision; the signed log is the truth, the row
+    a cache (see :mod:`consentry.registry.reviews`).
+    """
+
+    __tablename__ = "reviews"
+
+    id: str = Field(primary_key=True, max_length=40)
+    decision_id: str = Field(index=True, max_length=40)
+    verdict: str = Field(max_length=16)
+    reviewer: str = Field(max_length=200)
+    note: str = _text()
+    created_at: str = Field(max_length=20)
+    log_index: int = Field(index=True)

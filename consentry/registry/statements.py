@@ -24,6 +24,7 @@ from consentry.registry.models import (
     OperatorKey,
     OptOut,
     Prior,
+    Review,
     Revocation,
     Subject,
     SubjectKeyChange,
@@ -60,6 +61,7 @@ Row = (
     | Decision
     | OptOut
     | SubjectKeyChange
+    | Review
 )
 
 KIND_OF_TYPE: dict[str, str] = {
@@ -76,6 +78,7 @@ KIND_OF_TYPE: dict[str, str] = {
     "consentry.subject-key": "subject-key",
     "consentry.calibration": "calibration",
     "consentry.decision": "decision",
+    "consentry.review": "review",
 }
 
 _TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
@@ -252,24 +255,45 @@ def _calibration(row: Calibration) -> dict[str, Any]:
 
 
 def _decision(row: Decision) -> dict[str, Any]:
-    return _base("decision") | {
-        "id": row.id,
-        "grantee": row.grantee_id,
-        "purpose": row.purpose,
-        "allowed": bool(row.allowed),
-        "reasons": json.loads(row.reasons_json),
-        "grants": json.loads(row.grants_json),
-        "subjects": json.loads(row.subjects_json),
-        "prior_sha256": row.prior_sha256,
-        "inputs": json.loads(row.inputs_json),
-        "outputs": json.loads(row.outputs_json),
-        "time": row.created_at,
-    } | (
-        # a release's marks add one key; a decision without them is written as before
-        {}
-        if row.release_id is None
-        else {"release": {"id": row.release_id, "outputs": json.loads(row.marks_json or "[]")}}
+    return (
+        _base("decision")
+        | {
+            "id": row.id,
+            "grantee": row.grantee_id,
+            "purpose": row.purpose,
+            "allowed": bool(row.allowed),
+            "reasons": json.loads(row.reasons_json),
+            "grants": json.loads(row.grants_json),
+            "subjects": json.loads(row.subjects_json),
+            "prior_sha256": row.prior_sha256,
+            "inputs": json.loads(row.inputs_json),
+            "outputs": json.loads(row.outputs_json),
+            "time": row.created_at,
+        }
+        | (
+            # a hold, or a job resumed under a review, adds its keys (issue 14); every
+            # other decision is written as before
+            ({"held": json.loads(row.held_json)} if row.held_json is not None else {})
+            | ({"review": row.review_id} if row.review_id is not None else {})
+        )
+        | (
+            # a release's marks add one key; a decision without them is written as before
+            {}
+            if row.release_id is None
+            else {"release": {"id": row.release_id, "outputs": json.loads(row.marks_json or "[]")}}
+        )
     )
+
+
+def _review(row: Review) -> dict[str, Any]:
+    return _base("review") | {
+        "id": row.id,
+        "decision": row.decision_id,
+        "verdict": row.verdict,
+        "reviewer": row.reviewer,
+        "note": row.note,
+        "time": row.created_at,
+    }
 
 
 def _subject_key_change(row: SubjectKeyChange) -> dict[str, Any]:
@@ -309,6 +333,7 @@ _BY_TYPE: dict[type[Any], tuple[str, Callable[[Any], dict[str, Any]]]] = {
     SubjectKeyChange: ("subject-key", _subject_key_change),
     Calibration: ("calibration", _calibration),
     Decision: ("decision", _decision),
+    Review: ("review", _review),
     OperatorKey: ("key", _operator_key),
 }
 

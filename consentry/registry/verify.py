@@ -63,6 +63,7 @@ from consentry.registry.models import (
     OperatorKey,
     OptOut,
     Prior,
+    Review,
     Revocation,
     Subject,
     SubjectDataKey,
@@ -93,6 +94,7 @@ _ROW_TYPES: dict[str, type[Any]] = {
     "decision": Decision,
     "opt-out": OptOut,
     "subject-key": SubjectKeyChange,
+    "review": Review,
 }
 
 
@@ -119,6 +121,8 @@ class _Verifier(LogChecker):
         self.wanted_roots: set[int] = set()  # checkpoint sizes whose prefix root is kept
         self.roots: dict[int, bytes] = {}
         self.enrollments: list[dict[str, Any]] = []  # signed enrollment statements
+        self.holds: set[str] = set()  # held decisions (grows with holds only)
+        self.reviewed: set[str] = set()  # held decisions with their one review
 
     def problem(self, text: str) -> None:
         self.report.problems.append(text)
@@ -219,6 +223,15 @@ class _Verifier(LogChecker):
         if kind == "enrollment":
             self.enrollments.append(statement)
         self.compare_row(entry, kind, record_id, statement)
+        if kind == "decision" and isinstance(statement.get("held"), dict):
+            self.holds.add(record_id)
+        elif kind == "review":  # one verdict on an earlier hold (issue 14)
+            held = str(statement.get("decision"))
+            if held not in self.holds:
+                raise ConsentryError(f"reviews {held}, which is not a hold earlier in the log")
+            if held in self.reviewed:
+                raise ConsentryError(f"a second review of held decision {held}")
+            self.reviewed.add(held)
 
     def report_signatures(self) -> None:
         for label in self.check_signatures():

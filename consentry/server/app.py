@@ -52,7 +52,16 @@ from consentry.registry.checkpointer import Checkpointer
 from consentry.registry.store import Registry
 from consentry.server.errors import register_error_handlers
 from consentry.server.guard import MAX_BODY_BYTES, GuardMiddleware, strict_form
-from consentry.server.routers import admin, consent, gateway, metrics, public, resolver, tiles
+from consentry.server.routers import (
+    admin,
+    consent,
+    gateway,
+    metrics,
+    public,
+    resolver,
+    review,
+    tiles,
+)
 from consentry.server.state import ServiceState
 
 __all__ = ["DEFAULT_FOLLOW_INTERVAL", "MAX_IMAGES", "create_app"]
@@ -153,7 +162,7 @@ def create_app(
     )
     app.state.consentry = state
     register_error_handlers(app)
-    for group in (gateway, admin, public, tiles, metrics, resolver):
+    for group in (gateway, admin, review, public, tiles, metrics, resolver):
         app.include_router(group.router)
     app.include_router(consent.admin_router)
     app.include_router(consent.public_router)

@@ -518,7 +518,8 @@ def good_facts(draw: st.DrawFn) -> JobFacts:
         face=st.integers(0, 3),
         subject_id=st.none() | IDS,
         similarity=st.floats(-1, 1),
-    )
+        certain=st.booleans(),
+    ).map(lambda f: f if f.subject_id is not None else dataclasses.replace(f, certain=True))
     n = draw(st.integers(0, 5))
     grants = tuple(draw(good_grant(f"grt_{i}")) for i in range(n))
     prior = draw(
@@ -547,6 +548,7 @@ def good_facts(draw: st.DrawFn) -> JobFacts:
         pixels=draw(st.integers(0, 20_000_000)),
         steps=draw(st.integers(0, 200)),
         stage=draw(st.sampled_from(["pre", "post"])),
+        opted_out=frozenset(draw(st.lists(IDS, max_size=1))),
     )
 
 
@@ -663,3 +665,115 @@ def test_the_copy_limit_is_a_setting() -> None:
     strict = Limits(max_copy_ssim=0.3)
     assert not decide(facts(stage="post", copy_ssim=0.31, limits=strict)).allowed
     assert decide(facts(stage="post", copy_ssim=0.29, limits=strict)).allowed
+
+
+# ---------------------------------------------------------------- review (issue 14)
+def rank(verdict: Verdict) -> int:
+    """The outcome order of the monotonicity invariant: refused < held < allowed."""
+    assert not (verdict.allowed and verdict.held)
+    return 2 if verdict.allowed else 1 if verdict.held else 0
+
+
+def candidate(subject: str = "sub_a", image: int = 0, index: int = 0) -> FaceFact:
+    return FaceFact(image, index, subject, 0.31, certain=False)
+
+
+CANDIDATE_GRANTS = ("none", "active", "revoked", "other_grantee")
+OBSTACLES = ("none", "certain_b_without_grant", "too_many_steps")
+SETTINGS = ("plain", "opted_out", "refuse_unknown", "post", "prior")
+REVIEW_TABLE = list(itertools.product(CANDIDATE_GRANTS, OBSTACLES, SETTINGS))
+
+
+def review_facts(grant_case: str, obstacle: str, setting: str) -> JobFacts:
+    a_grant = {
+        "none": (),
+        "active": (grant(),),
+        "revoked": (grant(revoked=True),),
+        "other_grantee": (grant(grantee="gte_other"),),
+    }[grant_case]
+    faces: tuple[FaceFact, ...] = (candidate(),)
+    if obstacle == "certain_b_without_grant":
+        faces = (*faces, face("sub_b", index=1))
+    c_grant = grant("grt_c", "sub_c", purposes=("generate",), priors=(SHA_OTHER,))
+    return facts(
+        purpose="generate",
+        input_faces=faces,
+        grants=(*a_grant, c_grant),
+        known_subjects=frozenset({"sub_a", "sub_b", "sub_c"}),
+        steps=10_000 if obstacle == "too_many_steps" else 0,
+        opted_out=frozenset({"sub_a"}) if setting == "opted_out" else frozenset(),
+        refuse_unknown_faces=setting == "refuse_unknown",
+        stage="post" if setting == "post" else "pre",
+        prior=PriorFact("pri_c", "sub_c", SHA_OTHER, SHA_OTHER, "lora")
+        if setting == "prior"
+        else None,
+    )
+
+
+def review_oracle(grant_case: str, obstacle: str, setting: str) -> str:
+    """The expected outcome, written plainly from the rules of the policy's docstring."""
+    covered = grant_case == "active" and setting != "opted_out"
+    refused_otherwise = obstacle != "none"
+    if covered:
+        return "refused" if refused_otherwise else "allowed"
+    if setting in ("refuse_unknown", "post", "prior") or refused_otherwise:
+        return "refused"
+    return "held"
+
+
+@pytest.mark.parametrize(("grant_case", "obstacle", "setting"), REVIEW_TABLE)
+def test_review_table(grant_case: str, obstacle: str, setting: str) -> None:
+    verdict = decide(review_facts(grant_case, obstacle, setting))
+    outcome = ("refused", "held", "allowed")[rank(verdict)]
+    assert outcome == review_oracle(grant_case, obstacle, setting), verdict.reasons
+    covered = grant_case == "active" and setting != "opted_out"
+    if not (covered and outcome == "refused"):  # a refusal lists obstacles, not covers
+        assert has(verdict, "input image 0 face 0 is an uncertain match of subject sub_a")
+    assert "sub_a" in verdict.subjects
+    if outcome == "held":
+        assert verdict.holds == ((0, 0, "sub_a", 0.31),)
+        assert has(verdict, "held for review")
+    else:
+        assert verdict.holds == ()
+    if outcome == "allowed":
+        assert "grt_a" in verdict.grants_used
+
+
+def test_an_uncertain_candidate_in_the_output_is_refused_not_held() -> None:
+    verdict = decide(facts(purpose="generate", output_faces=(candidate(),)))
+    assert not verdict.allowed and not verdict.held
+    assert has(verdict, "not held: the output is withheld")
+
+
+def test_uncertain_of_no_subject_is_malformed() -> None:
+    bad = FaceFact(0, 0, None, 0.3, certain=False)
+    verdict = decide(facts(input_faces=(bad,)))
+    assert not verdict.allowed and not verdict.held and has(verdict, "malformed")
+    junk = dataclasses.replace(candidate(), certain="no")  # type: ignore[arg-type]
+    assert has(decide(facts(input_faces=(junk,))), "certain is not a boolean")
+
+
+def test_two_candidates_of_one_face_are_each_held() -> None:
+    verdict = decide(facts(input_faces=(candidate("sub_a"), candidate("sub_b"))))
+    assert verdict.held and {h[2] for h in verdict.holds} == {"sub_a", "sub_b"}
+    covered = decide(facts(input_faces=(candidate("sub_a"), candidate("sub_b")), grants=(grant(),)))
+    assert covered.held and [h[2] for h in covered.holds] == ["sub_b"]
+
+
+@FAST
+@given(good_facts(), st.data())
+def test_adding_a_grant_never_lowers_the_outcome(job: JobFacts, data: st.DataObject) -> None:
+    extra = data.draw(good_grant("grt_new"))
+    assert rank(decide(dataclasses.replace(job, grants=(*job.grants, extra)))) >= rank(decide(job))
+
+
+@FAST
+@given(good_facts())
+def test_revoking_never_raises_the_outcome_and_holds_explain(job: JobFacts) -> None:
+    verdict = decide(job)
+    revoked = tuple(dataclasses.replace(g, revoked=True) for g in job.grants)
+    assert rank(decide(dataclasses.replace(job, grants=revoked))) <= rank(verdict)
+    if verdict.held:
+        assert verdict.holds and verdict.reasons and job.stage == "pre"
+        assert all(not f.certain for f in job.input_faces if (f.image, f.face, f.subject_id,
+                   f.similarity) in set(verdict.holds))  # fmt: skip

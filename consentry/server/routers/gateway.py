@@ -10,8 +10,12 @@ allowed, run and signed. All need a grantee key (the admin key does not open the
   answer 503 (but a personal restoration with an exemplars prior).
 
 Invariants: a refusal is HTTP 200 with ``allowed: false`` and its (redacted)
-reasons, and no outputs; job parameters are checked against the one ``Limits``
-before anything runs (422); every decision is logged, refusals too.
+reasons, and no outputs; a hold (issue 14) is HTTP **202 Accepted** with
+``allowed: false``, ``held: true`` and the held ``decision`` id, queued for a
+person (:mod:`.review`); the same job resubmitted with the form field ``review``
+(that id) after an approval is decided again, the held candidate dropped; job
+parameters are checked against the one ``Limits`` before anything runs (422);
+every decision is logged, refusals too.
 """
 
 from __future__ import annotations
@@ -33,6 +37,15 @@ __all__ = ["router"]
 
 router = APIRouter(tags=["gateway"])
 
+ReviewField = Annotated[
+    str | None, Form(description="Resubmit a held job under this held decision's approval.")
+]
+
+
+def _status(body: dict[str, Any]) -> int:
+    """202 Accepted for a held job (queued for review), else 200."""
+    return 202 if body.get("held") else 200
+
 
 @router.post("/v1/check")
 def check(
@@ -43,6 +56,7 @@ def check(
     images: Annotated[list[UploadFile] | None, File(description="Input images.")] = None,
     prompt: Annotated[str, Form()] = "",
     prior: Annotated[str | None, Form(description="Registered prior id.")] = None,
+    review: ReviewField = None,
 ) -> JSONResponse:
     """Decide a job for the calling grantee; every decision is logged.
 
@@ -54,11 +68,12 @@ def check(
     if purpose not in PURPOSES:
         raise InputError(f"unknown purpose {purpose!r}: choose from {', '.join(PURPOSES)}")
     datas = [f.file.read() for f in files]
-    request = CheckRequest(grantee.id, purpose, datas, prompt, prior or None)
+    request = CheckRequest(grantee.id, purpose, datas, prompt, prior or None, review=review or None)
     with state.face_work(bool(datas)):
         receipt = state.gateway.check(request)
     # the receipt's JSON is plain JSON values: rendered as is, no response model
-    return JSONResponse(state.for_grantee(grantee, receipt).to_json())
+    body = state.for_grantee(grantee, receipt).to_json()
+    return JSONResponse(body, status_code=_status(body))
 
 
 @router.post("/v1/generate")
@@ -70,7 +85,8 @@ def generate(
     steps: Annotated[int, Form()] = 20,
     size: Annotated[int, Form()] = 512,
     seed: Annotated[int, Form()] = 0,
-) -> dict[str, Any]:
+    review: ReviewField = None,
+) -> JSONResponse:
     """Generate for the calling grantee: checked, run, post-checked, logged, signed.
 
     A refusal is a 200 with ``allowed: false`` and no outputs.
@@ -78,9 +94,10 @@ def generate(
     state.bounded_job(steps=steps, size=size, prompt=prompt)
     job = RunRequest(
         grantee.id, "generate", prompt, state.model_dir or Path(), None, prior or None,
-        steps, size, seed,
+        steps, size, seed, review=review or None,
     )  # fmt: skip
-    return state.run(grantee, job)
+    body = state.run(grantee, job)
+    return JSONResponse(body, status_code=_status(body))
 
 
 @router.post("/v1/restore")
@@ -95,13 +112,15 @@ def restore(
     size: Annotated[int, Form()] = 512,
     seed: Annotated[int, Form()] = 0,
     strength: Annotated[float, Form()] = 0.6,
-) -> dict[str, Any]:
+    review: ReviewField = None,
+) -> JSONResponse:
     """Restore an image for the calling grantee (img2img through the gateway)."""
     parsed_all(http, "image", 1)
     state.bounded_job(images=1, steps=steps, size=size, strength=strength, prompt=prompt)
     data = image.file.read()
     job = RunRequest(
         grantee.id, "restore", prompt, state.model_dir or Path(), data, prior or None,
-        steps, size, seed, strength,
+        steps, size, seed, strength, review=review or None,
     )  # fmt: skip
-    return state.run(grantee, job)
+    body = state.run(grantee, job)
+    return JSONResponse(body, status_code=_status(body))
