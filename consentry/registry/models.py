@@ -291,6 +291,22 @@ class SubjectKeyChange(SQLModel, table=True):
     log_index: int = Field(index=True)
 
 
+class ManifestStore(SQLModel, table=True):
+    """The signed C2PA manifest store of one released output (``application/c2pa``),
+    kept so the soft-binding resolver can hand it out after a platform stripped it.
+    Not a log record: the manifest carries its own signature and names the logged
+    decision; its id is ``<decision id>/<output index>``."""
+
+    __tablename__ = "manifest_stores"
+
+    id: str = Field(primary_key=True, max_length=48)
+    decision_id: str = Field(index=True, max_length=40)
+    output_index: int
+    sha256: str = Field(max_length=64)
+    data: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    created_at: str = Field(max_length=20)
+
+
 class OptOut(SQLModel, table=True):
     """A subject's opt-out: every job with their face, name or prior is refused,
     no grant can be made for them, and their kept photos are deleted; their
