@@ -64,8 +64,8 @@ from consentry.registry.models import (
 )
 from consentry.registry.rules import (
     GrantStatus,
+    checked_grant_terms,
     grant_status,
-    grant_terms,
     prior_digest,
     raise_unless_active,
     subject_cosigners,
@@ -398,8 +398,9 @@ class Registry:
     ) -> Grant:
         """Record consent of ``subject`` for ``grantee`` to use their likeness."""
         start = not_before or self._clock()
-        wanted, prior_list = grant_terms(purposes, priors, evidence_sha256, start, not_after)
-        review_by = policy_of(self.home).review_by(start, not_after, evidence_sha256)
+        terms = checked_grant_terms(
+            purposes, priors, evidence_sha256, start, not_after, constraints, policy_of(self.home)
+        )
         with self.db.write() as session:
             subject_row = self._find_subject(session, subject)
             if session.exec(select(OptOut).where(OptOut.subject_id == subject_row.id)).first():
@@ -407,21 +408,13 @@ class Registry:
             grantee_row = self._find_grantee(session, grantee)
             current = current_subject_key(session, subject_row.id)
             cosigners = subject_cosigners(subject_row, subject_key, "grant", current)
-            row = Grant(
-                id=_new_id("grt"),
-                subject_id=subject_row.id,
-                grantee_id=grantee_row.id,
-                purposes_json=json.dumps(wanted),
-                priors_json=json.dumps(prior_list),
-                not_before=format_time(start),
-                not_after=format_time(not_after) if not_after is not None else None,
-                constraints_json=canonical_json(constraints or {}).decode(),
-                evidence_sha256=evidence_sha256,
-                issuer_key_id=self.key_id,  # set again by log.record to the key that signs
-                subject_key_id=cosigners[0].key_id if cosigners else None,
-                review_by=review_by,
-                created_at=format_time(self._clock()),
-                log_index=-1,
+            row = terms.row(  # the issuer is set again by log.record to the key that signs
+                _new_id("grt"),
+                subject_row.id,
+                grantee_row.id,
+                self.key_id,
+                cosigners[0].key_id if cosigners else None,
+                self._clock(),
             )
             self.log.record(session, row, cosigners)
         return row
