@@ -52,6 +52,7 @@ from consentry.registry.checkpointer import Checkpointer
 from consentry.registry.store import Registry
 from consentry.server.errors import register_error_handlers
 from consentry.server.guard import MAX_BODY_BYTES, GuardMiddleware, strict_form
+from consentry.server.openapi_errors import document_errors
 from consentry.server.routers import (
     admin,
     consent,
@@ -166,6 +167,7 @@ def create_app(
         app.include_router(group.router)
     app.include_router(consent.admin_router)
     app.include_router(consent.public_router)
+    document_errors(app)  # every status, in the one error body
     # the guard wraps the whole app, routers included
     app.add_middleware(GuardMiddleware, max_body_bytes=max_body_bytes)
     return app

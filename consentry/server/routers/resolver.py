@@ -32,6 +32,7 @@ from consentry.faces.images import MAX_BYTES_DEFAULT, load_image_bytes
 from consentry.provenance.fingerprint import ISCC_ALG, PDQ_ALG
 from consentry.provenance.recover import matches_by_binding, recover_release, signed_decision
 from consentry.provenance.watermark import WATERMARK_ALG
+from consentry.server.openapi_errors import errors
 from consentry.server.state import ServiceDep
 
 __all__ = ["router"]
@@ -63,7 +64,7 @@ def by_binding(state: ServiceDep, binding: Binding) -> dict[str, Any]:
     return {"matches": matches_by_binding(state.registry, binding.alg, value)}
 
 
-@router.post("/v1/sbr/matches/byContent", tags=["resolver"])
+@router.post("/v1/sbr/matches/byContent", tags=["resolver"], responses=errors(422))
 async def by_content(request: Request, state: ServiceDep) -> dict[str, Any]:
     """The release an image is recovered as, if any (see the module docstring)."""
     data = await request.body()
@@ -78,7 +79,7 @@ async def by_content(request: Request, state: ServiceDep) -> dict[str, Any]:
     return {"matches": [{"manifestId": str(found.statement["id"]), "similarityScore": score}]}
 
 
-@router.get("/v1/sbr/manifests/{manifest_id}", tags=["resolver"])
+@router.get("/v1/sbr/manifests/{manifest_id}", tags=["resolver"], responses=errors(400))
 def manifest(state: ServiceDep, manifest_id: str) -> dict[str, Any]:
     """The decision's signed log entry (we keep no manifest store)."""
     statement, index = signed_decision(state.registry, manifest_id)
