@@ -64,6 +64,7 @@ from consentry.server.routers import (
     tiles,
 )
 from consentry.server.state import ServiceState
+from consentry.server.telemetry import DecisionLog
 
 __all__ = ["DEFAULT_FOLLOW_INTERVAL", "MAX_IMAGES", "create_app"]
 
@@ -162,6 +163,9 @@ def create_app(
         lifespan=_lifespan(state, follow_interval, owns_registry),
     )
     app.state.consentry = state
+    state.metrics.attach(state)
+    checks.telemetry.watch(state.metrics)
+    checks.telemetry.watch(DecisionLog())
     register_error_handlers(app)
     for group in (gateway, admin, review, public, tiles, metrics, resolver):
         app.include_router(group.router)
