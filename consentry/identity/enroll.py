@@ -58,6 +58,7 @@ __all__ = [
     "threshold_in_force",
 ]
 
+
 @dataclass(frozen=True)
 class PhotoRejected:
     source: str

@@ -372,6 +372,7 @@ class Decision(SQLModel, table=True):
     def marks(self) -> list[dict[str, Any]]:
         """Each output's marks (watermark algorithm or None, fingerprints); [] if none."""
         return list(json.loads(self.marks_json)) if self.marks_json else []
+
     # a hold (issue 14): canonical JSON of what was held (faces, band); None otherwise
     held_json: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     review_id: str | None = Field(default=None, max_length=40)  # the review it resumed

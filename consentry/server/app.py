@@ -52,6 +52,7 @@ from consentry.registry.checkpointer import Checkpointer
 from consentry.registry.store import Registry
 from consentry.server.errors import register_error_handlers
 from consentry.server.guard import MAX_BODY_BYTES, GuardMiddleware, strict_form
+from consentry.server.logs import redact_access_log
 from consentry.server.openapi_errors import document_errors
 from consentry.server.routers import (
     admin,
@@ -163,6 +164,7 @@ def create_app(
         lifespan=_lifespan(state, follow_interval, owns_registry),
     )
     app.state.consentry = state
+    redact_access_log()  # a key put in a URL by mistake is not logged
     state.metrics.attach(state)
     checks.telemetry.watch(state.metrics)
     checks.telemetry.watch(DecisionLog())
