@@ -57,6 +57,7 @@ from consentry.server.openapi_errors import document_errors
 from consentry.server.routers import (
     admin,
     consent,
+    directory,
     gateway,
     metrics,
     public,
@@ -169,7 +170,7 @@ def create_app(
     checks.telemetry.watch(state.metrics)
     checks.telemetry.watch(DecisionLog())
     register_error_handlers(app)
-    for group in (gateway, admin, review, public, tiles, metrics, resolver):
+    for group in (gateway, admin, directory, review, public, tiles, metrics, resolver):
         app.include_router(group.router)
     app.include_router(consent.admin_router)
     app.include_router(consent.public_router)
