@@ -291,6 +291,21 @@ class SubjectKeyChange(SQLModel, table=True):
     log_index: int = Field(index=True)
 
 
+class GranteeKeyChange(SQLModel, table=True):
+    """A grantee's API key replaced (``action`` ``rotate``: the new key's hash) or
+    the grantee disabled (``disable``: no key authenticates it any more; final)."""
+
+    __tablename__ = "grantee_key_changes"
+
+    id: str = Field(primary_key=True, max_length=40)
+    grantee_id: str = Field(foreign_key="grantees.id", index=True, max_length=40)
+    action: str = Field(max_length=16)
+    api_key_sha256: str | None = Field(default=None, max_length=64)
+    reason: str = _text()
+    created_at: str = Field(max_length=20)
+    log_index: int = Field(index=True)
+
+
 class OptOut(SQLModel, table=True):
     """A subject's opt-out: every job with their face, name or prior is refused,
     no grant can be made for them, and their kept photos are deleted; their

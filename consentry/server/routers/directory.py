@@ -5,8 +5,16 @@ signed log holds them. Every route needs the admin key (a grantee key is a 401).
   the engines they are enrolled with, and their state (``active``, ``erased``,
   ``opted_out``, each with the log index that made it so).
 - ``GET /v1/grantees``, ``GET /v1/grantees/{id}``: id, name, public key and the
-  state of the API key: ``{"state": "active", "log_index"}``, the signed entry that
-  carries its hash.
+  state of the API key: ``{"state", "log_index"}``, ``active`` (the grantee's own
+  entry carries its hash), ``rotated`` or ``disabled`` (``log_index`` of the grantee's
+  entry; a change's own index is in the change's answer).
+- ``POST /v1/grantees/{id}/rotate-key`` (JSON ``{"reason"}``, optional): a new API
+  key, returned once in ``api_key``; the old one is refused (401) from then on.
+- ``POST /v1/grantees/{id}/disable`` (JSON ``{"reason"}``): every request with the
+  grantee's key is a 401 from then on; final (a second one is a 409).
+
+Both changes are signed log entries (:mod:`consentry.registry.grantee_keys`),
+checkpointed before they are answered.
 
 Invariants: the states are read from the followed signed log (``registry.consent``,
 refreshed first), not from rows; no answer carries API key material (neither a key
@@ -18,11 +26,14 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter
+from pydantic import BaseModel, Field
 
 from consentry.registry.consent import ConsentState
-from consentry.registry.models import Grantee, Subject
+from consentry.registry.grantee_keys import disable_grantee, rotate_grantee_key
+from consentry.registry.models import Grantee, GranteeKeyChange, Subject
 from consentry.registry.views import grantee_json, subject_json
 from consentry.server.auth import ADMIN
+from consentry.server.openapi_errors import errors
 from consentry.server.state import ServiceDep
 
 __all__ = ["router"]
@@ -42,8 +53,31 @@ def _subject(consent: ConsentState, row: Subject) -> dict[str, Any]:
 
 def _grantee(consent: ConsentState, row: Grantee) -> dict[str, Any]:
     signed = consent.grantees.get(row.id)
-    key = {"state": "unknown"} if signed is None else {"state": "active", "log_index": signed.index}
-    return grantee_json(row) | {"api_key": key}
+    if signed is None:
+        return grantee_json(row) | {"api_key": {"state": "unknown"}}
+    state = (
+        "disabled"
+        if signed.disabled is not None
+        else "rotated"
+        if signed.rotated_sha256
+        else "active"
+    )
+    return grantee_json(row) | {"api_key": {"state": state, "log_index": signed.index}}
+
+
+class KeyChangeIn(BaseModel):
+    reason: str = Field(default="", description="Why (signed into the log).")
+
+
+class DisableIn(BaseModel):
+    reason: str = Field(description="Why (signed into the log).")
+
+
+def _changed(row: GranteeKeyChange) -> dict[str, Any]:
+    fields = ("id", "grantee_id", "action", "reason", "created_at", "log_index")
+    found = {name: getattr(row, name) for name in fields}
+    found["grantee"] = found.pop("grantee_id")
+    return found
 
 
 @router.get("/v1/subjects")
@@ -76,3 +110,19 @@ def show_grantee(state: ServiceDep, grantee: str) -> dict[str, Any]:
     consent = state.registry.consent
     consent.refresh()
     return _grantee(consent, state.registry.get_grantee(grantee))
+
+
+@router.post("/v1/grantees/{grantee}/rotate-key", status_code=201, responses=errors(409))
+def rotate_key(state: ServiceDep, grantee: str, body: KeyChangeIn) -> dict[str, Any]:
+    """A new API key for the grantee (shown once); the old one stops working."""
+    row, api_key = rotate_grantee_key(state.registry, grantee, body.reason)
+    state.registry.checkpoint()
+    return _changed(row) | {"api_key": api_key}
+
+
+@router.post("/v1/grantees/{grantee}/disable", status_code=201, responses=errors(409))
+def disable(state: ServiceDep, grantee: str, body: DisableIn) -> dict[str, Any]:
+    """Disable the grantee: no key of theirs opens anything from then on; final."""
+    row = disable_grantee(state.registry, grantee, body.reason)
+    state.registry.checkpoint()
+    return _changed(row)
