@@ -60,9 +60,9 @@ def fuse(sface: FloatArray, dlib: FloatArray, weight: float = SFACE_WEIGHT) -> F
         raise InputError(f"fusion weight must lie in (0, 1), got {weight}")
     s = unit_vector(sface)
     d = unit_vector(dlib)
-    out: FloatArray = np.concatenate([math.sqrt(weight) * s, math.sqrt(1.0 - weight) * d]).astype(
-        np.float32
-    )
+    out: FloatArray = np.concatenate(
+        [math.sqrt(weight) * s, math.sqrt(1.0 - weight) * d]
+    ).astype(np.float32)
     return unit_vector(out)
 
 

@@ -151,5 +151,6 @@ def extrapolate(
     bound = rate_upper_bound(errors, trials, confidence)
     point = errors / trials
     return [
-        Extrapolation(n, fpir_at(point, n), fpir_at(min(bound, 1.0 - 1e-16), n)) for n in galleries
+        Extrapolation(n, fpir_at(point, n), fpir_at(min(bound, 1.0 - 1e-16), n))
+        for n in galleries
     ]

@@ -16,8 +16,6 @@ __all__ = ["DEFAULT_THRESHOLDS"]
 # (0.25 sface + 0.75 dlib, consentry.faces.fused) 0.7703 (FNMR 0.0% of 242 genuine
 # pairs, FMR 9.2e-4 of 7,633 impostor pairs; `python -m bench fusion`).
 DEFAULT_THRESHOLDS: dict[str, float] = {
-    "sface": 0.3652,
-    "dlib": 0.922,
-    "fused": 0.7703,
-    "insightface": 0.40,
+    "sface": 0.3652, "dlib": 0.922,
+    "fused": 0.7703, "insightface": 0.40,
 }

@@ -98,7 +98,9 @@ def face_facts(
             if not ranked:
                 facts.append(FaceFact(found.image, found.position, None, 0.0))
             for subject_id, similarity, certain in ranked:
-                facts.append(FaceFact(found.image, found.position, subject_id, similarity, certain))
+                facts.append(
+                    FaceFact(found.image, found.position, subject_id, similarity, certain)
+                )
             shown.append(
                 {
                     "image": found.image,

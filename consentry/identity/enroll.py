@@ -58,7 +58,6 @@ __all__ = [
     "threshold_in_force",
 ]
 
-
 @dataclass(frozen=True)
 class PhotoRejected:
     source: str

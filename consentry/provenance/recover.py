@@ -93,7 +93,9 @@ def _matching_output(
     return "the watermark names a release whose fingerprints disagree with this image"
 
 
-def recover_release(registry: Registry, pixels: NDArray[np.uint8]) -> tuple[Recovered | None, str]:
+def recover_release(
+    registry: Registry, pixels: NDArray[np.uint8]
+) -> tuple[Recovered | None, str]:
     """The release ``pixels`` were released under, or None and why not (see the
     invariants). ``pixels``: RGB uint8."""
     found = decode(pixels)

@@ -2,9 +2,12 @@
 
 Routes (all JSON unless noted; errors are ``{"error": {"code", "message"}}``,
 :mod:`consentry.server.errors`): the gateway (:mod:`.routers.gateway`, grantee
-key), the admin actions (:mod:`.routers.admin`, admin key), the public log,
+key), the admin actions (:mod:`.routers.admin`, :mod:`.routers.directory`: subjects,
+grantees, key rotation; admin key), the public log,
 verification and audit (:mod:`.routers.public`), the log as tlog-tiles
-(:mod:`.routers.tiles`) and Prometheus metrics (:mod:`.routers.metrics`). Every
+(:mod:`.routers.tiles`) and Prometheus metrics (:mod:`.routers.metrics`, fed by the
+gateway's watchers, :mod:`consentry.server.telemetry`). OpenAPI lists every error
+status in the one body (:mod:`consentry.server.openapi_errors`). Every
 request first passes the guard (:mod:`consentry.server.guard`: body size, strict
 forms, last-resort 500).
 
