@@ -41,11 +41,25 @@ class SignedSubject:
 
 @dataclass(frozen=True)
 class SignedGrantee:
+    """A grantee as signed. ``api_key_sha256`` is the hash its own entry carries
+    (what its row must match); ``rotated_sha256`` the hash of the newest signed key
+    rotation (``grantee-key`` entries, :mod:`consentry.registry.grantee_keys`);
+    ``disabled`` the index of the signed entry that disabled it (final)."""
+
     id: str
     name: str
     api_key_sha256: str
     public_key: str | None
     index: int
+    rotated_sha256: str | None = None
+    disabled: int | None = None
+
+    @property
+    def key_sha256(self) -> str | None:
+        """The hash of the one API key that authenticates it now (None: disabled)."""
+        if self.disabled is not None:
+            return None
+        return self.rotated_sha256 or self.api_key_sha256
 
 
 @dataclass(frozen=True)
@@ -88,6 +102,12 @@ class SignedBlob:
     photo_sha256: str
     sha256: str
     quality: float | None = None  # an embedding's signed second-stage weight, if measured
+
+    @classmethod
+    def of(cls, signed: dict[str, Any]) -> SignedBlob:
+        """A blob as an enrollment statement lists it."""
+        keys = (str(signed["id"]), str(signed["kind"]), str(signed["photo_sha256"]))
+        return cls(*keys, str(signed["sha256"]), blob_quality(signed.get("quality")))
 
 
 @dataclass(frozen=True)

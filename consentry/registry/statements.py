@@ -21,6 +21,7 @@ from consentry.registry.models import (
     Erasure,
     Grant,
     Grantee,
+    GranteeKeyChange,
     OperatorKey,
     OptOut,
     Prior,
@@ -61,6 +62,7 @@ Row = (
     | Decision
     | OptOut
     | SubjectKeyChange
+    | GranteeKeyChange
     | Review
 )
 
@@ -76,6 +78,7 @@ KIND_OF_TYPE: dict[str, str] = {
     "consentry.erasure": "erasure",
     "consentry.opt-out": "opt-out",
     "consentry.subject-key": "subject-key",
+    "consentry.grantee-key": "grantee-key",
     "consentry.calibration": "calibration",
     "consentry.decision": "decision",
     "consentry.review": "review",
@@ -296,6 +299,17 @@ def _review(row: Review) -> dict[str, Any]:
     }
 
 
+def _grantee_key_change(row: GranteeKeyChange) -> dict[str, Any]:
+    return _base("grantee-key") | {
+        "id": row.id,
+        "grantee": row.grantee_id,
+        "action": row.action,
+        "api_key_sha256": row.api_key_sha256,
+        "reason": row.reason,
+        "time": row.created_at,
+    }
+
+
 def _subject_key_change(row: SubjectKeyChange) -> dict[str, Any]:
     return _base("subject-key") | {
         "id": row.id,
@@ -331,6 +345,7 @@ _BY_TYPE: dict[type[Any], tuple[str, Callable[[Any], dict[str, Any]]]] = {
     Erasure: ("erasure", _erasure),
     OptOut: ("opt-out", _opt_out),
     SubjectKeyChange: ("subject-key", _subject_key_change),
+    GranteeKeyChange: ("grantee-key", _grantee_key_change),
     Calibration: ("calibration", _calibration),
     Decision: ("decision", _decision),
     Review: ("review", _review),

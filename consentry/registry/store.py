@@ -357,10 +357,10 @@ class Registry:
         A hash lookup of SHA-256(``api_key``) among the signed grantees as followed
         (:meth:`ConsentState.grantee_by_key_sha256`; it raises LogIntegrityError on a
         log that stopped verifying). The log is followed first only on a miss (a
-        grantee added since the last follow): a signed grantee and its key hash never
-        change, so a hit needs no refresh. The row must still match the signed entry
-        (name and key hash, one Core read by id, every call): a missing or edited row
-        is a LogIntegrityError (fail closed), and a key whose hash only a row
+        grantee added since the last follow); a hit needs none (a key rotation signed
+        elsewhere is honoured once followed, see grantee_keys). The row must match
+        its own signed entry (name, key hash; one Core read by id, every call): a
+        missing or edited row is a LogIntegrityError, and a key whose hash only a row
         carries authenticates nobody (SignatureError).
         """
         digest = sha256_hex(api_key.encode())
@@ -369,7 +369,7 @@ class Registry:
         if signed is None:
             state.refresh()
             signed = state.grantee_by_key_sha256(digest)
-        if signed is None or not hmac.compare_digest(signed.api_key_sha256, digest):
+        if signed is None or not hmac.compare_digest(signed.key_sha256 or "", digest):
             raise SignatureError("unknown API key")
         with self.db.reader.connect() as connection:
             found = connection.execute(_GRANTEE_BY_ID, {"id": signed.id}).first()

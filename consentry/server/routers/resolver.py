@@ -36,6 +36,7 @@ from consentry.provenance.fingerprint import ISCC_ALG, PDQ_ALG
 from consentry.provenance.manifest_store import manifest_store_of
 from consentry.provenance.recover import matches_by_binding, recover_release, signed_decision
 from consentry.provenance.watermark import WATERMARK_ALG
+from consentry.server.openapi_errors import errors
 from consentry.server.state import ServiceDep
 
 __all__ = ["router"]
@@ -67,7 +68,7 @@ def by_binding(state: ServiceDep, binding: Binding) -> dict[str, Any]:
     return {"matches": matches_by_binding(state.registry, binding.alg, value)}
 
 
-@router.post("/v1/sbr/matches/byContent", tags=["resolver"])
+@router.post("/v1/sbr/matches/byContent", tags=["resolver"], responses=errors(422))
 async def by_content(request: Request, state: ServiceDep) -> dict[str, Any]:
     """The release an image is recovered as, if any (see the module docstring)."""
     data = await request.body()
@@ -85,7 +86,7 @@ async def by_content(request: Request, state: ServiceDep) -> dict[str, Any]:
 @router.get(
     "/v1/sbr/manifests/{manifest_id}",
     tags=["resolver"],
-    responses={200: {"content": {"application/c2pa": {}, "application/json": {}}}},
+    responses={200: {"content": {"application/c2pa": {}, "application/json": {}}}, **errors(400)},
 )
 def manifest(state: ServiceDep, manifest_id: str, output: int = 0, format: str = "c2pa") -> Any:
     """The release's signed C2PA manifest store (``application/c2pa``), as kept when
