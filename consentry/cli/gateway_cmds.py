@@ -155,6 +155,10 @@ def _run(
     if not receipt.allowed:
         raise typer.Exit(2 if is_integrity_failure(receipt) else 1)
 
+StepsOpt = Annotated[int, typer.Option("--steps", help="Diffusion steps (the job limit applies).")]
+SizeOpt = Annotated[int, typer.Option("--size", help="Output width and height in pixels.")]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed (same seed, same output).")]
+
 
 def generate_command(
     requester: Annotated[str, typer.Option("--as", help="Grantee id or unique name.")] = "",
@@ -164,9 +168,9 @@ def generate_command(
         "out.png"
     ),
     prior: Annotated[str | None, typer.Option("--prior", help="Registered prior id.")] = None,
-    steps: Annotated[int, typer.Option("--steps")] = 20,
-    size: Annotated[int, typer.Option("--size")] = 512,
-    seed: Annotated[int, typer.Option("--seed")] = 0,
+    steps: StepsOpt = 20,
+    size: SizeOpt = 512,
+    seed: SeedOpt = 0,
     engine: Annotated[str, typer.Option("--engine", help="Face engine.")] = "sface",
     device: DeviceOpt = None,
     dtype: DtypeOpt = None,
@@ -206,10 +210,12 @@ def restore_command(
         "out.png"
     ),
     prior: Annotated[str | None, typer.Option("--prior", help="Registered prior id.")] = None,
-    prompt: Annotated[str, typer.Option("--prompt")] = "a sharp photo",
-    steps: Annotated[int, typer.Option("--steps")] = 20,
-    size: Annotated[int, typer.Option("--size")] = 512,
-    seed: Annotated[int, typer.Option("--seed")] = 0,
+    prompt: Annotated[
+        str, typer.Option("--prompt", help="Text guiding the diffusers img2img restoration.")
+    ] = "a sharp photo",
+    steps: StepsOpt = 20,
+    size: SizeOpt = 512,
+    seed: SeedOpt = 0,
     strength: Annotated[
         float, typer.Option("--strength", help="img2img strength, in (0, 1].")
     ] = 0.6,

@@ -27,6 +27,8 @@ app = typer.Typer(
     help="The transparency log: checkpoints, proofs, verification.", no_args_is_help=True
 )
 
+IndexArg = Annotated[int, typer.Argument(help="The entry's log index (0 is the first entry).")]
+
 
 def _read_text(path: Path, what: str) -> str:
     try:
@@ -55,7 +57,7 @@ def checkpoint(home: HomeOpt = None, db: DbOpt = None, as_json: JsonOpt = False)
 
 
 @app.command("show")
-def show(index: int, home: HomeOpt = None, db: DbOpt = None) -> None:
+def show(index: IndexArg, home: HomeOpt = None, db: DbOpt = None) -> None:
     """Print one log entry (canonical JSON leaf)."""
     with open_registry(home, db) as registry:
         entry = registry.entry(index)
@@ -72,7 +74,7 @@ def show(index: int, home: HomeOpt = None, db: DbOpt = None) -> None:
 
 @app.command("proof")
 def proof(
-    index: int,
+    index: IndexArg,
     checkpoint_file: Annotated[
         Path | None,
         typer.Option("--checkpoint", help="Prove against this checkpoint (default: latest)."),

@@ -63,7 +63,7 @@ def _time(value: str | None) -> datetime | None:
 # ---------------------------------------------------------------- subject
 @subject_app.command("add")
 def subject_add(
-    name: str,
+    name: Annotated[str, typer.Argument(help="The subject's display name.")],
     alias: Annotated[list[str] | None, typer.Option("--alias", help="Another name.")] = None,
     public_key: Annotated[
         Path | None,
@@ -100,7 +100,10 @@ def subject_list(home: HomeOpt = None, db: DbOpt = None, as_json: JsonOpt = Fals
 
 @subject_app.command("show")
 def subject_show(
-    subject: str, home: HomeOpt = None, db: DbOpt = None, as_json: JsonOpt = False
+    subject: Annotated[str, typer.Argument(help="Subject id, unique name or unique alias.")],
+    home: HomeOpt = None,
+    db: DbOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Show one subject (by id or unique name) with their grants and priors."""
     with open_registry(home, db) as registry:
@@ -128,7 +131,7 @@ def subject_show(
 # ---------------------------------------------------------------- grantee
 @grantee_app.command("add")
 def grantee_add(
-    name: str,
+    name: Annotated[str, typer.Argument(help="The grantee's name (unique).")],
     public_key: Annotated[
         Path | None, typer.Option("--public-key", help="The grantee's Ed25519 public key (PEM).")
     ] = None,
@@ -304,7 +307,7 @@ def grants_command(
 # ---------------------------------------------------------------- priors
 @prior_app.command("add")
 def prior_add(
-    subject: str,
+    subject: Annotated[str, typer.Argument(help="Subject id, unique name or unique alias.")],
     file: Annotated[
         Path | None,
         typer.Argument(help="The prior's file (hashed with SHA-256); none for exemplars."),
@@ -354,7 +357,9 @@ def prior_add(
 
 @prior_app.command("list")
 def prior_list(
-    subject: Annotated[str | None, typer.Option("--subject")] = None,
+    subject: Annotated[
+        str | None, typer.Option("--subject", help="Only this subject's priors (id or name).")
+    ] = None,
     home: HomeOpt = None,
     db: DbOpt = None,
     as_json: JsonOpt = False,
