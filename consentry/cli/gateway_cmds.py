@@ -155,6 +155,7 @@ def _run(
     if not receipt.allowed:
         raise typer.Exit(2 if is_integrity_failure(receipt) else 1)
 
+
 StepsOpt = Annotated[int, typer.Option("--steps", help="Diffusion steps (the job limit applies).")]
 SizeOpt = Annotated[int, typer.Option("--size", help="Output width and height in pixels.")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed (same seed, same output).")]

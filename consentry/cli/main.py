@@ -9,7 +9,6 @@ from typing import Annotated
 import typer
 
 import consentry
-
 from consentry.cli import (
     audit_cmds,
     certs_cmds,
