@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
@@ -39,6 +39,7 @@ __all__ = [
     "fail",
     "json_errors",
     "open_registry",
+    "terminal_progress",
 ]
 
 HomeOpt = Annotated[
@@ -140,3 +141,29 @@ def open_registry(home: Path | None, db: str | None) -> Iterator[Registry]:
         yield registry
     finally:
         registry.close()
+
+
+@contextmanager
+def terminal_progress(label: str) -> Iterator[Callable[[int, int, str], None]]:
+    """A ``tick(done, total, item)`` drawing a transient progress bar on stderr, only
+    when stderr is a terminal: piped or captured, stderr gets nothing from it."""
+    if not sys.stderr.isatty():
+        yield lambda done, total, item: None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    with Progress(
+        TextColumn(label),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.description}"),
+        transient=True,
+        console=Console(stderr=True),
+    ) as progress:
+        task = progress.add_task("", total=None)
+
+        def tick(done: int, total: int, item: str) -> None:
+            progress.update(task, completed=done, total=total, description=Path(item).name[:40])
+
+        yield tick

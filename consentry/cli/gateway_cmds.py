@@ -22,8 +22,20 @@ from consentry.cli.common import (
     emit_json,
     open_registry,
 )
+from consentry.registry.refs import prior_id_of
+from consentry.registry.store import Registry
 
-__all__ = ["register"]
+__all__ = ["job_prior", "register"]
+
+PRIOR_HELP = "A registered prior: its id or its SHA-256."
+
+
+def job_prior(registry: Registry, ref: str | None) -> str | None:
+    """The prior id for a job's ``--prior`` (an id, or the SHA-256 of one prior)."""
+    if ref is None:
+        return None
+    with registry.db.read() as session:
+        return prior_id_of(session, ref)
 
 
 ReviewOpt = Annotated[
@@ -36,7 +48,7 @@ def check_command(
     images: Annotated[list[Path] | None, typer.Argument(help="Input images.")] = None,
     requester: Annotated[str, typer.Option("--as", help="Grantee id or unique name.")] = "",
     purpose: Annotated[str, typer.Option("--purpose", help="restore, generate or train.")] = "",
-    prior: Annotated[str | None, typer.Option("--prior", help="Registered prior id.")] = None,
+    prior: Annotated[str | None, typer.Option("--prior", help=PRIOR_HELP)] = None,
     prompt: Annotated[str, typer.Option("--prompt", help="The job's prompt.")] = "",
     refuse_unknown_faces: Annotated[
         bool, typer.Option("--refuse-unknown-faces", help="Refuse faces of unregistered people.")
@@ -61,7 +73,14 @@ def check_command(
     with open_registry(home, db) as registry:
         gateway = Gateway(registry, get_engine(engine), refuse_unknown_faces=refuse_unknown_faces)
         receipt = gateway.check(
-            CheckRequest(requester, purpose, list(images or []), prompt, prior, review=review)
+            CheckRequest(
+                requester,
+                purpose,
+                list(images or []),
+                prompt,
+                job_prior(registry, prior),
+                review=review,
+            )
         )
     if as_json:
         emit_json(receipt.to_json())
@@ -128,7 +147,7 @@ def _run(
                 prompt,
                 model,
                 image,
-                prior,
+                job_prior(registry, prior),
                 steps,
                 size,
                 seed,
@@ -168,7 +187,7 @@ def generate_command(
     out: Annotated[Path, typer.Option("-o", "--out", help="Output PNG (signed).")] = Path(
         "out.png"
     ),
-    prior: Annotated[str | None, typer.Option("--prior", help="Registered prior id.")] = None,
+    prior: Annotated[str | None, typer.Option("--prior", help=PRIOR_HELP)] = None,
     steps: StepsOpt = 20,
     size: SizeOpt = 512,
     seed: SeedOpt = 0,
@@ -210,7 +229,7 @@ def restore_command(
     out: Annotated[Path, typer.Option("-o", "--out", help="Output PNG (signed).")] = Path(
         "out.png"
     ),
-    prior: Annotated[str | None, typer.Option("--prior", help="Registered prior id.")] = None,
+    prior: Annotated[str | None, typer.Option("--prior", help=PRIOR_HELP)] = None,
     prompt: Annotated[
         str, typer.Option("--prompt", help="Text guiding the diffusers img2img restoration.")
     ] = "a sharp photo",
