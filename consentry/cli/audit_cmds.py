@@ -37,7 +37,7 @@ def audit_command(
     write_reports(report, json_file, html_file)
     for item in report.items:
         if item.error:
-            typer.echo(f"UNREADABLE {item.path}: {item.error}")
+            typer.echo(f"UNREADABLE {item.path}: {item.error.removeprefix(f'{item.path}: ')}")
             continue
         for finding in item.findings:
             typer.echo(

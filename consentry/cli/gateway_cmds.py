@@ -22,6 +22,7 @@ from consentry.cli.common import (
     emit_json,
     open_registry,
 )
+from consentry.cli.vocabulary import receipt_view
 from consentry.registry.refs import prior_id_of
 from consentry.registry.store import Registry
 
@@ -83,7 +84,7 @@ def check_command(
             )
         )
     if as_json:
-        emit_json(receipt.to_json())
+        emit_json(receipt_view(receipt.to_json()))
     else:
         typer.echo(
             _outcome(receipt.allowed, receipt.held, "ALLOW", "REFUSE")
@@ -163,7 +164,7 @@ def _run(
         target.write_bytes(data)
         written.append(str(target))
     if as_json:
-        emit_json(receipt.to_json() | {"written": written})
+        emit_json(receipt_view(receipt.to_json()) | {"written": written})
     else:
         typer.echo(
             _outcome(receipt.allowed, receipt.held, "RELEASED " + ", ".join(written), "REFUSED")
