@@ -59,10 +59,13 @@ def checkpoint(home: HomeOpt = None, db: DbOpt = None, as_json: JsonOpt = False)
 
 
 @app.command("show")
-def show(index: IndexArg, home: HomeOpt = None, db: DbOpt = None) -> None:
+def show(
+    index: IndexArg, home: HomeOpt = None, db: DbOpt = None, as_json: JsonOpt = False
+) -> None:
     """Print one log entry as JSON: the canonical leaf as logged (its signed envelope
     with the base64 payload), and ``statement``, that payload decoded (what was signed,
-    readable; shown, not verified: 'consentry log verify' checks the signatures)."""
+    readable; shown, not verified: 'consentry log verify' checks the signatures).
+    The output is always JSON; ``--json`` is accepted like everywhere (errors as JSON)."""
     with open_registry(home, db) as registry:
         entry = registry.entry(index)
     leaf = json.loads(entry.leaf_json)
