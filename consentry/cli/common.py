@@ -39,6 +39,7 @@ __all__ = [
     "fail",
     "json_errors",
     "open_registry",
+    "reset_json_errors",
     "terminal_progress",
 ]
 
@@ -69,6 +70,12 @@ def _remember_json(value: bool) -> bool:
     if value:
         _MODE["json"] = True
     return value
+
+
+def reset_json_errors() -> None:
+    """Forget an earlier run's ``--json`` (the console entry point may run in-process
+    more than once, as tests do)."""
+    _MODE["json"] = False
 
 
 def json_errors() -> bool:

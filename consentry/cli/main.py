@@ -23,7 +23,7 @@ from consentry.cli import (
     serve_cmds,
     witness_cmds,
 )
-from consentry.cli.common import DbOpt, HomeOpt, emit_error, error_code
+from consentry.cli.common import DbOpt, HomeOpt, emit_error, error_code, reset_json_errors
 from consentry.cli.quiet import quiet_third_party
 from consentry.errors import ConsentryError
 from consentry.provenance.certs import create_dev_pki
@@ -104,6 +104,7 @@ witness_cmds.register(app)
 
 def run() -> None:
     """Console-script entry point: user errors become one line and an exit code."""
+    reset_json_errors()
     try:
         app()
     except ConsentryError as exc:

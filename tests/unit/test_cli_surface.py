@@ -56,7 +56,7 @@ def test_cli_start_up_loads_no_model_signing_or_index_library() -> None:
     code = (
         "import sys, consentry.cli.main\n"
         "heavy = ('torch', 'torchvision', 'diffusers', 'transformers', 'faiss', 'c2pa', 'cv2',\n"
-        "         'dlib', 'fastapi', 'uvicorn', 'iscc_core', 'numpy', 'PIL')\n"
+        "         'dlib', 'fastapi', 'uvicorn', 'iscc_core', 'numpy', 'PIL', 'httpx')\n"
         "print(','.join(m for m in heavy if m in sys.modules))\n"
     )
     result = subprocess.run(
