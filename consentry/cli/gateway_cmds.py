@@ -8,6 +8,7 @@ reasons; the HTTP service redacts them for grantees.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated
 
@@ -29,6 +30,21 @@ from consentry.registry.store import Registry
 __all__ = ["job_prior", "register"]
 
 PRIOR_HELP = "A registered prior: its id or its SHA-256."
+
+
+_ID = re.compile(r"\b(?:sub|gte)_[0-9a-f]+\b")
+
+
+def id_names(registry: Registry) -> dict[str, str]:
+    """Subject and grantee ids -> their names, to print beside ids in reasons."""
+    return {r.id: r.display_name for r in registry.list_subjects()} | {
+        r.id: r.name for r in registry.list_grantees()
+    }
+
+
+def named(reason: str, names: dict[str, str]) -> str:
+    """``reason`` with each known subject or grantee id followed by its name."""
+    return _ID.sub(lambda m: f"{m[0]} ({names[m[0]]})" if m[0] in names else m[0], reason)
 
 
 def job_prior(registry: Registry, ref: str | None) -> str | None:
@@ -83,6 +99,7 @@ def check_command(
                 review=review,
             )
         )
+        names = {} if as_json else id_names(registry)
     if as_json:
         emit_json(receipt_view(receipt.to_json()))
     else:
@@ -95,7 +112,7 @@ def check_command(
             )
         )
         for reason in receipt.reasons:
-            typer.echo(f"  {reason}")
+            typer.echo(f"  {named(reason, names)}")
     if not receipt.allowed:
         raise typer.Exit(2 if is_integrity_failure(receipt) else 1)
 
@@ -158,6 +175,7 @@ def _run(
                 review=review,
             ),
         )
+        names = {} if as_json else id_names(registry)
     written: list[str] = []
     for number, data in enumerate(receipt.outputs):
         target = out if len(receipt.outputs) == 1 else out.with_name(f"{out.stem}-{number}.png")
@@ -171,7 +189,7 @@ def _run(
         )
         typer.echo(f"  decision {receipt.decision_id} (log index {receipt.log_index})")
         for reason in receipt.reasons:
-            typer.echo(f"  {reason}")
+            typer.echo(f"  {named(reason, names)}")
     if not receipt.allowed:
         raise typer.Exit(2 if is_integrity_failure(receipt) else 1)
 

@@ -128,3 +128,12 @@ def test_a_corrupt_image_error_names_the_file_once(cli: Cli, tmp_path: Path) -> 
     assert str(bad) in json.loads(as_json.out)["error"]["message"]
     enrolled = cli("subject", "enroll", "Ada", str(bad))
     assert enrolled.code == 2 and enrolled.err.count(str(bad)) == 1, enrolled.err
+
+
+def test_check_reasons_name_the_subject_and_grantee_beside_their_ids(cli: Cli) -> None:
+    cli.ok("grant", "Ada", "--to", "Studio", "--purpose", "generate")
+    subject = cli.json("subject", "show", "Ada")
+    assert isinstance(subject, dict)
+    text = cli.ok("check", "--as", "Studio", "--purpose", "generate",
+                  "--prompt", "a portrait of Ada Lovelace")  # fmt: skip
+    assert f"{subject['id']} (Ada Lovelace)" in text and "(Studio)" in text
