@@ -37,7 +37,6 @@ from sqlmodel import Session, col, select
 
 from consentry.config import Home, resolve_db_url, resolve_home
 from consentry.errors import (
-    AmbiguousNameError,
     ConfigError,
     DuplicateError,
     InputError,
@@ -62,6 +61,7 @@ from consentry.registry.models import (
     Revocation,
     Subject,
 )
+from consentry.registry.refs import find_subject
 from consentry.registry.rules import (
     GrantStatus,
     checked_grant_terms,
@@ -91,9 +91,6 @@ from consentry.registry.witness import WitnessStore
 __all__ = ["GrantStatus", "InclusionProof", "Registry", "leaf_bytes", "parse_until"]
 
 Clock = Callable[[], datetime]
-_SUBJECT_BY_ID = select(*Subject.__table__.columns).where(  # type: ignore[attr-defined]
-    Subject.__table__.c.id == bindparam("id")  # type: ignore[attr-defined]
-)
 _GRANTEE_BY_ID = select(*Grantee.__table__.columns).where(  # type: ignore[attr-defined]
     Grantee.__table__.c.id == bindparam("id")  # type: ignore[attr-defined]
 )
@@ -288,23 +285,13 @@ class Registry:
             return list(session.exec(select(Subject).order_by(col(Subject.log_index))))
 
     def get_subject(self, ref: str) -> Subject:
-        """A subject by id, or by a display name that matches exactly one subject."""
+        """A subject by id, or by a display name or alias that names exactly one subject."""
         with self.db.read() as session:
             return self._find_subject(session, ref)
 
     @staticmethod
     def _find_subject(session: Session, ref: str) -> Subject:
-        found = session.execute(_SUBJECT_BY_ID, {"id": ref}).first()
-        if found is not None:
-            return Subject(**found._asdict())
-        matches = list(session.exec(select(Subject).where(Subject.display_name == ref)))
-        if not matches:
-            raise NotFoundError(f"no subject {ref!r}", hint="see 'consentry subject list'")
-        if len(matches) > 1:
-            raise AmbiguousNameError(
-                f"{len(matches)} subjects are named {ref!r}", hint="use the id"
-            )
-        return matches[0]
+        return find_subject(session, ref)  # id, else unique display name or alias
 
     # ------------------------------------------------------------------ grantees
     def add_grantee(
