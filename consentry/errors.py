@@ -146,7 +146,9 @@ class EnrollmentRejectedError(InputError):
 
     def __init__(self, rejected: list[tuple[str, str]]) -> None:
         self.rejected = rejected
-        lines = "; ".join(f"{photo}: {reason}" for photo, reason in rejected)
+        lines = "; ".join(
+            f"{photo}: {reason.removeprefix(f'{photo}: ')}" for photo, reason in rejected
+        )
         super().__init__(f"{len(rejected)} photo(s) rejected, nothing enrolled: {lines}")
 
 

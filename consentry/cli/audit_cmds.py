@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from consentry.cli.common import DbOpt, HomeOpt, open_registry
+from consentry.cli.common import DbOpt, HomeOpt, open_registry, terminal_progress
 
 __all__ = ["register"]
 
@@ -28,34 +28,16 @@ def audit_command(
 
     Exit 1 when there are findings or unreadable files, 0 when everything is clean.
     """
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
     from consentry.faces.engines import get_engine
     from consentry.provenance.audit import audit_paths, write_reports
 
     face_engine = get_engine(engine)
-    with (
-        open_registry(home, db) as registry,
-        Progress(
-            TextColumn("auditing"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.description}"),
-            transient=True,
-            console=Console(stderr=True),
-        ) as progress,
-    ):
-        task = progress.add_task("", total=None)
-
-        def tick(done: int, total: int, path: str) -> None:
-            progress.update(task, completed=done, total=total, description=Path(path).name[:40])
-
+    with open_registry(home, db) as registry, terminal_progress("auditing") as tick:
         report = audit_paths(registry, face_engine, paths, tick)
     write_reports(report, json_file, html_file)
     for item in report.items:
         if item.error:
-            typer.echo(f"UNREADABLE {item.path}: {item.error}")
+            typer.echo(f"UNREADABLE {item.path}: {item.error.removeprefix(f'{item.path}: ')}")
             continue
         for finding in item.findings:
             typer.echo(

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from consentry.cli.common import emit_json, open_registry
+from consentry.cli.common import emit_json, open_registry, terminal_progress
 from consentry.errors import InputError
 
 if TYPE_CHECKING:
@@ -60,19 +60,21 @@ def embed_labelled(
     labels: list[str] = []
     vectors: list[Any] = []
     skipped: list[str] = []
-    for identity, photo in items:
-        try:
-            loaded = load_image(photo)
-        except InputError as exc:
-            skipped.append(f"{photo}: {exc}")
-            continue
-        faces = face_engine.detect(loaded.pixels)
-        if not faces:
-            skipped.append(f"{photo}: no face found")
-            continue
-        face = max(faces, key=lambda f: f.bbox[2] * f.bbox[3])
-        labels.append(identity)
-        vectors.append(face_engine.embed(loaded.pixels, face))
+    with terminal_progress("embedding") as tick:
+        for done, (identity, photo) in enumerate(items, 1):
+            tick(done, len(items), str(photo))
+            try:
+                loaded = load_image(photo)
+            except InputError as exc:
+                skipped.append(f"{photo}: {exc}")
+                continue
+            faces = face_engine.detect(loaded.pixels)
+            if not faces:
+                skipped.append(f"{photo}: no face found")
+                continue
+            face = max(faces, key=lambda f: f.bbox[2] * f.bbox[3])
+            labels.append(identity)
+            vectors.append(face_engine.embed(loaded.pixels, face))
     if not vectors:
         raise InputError(f"no face found in any photo under {folder}")
     return labels, np.stack(vectors), dataset_sha256, skipped

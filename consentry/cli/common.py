@@ -1,20 +1,30 @@
 """Options and output helpers shared by every command group.
 
 Exit codes everywhere: 0 success, 1 a check failed or a request was refused,
-2 a usage or input error. User errors print one line on stderr, no traceback.
+2 a usage or input error. User errors print one line on stderr, no traceback
+(``error: ...``, then ``hint: ...`` when there is advice).
+
+With ``--json`` an error is JSON too, on stdout where the command's answer would
+have been, and stderr stays empty: ``{"error": {"code", "message", "hint"}}``. The
+code is the error's class name in snake case without ``Error`` (``GrantRevokedError``
+-> ``grant_revoked``, the base class -> ``consentry``; see :func:`error_code`);
+``hint`` is null when there is none. Usage errors found by the option parser (an
+unknown option, a missing argument) are always text.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import typer
 
+from consentry.errors import ConsentryError
 from consentry.registry.store import Registry
 
 __all__ = [
@@ -23,9 +33,14 @@ __all__ = [
     "DtypeOpt",
     "HomeOpt",
     "JsonOpt",
+    "emit_error",
     "emit_json",
+    "error_code",
     "fail",
+    "json_errors",
     "open_registry",
+    "reset_json_errors",
+    "terminal_progress",
 ]
 
 HomeOpt = Annotated[
@@ -46,7 +61,36 @@ DbOpt = Annotated[
         show_default=False,
     ),
 ]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
+# Set by the --json option's callback while the command line is parsed: errors of
+# this run are then printed as JSON (see the module docstring).
+_MODE = {"json": False}
+
+
+def _remember_json(value: bool) -> bool:
+    if value:
+        _MODE["json"] = True
+    return value
+
+
+def reset_json_errors() -> None:
+    """Forget an earlier run's ``--json`` (the console entry point may run in-process
+    more than once, as tests do)."""
+    _MODE["json"] = False
+
+
+def json_errors() -> bool:
+    """Whether this run's command was given ``--json``."""
+    return _MODE["json"]
+
+
+JsonOpt = Annotated[
+    bool,
+    typer.Option(
+        "--json",
+        help="Print JSON instead of text; an error too, as {error: {code, message, hint}}.",
+        callback=_remember_json,
+    ),
+]
 DeviceOpt = Annotated[
     str | None,
     typer.Option(
@@ -72,9 +116,28 @@ def emit_json(value: Any) -> None:
     sys.stdout.write(json.dumps(value, indent=2, sort_keys=True) + "\n")
 
 
-def fail(message: str, code: int = 1) -> NoReturn:
-    """Print one line on stderr and exit with ``code``."""
+def error_code(exc: ConsentryError | None) -> str:
+    """The JSON error code of ``exc``: its class name in snake case, less ``Error``."""
+    if exc is None:
+        return "failed"
+    name = type(exc).__name__.removesuffix("Error") or "error"
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+
+
+def emit_error(message: str, hint: str | None = None, code: str = "failed") -> None:
+    """Print an error: JSON on stdout with ``--json``, else ``error:``/``hint:`` lines
+    on stderr."""
+    if json_errors():
+        emit_json({"error": {"code": code, "message": message, "hint": hint}})
+        return
     typer.echo(f"error: {message}", err=True)
+    if hint:
+        typer.echo(f"hint: {hint}", err=True)
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    """Print one error (see :func:`emit_error`) and exit with ``code``."""
+    emit_error(message)
     raise typer.Exit(code)
 
 
@@ -85,3 +148,29 @@ def open_registry(home: Path | None, db: str | None) -> Iterator[Registry]:
         yield registry
     finally:
         registry.close()
+
+
+@contextmanager
+def terminal_progress(label: str) -> Iterator[Callable[[int, int, str], None]]:
+    """A ``tick(done, total, item)`` drawing a transient progress bar on stderr, only
+    when stderr is a terminal: piped or captured, stderr gets nothing from it."""
+    if not sys.stderr.isatty():
+        yield lambda done, total, item: None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    with Progress(
+        TextColumn(label),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.description}"),
+        transient=True,
+        console=Console(stderr=True),
+    ) as progress:
+        task = progress.add_task("", total=None)
+
+        def tick(done: int, total: int, item: str) -> None:
+            progress.update(task, completed=done, total=total, description=Path(item).name[:40])
+
+        yield tick

@@ -14,7 +14,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
-import httpx
 import typer
 
 from consentry.cli.common import DbOpt, HomeOpt, JsonOpt, emit_json, open_registry
@@ -110,6 +109,8 @@ def me_command(
 ) -> None:
     """Your grants and every use of your likeness, fetched with a request signed by your
     key and verified offline against the operator's signed checkpoint."""
+    import httpx  # only this command talks HTTP: kept off every other command's start-up
+
     public = load_public_key(operator_key)
     request = make_request(SigningKey.load(key), subject, key_id_of(public), datetime.now(UTC))
     try:

@@ -29,7 +29,10 @@ if TYPE_CHECKING:
 __all__ = ["register"]
 
 EngineOpt = Annotated[
-    str, typer.Option("--engine", help="Face engine: sface (default), dlib or insightface.")
+    str,
+    typer.Option(
+        "--engine", help="Face engine: sface (default), dlib, fused (sface+dlib) or insightface."
+    ),
 ]
 PackOpt = Annotated[
     Path | None,

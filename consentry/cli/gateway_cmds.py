@@ -8,6 +8,7 @@ reasons; the HTTP service redacts them for grantees.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated
 
@@ -22,8 +23,36 @@ from consentry.cli.common import (
     emit_json,
     open_registry,
 )
+from consentry.cli.vocabulary import receipt_view
+from consentry.registry.refs import prior_id_of
+from consentry.registry.store import Registry
 
-__all__ = ["register"]
+__all__ = ["job_prior", "register"]
+
+PRIOR_HELP = "A registered prior: its id or its SHA-256."
+
+
+_ID = re.compile(r"\b(?:sub|gte)_[0-9a-f]+\b")
+
+
+def id_names(registry: Registry) -> dict[str, str]:
+    """Subject and grantee ids -> their names, to print beside ids in reasons."""
+    return {r.id: r.display_name for r in registry.list_subjects()} | {
+        r.id: r.name for r in registry.list_grantees()
+    }
+
+
+def named(reason: str, names: dict[str, str]) -> str:
+    """``reason`` with each known subject or grantee id followed by its name."""
+    return _ID.sub(lambda m: f"{m[0]} ({names[m[0]]})" if m[0] in names else m[0], reason)
+
+
+def job_prior(registry: Registry, ref: str | None) -> str | None:
+    """The prior id for a job's ``--prior`` (an id, or the SHA-256 of one prior)."""
+    if ref is None:
+        return None
+    with registry.db.read() as session:
+        return prior_id_of(session, ref)
 
 
 ReviewOpt = Annotated[
@@ -36,7 +65,7 @@ def check_command(
     images: Annotated[list[Path] | None, typer.Argument(help="Input images.")] = None,
     requester: Annotated[str, typer.Option("--as", help="Grantee id or unique name.")] = "",
     purpose: Annotated[str, typer.Option("--purpose", help="restore, generate or train.")] = "",
-    prior: Annotated[str | None, typer.Option("--prior", help="Registered prior id.")] = None,
+    prior: Annotated[str | None, typer.Option("--prior", help=PRIOR_HELP)] = None,
     prompt: Annotated[str, typer.Option("--prompt", help="The job's prompt.")] = "",
     refuse_unknown_faces: Annotated[
         bool, typer.Option("--refuse-unknown-faces", help="Refuse faces of unregistered people.")
@@ -61,10 +90,18 @@ def check_command(
     with open_registry(home, db) as registry:
         gateway = Gateway(registry, get_engine(engine), refuse_unknown_faces=refuse_unknown_faces)
         receipt = gateway.check(
-            CheckRequest(requester, purpose, list(images or []), prompt, prior, review=review)
+            CheckRequest(
+                requester,
+                purpose,
+                list(images or []),
+                prompt,
+                job_prior(registry, prior),
+                review=review,
+            )
         )
+        names = {} if as_json else id_names(registry)
     if as_json:
-        emit_json(receipt.to_json())
+        emit_json(receipt_view(receipt.to_json()))
     else:
         typer.echo(
             _outcome(receipt.allowed, receipt.held, "ALLOW", "REFUSE")
@@ -75,7 +112,7 @@ def check_command(
             )
         )
         for reason in receipt.reasons:
-            typer.echo(f"  {reason}")
+            typer.echo(f"  {named(reason, names)}")
     if not receipt.allowed:
         raise typer.Exit(2 if is_integrity_failure(receipt) else 1)
 
@@ -128,7 +165,7 @@ def _run(
                 prompt,
                 model,
                 image,
-                prior,
+                job_prior(registry, prior),
                 steps,
                 size,
                 seed,
@@ -138,22 +175,28 @@ def _run(
                 review=review,
             ),
         )
+        names = {} if as_json else id_names(registry)
     written: list[str] = []
     for number, data in enumerate(receipt.outputs):
         target = out if len(receipt.outputs) == 1 else out.with_name(f"{out.stem}-{number}.png")
         target.write_bytes(data)
         written.append(str(target))
     if as_json:
-        emit_json(receipt.to_json() | {"written": written})
+        emit_json(receipt_view(receipt.to_json()) | {"written": written})
     else:
         typer.echo(
             _outcome(receipt.allowed, receipt.held, "RELEASED " + ", ".join(written), "REFUSED")
         )
         typer.echo(f"  decision {receipt.decision_id} (log index {receipt.log_index})")
         for reason in receipt.reasons:
-            typer.echo(f"  {reason}")
+            typer.echo(f"  {named(reason, names)}")
     if not receipt.allowed:
         raise typer.Exit(2 if is_integrity_failure(receipt) else 1)
+
+
+StepsOpt = Annotated[int, typer.Option("--steps", help="Diffusion steps (the job limit applies).")]
+SizeOpt = Annotated[int, typer.Option("--size", help="Output width and height in pixels.")]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed (same seed, same output).")]
 
 
 def generate_command(
@@ -163,10 +206,10 @@ def generate_command(
     out: Annotated[Path, typer.Option("-o", "--out", help="Output PNG (signed).")] = Path(
         "out.png"
     ),
-    prior: Annotated[str | None, typer.Option("--prior", help="Registered prior id.")] = None,
-    steps: Annotated[int, typer.Option("--steps")] = 20,
-    size: Annotated[int, typer.Option("--size")] = 512,
-    seed: Annotated[int, typer.Option("--seed")] = 0,
+    prior: Annotated[str | None, typer.Option("--prior", help=PRIOR_HELP)] = None,
+    steps: StepsOpt = 20,
+    size: SizeOpt = 512,
+    seed: SeedOpt = 0,
     engine: Annotated[str, typer.Option("--engine", help="Face engine.")] = "sface",
     device: DeviceOpt = None,
     dtype: DtypeOpt = None,
@@ -205,11 +248,13 @@ def restore_command(
     out: Annotated[Path, typer.Option("-o", "--out", help="Output PNG (signed).")] = Path(
         "out.png"
     ),
-    prior: Annotated[str | None, typer.Option("--prior", help="Registered prior id.")] = None,
-    prompt: Annotated[str, typer.Option("--prompt")] = "a sharp photo",
-    steps: Annotated[int, typer.Option("--steps")] = 20,
-    size: Annotated[int, typer.Option("--size")] = 512,
-    seed: Annotated[int, typer.Option("--seed")] = 0,
+    prior: Annotated[str | None, typer.Option("--prior", help=PRIOR_HELP)] = None,
+    prompt: Annotated[
+        str, typer.Option("--prompt", help="Text guiding the diffusers img2img restoration.")
+    ] = "a sharp photo",
+    steps: StepsOpt = 20,
+    size: SizeOpt = 512,
+    seed: SeedOpt = 0,
     strength: Annotated[
         float, typer.Option("--strength", help="img2img strength, in (0, 1].")
     ] = 0.6,

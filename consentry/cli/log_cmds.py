@@ -8,6 +8,8 @@ cosignature (``consentry witness cosign``).
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 from pathlib import Path
 from typing import Annotated, Any
@@ -27,6 +29,8 @@ __all__ = ["app"]
 app = typer.Typer(
     help="The transparency log: checkpoints, proofs, verification.", no_args_is_help=True
 )
+
+IndexArg = Annotated[int, typer.Argument(help="The entry's log index (0 is the first entry).")]
 
 
 def _read_text(path: Path, what: str) -> str:
@@ -56,24 +60,43 @@ def checkpoint(home: HomeOpt = None, db: DbOpt = None, as_json: JsonOpt = False)
 
 
 @app.command("show")
-def show(index: int, home: HomeOpt = None, db: DbOpt = None) -> None:
-    """Print one log entry (canonical JSON leaf)."""
+def show(
+    index: IndexArg, home: HomeOpt = None, db: DbOpt = None, as_json: JsonOpt = False
+) -> None:
+    """Print one log entry as JSON: the canonical leaf as logged (its signed envelope
+    with the base64 payload), and ``statement``, that payload decoded (what was signed,
+    readable; shown, not verified: 'consentry log verify' checks the signatures).
+    The output is always JSON; ``--json`` is accepted like everywhere (errors as JSON)."""
     with open_registry(home, db) as registry:
         entry = registry.entry(index)
+    leaf = json.loads(entry.leaf_json)
     emit_json(
         {
             "index": entry.idx,
             "kind": entry.kind,
             "record_id": entry.record_id,
             "leaf_hash": entry.leaf_hash,
-            "leaf": json.loads(entry.leaf_json),
+            "leaf": leaf,
+            "statement": _statement(leaf),
         }
     )
 
 
+def _statement(leaf: Any) -> Any:
+    """The decoded payload of ``leaf``'s envelope; None when it has none."""
+    envelope = leaf.get("envelope") if isinstance(leaf, dict) else None
+    payload = envelope.get("payload") if isinstance(envelope, dict) else None
+    if not isinstance(payload, str):
+        return None
+    try:
+        return json.loads(base64.b64decode(payload, validate=True))
+    except (ValueError, binascii.Error):
+        return None
+
+
 @app.command("proof")
 def proof(
-    index: int,
+    index: IndexArg,
     checkpoint_file: Annotated[
         Path | None,
         typer.Option("--checkpoint", help="Prove against this checkpoint (default: latest)."),

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import Annotated
 
 import typer
 
+import consentry
 from consentry.cli import (
     audit_cmds,
     certs_cmds,
@@ -21,7 +23,8 @@ from consentry.cli import (
     serve_cmds,
     witness_cmds,
 )
-from consentry.cli.common import DbOpt, HomeOpt
+from consentry.cli.common import DbOpt, HomeOpt, emit_error, error_code, reset_json_errors
+from consentry.cli.quiet import quiet_third_party
 from consentry.errors import ConsentryError
 from consentry.provenance.certs import create_dev_pki
 from consentry.registry.store import Registry
@@ -38,9 +41,34 @@ app = typer.Typer(
 )
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"consentry {consentry.__version__}")
+        raise typer.Exit(0)
+
+
 @app.callback()
-def main(witness_dir: witness_cmds.WitnessDirOpt = None) -> None:
+def main(
+    witness_dir: witness_cmds.WitnessDirOpt = None,
+    verbose: Annotated[
+        bool,
+        typer.Option(
+            "--verbose",
+            help="Let libraries' warnings, log lines and download/model progress bars through.",
+        ),
+    ] = False,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            help="Print the version and exit.",
+            callback=_print_version,
+            is_eager=True,
+        ),
+    ] = False,
+) -> None:
     """Consent-aware likeness registry: subjects, grants, revocations, a signed log."""
+    quiet_third_party(verbose)
     if witness_dir is not None:  # every command below checks the log against this folder
         os.environ[WITNESS_DIR_ENV] = str(witness_dir)
 
@@ -76,15 +104,14 @@ witness_cmds.register(app)
 
 def run() -> None:
     """Console-script entry point: user errors become one line and an exit code."""
+    reset_json_errors()
     try:
         app()
     except ConsentryError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        if exc.hint:
-            typer.echo(f"hint: {exc.hint}", err=True)
+        emit_error(str(exc), exc.hint, error_code(exc))
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
-        typer.echo("error: interrupted", err=True)
+        emit_error("interrupted", code="interrupted")
         sys.exit(130)
 
 

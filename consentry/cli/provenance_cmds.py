@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from consentry.cli.common import DbOpt, HomeOpt, JsonOpt, emit_json, fail, open_registry
+from consentry.cli.vocabulary import verify_view
 from consentry.cli.witness_cmds import WitnessKeyOpt, parse_witness_keys
 
 __all__ = ["register", "verify"]
@@ -45,7 +46,7 @@ def verify(
     if result.ok and unwitnessed:
         fail(f"{file}: its decision is in no checkpoint cosigned by {', '.join(unwitnessed)}")
     if as_json:
-        emit_json(result.to_json())
+        emit_json(verify_view(result.to_json()))
         if not (result.ok or result.recovered):
             raise typer.Exit(1)
         return

@@ -18,8 +18,11 @@ from consentry.cli.common import DbOpt, HomeOpt, JsonOpt, emit_json, open_regist
 from consentry.errors import InputError
 from consentry.hashing import sha256_file
 from consentry.registry.detached import prepare_grant, prepare_revocation
+from consentry.registry.models import Grant
+from consentry.registry.refs import prior_sha256_of
 from consentry.registry.signing import SigningKey, load_public_key
-from consentry.registry.statements import format_time, parse_time
+from consentry.registry.statements import format_time, parse_end_time, parse_time
+from consentry.registry.store import GrantStatus, Registry
 from consentry.registry.views import grant_json, grantee_json, prior_json, subject_json
 
 __all__ = ["register"]
@@ -60,10 +63,33 @@ def _time(value: str | None) -> datetime | None:
     return None if value is None else parse_time(value)
 
 
+def _grantee_names(registry: Registry) -> dict[str, str]:
+    return {r.id: r.name for r in registry.list_grantees()}
+
+
+def _named_grant(
+    grant: Grant, status: GrantStatus, subjects: dict[str, str], grantees: dict[str, str]
+) -> dict[str, Any]:
+    """A grant's JSON view with the subject's and grantee's names beside their ids."""
+    return grant_json(grant, status) | {
+        "subject_name": subjects.get(grant.subject_id),
+        "grantee_name": grantees.get(grant.grantee_id),
+    }
+
+
+def _prior_hashes(registry: Registry, refs: list[str] | None) -> list[str]:
+    with registry.db.read() as session:
+        return [prior_sha256_of(session, ref) for ref in refs or []]
+
+
+def _end_time(value: str | None) -> datetime | None:
+    return None if value is None else parse_end_time(value)
+
+
 # ---------------------------------------------------------------- subject
 @subject_app.command("add")
 def subject_add(
-    name: str,
+    name: Annotated[str, typer.Argument(help="The subject's display name.")],
     alias: Annotated[list[str] | None, typer.Option("--alias", help="Another name.")] = None,
     public_key: Annotated[
         Path | None,
@@ -112,15 +138,19 @@ def subject_list(home: HomeOpt = None, db: DbOpt = None, as_json: JsonOpt = Fals
 
 @subject_app.command("show")
 def subject_show(
-    subject: str, home: HomeOpt = None, db: DbOpt = None, as_json: JsonOpt = False
+    subject: Annotated[str, typer.Argument(help="Subject id, unique name or unique alias.")],
+    home: HomeOpt = None,
+    db: DbOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Show one subject (by id or unique name) with their grants and priors."""
     with open_registry(home, db) as registry:
         row = registry.get_subject(subject)
         grants = registry.list_grants(subject=row.id)
         priors = registry.list_priors(row.id)
+        grantees = _grantee_names(registry)
     value = subject_json(row) | {
-        "grants": [grant_json(g, s) for g, s in grants],
+        "grants": [_named_grant(g, s, {row.id: row.display_name}, grantees) for g, s in grants],
         "priors": [prior_json(p) for p in priors],
     }
     if as_json:
@@ -132,7 +162,8 @@ def subject_show(
     typer.echo(f"holds key:    {'yes' if row.public_key else 'no'}")
     typer.echo(f"registered:   {row.created_at} (log index {row.log_index})")
     for grant, status in grants:
-        typer.echo(f"grant:        {grant.id} to {grant.grantee_id} {grant.purposes} {status}")
+        to = f"{grantees.get(grant.grantee_id, '?')} ({grant.grantee_id})"
+        typer.echo(f"grant:        {grant.id} to {to} {','.join(grant.purposes)} {status}")
     for prior in priors:
         typer.echo(f"prior:        {prior.id} {prior.kind} sha256 {prior.sha256}")
 
@@ -140,7 +171,7 @@ def subject_show(
 # ---------------------------------------------------------------- grantee
 @grantee_app.command("add")
 def grantee_add(
-    name: str,
+    name: Annotated[str, typer.Argument(help="The grantee's name (unique).")],
     public_key: Annotated[
         Path | None, typer.Option("--public-key", help="The grantee's Ed25519 public key (PEM).")
     ] = None,
@@ -181,12 +212,28 @@ def grant_command(
         list[str], typer.Option("--purpose", help="restore, generate or train (repeatable).")
     ],
     prior: Annotated[
-        list[str] | None, typer.Option("--prior", help="SHA-256 of a prior the grant covers.")
+        list[str] | None,
+        typer.Option(
+            "--prior",
+            help="A prior the grant covers: its id or SHA-256 (repeatable; a SHA-256 may "
+            "name a prior not registered yet).",
+        ),
     ] = None,
     start: Annotated[
-        str | None, typer.Option("--from", help="Start, ISO 8601 (default: now).")
+        str | None,
+        typer.Option(
+            "--from",
+            help="Start, ISO 8601 (default: now); a bare date is the start of that day, UTC.",
+        ),
     ] = None,
-    until: Annotated[str | None, typer.Option("--until", help="End, ISO 8601.")] = None,
+    until: Annotated[
+        str | None,
+        typer.Option(
+            "--until",
+            help="End, ISO 8601; a bare date includes that whole day (2027-06-30 ends at "
+            "2027-07-01T00:00:00Z); a full timestamp is the exact end.",
+        ),
+    ] = None,
     evidence: Annotated[
         Path | None, typer.Option("--evidence", help="Consent evidence file (hashed, not kept).")
     ] = None,
@@ -222,9 +269,9 @@ def grant_command(
                 subject,
                 to,
                 purpose,
-                priors=prior or [],
+                priors=_prior_hashes(registry, prior),
                 not_before=_time(start),
-                not_after=_time(until),
+                not_after=_end_time(until),
                 constraints=parsed_constraints,
                 evidence_sha256=evidence_sha256,
                 sign_within=consent_cmds.sign_window(sign_within),
@@ -236,9 +283,9 @@ def grant_command(
             subject,
             to,
             purpose,
-            priors=prior or [],
+            priors=_prior_hashes(registry, prior),
             not_before=_time(start),
-            not_after=_time(until),
+            not_after=_end_time(until),
             constraints=parsed_constraints,
             evidence_sha256=evidence_sha256,
             subject_key=_subject_key(subject_key),
@@ -300,15 +347,18 @@ def grants_command(
     with open_registry(home, db) as registry:
         rows = registry.list_grants(subject, grantee, active_only=active or review_due)
         now = format_time(registry.now())
+        subjects = {r.id: r.display_name for r in registry.list_subjects()}
+        grantees = _grantee_names(registry)
     if review_due:
         rows = [(g, s) for g, s in rows if g.review_by is not None and g.review_by <= now]
     if as_json:
-        emit_json([grant_json(g, s) for g, s in rows])
+        emit_json([_named_grant(g, s, subjects, grantees) for g, s in rows])
         return
     for grant, status in rows:
         until = grant.not_after or "no end"
         typer.echo(
-            f"{grant.id}  {grant.subject_id} -> {grant.grantee_id}  "
+            f"{grant.id}  {subjects.get(grant.subject_id, '?')} ({grant.subject_id}) -> "
+            f"{grantees.get(grant.grantee_id, '?')} ({grant.grantee_id})  "
             f"{','.join(grant.purposes)}  {grant.not_before}..{until}  {status}"
         )
 
@@ -316,7 +366,7 @@ def grants_command(
 # ---------------------------------------------------------------- priors
 @prior_app.command("add")
 def prior_add(
-    subject: str,
+    subject: Annotated[str, typer.Argument(help="Subject id, unique name or unique alias.")],
     file: Annotated[
         Path | None,
         typer.Argument(help="The prior's file (hashed with SHA-256); none for exemplars."),
@@ -366,7 +416,9 @@ def prior_add(
 
 @prior_app.command("list")
 def prior_list(
-    subject: Annotated[str | None, typer.Option("--subject")] = None,
+    subject: Annotated[
+        str | None, typer.Option("--subject", help="Only this subject's priors (id or name).")
+    ] = None,
     home: HomeOpt = None,
     db: DbOpt = None,
     as_json: JsonOpt = False,

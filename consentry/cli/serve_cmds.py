@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -38,6 +39,7 @@ __all__ = [
 
 ADMIN_KEY_ENV = "CONSENTRY_ADMIN_KEY"
 ADMIN_KEY_FILE = "admin.key.sha256"
+NEW_KEY_FILE = "admin.key.new"  # a new key, when no terminal shows it (then deleted)
 OPTIONS_ENV = "CONSENTRY_SERVE_OPTIONS"
 
 
@@ -82,6 +84,7 @@ class ServeOptions:
     check_waits_for_proof: bool = False
     serial: bool = False
     follow_interval: float = 0.2
+    log_json: bool = False
 
     def to_env(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -94,6 +97,20 @@ class ServeOptions:
         if not text:
             raise ConfigError(f"{OPTIONS_ENV} is not set: start workers with 'consentry serve'")
         return cls(**json.loads(text))
+
+
+def show_new_admin_key(root: Path, key: str) -> None:
+    """Show a just-made admin key once: on a terminal, printed; else (a service whose
+    output is a log) written to ``HOME/admin.key.new`` (mode 0600) for the operator
+    to read and delete, and only that path is printed."""
+    if sys.stdout.isatty():
+        typer.echo(f"admin key (shown once, stored hashed): {key}")
+        return
+    path = root / NEW_KEY_FILE
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as out:
+        out.write(key + "\n")
+    typer.echo(f"admin key made: read it once from {path} (mode 0600), then delete that file")
 
 
 def build_app(options: ServeOptions, *, announce: bool = False) -> FastAPI:
@@ -118,7 +135,11 @@ def build_app(options: ServeOptions, *, announce: bool = False) -> FastAPI:
     try:
         digest, new_key = admin_key_digest(registry.home.root)
         if new_key is not None:
-            typer.echo(f"admin key (shown once, stored hashed): {new_key}")
+            show_new_admin_key(registry.home.root, new_key)
+        if options.log_json:
+            from consentry.server.logs import log_decisions_to
+
+            log_decisions_to()
         checkpointer = (
             None
             if options.checkpoint_every_decision
@@ -221,6 +242,14 @@ def serve_command(
             help="Log one line per HTTP request (off by default: it costs CPU per request).",
         ),
     ] = False,
+    log_json: Annotated[
+        bool,
+        typer.Option(
+            "--log-json",
+            envvar="CONSENTRY_LOG_JSON",
+            help="Print one JSON line per decision (ids only) on stdout.",
+        ),
+    ] = False,
 ) -> None:
     """Serve the gateway, admin and public log API over HTTP (docs at /docs)."""
     import uvicorn
@@ -238,6 +267,7 @@ def serve_command(
         check_waits_for_proof=check_waits_for_proof,
         serial=serial,
         follow_interval=follow_interval,
+        log_json=log_json,
     )
     if workers == 1:
         uvicorn.run(build_app(options, announce=True), host=host, port=port, access_log=access_log)
@@ -248,7 +278,7 @@ def serve_command(
     with Registry.open(options.home, options.db) as registry:
         _, new_key = admin_key_digest(registry.home.root)
     if new_key is not None:
-        typer.echo(f"admin key (shown once, stored hashed): {new_key}")
+        show_new_admin_key(registry.home.root, new_key)
     os.environ[OPTIONS_ENV] = options.to_env()
     uvicorn.run(
         "consentry.cli.serve_cmds:worker_app",

@@ -69,7 +69,9 @@ def train_command(
     checkpoint_every: Annotated[
         int, typer.Option("--checkpoint-every", help="Checkpoint period in steps (0: none).")
     ] = _DEFAULTS["checkpoint_every"],
-    seed: Annotated[int, typer.Option("--seed")] = _DEFAULTS["seed"],
+    seed: Annotated[int, typer.Option("--seed", help="Random seed for training.")] = _DEFAULTS[
+        "seed"
+    ],
     device: DeviceOpt = None,
     work_dir: Annotated[
         Path | None, typer.Option("--work-dir", help="Checkpoints and class images.")

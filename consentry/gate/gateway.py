@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from dataclasses import replace
 
 from consentry.errors import ConsentryError, InputError, LogIntegrityError
@@ -56,6 +57,7 @@ from consentry.gate.requests import (
     refused,
 )
 from consentry.gate.resume import approved_facts
+from consentry.gate.telemetry import DecisionEvent, Outcome, Telemetry
 from consentry.generation.backends.base import Backend
 from consentry.identity.index import IdentityIndex
 from consentry.registry.checkpointer import Checkpointer, tlog_proof
@@ -101,6 +103,7 @@ class Gateway:
         self.wait_for_proof = wait_for_proof
         self.index = IdentityIndex(registry, engine.name, engine.dim)
         self._prompts = PromptSubjects(registry)
+        self.telemetry = Telemetry()  # watchers: the service's metrics and decision log
 
     # ------------------------------------------------------------------ facts
     def _faces(self, images: list[LoadedImage]) -> tuple[list[FaceFact], list[dict[str, object]]]:
@@ -121,7 +124,9 @@ class Gateway:
     # ------------------------------------------------------------------ decide
     def check(self, request: CheckRequest) -> Receipt:
         """Decide a job without running it, and log the decision."""
-        receipt, decision = self._finish(self._pre(request))
+        with self.telemetry.timed("pre_check"):
+            job = self._pre(request)
+        receipt, decision = self._finish(job)
         if decision is None or self.checkpointer is None or not self.wait_for_proof:
             return receipt
         try:
@@ -142,7 +147,8 @@ class Gateway:
             raise InputError("a job's purpose is generate or restore")
         if request.purpose == "restore" and request.image is None:
             raise InputError("restore needs an input image")
-        job = self._pre(request.check_request())
+        with self.telemetry.timed("pre_check"):
+            job = self._pre(request.check_request())
         if not job.verdict.allowed or job.facts is None:
             return self._finish(job)[0]
         try:
@@ -157,9 +163,10 @@ class Gateway:
         try:  # the proof first: a checkpoint covering the decision (bounded wait on the cadence)
             note = self.covering(decision)
             memo_json = release.memorization_details(job, self.limits.max_copy_ssim)
-            signed = release.sign_outputs(
-                self.registry, decision, job.outputs, request, job, memo_json, note
-            )
+            with self.telemetry.timed("sign"):
+                signed = release.sign_outputs(
+                    self.registry, decision, job.outputs, request, job, memo_json, note
+                )
         except Exception as exc:  # fail closed: nothing unsigned is released
             job.verdict = refused(f"outputs not signed, withheld: {type(exc).__name__}: {exc}")
             return self._finish(job)[0]
@@ -266,11 +273,14 @@ class Gateway:
         and build its receipt from the verdict as logged. The memorization details go
         on the receipt; the signed outputs are the release's to add."""
         hashes = [hashlib.sha256(data).hexdigest() for data in job.outputs]
-        decision, job.verdict = self._record(job, hashes)
+        with self.telemetry.timed("log_append"):
+            decision, job.verdict = self._record(job, hashes)
         release.memorization_details(job, self.limits.max_copy_ssim)
         if decision is None:
             return job.receipt(None, None), None
-        return job.receipt(decision.id, decision.log_index), decision
+        receipt = job.receipt(decision.id, decision.log_index)
+        self.telemetry.decided(_event(job, decision, receipt))
+        return receipt, decision
 
     def _record(self, job: Job, outputs: list[str]) -> tuple[Decision | None, Verdict]:
         """Log the verdict; an unknown requester or purpose cannot be logged.
@@ -312,6 +322,21 @@ class Gateway:
             _log.warning("allow overtaken at release: %s", "; ".join(decision.reasons))
             verdict = replace(verdict, allowed=False, reasons=tuple(decision.reasons))
         return decision, verdict
+
+
+def _event(job: Job, decision: Decision, receipt: Receipt) -> DecisionEvent:
+    """What the watchers are told of a logged decision (ids only)."""
+    outcome: Outcome = "held" if receipt.held else "allowed" if receipt.allowed else "refused"
+    return DecisionEvent(
+        decision.id,
+        decision.log_index,
+        outcome,
+        job.purpose,
+        decision.grantee_id,
+        tuple(receipt.subjects),
+        tuple(receipt.grants),
+        time.perf_counter() - job.started,
+    )
 
 
 def _no_checkpoint(exc: Exception) -> str:

@@ -61,7 +61,15 @@ def post_check(gateway: Gateway, request: RunRequest, job: Job, backend: Backend
     memorization scores are kept on ``job`` as they are made, so a refusal raised
     midway still logs the hashes of what was made."""
     assert job.facts is not None
-    produced, references = produce(gateway, request, job, backend)
+    with gateway.telemetry.timed("backend"):
+        produced, references = produce(gateway, request, job, backend)
+    with gateway.telemetry.timed("post_check"):
+        return _post_check(gateway, job, produced, references)
+
+
+def _post_check(gateway: Gateway, job: Job, produced: list[Any], references: Any) -> Verdict:
+    """Mark the outputs, match their faces, re-read consent and decide again."""
+    assert job.facts is not None
     job.release_id, produced, job.marks = mark_outputs(produced)  # what is checked is marked
     job.outputs = [png(image) for image in produced]
     loaded = [load_image(data) for data in job.outputs]

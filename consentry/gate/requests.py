@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -197,6 +198,7 @@ class Job:
     marks: list[dict[str, object]] = field(default_factory=list)
     held: dict[str, object] | None = None  # what a hold binds (registry.reviews.hold_record)
     review: str | None = None  # the approving review the job resumed under
+    started: float = field(default_factory=time.perf_counter)  # for the decision's duration
 
     def receipt(self, decision_id: str | None, log_index: int | None) -> Receipt:
         """The receipt for the verdict as logged (no outputs: the release adds them)."""

@@ -34,7 +34,7 @@ from PIL import Image
 from consentry.errors import EnrollmentRejectedError, InputError, NotFoundError
 from consentry.faces.engine import FaceEngine
 from consentry.faces.images import BYTES_SOURCE, LoadedImage, load_image
-from consentry.faces.quality import QualityGates, align_exemplar, assess
+from consentry.faces.quality import QualityGates, align_exemplar, assess, face_quality
 from consentry.faces.thresholds import DEFAULT_THRESHOLDS
 from consentry.registry.biometrics import (
     EngineInfo,
@@ -176,7 +176,8 @@ def enroll_samples(
             continue
         embedding = engine.embed(loaded.pixels, face)
         aligned = _png(align_exemplar(loaded.pixels, face)) if keep_photos else None
-        samples.append(Sample(loaded.sha256, embedding, aligned))
+        quality = face_quality(loaded.pixels, face, gates)
+        samples.append(Sample(loaded.sha256, embedding, aligned, quality))
     return samples, rejected
 
 
@@ -230,7 +231,8 @@ def reenroll_kept_photos(
         face, reason = assess(engine, pixels, checks)
         if face is None:
             raise InputError(f"kept photo {photo_sha256[:12]}: {reason} with {engine.name}")
-        samples.append(Sample(photo_sha256, engine.embed(pixels, face), png))
+        quality = face_quality(pixels, face, checks)
+        samples.append(Sample(photo_sha256, engine.embed(pixels, face), png, quality))
         sources.append(f"kept photo {photo_sha256[:12]}")
     _check_consistency(registry, engine.name, subject, sources, samples, allow_mismatch)
     return enroll(registry, subject, engine_info(engine), samples)

@@ -81,6 +81,7 @@ class IdentityIndex:
         self._index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
         self._subject_of: dict[int, str] = {}
         self._vectors: dict[int, np.ndarray] = {}
+        self._weights: dict[int, float] = {}  # second-stage weight (signed photo quality)
         self._ids_of: dict[str, set[int]] = {}  # subject -> their vector ids
         self._log_size = 0
         self._threshold = DEFAULT_THRESHOLDS.get(engine, 0.5)
@@ -220,9 +221,10 @@ class IdentityIndex:
         matrix = np.stack(vectors)
         ids = np.array([vector_id for vector_id, _, _ in wanted], dtype=np.int64)
         self._index.add_with_ids(matrix, ids)
-        for (vector_id, enrollment, _), vector in zip(wanted, matrix, strict=True):
+        for (vector_id, enrollment, blob), vector in zip(wanted, matrix, strict=True):
             self._subject_of[vector_id] = enrollment.subject
             self._vectors[vector_id] = vector
+            self._weights[vector_id] = 1.0 if blob.quality is None else blob.quality
             self._ids_of.setdefault(enrollment.subject, set()).add(vector_id)
 
     def _remove_subject(self, subject_id: str) -> None:
@@ -232,6 +234,7 @@ class IdentityIndex:
             for i in ids:
                 del self._subject_of[i]
                 del self._vectors[i]
+                self._weights.pop(i, None)
 
     def follow(self, interval: float = 0.2) -> None:
         """Refresh in a daemon thread every ``interval`` seconds until ``stop()``."""
@@ -297,6 +300,13 @@ class IdentityIndex:
                 return np.zeros((0, self.dim), dtype=np.float32)
             return np.stack([self._vectors[i] for i in ids])
 
+    def subject_weights(self, subject_id: str) -> np.ndarray:
+        """The second-stage weight of each of :meth:`subject_vectors`' rows, in order:
+        the photo quality signed into its enrollment, 1 where none was signed."""
+        with self._lock:
+            ids = sorted(self._ids_of.get(subject_id, set()))
+            return np.array([self._weights.get(i, 1.0) for i in ids], dtype=np.float64)
+
     def match_groups(self, groups: Sequence[Sequence[np.ndarray]]) -> list[list[SubjectMatch]]:
         """For each group of embeddings (one face seen in several views), every
         subject at or above the review threshold for any of them, with the best
@@ -325,7 +335,12 @@ class IdentityIndex:
             views = np.stack(group) if len(group) else np.zeros((0, self.dim), np.float32)
             results.append(
                 confirm(
-                    views, ordered, self.subject_vectors, self._threshold, self._review_threshold
+                    views,
+                    ordered,
+                    self.subject_vectors,
+                    self._threshold,
+                    self._review_threshold,
+                    self.subject_weights,
                 )
             )
         return results
@@ -372,6 +387,7 @@ class IdentityIndex:
                 "root": (self.registry.log.prefix_root(self._log_size) or b"").hex(),
                 "ids": ids,
                 "subjects": [self._subject_of[i] for i in ids],
+                "weights": [self._weights.get(i, 1.0) for i in ids],
                 "threshold": self._threshold,
                 "review_threshold": self._review_threshold,
             }
@@ -404,14 +420,19 @@ class IdentityIndex:
                 return False  # the log was rewritten or truncated since: rebuild
             ids = [int(i) for i in header["ids"]]
             matrix = np.frombuffer(payload[4 + length :], dtype="<f4").reshape(len(ids), self.dim)
+            weights = [float(w) for w in header.get("weights") or [1.0] * len(ids)]
+            if len(weights) != len(ids):
+                return False
         except (ConsentryError, ValueError, KeyError, struct.error, json.JSONDecodeError):
             return False
         if ids:
             self._index.add_with_ids(
                 np.ascontiguousarray(matrix, dtype=np.float32), np.array(ids, dtype=np.int64)
             )
-        for i, subject, vector in zip(ids, header["subjects"], matrix, strict=True):
+        rows = zip(ids, header["subjects"], matrix, weights, strict=True)
+        for i, subject, vector, weight in rows:
             self._subject_of[i] = str(subject)
+            self._weights[i] = weight
             self._vectors[i] = np.array(vector, dtype=np.float32)
             self._ids_of.setdefault(str(subject), set()).add(i)
         self._log_size = size

@@ -7,12 +7,11 @@ candidate found for a face is re-scored by its **support**: the quality-weighted
 mean of the best ``SUPPORT_K`` similarities between the face (its best view) and
 the subject's enrolled vectors.
 
-Quality weights: enrollment does not record a per-photo quality score (the
-quality gates of :mod:`consentry.faces.quality` pass or refuse a photo; the
-signed enrollment commits to the embeddings only), so every enrolled vector
-that passed the gates weighs the same (``weights=None``): the support is the
-plain mean of the top ``SUPPORT_K``. A caller holding quality scores passes
-them as weights.
+Quality weights: each enrolled photo's quality
+(:func:`consentry.faces.quality.face_quality`: detector score, face size and
+sharpness, in ``(0, 1]``) is signed into its enrollment's blob and weighs its
+vector in the support (``IdentityIndex.subject_weights``); photos enrolled
+before quality was recorded weigh 1.
 
 Invariants (fail closed; a registered face never becomes "unmatched" here)
 - Only with a review band (``review_threshold < threshold``). Without one the
@@ -91,13 +90,16 @@ def confirm(
     vectors_of: Callable[[str], np.ndarray],
     threshold: float,
     review_threshold: float,
+    weights_of: Callable[[str], np.ndarray] | None = None,
 ) -> list[SubjectMatch]:
-    """``candidates`` of one face after the support and margin rules (see the module)."""
+    """``candidates`` of one face after the support and margin rules (see the module);
+    ``weights_of``: each subject's per-vector weights (None: all weigh the same)."""
     if review_threshold >= threshold or not candidates:
         return list(candidates)
     out: list[SubjectMatch] = []
     for match in candidates:
-        if match.certain and support(views, vectors_of(match.subject_id)) < threshold:
+        weights = None if weights_of is None else list(weights_of(match.subject_id))
+        if match.certain and support(views, vectors_of(match.subject_id), weights) < threshold:
             match = dataclasses.replace(match, certain=False)
         out.append(match)
     best = max(out, key=lambda m: m.similarity)

@@ -37,6 +37,7 @@ __all__ = [
     "minimal_manifest",
     "read_asset",
     "sign_asset",
+    "sign_asset_and_store",
 ]
 
 SUPPORTED_MIME_TYPES = ("image/jpeg", "image/png", "image/webp")
@@ -152,7 +153,25 @@ def sign_asset(
     *,
     ingredient_data: Mapping[str, tuple[str, bytes]] | None = None,
 ) -> bytes:
-    """Return ``data`` with ``manifest`` signed by ``signer`` embedded in it.
+    """Return ``data`` with ``manifest`` signed by ``signer`` embedded in it
+    (:func:`sign_asset_and_store` without the manifest store)."""
+    signed, _store = sign_asset_and_store(
+        data, mime, manifest, signer, thumbnail, ingredient_data=ingredient_data
+    )
+    return signed
+
+
+def sign_asset_and_store(
+    data: bytes,
+    mime: str,
+    manifest: Mapping[str, Any],
+    signer: ManifestSigner,
+    thumbnail: bool = False,
+    *,
+    ingredient_data: Mapping[str, tuple[str, bytes]] | None = None,
+) -> tuple[bytes, bytes]:
+    """``data`` with ``manifest`` signed by ``signer`` embedded in it, and the signed
+    C2PA manifest store itself (the JUMBF bytes embedded, ``application/c2pa``).
 
     ``mime`` is one of :data:`SUPPORTED_MIME_TYPES` (anything else: ManifestError).
     The signer's chain is checked first (CertificateError). Thumbnails are off unless
@@ -198,12 +217,12 @@ def sign_asset(
         ):
             for item_json, item_mime, item_data in streamed:
                 builder.add_ingredient(item_json, item_mime, io.BytesIO(item_data))
-            builder.sign(native, kind, io.BytesIO(data), out)
+            store = builder.sign(native, kind, io.BytesIO(data), out)
     except c2pa.C2paError as exc:
         if bridge.error is not None:
             raise ManifestError(f"the signer failed: {bridge.error}") from bridge.error
         raise ManifestError(f"c2pa could not sign the {kind} asset: {exc}") from exc
-    return out.getvalue()
+    return out.getvalue(), bytes(store or b"")
 
 
 # -- reading ------------------------------------------------------------------------------

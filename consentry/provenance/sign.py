@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from consentry.errors import ManifestError, ProvenanceError
 from consentry.media import mime_of_bytes
-from consentry.provenance.c2pa_io import sign_asset
+from consentry.provenance.c2pa_io import sign_asset_and_store
 from consentry.provenance.certs import load_signing_identity
 from consentry.provenance.chain import check_signing_chain
 from consentry.provenance.manifest import (
@@ -16,6 +16,7 @@ from consentry.provenance.manifest import (
     build_manifest,
     collect_evidence,
 )
+from consentry.provenance.manifest_store import keep_manifest_store
 from consentry.provenance.marks import soft_bindings
 from consentry.provenance.signer import ManifestSigner, signer_from_identity
 from consentry.registry.models import Decision, Grant, Prior
@@ -102,4 +103,7 @@ def sign_output(
         if parent is not None and parent_mime is not None
         else None
     )
-    return sign_asset(data, mime, manifest, signer, ingredient_data=streams)
+    signed, store = sign_asset_and_store(data, mime, manifest, signer, ingredient_data=streams)
+    if output_index is not None and store:
+        keep_manifest_store(registry, decision.id, output_index, store)
+    return signed

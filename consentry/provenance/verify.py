@@ -46,10 +46,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from consentry.errors import (
     CheckpointError,
     ConsentryError,
+    ImageError,
     ImageTooLargeError,
     LogIntegrityError,
 )
-from consentry.faces.images import load_image_bytes
+from consentry.faces.images import BYTES_SOURCE, load_image_bytes
 from consentry.media import MAX_BYTES_DEFAULT, mime_of, mime_of_bytes, read_capped
 from consentry.provenance.c2pa_io import ManifestState, read_asset
 from consentry.provenance.certs import root_pem
@@ -125,8 +126,12 @@ def read_media(path: Path | str, max_bytes: int = MAX_BYTES_DEFAULT) -> tuple[by
     that is not a readable JPEG, PNG or WebP within the limits.
     """
     data = read_capped(Path(path), max_bytes)
-    mime = mime_of_bytes(data)
-    load_image_bytes(data, max_bytes=max_bytes)
+    try:
+        mime = mime_of_bytes(data)
+        load_image_bytes(data, max_bytes=max_bytes)
+    except ImageError as exc:  # the same error, naming the file instead of "<bytes>"
+        reason = str(exc).removeprefix(f"{BYTES_SOURCE}: ")
+        raise type(exc)(f"{path}: {reason}", hint=exc.hint) from exc
     return data, mime
 
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from sqlmodel import Session, col, select
@@ -98,6 +98,9 @@ class Sample:
     photo_sha256: str
     embedding: np.ndarray
     aligned_png: bytes | None = None
+    # its weight in the second stage of a match (``faces.quality.face_quality``),
+    # signed into the enrollment; None: not measured (weighs 1)
+    quality: float | None = None
 
 
 @dataclass(frozen=True)
@@ -165,23 +168,20 @@ def enroll(
     with registry.db.write() as session:
         _check_may_enroll(session, subject_row.id, samples)
         data_key = _data_key(registry, session, subject_row.id, create=True)
-        blobs = [
-            _sealed_blob(registry, data_key, subject_row.id, enrollment_id, engine, sample, item)
+        sealed = [
+            (sample, _sealed_blob(registry, data_key, subject_row.id, enrollment_id, engine,
+                                  sample, item))
             for sample in samples
             for item in _sample_items(sample)
-        ]
+        ]  # fmt: skip
+        blobs = [blob for _, blob in sealed]
         row = Enrollment(
             id=enrollment_id,
             subject_id=subject_row.id,
             engine=engine.name,
             engine_version=engine.version,
             model_hashes_json=json.dumps(engine.model_hashes, sort_keys=True),
-            blobs_json=json.dumps(
-                [
-                    {"id": b.id, "kind": b.kind, "photo_sha256": b.photo_sha256, "sha256": b.sha256}
-                    for b in blobs
-                ]
-            ),
+            blobs_json=json.dumps([_signed_blob(sample, b) for sample, b in sealed]),
             created_at=format_time(registry.now()),
             log_index=-1,
         )
@@ -202,6 +202,20 @@ def _check_may_enroll(session: Session, subject_id: str, samples: Sequence[Sampl
             f"subject {subject_id} opted out: no photo of them is kept; "
             "enroll without --keep-photos"
         )
+
+
+def _signed_blob(sample: Sample, blob: BiometricBlob) -> dict[str, Any]:
+    """What the enrollment statement commits to for one blob (an embedding with a
+    measured quality also signs it; older enrollments have no ``quality``)."""
+    signed: dict[str, Any] = {
+        "id": blob.id,
+        "kind": blob.kind,
+        "photo_sha256": blob.photo_sha256,
+        "sha256": blob.sha256,
+    }
+    if blob.kind == "embedding" and sample.quality is not None:
+        signed["quality"] = float(sample.quality)
+    return signed
 
 
 def _sample_items(sample: Sample) -> list[tuple[str, bytes]]:

@@ -67,6 +67,7 @@ from consentry.registry.consent_facts import (
 from consentry.registry.consent_facts import strings as _strings
 from consentry.registry.consent_rows import RowChecks
 from consentry.registry.frontier import Frontier, bind_prefix
+from consentry.registry.grantee_keys import GranteeKeyFollower
 from consentry.registry.log_checker import LogChecker
 from consentry.registry.models import LogEntry
 from consentry.registry.review_state import ReviewFollower
@@ -102,7 +103,7 @@ _SNAPSHOT_MAGIC = b"CSCS1"
 SNAPSHOT_EVERY = 256  # entries followed since the last snapshot before a new one is written
 
 
-class ConsentState(RowChecks, ReviewFollower):
+class ConsentState(RowChecks, ReviewFollower, GranteeKeyFollower):
     """Consent facts of one registry, followed from its signed log (see module doc)."""
 
     def __init__(self, registry: Registry) -> None:
@@ -334,10 +335,7 @@ class ConsentState(RowChecks, ReviewFollower):
         self._priors_of_sha.setdefault(str(s.get("sha256")), []).append(record_id)
 
     def _on_enrollment(self, index: int, record_id: str, s: dict[str, Any]) -> None:
-        blobs = tuple(
-            SignedBlob(str(b["id"]), str(b["kind"]), str(b["photo_sha256"]), str(b["sha256"]))
-            for b in s.get("blobs") or ()
-        )
+        blobs = tuple(SignedBlob.of(b) for b in s.get("blobs") or ())
         enrollment = SignedEnrollment(
             record_id, str(s.get("subject")), str(s.get("engine")), blobs, index
         )
@@ -532,9 +530,9 @@ class ConsentState(RowChecks, ReviewFollower):
     def grantee_by_key_sha256(self, digest: str) -> SignedGrantee | None:
         """The signed grantee whose signed entry carries ``digest`` (the SHA-256 hex of
         an API key), or None: a hash lookup, not a loop over the grantees. Grantees
-        are append-only and their key hashes never change (there is no key rotation
-        of a grantee), so the map is derived from ``grantees`` and rebuilt only when
-        it gained a grantee (or was replaced, e.g. by a snapshot load or a reset).
+        are append-only; a signed key rotation or disabling (``grantee_keys``) resets
+        the map, so it is rebuilt only then, when it gained a grantee, or when it
+        was replaced (a snapshot load or a reset). The map holds current keys only.
         Should two signed entries carry one hash, the first in log order wins (what
         a scan in log order found). A state that stopped verifying raises
         LogIntegrityError, as :meth:`refresh` does."""
@@ -545,7 +543,8 @@ class ConsentState(RowChecks, ReviewFollower):
             if source is not self.grantees or count != len(self.grantees):
                 mapping = {}
                 for signed in sorted(self.grantees.values(), key=lambda g: g.index):
-                    mapping.setdefault(signed.api_key_sha256, signed)
+                    if signed.key_sha256 is not None:
+                        mapping.setdefault(signed.key_sha256, signed)
                 self._key_map = (self.grantees, len(self.grantees), mapping)
             return mapping.get(digest)
 
@@ -618,4 +617,5 @@ _APPLY: dict[str, Callable[[ConsentState, int, str, dict[str, Any]], None]] = {
     "calibration": ConsentState._on_calibration,
     "decision": ReviewFollower._on_decision,
     "review": ReviewFollower._on_review,
+    "grantee-key": GranteeKeyFollower._on_grantee_key,
 }

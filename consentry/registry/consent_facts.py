@@ -7,6 +7,7 @@ a database row. ``index`` is always the log index of the entry that stated it.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +19,7 @@ __all__ = [
     "SignedGrantee",
     "SignedPrior",
     "SignedSubject",
+    "blob_quality",
     "calibration_event",
     "strings",
 ]
@@ -39,11 +41,25 @@ class SignedSubject:
 
 @dataclass(frozen=True)
 class SignedGrantee:
+    """A grantee as signed. ``api_key_sha256`` is the hash its own entry carries
+    (what its row must match); ``rotated_sha256`` the hash of the newest signed key
+    rotation (``grantee-key`` entries, :mod:`consentry.registry.grantee_keys`);
+    ``disabled`` the index of the signed entry that disabled it (final)."""
+
     id: str
     name: str
     api_key_sha256: str
     public_key: str | None
     index: int
+    rotated_sha256: str | None = None
+    disabled: int | None = None
+
+    @property
+    def key_sha256(self) -> str | None:
+        """The hash of the one API key that authenticates it now (None: disabled)."""
+        if self.disabled is not None:
+            return None
+        return self.rotated_sha256 or self.api_key_sha256
 
 
 @dataclass(frozen=True)
@@ -68,6 +84,15 @@ class SignedPrior:
     details: dict[str, Any] = field(default_factory=dict)  # how it was made (photo hashes)
 
 
+def blob_quality(value: Any) -> float | None:
+    """A signed blob's ``quality`` if it is a finite number in ``(0, 1]``, else None
+    (it weighs 1: a weight can only hold a match for review, never allow one)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    number = float(value)
+    return number if math.isfinite(number) and 0.0 < number <= 1.0 else None
+
+
 @dataclass(frozen=True)
 class SignedBlob:
     """One blob an enrollment commits to; ``sha256`` is of its ciphertext."""
@@ -76,6 +101,13 @@ class SignedBlob:
     kind: str
     photo_sha256: str
     sha256: str
+    quality: float | None = None  # an embedding's signed second-stage weight, if measured
+
+    @classmethod
+    def of(cls, signed: dict[str, Any]) -> SignedBlob:
+        """A blob as an enrollment statement lists it."""
+        keys = (str(signed["id"]), str(signed["kind"]), str(signed["photo_sha256"]))
+        return cls(*keys, str(signed["sha256"]), blob_quality(signed.get("quality")))
 
 
 @dataclass(frozen=True)

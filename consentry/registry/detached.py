@@ -60,7 +60,7 @@ from consentry.registry.models import (
     Subject,
     SubjectKeyChange,
 )
-from consentry.registry.rules import grant_terms
+from consentry.registry.rules import checked_grant_terms, grant_terms
 from consentry.registry.signing import (
     Envelope,
     SigningKey,
@@ -155,28 +155,22 @@ def prepare_grant(
     """A grant for ``subject`` (who holds a key) to sign on their own device;
     nothing is written. The terms are checked as :meth:`Registry.grant` checks them."""
     start = not_before or registry.now()
-    wanted, prior_list = grant_terms(purposes, priors or [], evidence_sha256, start, not_after)
-    review_by = policy_of(registry.home).review_by(start, not_after, evidence_sha256)
+    terms = checked_grant_terms(
+        purposes, priors or [], evidence_sha256, start, not_after, constraints,
+        policy_of(registry.home),
+    )  # fmt: skip
     subject_row = registry.get_subject(subject)
     grantee_row = registry.get_grantee(grantee)
     if subject_row.id in registry.consent.opted_out:
         raise OptedOutError(f"subject {subject_row.id} opted out: no grant can be made")
-    row = Grant(
-        id=registry.new_id("grt"),
-        subject_id=subject_row.id,
-        grantee_id=grantee_row.id,
-        purposes_json=json.dumps(wanted),
-        priors_json=json.dumps(prior_list),
-        not_before=format_time(start),
-        not_after=format_time(not_after) if not_after is not None else None,
-        constraints_json=canonical_json(constraints or {}).decode(),
-        evidence_sha256=evidence_sha256,
-        issuer_key_id=registry.key_id,
-        subject_key_id=_current_key_id(registry, subject_row),
-        sign_by=_sign_by(registry, sign_within),
-        review_by=review_by,
-        created_at=format_time(registry.now()),
-        log_index=-1,
+    row = terms.row(
+        registry.new_id("grt"),
+        subject_row.id,
+        grantee_row.id,
+        registry.key_id,
+        _current_key_id(registry, subject_row),
+        registry.now(),
+        _sign_by(registry, sign_within),
     )
     return _unsigned(row)
 

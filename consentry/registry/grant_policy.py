@@ -82,7 +82,8 @@ class GrantPolicy:
             if not_after is None:
                 raise InputError(
                     f"this registry limits grants to {self.max_days} days: give an end",
-                    hint=f"--until {format_time(limit)[:10]} at the latest",
+                    # a bare --until date includes its whole day: the last one within
+                    hint=f"--until {format_time(limit - timedelta(days=1))[:10]} at the latest",
                 )
             if not_after > limit:
                 raise InputError(

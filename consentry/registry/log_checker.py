@@ -221,12 +221,12 @@ class LogChecker:
     def _check_names(self, kind: str, statement: dict[str, Any]) -> str | None:
         """Every record the entry names is earlier in the log (and its subject not
         erased); returns the subject whose key must co-sign (grants, revocations)."""
-        if kind == "grant":
+        if kind in ("grant", "grantee-key"):
             if str(statement.get("grantee")) not in self.grantees:
                 raise ConsentryError(
                     f"names grantee {statement.get('grantee')} not earlier in the log"
                 )
-            return str(statement.get("subject"))
+            return str(statement.get("subject")) if kind == "grant" else None
         if kind == "revocation":
             subject_id = self.grant_subject.get(str(statement.get("grant")))
             if subject_id is None:

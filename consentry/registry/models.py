@@ -291,6 +291,37 @@ class SubjectKeyChange(SQLModel, table=True):
     log_index: int = Field(index=True)
 
 
+class ManifestStore(SQLModel, table=True):
+    """The signed C2PA manifest store of one released output (``application/c2pa``),
+    kept so the soft-binding resolver can hand it out after a platform stripped it.
+    Not a log record: the manifest carries its own signature and names the logged
+    decision; its id is ``<decision id>/<output index>``."""
+
+    __tablename__ = "manifest_stores"
+
+    id: str = Field(primary_key=True, max_length=48)
+    decision_id: str = Field(index=True, max_length=40)
+    output_index: int
+    sha256: str = Field(max_length=64)
+    data: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    created_at: str = Field(max_length=20)
+
+
+class GranteeKeyChange(SQLModel, table=True):
+    """A grantee's API key replaced (``action`` ``rotate``: the new key's hash) or
+    the grantee disabled (``disable``: no key authenticates it any more; final)."""
+
+    __tablename__ = "grantee_key_changes"
+
+    id: str = Field(primary_key=True, max_length=40)
+    grantee_id: str = Field(foreign_key="grantees.id", index=True, max_length=40)
+    action: str = Field(max_length=16)
+    api_key_sha256: str | None = Field(default=None, max_length=64)
+    reason: str = _text()
+    created_at: str = Field(max_length=20)
+    log_index: int = Field(index=True)
+
+
 class OptOut(SQLModel, table=True):
     """A subject's opt-out: every job with their face, name or prior is refused,
     no grant can be made for them, and their kept photos are deleted; their
@@ -372,6 +403,7 @@ class Decision(SQLModel, table=True):
     def marks(self) -> list[dict[str, Any]]:
         """Each output's marks (watermark algorithm or None, fingerprints); [] if none."""
         return list(json.loads(self.marks_json)) if self.marks_json else []
+
     # a hold (issue 14): canonical JSON of what was held (faces, band); None otherwise
     held_json: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     review_id: str | None = Field(default=None, max_length=40)  # the review it resumed

@@ -16,10 +16,12 @@ Invariants
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from consentry.errors import (
     GrantExpiredError,
@@ -29,13 +31,16 @@ from consentry.errors import (
     SignatureError,
 )
 from consentry.hashing import SHA256_HEX, hash_file
+from consentry.registry.grant_policy import GrantPolicy
 from consentry.registry.models import Grant, Revocation, Subject
 from consentry.registry.safetensors_header import check_safetensors
-from consentry.registry.signing import SigningKey, key_id_of, public_key_from_hex
+from consentry.registry.signing import SigningKey, canonical_json, key_id_of, public_key_from_hex
 from consentry.registry.statements import PRIOR_KINDS, PURPOSES, format_time
 
 __all__ = [
     "GrantStatus",
+    "GrantTerms",
+    "checked_grant_terms",
     "grant_status",
     "grant_terms",
     "prior_digest",
@@ -91,6 +96,66 @@ def grant_terms(
     if not_after is not None and not_after <= start:
         raise InputError("the grant would end before it starts (--until before --from)")
     return wanted, prior_list
+
+
+@dataclass(frozen=True)
+class GrantTerms:
+    """A grant's terms after :func:`grant_terms` and the registry's legal limits
+    (``review_by`` from :class:`~consentry.registry.grant_policy.GrantPolicy`)."""
+
+    purposes: list[str]
+    priors: list[str]
+    start: datetime
+    not_after: datetime | None
+    constraints: dict[str, Any]
+    evidence_sha256: str | None
+    review_by: str | None
+
+    def row(
+        self,
+        grant_id: str,
+        subject_id: str,
+        grantee_id: str,
+        issuer_key_id: str,
+        subject_key_id: str | None,
+        created_at: datetime,
+        sign_by: str | None = None,
+    ) -> Grant:
+        """The grant row these terms make (``log_index`` -1: not yet appended)."""
+        return Grant(
+            id=grant_id,
+            subject_id=subject_id,
+            grantee_id=grantee_id,
+            purposes_json=json.dumps(self.purposes),
+            priors_json=json.dumps(self.priors),
+            not_before=format_time(self.start),
+            not_after=format_time(self.not_after) if self.not_after is not None else None,
+            constraints_json=canonical_json(self.constraints).decode(),
+            evidence_sha256=self.evidence_sha256,
+            issuer_key_id=issuer_key_id,
+            subject_key_id=subject_key_id,
+            sign_by=sign_by,
+            review_by=self.review_by,
+            created_at=format_time(created_at),
+            log_index=-1,
+        )
+
+
+def checked_grant_terms(
+    purposes: Iterable[str],
+    priors: Iterable[str],
+    evidence_sha256: str | None,
+    start: datetime,
+    not_after: datetime | None,
+    constraints: dict[str, Any] | None,
+    policy: GrantPolicy,
+) -> GrantTerms:
+    """:func:`grant_terms` and the registry's legal limits, as one value."""
+    wanted, prior_list = grant_terms(purposes, priors, evidence_sha256, start, not_after)
+    review_by = policy.review_by(start, not_after, evidence_sha256)
+    return GrantTerms(
+        wanted, prior_list, start, not_after, dict(constraints or {}), evidence_sha256, review_by
+    )
 
 
 def subject_cosigners(

@@ -9,8 +9,9 @@ logged when the row was written. Statement types are ``consentry.<kind>`` with
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from consentry.errors import InputError
@@ -21,6 +22,7 @@ from consentry.registry.models import (
     Erasure,
     Grant,
     Grantee,
+    GranteeKeyChange,
     OperatorKey,
     OptOut,
     Prior,
@@ -38,6 +40,7 @@ __all__ = [
     "Row",
     "format_time",
     "leaf_kind_of",
+    "parse_end_time",
     "parse_time",
     "record_id_of",
     "rotation_statement",
@@ -61,6 +64,7 @@ Row = (
     | Decision
     | OptOut
     | SubjectKeyChange
+    | GranteeKeyChange
     | Review
 )
 
@@ -76,6 +80,7 @@ KIND_OF_TYPE: dict[str, str] = {
     "consentry.erasure": "erasure",
     "consentry.opt-out": "opt-out",
     "consentry.subject-key": "subject-key",
+    "consentry.grantee-key": "grantee-key",
     "consentry.calibration": "calibration",
     "consentry.decision": "decision",
     "consentry.review": "review",
@@ -91,6 +96,9 @@ def format_time(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime(_TIME_FORMAT)
 
 
+_BARE_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
 def parse_time(text: str) -> datetime:
     """Parse ISO 8601 (``Z`` or an offset; a bare date means midnight UTC)."""
     value = text.strip()
@@ -103,6 +111,16 @@ def parse_time(text: str) -> datetime:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return moment.astimezone(UTC).replace(microsecond=0)
+
+
+def parse_end_time(text: str) -> datetime:
+    """Parse the end of a period: like :func:`parse_time`, except that a bare date
+    (``2027-06-30``) means that whole day, so the end is the start of the next day
+    (``2027-07-01T00:00:00Z``). A full timestamp keeps its meaning."""
+    moment = parse_time(text)
+    if _BARE_DATE.fullmatch(text.strip()):
+        moment += timedelta(days=1)
+    return moment
 
 
 def _base(kind: str) -> dict[str, Any]:
@@ -296,6 +314,17 @@ def _review(row: Review) -> dict[str, Any]:
     }
 
 
+def _grantee_key_change(row: GranteeKeyChange) -> dict[str, Any]:
+    return _base("grantee-key") | {
+        "id": row.id,
+        "grantee": row.grantee_id,
+        "action": row.action,
+        "api_key_sha256": row.api_key_sha256,
+        "reason": row.reason,
+        "time": row.created_at,
+    }
+
+
 def _subject_key_change(row: SubjectKeyChange) -> dict[str, Any]:
     return _base("subject-key") | {
         "id": row.id,
@@ -331,6 +360,7 @@ _BY_TYPE: dict[type[Any], tuple[str, Callable[[Any], dict[str, Any]]]] = {
     Erasure: ("erasure", _erasure),
     OptOut: ("opt-out", _opt_out),
     SubjectKeyChange: ("subject-key", _subject_key_change),
+    GranteeKeyChange: ("grantee-key", _grantee_key_change),
     Calibration: ("calibration", _calibration),
     Decision: ("decision", _decision),
     Review: ("review", _review),

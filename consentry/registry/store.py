@@ -37,7 +37,6 @@ from sqlmodel import Session, col, select
 
 from consentry.config import Home, resolve_db_url, resolve_home
 from consentry.errors import (
-    AmbiguousNameError,
     ConfigError,
     DuplicateError,
     InputError,
@@ -62,10 +61,11 @@ from consentry.registry.models import (
     Revocation,
     Subject,
 )
+from consentry.registry.refs import find_subject
 from consentry.registry.rules import (
     GrantStatus,
+    checked_grant_terms,
     grant_status,
-    grant_terms,
     prior_digest,
     raise_unless_active,
     subject_cosigners,
@@ -91,9 +91,6 @@ from consentry.registry.witness import WitnessStore
 __all__ = ["GrantStatus", "InclusionProof", "Registry", "leaf_bytes", "parse_until"]
 
 Clock = Callable[[], datetime]
-_SUBJECT_BY_ID = select(*Subject.__table__.columns).where(  # type: ignore[attr-defined]
-    Subject.__table__.c.id == bindparam("id")  # type: ignore[attr-defined]
-)
 _GRANTEE_BY_ID = select(*Grantee.__table__.columns).where(  # type: ignore[attr-defined]
     Grantee.__table__.c.id == bindparam("id")  # type: ignore[attr-defined]
 )
@@ -288,23 +285,13 @@ class Registry:
             return list(session.exec(select(Subject).order_by(col(Subject.log_index))))
 
     def get_subject(self, ref: str) -> Subject:
-        """A subject by id, or by a display name that matches exactly one subject."""
+        """A subject by id, or by a display name or alias that names exactly one subject."""
         with self.db.read() as session:
             return self._find_subject(session, ref)
 
     @staticmethod
     def _find_subject(session: Session, ref: str) -> Subject:
-        found = session.execute(_SUBJECT_BY_ID, {"id": ref}).first()
-        if found is not None:
-            return Subject(**found._asdict())
-        matches = list(session.exec(select(Subject).where(Subject.display_name == ref)))
-        if not matches:
-            raise NotFoundError(f"no subject {ref!r}", hint="see 'consentry subject list'")
-        if len(matches) > 1:
-            raise AmbiguousNameError(
-                f"{len(matches)} subjects are named {ref!r}", hint="use the id"
-            )
-        return matches[0]
+        return find_subject(session, ref)  # id, else unique display name or alias
 
     # ------------------------------------------------------------------ grantees
     def add_grantee(
@@ -357,10 +344,10 @@ class Registry:
         A hash lookup of SHA-256(``api_key``) among the signed grantees as followed
         (:meth:`ConsentState.grantee_by_key_sha256`; it raises LogIntegrityError on a
         log that stopped verifying). The log is followed first only on a miss (a
-        grantee added since the last follow): a signed grantee and its key hash never
-        change, so a hit needs no refresh. The row must still match the signed entry
-        (name and key hash, one Core read by id, every call): a missing or edited row
-        is a LogIntegrityError (fail closed), and a key whose hash only a row
+        grantee added since the last follow); a hit needs none (a key rotation signed
+        elsewhere is honoured once followed, see grantee_keys). The row must match
+        its own signed entry (name, key hash; one Core read by id, every call): a
+        missing or edited row is a LogIntegrityError, and a key whose hash only a row
         carries authenticates nobody (SignatureError).
         """
         digest = sha256_hex(api_key.encode())
@@ -369,7 +356,7 @@ class Registry:
         if signed is None:
             state.refresh()
             signed = state.grantee_by_key_sha256(digest)
-        if signed is None or not hmac.compare_digest(signed.api_key_sha256, digest):
+        if signed is None or not hmac.compare_digest(signed.key_sha256 or "", digest):
             raise SignatureError("unknown API key")
         with self.db.reader.connect() as connection:
             found = connection.execute(_GRANTEE_BY_ID, {"id": signed.id}).first()
@@ -398,8 +385,9 @@ class Registry:
     ) -> Grant:
         """Record consent of ``subject`` for ``grantee`` to use their likeness."""
         start = not_before or self._clock()
-        wanted, prior_list = grant_terms(purposes, priors, evidence_sha256, start, not_after)
-        review_by = policy_of(self.home).review_by(start, not_after, evidence_sha256)
+        terms = checked_grant_terms(
+            purposes, priors, evidence_sha256, start, not_after, constraints, policy_of(self.home)
+        )
         with self.db.write() as session:
             subject_row = self._find_subject(session, subject)
             if session.exec(select(OptOut).where(OptOut.subject_id == subject_row.id)).first():
@@ -407,21 +395,13 @@ class Registry:
             grantee_row = self._find_grantee(session, grantee)
             current = current_subject_key(session, subject_row.id)
             cosigners = subject_cosigners(subject_row, subject_key, "grant", current)
-            row = Grant(
-                id=_new_id("grt"),
-                subject_id=subject_row.id,
-                grantee_id=grantee_row.id,
-                purposes_json=json.dumps(wanted),
-                priors_json=json.dumps(prior_list),
-                not_before=format_time(start),
-                not_after=format_time(not_after) if not_after is not None else None,
-                constraints_json=canonical_json(constraints or {}).decode(),
-                evidence_sha256=evidence_sha256,
-                issuer_key_id=self.key_id,  # set again by log.record to the key that signs
-                subject_key_id=cosigners[0].key_id if cosigners else None,
-                review_by=review_by,
-                created_at=format_time(self._clock()),
-                log_index=-1,
+            row = terms.row(  # the issuer is set again by log.record to the key that signs
+                _new_id("grt"),
+                subject_row.id,
+                grantee_row.id,
+                self.key_id,
+                cosigners[0].key_id if cosigners else None,
+                self._clock(),
             )
             self.log.record(session, row, cosigners)
         return row

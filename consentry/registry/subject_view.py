@@ -136,8 +136,9 @@ def authenticate(
 
 
 def _outcome(row: Decision) -> str:
-    held = getattr(row, "held", False)
-    return "held" if held else ("allowed" if row.allowed else "refused")
+    if row.held_json is not None:
+        return "held"
+    return "allowed" if row.allowed else "refused"
 
 
 def subject_view(registry: Registry, subject_id: str, before: int | None = None) -> dict[str, Any]:
@@ -188,7 +189,11 @@ def verify_view(view: dict[str, Any], operator_keys: Sequence[Ed25519PublicKey])
             raise ProofError(f"decision {item.get('id')}: the log leaf is another record")
         if subject not in statement.get("subjects", []):
             raise ProofError(f"decision {item.get('id')}: the logged decision names other subjects")
-        allowed = item.get("outcome") == "allowed"
-        if bool(statement.get("allowed")) != allowed:
+        logged = (
+            "held"
+            if "held" in statement
+            else ("allowed" if statement.get("allowed") else "refused")
+        )
+        if item.get("outcome") != logged:
             raise ProofError(f"decision {item.get('id')}: the outcome differs from the log")
     return len(view.get("decisions", []))

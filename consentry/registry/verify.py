@@ -59,6 +59,7 @@ from consentry.registry.models import (
     Erasure,
     Grant,
     Grantee,
+    GranteeKeyChange,
     LogEntry,
     OperatorKey,
     OptOut,
@@ -94,6 +95,7 @@ _ROW_TYPES: dict[str, type[Any]] = {
     "decision": Decision,
     "opt-out": OptOut,
     "subject-key": SubjectKeyChange,
+    "grantee-key": GranteeKeyChange,
     "review": Review,
 }
 

@@ -2,9 +2,12 @@
 
 Routes (all JSON unless noted; errors are ``{"error": {"code", "message"}}``,
 :mod:`consentry.server.errors`): the gateway (:mod:`.routers.gateway`, grantee
-key), the admin actions (:mod:`.routers.admin`, admin key), the public log,
+key), the admin actions (:mod:`.routers.admin`, :mod:`.routers.directory`: subjects,
+grantees, key rotation; admin key), the public log,
 verification and audit (:mod:`.routers.public`), the log as tlog-tiles
-(:mod:`.routers.tiles`) and Prometheus metrics (:mod:`.routers.metrics`). Every
+(:mod:`.routers.tiles`) and Prometheus metrics (:mod:`.routers.metrics`, fed by the
+gateway's watchers, :mod:`consentry.server.telemetry`). OpenAPI lists every error
+status in the one body (:mod:`consentry.server.openapi_errors`). Every
 request first passes the guard (:mod:`consentry.server.guard`: body size, strict
 forms, last-resort 500).
 
@@ -52,9 +55,12 @@ from consentry.registry.checkpointer import Checkpointer
 from consentry.registry.store import Registry
 from consentry.server.errors import register_error_handlers
 from consentry.server.guard import MAX_BODY_BYTES, GuardMiddleware, strict_form
+from consentry.server.logs import redact_access_log
+from consentry.server.openapi_errors import document_errors
 from consentry.server.routers import (
     admin,
     consent,
+    directory,
     gateway,
     metrics,
     public,
@@ -63,6 +69,7 @@ from consentry.server.routers import (
     tiles,
 )
 from consentry.server.state import ServiceState
+from consentry.server.telemetry import DecisionLog
 
 __all__ = ["DEFAULT_FOLLOW_INTERVAL", "MAX_IMAGES", "create_app"]
 
@@ -161,11 +168,16 @@ def create_app(
         lifespan=_lifespan(state, follow_interval, owns_registry),
     )
     app.state.consentry = state
+    redact_access_log()  # a key put in a URL by mistake is not logged
+    state.metrics.attach(state)
+    checks.telemetry.watch(state.metrics)
+    checks.telemetry.watch(DecisionLog())
     register_error_handlers(app)
-    for group in (gateway, admin, review, public, tiles, metrics, resolver):
+    for group in (gateway, admin, directory, review, public, tiles, metrics, resolver):
         app.include_router(group.router)
     app.include_router(consent.admin_router)
     app.include_router(consent.public_router)
+    document_errors(app)  # every status, in the one error body
     # the guard wraps the whole app, routers included
     app.add_middleware(GuardMiddleware, max_body_bytes=max_body_bytes)
     return app

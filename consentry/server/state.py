@@ -35,6 +35,7 @@ from consentry.registry.checkpointer import Checkpointer
 from consentry.registry.models import Grantee, Prior
 from consentry.registry.store import Registry
 from consentry.server.errors import ApiError
+from consentry.server.telemetry import ServiceMetrics
 from consentry.server.views import GranteeView, job_json
 
 __all__ = ["ServiceDep", "ServiceState", "state_of"]
@@ -55,6 +56,7 @@ class ServiceState:
     serial: bool = False
     faces_lock: threading.Lock = field(default_factory=threading.Lock)
     pipeline_lock: threading.Lock = field(default_factory=threading.Lock)
+    metrics: ServiceMetrics = field(default_factory=ServiceMetrics)  # this app's own
     _views: dict[str, tuple[int, GranteeView]] = field(default_factory=dict)
 
     def job_backend(self) -> Backend:

@@ -15,6 +15,7 @@ from consentry.errors import ConfigError, InputError
 from consentry.registry.detached import prepare_grant, sign_prepared, submit
 from consentry.registry.grant_policy import GrantPolicy, policy_of
 from consentry.registry.signing import Envelope, SigningKey
+from consentry.registry.statements import parse_end_time
 from consentry.registry.store import Registry
 from tests.support.cli import assert_one_line_error, initialised
 
@@ -45,7 +46,9 @@ def test_the_longest_grant_is_enforced(registry: Registry) -> None:
     _set(registry, GrantPolicy(max_days=3650))
     with pytest.raises(InputError, match="limits grants to 3650 days") as caught:
         registry.grant("Ada", "Studio", ["restore"])
-    assert caught.value.hint == "--until 2036-05-29 at the latest"
+    # a bare --until date includes its whole day: the hint names the last day that fits
+    assert caught.value.hint == "--until 2036-05-28 at the latest"
+    assert parse_end_time("2036-05-28") <= T0 + timedelta(days=3650) < parse_end_time("2036-05-29")
     with pytest.raises(InputError, match="beyond this registry's limit"):
         registry.grant("Ada", "Studio", ["restore"], not_after=T0 + timedelta(days=3651))
     ok = registry.grant("Ada", "Studio", ["restore"], not_after=T0 + timedelta(days=3650))

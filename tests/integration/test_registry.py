@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import stat
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -29,18 +29,7 @@ from consentry.errors import (
 from consentry.registry import checkpoint as cp
 from consentry.registry.offline import verify_consistency_bundle, verify_inclusion_bundle
 from consentry.registry.signing import SigningKey, load_public_key, public_key_from_hex
-
-T0 = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
-
-
-class Clock:
-    """A settable clock so tests control 'now'."""
-
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> datetime:
-        return self.now
+from tests.support.clock import T0, Clock
 
 
 @pytest.fixture

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import c2pa
 import httpx
 import pytest
 from PIL import Image
@@ -23,6 +25,7 @@ from consentry.provenance.certs import create_dev_pki
 from consentry.provenance.fingerprint import ISCC_ALG, PDQ_ALG
 from consentry.provenance.verify import verify_media
 from consentry.provenance.watermark import WATERMARK_ALG
+from consentry.registry.models import ManifestStore
 from consentry.registry.store import Registry
 from consentry.server import create_app, hash_admin_key
 from tests.integration._live import live_server
@@ -45,6 +48,7 @@ class PhotoBackend:
 
 @dataclass
 class World:
+    registry: Registry
     base: str
     decision_id: str
     signed: bytes
@@ -66,7 +70,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     app = create_app(registry, engine, hash_admin_key("admin-key-for-tests-0123456789"))
     try:
         with live_server(app) as base:
-            yield World(base, receipt.decision_id or "", receipt.outputs[0], bindings)
+            yield World(registry, base, receipt.decision_id or "", receipt.outputs[0], bindings)
     finally:
         registry.close()
 
@@ -117,8 +121,44 @@ def test_by_content_recovers_the_stripped_release_not_a_look_alike(world: World)
     assert look_alike.json() == {"matches": []}
 
 
+def test_manifest_route_returns_the_signed_manifest_store(world: World) -> None:
+    response = httpx.get(f"{world.base}/v1/sbr/manifests/{world.decision_id}")
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "application/c2pa"
+    with c2pa.Reader("application/c2pa", io.BytesIO(response.content)) as reader:
+        kept = json.loads(reader.json())
+    with c2pa.Reader("image/png", io.BytesIO(world.signed)) as reader:
+        embedded = json.loads(reader.json())
+    assert kept["active_manifest"] == embedded["active_manifest"]  # the very manifest
+    assert (
+        httpx.get(f"{world.base}/v1/sbr/manifests/{world.decision_id}?output=1").status_code == 404
+    )
+
+
 def test_manifest_route_returns_the_signed_decision(world: World) -> None:
-    body = httpx.get(f"{world.base}/v1/sbr/manifests/{world.decision_id}").json()
+    body = httpx.get(f"{world.base}/v1/sbr/manifests/{world.decision_id}?format=entry").json()
     assert body["decision"]["id"] == world.decision_id
     assert body["decision"]["release"]["outputs"][0]["watermark"] == WATERMARK_ALG
     assert httpx.get(f"{world.base}/v1/sbr/manifests/dec_nope").status_code in (400, 404)
+
+
+@pytest.mark.attack("kept manifest store edited")
+def test_an_edited_manifest_store_is_never_served(world: World) -> None:
+    url = f"{world.base}/v1/sbr/manifests/{world.decision_id}"
+    honest = httpx.get(url).content
+    with world.registry.db.write() as session:
+        row = session.get(ManifestStore, f"{world.decision_id}/0")
+        assert row is not None
+        row.data = honest.replace(b"generate", b"generatf", 1)
+        session.add(row)
+    try:
+        edited = httpx.get(url)
+        assert edited.status_code == 500, edited.text
+        assert edited.content != honest and b"generatf" not in edited.content
+    finally:
+        with world.registry.db.write() as session:
+            row = session.get(ManifestStore, f"{world.decision_id}/0")
+            assert row is not None
+            row.data = honest
+            session.add(row)
+    assert httpx.get(url).content == honest

@@ -7,7 +7,7 @@ import base64
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -30,16 +30,7 @@ from consentry.registry.detached import (
 from consentry.registry.models import Grant, Revocation, SubjectKeyChange
 from consentry.registry.signing import Envelope, SigningKey
 from consentry.registry.store import Registry
-
-T0 = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> datetime:
-        return self.now
+from tests.support.clock import T0, Clock
 
 
 @dataclass

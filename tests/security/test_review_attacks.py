@@ -28,18 +28,13 @@ from consentry.registry.biometrics import record_calibration
 from consentry.registry.models import Calibration, Review
 from consentry.registry.reviews import APPROVAL_VALID_FOR, pending_holds, record_review
 from tests.security.conftest import raw_insert
+from tests.support.clock import Clock
 from tests.support.review import DATA, measured_similarity, put_in_band
 
 PROBE = DATA / "obama2.jpg"
 T0 = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 @dataclass
@@ -62,7 +57,7 @@ class Banded:
 
 @pytest.fixture
 def banded(tmp_path: Path, db_url: str) -> Iterator[Banded]:
-    clock = Clock()
+    clock = Clock(T0)
     registry = Registry.init(tmp_path / "home", db_url, clock=clock)
     engine = get_engine("sface")
     obama = registry.add_subject("Barack Obama", ["Obama"])

@@ -6,13 +6,14 @@ from __future__ import annotations
 import copy
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
 from consentry.errors import ProofError, SignatureError
 from consentry.registry.decisions import record_decision
+from consentry.registry.reviews import hold_record
 from consentry.registry.signing import SigningKey
 from consentry.registry.store import Registry
 from consentry.registry.subject_view import (
@@ -22,16 +23,7 @@ from consentry.registry.subject_view import (
     subject_view,
     verify_view,
 )
-
-T0 = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> datetime:
-        return self.now
+from tests.support.clock import T0, Clock
 
 
 @dataclass
@@ -57,6 +49,9 @@ def scene(tmp_path: Path) -> Iterator[Scene]:
     record_decision(
         registry, studio.id, "restore", False, ["no active grant"], [], [bob.id], None, [], []
     )
+    held = hold_record([(0, 0, ada.id, 0.41)], [], (0.35, 0.45))
+    record_decision(registry, studio.id, "restore", False, ["held for review"], [], [ada.id],
+                    None, ["ab" * 32], [], held=held)  # fmt: skip
     registry.checkpoint()
     yield Scene(registry, clock, ada.id, key, bob.id)
     registry.close()
@@ -73,9 +68,9 @@ def _request(s: Scene, **overrides: object) -> object:
 def test_the_subject_sees_only_their_decisions_and_each_verifies(scene: Scene) -> None:
     subject = authenticate(scene.registry, _request(scene), NonceCache())  # type: ignore[arg-type]
     view = subject_view(scene.registry, subject)
-    assert [d["outcome"] for d in view["decisions"]] == ["refused"]
+    assert [d["outcome"] for d in view["decisions"]] == ["held", "refused"]  # newest first
     operator = SigningKey.load(scene.registry.home.operator_key).public_key
-    assert verify_view(view, [operator]) == 1
+    assert verify_view(view, [operator]) == 2
 
 
 @pytest.mark.attack("subject view request replayed")
@@ -118,10 +113,11 @@ def test_a_stale_or_future_request_is_refused(scene: Scene) -> None:
 def test_an_answer_that_misstates_a_decision_fails_verification(scene: Scene) -> None:
     view = subject_view(scene.registry, scene.ada)
     operator = SigningKey.load(scene.registry.home.operator_key).public_key
-    relabelled = copy.deepcopy(view)
-    relabelled["decisions"][0]["outcome"] = "allowed"  # a refusal shown as an allow
-    with pytest.raises(ProofError, match="outcome"):
-        verify_view(relabelled, [operator])
+    for index, shown in ((0, "refused"), (1, "allowed")):  # a hold hidden, a refusal an allow
+        relabelled = copy.deepcopy(view)
+        relabelled["decisions"][index]["outcome"] = shown
+        with pytest.raises(ProofError, match="outcome"):
+            verify_view(relabelled, [operator])
     bobs = subject_view(scene.registry, scene.bob)
     borrowed = copy.deepcopy(view)
     borrowed["decisions"] = bobs["decisions"]  # someone else's decision passed off
@@ -129,4 +125,4 @@ def test_an_answer_that_misstates_a_decision_fails_verification(scene: Scene) ->
         verify_view(borrowed, [operator])
     with pytest.raises(Exception, match="checkpoint"):
         verify_view(view, [SigningKey.generate().public_key])  # not the operator's
-    assert verify_view(view, [operator]) == 1
+    assert verify_view(view, [operator]) == 2

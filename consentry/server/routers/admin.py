@@ -24,6 +24,7 @@ from consentry.server.auth import ADMIN
 from consentry.server.errors import ApiError
 from consentry.server.guard import parsed_all
 from consentry.server.models import EraseIn, GrantIn, RevokeIn, SubjectIn
+from consentry.server.openapi_errors import errors
 from consentry.server.state import ServiceDep
 
 __all__ = ["router"]
@@ -31,7 +32,7 @@ __all__ = ["router"]
 router = APIRouter(tags=["admin"], dependencies=ADMIN)
 
 
-@router.post("/v1/subjects", status_code=201)
+@router.post("/v1/subjects", status_code=201, responses=errors(409))
 def create_subject(state: ServiceDep, body: SubjectIn) -> dict[str, Any]:
     """Register a subject (no key: their grants are made by the operator)."""
     row = state.registry.add_subject(body.name, body.aliases)
@@ -39,7 +40,7 @@ def create_subject(state: ServiceDep, body: SubjectIn) -> dict[str, Any]:
     return subject_json(row)
 
 
-@router.post("/v1/subjects/{subject}/enroll")
+@router.post("/v1/subjects/{subject}/enroll", responses=errors(409, 503))
 def enroll_subject(
     http: Request,
     state: ServiceDep,
@@ -66,7 +67,7 @@ def enroll_subject(
     }
 
 
-@router.post("/v1/subjects/{subject}/erase")
+@router.post("/v1/subjects/{subject}/erase", responses=errors(409))
 def erase(state: ServiceDep, subject: str, body: EraseIn) -> dict[str, Any]:
     """Crypto-erase a subject's biometric data; final."""
     if not body.confirm:
@@ -82,7 +83,7 @@ def erase(state: ServiceDep, subject: str, body: EraseIn) -> dict[str, Any]:
     }
 
 
-@router.post("/v1/subjects/{subject}/opt-out")
+@router.post("/v1/subjects/{subject}/opt-out", responses=errors(409))
 def opt_out(state: ServiceDep, subject: str, body: EraseIn) -> dict[str, Any]:
     """Opt a subject out: keep only what refusing needs; every job with their face,
     name or prior is refused from then on, whatever the grants; final."""
@@ -96,7 +97,7 @@ def opt_out(state: ServiceDep, subject: str, body: EraseIn) -> dict[str, Any]:
             "protected": True}  # fmt: skip
 
 
-@router.post("/v1/grants", status_code=201)
+@router.post("/v1/grants", status_code=201, responses=errors(403, 404, 409))
 def create_grant(state: ServiceDep, body: GrantIn) -> dict[str, Any]:
     """Record a subject's consent for a grantee (subjects without keys only)."""
     registry = state.registry
@@ -112,7 +113,7 @@ def create_grant(state: ServiceDep, body: GrantIn) -> dict[str, Any]:
     return grant_json(registry.get_grant(row.id), "active")
 
 
-@router.post("/v1/grants/{grant_id}/revoke")
+@router.post("/v1/grants/{grant_id}/revoke", responses=errors(409))
 def revoke_grant(state: ServiceDep, grant_id: str, body: RevokeIn) -> dict[str, Any]:
     """Revoke a grant; final."""
     row = state.registry.revoke(grant_id, body.reason)

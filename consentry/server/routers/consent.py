@@ -37,6 +37,7 @@ from consentry.registry.subject_view import NonceCache, authenticate, subject_vi
 from consentry.server.auth import ADMIN
 from consentry.server.errors import ApiError
 from consentry.server.models import EnvelopeIn, PrepareGrantIn, PrepareRevocationIn
+from consentry.server.openapi_errors import errors
 from consentry.server.state import ServiceDep
 
 __all__ = ["admin_router", "public_router"]
@@ -56,7 +57,7 @@ def _submitted(registry: Registry, envelope: Envelope) -> Presigned:
     return row
 
 
-@admin_router.post("/v1/grants/prepare")
+@admin_router.post("/v1/grants/prepare", responses=errors(403, 404, 409))
 def prepare_grant_route(state: ServiceDep, body: PrepareGrantIn) -> dict[str, Any]:
     """A grant for the subject to sign on their own device; nothing is recorded."""
     envelope = prepare_grant(
@@ -72,13 +73,13 @@ def prepare_grant_route(state: ServiceDep, body: PrepareGrantIn) -> dict[str, An
     return _prepared(envelope)
 
 
-@admin_router.post("/v1/statements", status_code=201)
+@admin_router.post("/v1/statements", status_code=201, responses=errors(403, 404, 409))
 def submit_statement(state: ServiceDep, body: EnvelopeIn) -> dict[str, Any]:
     """Submit a grant or revocation the subject signed; the receipt names its log index."""
     return receipt_of(_submitted(state.registry, Envelope.from_json(body.model_dump())))
 
 
-@public_router.post("/v1/revocations/prepare")
+@public_router.post("/v1/revocations/prepare", responses=errors(404, 409))
 def prepare_revocation_route(state: ServiceDep, body: PrepareRevocationIn) -> dict[str, Any]:
     """A revocation of a grant for its subject to sign; nothing is recorded."""
     envelope = prepare_revocation(
@@ -87,7 +88,7 @@ def prepare_revocation_route(state: ServiceDep, body: PrepareRevocationIn) -> di
     return _prepared(envelope)
 
 
-@public_router.post("/v1/revocations/signed", status_code=201)
+@public_router.post("/v1/revocations/signed", status_code=201, responses=errors(403, 404, 409))
 def submit_revocation(state: ServiceDep, body: EnvelopeIn) -> dict[str, Any]:
     """A revocation signed by the subject alone; effective at the next decision."""
     envelope = Envelope.from_json(body.model_dump())
@@ -96,7 +97,7 @@ def submit_revocation(state: ServiceDep, body: EnvelopeIn) -> dict[str, Any]:
     return receipt_of(_submitted(state.registry, envelope))
 
 
-@public_router.post("/v1/me")
+@public_router.post("/v1/me", responses=errors(403, 404))
 def my_view(state: ServiceDep, body: EnvelopeIn, before: int | None = None) -> dict[str, Any]:
     """A subject's grants and every decision involving their likeness, newest first,
     with proofs; authenticated by a request signed with the subject's own key."""

@@ -31,6 +31,7 @@ from consentry.gate import CheckRequest, RunRequest
 from consentry.registry.statements import PURPOSES
 from consentry.server.auth import AuthGrantee
 from consentry.server.guard import parsed_all
+from consentry.server.openapi_errors import HELD, errors
 from consentry.server.state import ServiceDep
 
 __all__ = ["router"]
@@ -47,7 +48,7 @@ def _status(body: dict[str, Any]) -> int:
     return 202 if body.get("held") else 200
 
 
-@router.post("/v1/check")
+@router.post("/v1/check", responses={**HELD, **errors(503)})
 def check(
     http: Request,
     state: ServiceDep,
@@ -76,7 +77,7 @@ def check(
     return JSONResponse(body, status_code=_status(body))
 
 
-@router.post("/v1/generate")
+@router.post("/v1/generate", responses={**HELD, **errors(503)})
 def generate(
     state: ServiceDep,
     grantee: AuthGrantee,
@@ -100,7 +101,7 @@ def generate(
     return JSONResponse(body, status_code=_status(body))
 
 
-@router.post("/v1/restore")
+@router.post("/v1/restore", responses={**HELD, **errors(503)})
 def restore(
     http: Request,
     state: ServiceDep,

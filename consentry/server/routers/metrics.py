@@ -10,6 +10,10 @@ tail read: no full read, nothing decrypted):
 - ``consentry_gallery_over_budget{engine}``: 1 when N exceeds it, else 0;
 - ``consentry_log_size``: log entries followed.
 
+Then the metrics of :class:`consentry.server.telemetry.ServiceMetrics` (decisions by
+outcome and purpose, latency per gate stage, checkpoint age, index size), from the
+app's own Prometheus registry.
+
 Invariant: the numbers are what the gate trusts (the signed log), so a database
 row edited by hand changes none of them; :func:`budget_warnings` is what
 ``/healthz`` reports as ``degraded`` (the service still answers: 200).
@@ -78,4 +82,5 @@ def metrics(state: ServiceDep) -> PlainTextResponse:
         "# TYPE consentry_log_size gauge",
         f"consentry_log_size {consent.size}",
     ]
-    return PlainTextResponse("\n".join(lines) + "\n", media_type=CONTENT_TYPE)
+    text = "\n".join(lines) + "\n" + state.metrics.text()  # decisions, stages, ages
+    return PlainTextResponse(text, media_type=CONTENT_TYPE)

@@ -30,6 +30,7 @@ from consentry.registry.checkpointer import tlog_proof
 from consentry.server.auth import AuthAny
 from consentry.server.errors import ApiError
 from consentry.server.guard import parsed_all
+from consentry.server.openapi_errors import errors
 from consentry.server.routers.metrics import budget_warnings
 from consentry.server.state import ServiceDep, ServiceState
 from consentry.server.views import GranteeView, audit_for_grantee
@@ -104,7 +105,7 @@ def _audit(state: ServiceState, data: bytes, filename: str) -> dict[str, Any]:
     return result
 
 
-@router.post("/v1/audit", tags=["provenance"])
+@router.post("/v1/audit", tags=["provenance"], responses=errors(503))
 def audit(
     http: Request,
     state: ServiceDep,

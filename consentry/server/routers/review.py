@@ -23,6 +23,7 @@ from pydantic import BaseModel, Field
 
 from consentry.registry.reviews import get_hold, hold_json, pending_holds, record_review
 from consentry.server.auth import ADMIN
+from consentry.server.openapi_errors import errors
 from consentry.server.state import ServiceDep, ServiceState
 
 __all__ = ["ReviewIn", "router"]
@@ -55,13 +56,13 @@ def _verdict(state: ServiceState, decision: str, verdict: str, body: ReviewIn) -
     return hold_json(hold, review)
 
 
-@router.post("/v1/reviews/{decision}/approve", status_code=201)
+@router.post("/v1/reviews/{decision}/approve", status_code=201, responses=errors(409))
 def approve(state: ServiceDep, decision: str, body: ReviewIn) -> dict[str, Any]:
     """The held face is not the candidate subject: the job may be resubmitted."""
     return _verdict(state, decision, "approve", body)
 
 
-@router.post("/v1/reviews/{decision}/reject", status_code=201)
+@router.post("/v1/reviews/{decision}/reject", status_code=201, responses=errors(409))
 def reject(state: ServiceDep, decision: str, body: ReviewIn) -> dict[str, Any]:
     """The held face is the candidate subject, or cannot be told: it stays refused."""
     return _verdict(state, decision, "reject", body)
