@@ -123,9 +123,11 @@ def test_demo_refuses_an_existing_registry_and_changes_nothing(tmp_path: Path) -
     proc = _demo(tmp_path, "--home", str(cli.home), "--json", timeout=120)
     assert proc.returncode == 2, (proc.stdout, proc.stderr)
     assert "Traceback" not in proc.stderr
-    assert "holds a Consentry registry" in proc.stderr
-    assert "never touches an existing registry" in proc.stderr
-    assert proc.stdout == ""
+    # with --json the error is JSON on stdout, and stderr stays empty
+    error = json.loads(proc.stdout)["error"]
+    assert "holds a Consentry registry" in error["message"]
+    assert "never touches an existing registry" in error["message"] + (error["hint"] or "")
+    assert proc.stderr == ""
     assert _snapshot(cli.home) == before
 
 
