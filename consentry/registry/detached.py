@@ -176,12 +176,24 @@ def prepare_grant(
 
 
 def prepare_revocation(
-    registry: Registry, grant_id: str, reason: str, sign_within: timedelta = DEFAULT_SIGN_WITHIN
+    registry: Registry,
+    grant_id: str,
+    reason: str,
+    sign_within: timedelta = DEFAULT_SIGN_WITHIN,
+    *,
+    subject_id: str | None = None,
 ) -> Envelope:
-    """A revocation of ``grant_id`` for its subject to sign; nothing is written."""
+    """A revocation of ``grant_id`` for its subject to sign; nothing is written.
+
+    With ``subject_id`` (the public, keyless route) the grant must be that subject's:
+    an unknown grant and another subject's grant raise the same
+    :class:`NotFoundError`, so a grant id alone reveals nothing about its subject,
+    its key or whether it is revoked."""
     if not reason.strip():
         raise InputError("a revocation needs a reason")
-    grant = registry.get_grant(grant_id)
+    grant = registry.get_grant(grant_id) if subject_id is None else _grant_of(
+        registry, grant_id, subject_id
+    )
     if registry.revocation_of(grant.id) is not None:
         raise DuplicateError(f"grant {grant.id} is already revoked")
     row = Revocation(
@@ -195,6 +207,20 @@ def prepare_revocation(
         log_index=-1,
     )
     return _unsigned(row)
+
+
+def _grant_of(registry: Registry, grant_id: str, subject_id: str) -> Grant:
+    """The grant ``grant_id`` if it is ``subject_id``'s; one error for every other case."""
+    try:
+        grant = registry.get_grant(grant_id)
+    except NotFoundError:
+        grant = None
+    if grant is None or grant.subject_id != subject_id:
+        raise NotFoundError(
+            f"no grant {grant_id!r} of subject {subject_id!r}",
+            hint="give the grant id and your own subject id, as 'consentry me' shows them",
+        )
+    return grant
 
 
 def prepare_key_change(

@@ -30,9 +30,16 @@ class PrepareGrantIn(GrantIn):
 
 
 class PrepareRevocationIn(BaseModel):
-    """A revocation for the subject to sign: needs no key, names only the grant."""
+    """A revocation for the subject to sign: needs no key; the statement names only
+    the grant."""
 
     grant: str = Field(description="The grant to revoke.")
+    subject: str = Field(
+        description=(
+            "Your subject id: the grant must be yours. Another subject's grant answers "
+            "404, exactly as an unknown grant does."
+        )
+    )
     reason: str = Field(description="Why; recorded in the public log.")
     sign_within_days: float = Field(default=1.0, description="Days to sign (max 30).")
 

@@ -77,7 +77,10 @@ def test_grant_signed_on_the_device_and_revoked_by_the_subject_alone(
         assert _check(http, studio_key)["allowed"] is True
 
         # the subject alone: no admin key anywhere below
-        reason = {"grant": grant_id, "reason": "I changed my mind"}
+        ada_id = registry.get_subject("Ada").id
+        reason = {"grant": grant_id, "subject": ada_id, "reason": "I changed my mind"}
+        probe = http.post("/v1/revocations/prepare", json={**reason, "subject": "sub_other"})
+        assert probe.status_code == 404, probe.text  # a grant id alone reveals nothing
         prepared_rev = http.post("/v1/revocations/prepare", json=reason)
         assert prepared_rev.status_code == 200, prepared_rev.text
         unsigned = prepared_rev.json()["envelope"]

@@ -16,6 +16,7 @@ from consentry.errors import (
     DuplicateError,
     InputError,
     NonCanonicalError,
+    NotFoundError,
     SignatureError,
     StatementExpiredError,
 )
@@ -135,6 +136,28 @@ def test_a_grant_replayed_after_its_revocation_is_refused(p: Parties) -> None:
     assert p.registry.grant_status(grant, p.registry.revocation_of(grant.id), T0) == "revoked"
     # a fresh grant, prepared and signed again, is accepted
     assert isinstance(submit(p.registry, sign_prepared(_prepared(p), p.ada_key, T0)), Grant)
+
+
+@pytest.mark.attack("keyless revocation prepare probes a grant id")
+def test_a_grant_id_alone_reveals_nothing_on_the_keyless_route(p: Parties) -> None:
+    grant = submit(p.registry, sign_prepared(_prepared(p), p.ada_key, T0))
+    bob = p.registry.add_subject("Bob", public_key=SigningKey.generate().public_key)
+    messages = []
+    for grant_id, subject_id in ((grant.id, bob.id), ("gr_unknown", bob.id)):
+        with pytest.raises(NotFoundError) as caught:
+            prepare_revocation(p.registry, grant_id, "probe", subject_id=subject_id)
+        messages.append(str(caught.value).replace(grant_id, "GRANT"))
+    assert messages[0] == messages[1]  # another's grant reads as an unknown one
+    assert p.ada not in messages[0] and p.ada_key.key_id not in messages[0]
+    submit(p.registry, sign_prepared(prepare_revocation(p.registry, grant.id, "x"), p.ada_key, T0))
+    with pytest.raises(NotFoundError):  # nor whether it is revoked
+        prepare_revocation(p.registry, grant.id, "probe", subject_id=bob.id)
+    own = prepare_revocation(p.registry, _fresh_grant(p), "mine", subject_id=p.ada)
+    assert own.statement["type"] == "consentry.revocation"
+
+
+def _fresh_grant(p: Parties) -> str:
+    return submit(p.registry, sign_prepared(_prepared(p), p.ada_key, T0)).id
 
 
 @pytest.mark.attack("detached grant signed past its sign-by time")

@@ -8,7 +8,9 @@
   (:mod:`consentry.registry.subject_view`) answers with their grants and every
   decision that involved their likeness, each with an inclusion proof.
 - ``POST /v1/revocations/prepare`` and ``POST /v1/revocations/signed``: no key. A
-  subject withdraws consent alone: the statement names only the grant, and only
+  subject withdraws consent alone: the request names the grant and the subject's
+  own id (another subject's grant is answered as unknown, so a grant id alone
+  reveals nothing), the statement names only the grant, and only
   a revocation bearing the subject's own valid signature is accepted, so nobody
   else can revoke in their name. The answer is the receipt: id and log index.
 
@@ -83,7 +85,11 @@ def submit_statement(state: ServiceDep, body: EnvelopeIn) -> dict[str, Any]:
 def prepare_revocation_route(state: ServiceDep, body: PrepareRevocationIn) -> dict[str, Any]:
     """A revocation of a grant for its subject to sign; nothing is recorded."""
     envelope = prepare_revocation(
-        state.registry, body.grant, body.reason, sign_window(body.sign_within_days)
+        state.registry,
+        body.grant,
+        body.reason,
+        sign_window(body.sign_within_days),
+        subject_id=body.subject,
     )
     return _prepared(envelope)
 
