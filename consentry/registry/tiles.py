@@ -30,10 +30,11 @@ Invariants
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
-from sqlalchemy import bindparam, func, insert, tuple_
+from sqlalchemy import TextClause, func, insert, text
 from sqlmodel import Session, col, select
 
 from consentry.errors import LogIntegrityError, NotFoundError, RollbackError
@@ -105,19 +106,33 @@ def stored_size(session: Session) -> int:
     return 0 if last is None else int(last) + 1
 
 
-# One statement, compiled once: (level, idx) IN an expanding list of key pairs (each
-# one primary-key lookup); SQLite (row values) and PostgreSQL both run it.
-_NODES = select(TreeHash.level, TreeHash.idx, TreeHash.hash).where(
-    tuple_(col(TreeHash.level), col(TreeHash.idx)).in_(bindparam("nodes", expanding=True))
-)
+# Node lookups join the table to a VALUES list of (level, idx) pairs: one primary-key
+# search per pair, on SQLite and PostgreSQL alike (both name the columns column1,
+# column2). Not ``(level, idx) IN (...)``: SQLite 3.40 plans that row-value IN as a
+# scan of the whole table, which made every root and proof O(n). One statement text
+# per pair count, built once.
+_BATCH = 200
+
+
+@functools.lru_cache(maxsize=_BATCH)
+def _nodes_statement(count: int) -> TextClause:
+    pairs = ", ".join(f"(:l{i}, :i{i})" for i in range(count))
+    return text(
+        f"SELECT t.level, t.idx, t.hash FROM (VALUES {pairs}) AS v "
+        f"JOIN {TreeHash.__tablename__} AS t ON t.level = v.column1 AND t.idx = v.column2"
+    )
 
 
 def _fetch(session: Session, nodes: Iterable[Node]) -> dict[Node, bytes]:
     wanted = sorted(set(nodes))
     found: dict[Node, bytes] = {}
-    for start in range(0, len(wanted), 200):
-        part = wanted[start : start + 200]
-        rows = session.execute(_NODES, {"nodes": part})
+    for start in range(0, len(wanted), _BATCH):
+        part = wanted[start : start + _BATCH]
+        params: dict[str, int] = {}
+        for i, (level, idx) in enumerate(part):
+            params[f"l{i}"] = level
+            params[f"i{i}"] = idx
+        rows = session.execute(_nodes_statement(len(part)), params)
         for level, idx, value in rows:
             found[(int(level), int(idx))] = bytes(value)
     return found

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from consentry.errors import NotFoundError
 from consentry.registry import merkle, tiles
@@ -153,3 +153,19 @@ def test_entry_bundles_round_trip() -> None:
     leaves = [b"", b"a", hashlib.sha256(b"x").digest() * 100]
     bundle = b"".join(len(x).to_bytes(2, "big") + x for x in leaves)
     assert tiles.parse_entry_bundle(bundle) == leaves
+
+
+def test_node_lookups_search_the_primary_key_instead_of_scanning(db: Database) -> None:
+    """Every root and proof reads O(log n) stored hashes: the lookup must be one
+    primary-key search per node. SQLite plans ``(level, idx) IN (...)`` as a scan of
+    the whole table (O(n) per root: 11.8 ms at 40k rows against 0.006 ms), so the
+    plan itself is checked."""
+    statement = tiles._nodes_statement(3)
+    params = {"l0": 0, "i0": 5, "l1": 1, "i1": 7, "l2": 8, "i2": 1}
+    with db.read() as session:
+        plan = session.execute(text("EXPLAIN QUERY PLAN " + statement.text), params).fetchall()
+        found = session.execute(statement, params).fetchall()
+    details = [str(row[-1]) for row in plan]
+    assert any("SEARCH t USING PRIMARY KEY" in d for d in details), details
+    assert not any(d.startswith("SCAN t") or "SCAN log_tree_hashes" in d for d in details)
+    assert sorted((int(r[0]), int(r[1])) for r in found) == [(0, 5), (1, 7), (8, 1)]
