@@ -12,6 +12,9 @@ Invariants
   bound, and the threshold lies within ``MAX_SHIFT`` of the shipped default
   (unless that is explicitly overridden). A threshold with a high FNMR misses
   registered faces, and a missed face is an allowed one: it fails open.
+- ``labelled_photos`` refuses a set holding the same file (identical bytes) twice:
+  under two identities it is an impostor pair of one face, under one a perfect
+  genuine pair, and either skews the threshold it measures.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from consentry.errors import InputError
+from consentry.errors import CalibrationRejectedError, InputError
 from consentry.hashing import sha256_file
 
 __all__ = [
@@ -76,10 +79,29 @@ def labelled_photos(folder: Path) -> tuple[list[tuple[str, Path]], str]:
         if photo.suffix.lower() in _SUFFIXES
     )
     digest = hashlib.sha256()
+    first_seen: dict[str, Path] = {}
+    copies: list[str] = []
     for identity, photo in items:
+        content = sha256_file(photo)
         digest.update(f"{identity}/{photo.name}\n".encode())
-        digest.update(bytes.fromhex(sha256_file(photo)))
+        digest.update(bytes.fromhex(content))
+        earlier = first_seen.setdefault(content, photo)
+        if earlier is not photo:
+            where = "one identity" if earlier.parent.name == identity else "two identities"
+            copies.append(f"{_shown(folder, earlier)} = {_shown(folder, photo)} ({where})")
+    if copies:
+        raise CalibrationRejectedError(
+            f"{len(copies)} photo(s) appear twice in {folder}: " + "; ".join(copies[:5])
+            + ("; ..." if len(copies) > 5 else "")
+            + ". A copy under two identities scores one face as an impostor pair against "
+            "itself, and under one identity as a perfect genuine pair: either skews the threshold",
+            hint="remove one copy of each (identical bytes), then calibrate again",
+        )
     return items, digest.hexdigest()
+
+
+def _shown(folder: Path, photo: Path) -> str:
+    return str(photo.relative_to(folder))
 
 
 def pair_scores(labels: Sequence[str], embeddings: np.ndarray) -> PairScores:
