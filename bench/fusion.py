@@ -34,6 +34,7 @@ from bench.faces_data import default_faces_dir, load_photos, pick
 from consentry.faces.calibration import PairScores, rates_at, threshold_at_fmr
 from consentry.faces.engines import get_engine
 from consentry.faces.fused import SFACE_WEIGHT, FusedEngine
+from consentry.faces.quality import QualityGates, face_quality
 from consentry.identity.index import SubjectMatch
 from consentry.identity.second_stage import MARGIN, SUPPORT_K, confirm
 
@@ -41,10 +42,15 @@ TARGET_FMR = 1e-3
 WEIGHTS = [round(0.05 * i, 2) for i in range(1, 20)]
 
 
-def _embed(photos: list[Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
+def _embed(
+    photos: list[Any],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str], np.ndarray]:
+    """Both engines' vectors of each labelled face, and its quality
+    (:func:`consentry.faces.quality.face_quality`, the weight enrollment signs)."""
     sface = get_engine("sface")
     dlib = get_engine("dlib")
-    s_vec, d_vec, keep, labels = [], [], [], []
+    gates = QualityGates()
+    s_vec, d_vec, keep, labels, quality = [], [], [], [], []
     for p in photos:
         faces = sface.detect(p.pixels)
         chosen = pick([f.bbox for f in faces], p.bbox)
@@ -54,7 +60,8 @@ def _embed(photos: list[Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[
         d_vec.append(dlib.embed(p.pixels, faces[chosen]))
         keep.append(p.index)
         labels.append(p.identity)
-    return np.stack(s_vec), np.stack(d_vec), np.array(keep), labels
+        quality.append(face_quality(p.pixels, faces[chosen], gates))
+    return np.stack(s_vec), np.stack(d_vec), np.array(keep), labels, np.array(quality)
 
 
 def _pairs(sim: np.ndarray, labels: list[str]) -> PairScores:
@@ -83,10 +90,11 @@ def _subject_scores(sim: np.ndarray, labels: list[str]) -> tuple[np.ndarray, np.
 
 
 def _second_stage(sim: np.ndarray, labels: list[str], threshold: float,
-                  review: float) -> dict[str, int]:
+                  review: float, quality: np.ndarray | None = None) -> dict[str, int]:
     """Leave-one-out through :func:`consentry.identity.second_stage.confirm`: each probe's
     candidates (every other subject, and its own subject's other photos) as the range
-    search gives them, then counted before and after the second stage."""
+    search gives them, then counted before and after the second stage. ``quality``:
+    each photo's weight in the support (None: uniform weights)."""
     names = np.array(labels)
     counts = dict.fromkeys(["genuine certain", "genuine held", "genuine certain after",
                             "impostor certain", "impostor held", "impostor certain after"], 0)
@@ -103,7 +111,7 @@ def _second_stage(sim: np.ndarray, labels: list[str], threshold: float,
             if best >= review:
                 found.append(SubjectMatch(s, best, int(members[0]), best >= threshold))
         found.sort(key=lambda m: -m.similarity)
-        after = confirm_scores(sim[q], found, rows, threshold, review)
+        after = confirm_scores(sim[q], found, rows, threshold, review, quality)
         for before, now in zip(found, after, strict=True):
             kind = "genuine" if before.subject_id == labels[q] else "impostor"
             counts[f"{kind} certain"] += before.certain
@@ -113,11 +121,15 @@ def _second_stage(sim: np.ndarray, labels: list[str], threshold: float,
 
 
 def confirm_scores(scores: np.ndarray, found: list[SubjectMatch], rows: dict[str, np.ndarray],
-                   threshold: float, review: float) -> list[SubjectMatch]:
+                   threshold: float, review: float,
+                   quality: np.ndarray | None = None) -> list[SubjectMatch]:
     """:func:`confirm` on precomputed cosines (a probe's row of the similarity matrix):
-    the probe is the basis vector e_0 and each subject's vectors are their cosines to it."""
+    the probe is the basis vector e_0 and each subject's vectors are their cosines to it;
+    ``quality`` weighs each photo as the index weighs its enrolled vector."""
     probe = np.array([1.0])
-    return confirm(probe, found, lambda s: scores[rows[s]][:, None], threshold, review)
+    weights = None if quality is None else (lambda s: quality[rows[s]])
+    return confirm(probe, found, lambda s: scores[rows[s]][:, None], threshold, review,
+                   weights)
 
 
 def _threshold_at_fnr(genuine: np.ndarray, fnr: float) -> float:
@@ -151,7 +163,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     folder = getattr(args, "faces_dir", None)
     photos = load_photos(Path(folder) if folder else default_faces_dir())
     note(f"[1/3] embedding {len(photos)} photos with sface and dlib on YuNet's faces ...")
-    s_vec, d_vec, kept, labels = _embed(photos)
+    s_vec, d_vec, kept, labels, quality = _embed(photos)
     cos_s = s_vec @ s_vec.T
     cos_d = d_vec @ d_vec.T
     fused_engine = get_engine("fused")
@@ -220,15 +232,22 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         scores = _pairs(sim, labels)
         t = threshold_at_fmr(scores, TARGET_FMR).threshold
         review = threshold_at_fmr(scores, 1e-2).threshold
-        c = _second_stage(sim, labels, t, review)
-        stage_rows.append([name, round(t, 4), round(review, 4), c["genuine certain"],
-                           c["genuine certain after"], c["impostor certain"],
-                           c["impostor certain after"], c["impostor held"]])
-        results.setdefault("second_stage", {})[name] = {"threshold": t, "review": review, **c}
+        for weighting, weights in (("uniform", None), ("quality", quality)):
+            c = _second_stage(sim, labels, t, review, weights)
+            stage_rows.append([name, weighting, round(t, 4), round(review, 4),
+                               c["genuine certain"], c["genuine certain after"],
+                               c["impostor certain"], c["impostor certain after"],
+                               c["impostor held"]])
+            results.setdefault("second_stage", {}).setdefault(name, {})[weighting] = {
+                "threshold": t, "review": review, **c}
     table(f"second stage (top-{SUPPORT_K} support, margin {MARGIN} x band), leave-one-out; band = "
           "[t at pair FMR 1e-2, t at 1e-3): candidates certain before -> after",
-          ["scorer", "t", "review t", "genuine certain", "after", "impostor certain", "after",
-           "impostor held"], stage_rows)
+          ["scorer", "weights", "t", "review t", "genuine certain", "after",
+           "impostor certain", "after", "impostor held"], stage_rows)
+    spread = (float(quality.min()), float(np.median(quality)), float(quality.max()))
+    note(f"photo quality (the support's weights): min {spread[0]:.3f}, median "
+         f"{spread[1]:.3f}, max {spread[2]:.3f} over {len(quality)} faces")
+    results["quality"] = {"min": spread[0], "median": spread[1], "max": spread[2]}
 
     note("[3/3] cost per face (detect + embed), sface (baseline) vs fused ...")
     sample = photos[:10] if quick else photos[:40]
