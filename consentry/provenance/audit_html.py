@@ -123,8 +123,12 @@ _BASE64 = re.compile(r"[A-Za-z0-9+/]*={0,2}")
 
 
 def _esc(value: object) -> str:
-    text = str(value).encode("utf-8", "backslashreplace").decode("utf-8")
-    return html.escape(text, quote=True)
+    text = str(value)
+    try:  # a file name's raw bytes (surrogate escapes) shown as \xNN
+        raw = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a lone surrogate that is no escaped byte
+        raw = text.encode("utf-8", "backslashreplace")
+    return html.escape(raw.decode("utf-8", "backslashreplace"), quote=True)
 
 
 def _cell(content: str, sort: str | None = None, css: str = "") -> str:
@@ -154,8 +158,8 @@ def _attrs(severity: str, unreadable: bool) -> str:
 
 
 def _review_rows(items: list[dict[str, Any]]) -> list[tuple[str, str]]:
-    """(attributes, cells) of each review row: findings, then files without one."""
-    rows: list[tuple[str, str]] = []
+    """(attributes, cells) of each review row, most severe first, else in file order."""
+    rows: list[tuple[int, str, str]] = []
     for item in items:
         path = _cell(f"<code>{_esc(item['path'])}</code>", str(item["path"]).lower())
         manifest = _cell(_esc(item.get("manifest_state") or "-"))
@@ -166,6 +170,7 @@ def _review_rows(items: list[dict[str, Any]]) -> list[tuple[str, str]]:
             )
             rows.append(
                 (
+                    RANK.get(finding["severity"], 0),
                     _attrs(finding["severity"], False),
                     _severity(finding["severity"])
                     + _cell("finding")
@@ -185,6 +190,7 @@ def _review_rows(items: list[dict[str, Any]]) -> list[tuple[str, str]]:
         detail = item["error"] or ", ".join(item.get("codes", []))
         rows.append(
             (
+                RANK.get(item["severity"], 0),
                 _attrs(item["severity"], bool(item["error"])),
                 _severity(item["severity"])
                 + _cell(kind, css="bad" if item["error"] else "")
@@ -198,7 +204,8 @@ def _review_rows(items: list[dict[str, Any]]) -> list[tuple[str, str]]:
                 + _cell(_esc(item["action"])),
             )
         )
-    return rows
+    rows.sort(key=lambda row: -row[0])  # stable: file order within a severity
+    return [(attrs, cells) for _, attrs, cells in rows]
 
 
 def _file_rows(items: list[dict[str, Any]]) -> list[tuple[str, str]]:
@@ -222,13 +229,20 @@ def _file_rows(items: list[dict[str, Any]]) -> list[tuple[str, str]]:
     return rows
 
 
-def _table(table_id: str, headers: list[tuple[str, str]], rows: list[tuple[str, str]]) -> str:
-    """A sortable table; a header of kind ``number`` sorts its column numerically."""
-    numeric = ' data-type="number"'
+def _table(
+    table_id: str,
+    headers: list[tuple[str, str]],
+    rows: list[tuple[str, str]],
+    descending: int | None = None,
+) -> str:
+    """A sortable table; a header of kind ``number`` sorts its column numerically;
+    ``descending``: the column the rows come sorted by, most first."""
     head = "".join(
-        f'<th scope="col"{numeric if kind == "number" else ""}>'
-        f'<button type="button">{_esc(name)}</button></th>'
-        for name, kind in headers
+        '<th scope="col"'
+        + (' data-type="number"' if kind == "number" else "")
+        + (' aria-sort="descending"' if column == descending else "")
+        + f'><button type="button">{_esc(name)}</button></th>'
+        for column, (name, kind) in enumerate(headers)
     )
     body = "".join(
         f'<tr data-index="{i}"{attrs}>{cells}</tr>' for i, (attrs, cells) in enumerate(rows)
@@ -282,6 +296,7 @@ def render_page(data: dict[str, Any], title: str = "Consentry audit") -> str:
             ("recommended action", ""),
         ],
         review,
+        descending=0,
     )
     files_table = _table(
         "files",

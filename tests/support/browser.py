@@ -59,8 +59,10 @@ class Page:
 
     browser: Browser
     session: str
-    requests: list[str] = field(default_factory=list)
-    log: list[str] = field(default_factory=list)
+    requests: list[str] = field(default_factory=list)  # every URL the page asked for
+    blocked: dict[str, str] = field(default_factory=dict)  # URL -> why it was blocked
+    log: list[str] = field(default_factory=list)  # console and browser log entries
+    _urls: dict[str, str] = field(default_factory=dict)  # request id -> URL
 
     def call(self, method: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
         return self.browser.call(method, params, self.session)
@@ -75,17 +77,46 @@ class Page:
             raise BrowserError(f"{expression!r} threw: {result['exceptionDetails']}")
         return result["result"].get("value")
 
+    def click(self, selector: str) -> None:
+        """A real mouse click (press and release) at the middle of ``selector``."""
+        box = self.evaluate(
+            f"(() => {{ const e = document.querySelector({json.dumps(selector)});"
+            " if (!e) return null; e.scrollIntoView({block: 'center'});"
+            " const r = e.getBoundingClientRect();"
+            " return [r.left + r.width / 2, r.top + r.height / 2]; })()"
+        )
+        if box is None:
+            raise BrowserError(f"no element {selector!r} to click")
+        x, y = box
+        for kind in ("mouseMoved", "mousePressed", "mouseReleased"):
+            self.call(
+                "Input.dispatchMouseEvent",
+                {"type": kind, "x": x, "y": y, "button": "left", "clickCount": 1},
+            )
+
+    def type(self, selector: str, text: str) -> None:
+        """Focus ``selector``, clear it, and type ``text`` as keyboard input."""
+        self.evaluate(
+            f"(() => {{ const e = document.querySelector({json.dumps(selector)});"
+            " e.focus(); e.select(); })()"
+        )
+        self.call("Input.insertText", {"text": text})
+
     def screenshot(self) -> bytes:
         """The page as PNG bytes (``Page.captureScreenshot``)."""
         data = self.call("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True})
         return base64.b64decode(data["data"])
 
     def collect(self) -> None:
-        """Move the events seen so far into ``requests`` and ``log``."""
+        """Move the events seen so far into ``requests``, ``blocked`` and ``log``."""
         for event in self.browser.take_events(self.session):
             params = event.get("params", {})
             if event["method"] == "Network.requestWillBeSent":
                 self.requests.append(params["request"]["url"])
+                self._urls[params["requestId"]] = params["request"]["url"]
+            elif event["method"] == "Network.loadingFailed" and params.get("blockedReason"):
+                url = self._urls.get(params["requestId"], params["requestId"])
+                self.blocked[url] = params["blockedReason"]
             elif event["method"] == "Log.entryAdded":
                 entry = params["entry"]
                 self.log.append(f"{entry.get('source')}: {entry.get('text')}")
