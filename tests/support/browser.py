@@ -131,12 +131,13 @@ class Browser:
     """A headless Chromium process; use as a context manager."""
 
     def __init__(self, timeout: float = 30.0) -> None:
+        binary = chromium_binary()  # before anything is made that would need undoing
         self.timeout = timeout
         self._profile = tempfile.mkdtemp(prefix="consentry-chromium-")
         to_child_r, self._to_child = os.pipe()
         self._from_child, from_child_w = os.pipe()
         argv = [
-            chromium_binary(),
+            binary,
             "--headless",
             "--no-sandbox",
             "--disable-gpu",
