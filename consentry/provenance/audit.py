@@ -13,20 +13,26 @@ Invariants
 - A *finding* is a registered subject's face in media that lacks valid
   Consentry provenance for that subject: no manifest, a manifest that is not
   Trusted, a consent check that fails, or valid provenance naming other subjects.
-- The HTML report is self-contained (face crops inline as data URIs) and every
-  string from the media or the file system is escaped.
+- The HTML report (:mod:`consentry.provenance.audit_html`) is self-contained (face
+  crops inline as data URIs) and every string from the media or the file system is
+  escaped. The JSON report only ever gains keys: each item and finding carries its
+  ``severity`` and ``action`` (:mod:`consentry.provenance.audit_triage`), and the
+  report its ``run`` (when, which registry, engine and thresholds).
+- Every face crop is ``CROP_SIZE`` square: the face and a margin, scaled to fit
+  with its aspect kept, padded with neutral grey.
 """
 
 from __future__ import annotations
 
 import base64
-import html
 import io
 import json
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 from PIL import Image
@@ -39,6 +45,8 @@ from consentry.identity.index import IdentityIndex
 from consentry.identity.lookup import lookup_faces
 from consentry.limits import Limits
 from consentry.media import read_capped
+from consentry.provenance.audit_html import render_page
+from consentry.provenance.audit_triage import SEVERITIES, triage_finding, triage_item
 from consentry.provenance.verify import verify_media
 from consentry.registry.store import Registry
 
@@ -46,8 +54,10 @@ __all__ = [
     "AuditItem",
     "AuditReport",
     "Finding",
+    "RunInfo",
     "audit_data",
     "audit_paths",
+    "hide_password",
     "iter_media",
     "render_html",
     "write_reports",
@@ -56,6 +66,9 @@ __all__ = [
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff"})
 """The usual names of the allowed formats (informational: ``iter_media`` yields every file)."""
 MAX_FACES_DEFAULT = Limits().max_faces
+CROP_SIZE = 96
+"""Width and height in pixels of every face crop in the report."""
+_PAD = (128, 128, 128)
 _MIME = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "TIFF": "image/tiff"}
 
 
@@ -83,8 +96,24 @@ class AuditItem:
 
 
 @dataclass
+class RunInfo:
+    """What an audit ran against, for the report's reader."""
+
+    started: str  # ISO 8601 UTC
+    finished: str
+    home: str
+    db: str  # the database URL, any password replaced by ***
+    log_size: int
+    engine: str
+    threshold: float  # a face at or above it matches a subject
+    review_threshold: float
+    max_faces: int
+
+
+@dataclass
 class AuditReport:
     items: list[AuditItem]
+    run: RunInfo | None = None
 
     @property
     def findings(self) -> int:
@@ -95,17 +124,26 @@ class AuditReport:
         return sum(1 for i in self.items if i.error)
 
     def to_json(self, with_crops: bool = False) -> dict[str, Any]:
+        """The JSON report; ``with_crops`` keeps each finding's ``crop_png``."""
         items = []
+        by_severity = dict.fromkeys(SEVERITIES, 0)
         for item in self.items:
             value = asdict(item)
-            if not with_crops:
-                for finding in value["findings"]:
+            triage = triage_item(item.error, item.manifest_state, item.consent, len(item.findings))
+            value["severity"], value["action"] = triage.severity, triage.action
+            by_severity[triage.severity] += 1
+            for finding in value["findings"]:
+                if not with_crops:
                     finding.pop("crop_png", None)
+                found = triage_finding(item.manifest_state, item.consent)
+                finding["severity"], finding["action"] = found.severity, found.action
             items.append(value)
         return {
             "files": len(self.items),
             "findings": self.findings,
             "unreadable": self.unreadable,
+            "by_severity": by_severity,  # files per severity
+            "run": asdict(self.run) if self.run is not None else None,
             "items": items,
         }
 
@@ -130,10 +168,14 @@ def _crop(pixels: np.ndarray, bbox: tuple[float, float, float, float]) -> str:
     top = max(int(y - h * margin), 0)
     right = min(int(x + w * (1 + margin)), width)
     bottom = min(int(y + h * (1 + margin)), height)
-    face = Image.fromarray(np.ascontiguousarray(pixels[top:bottom, left:right]))
-    face.thumbnail((160, 160))
+    face = Image.fromarray(np.ascontiguousarray(pixels[top:bottom, left:right])).convert("RGB")
+    scale = CROP_SIZE / max(face.width, face.height, 1)
+    size = (max(round(face.width * scale), 1), max(round(face.height * scale), 1))
+    face = face.resize(size, Image.Resampling.LANCZOS)
+    tile = Image.new("RGB", (CROP_SIZE, CROP_SIZE), _PAD)
+    tile.paste(face, ((CROP_SIZE - size[0]) // 2, (CROP_SIZE - size[1]) // 2))
     buffer = io.BytesIO()
-    face.save(buffer, format="PNG")
+    tile.save(buffer, format="PNG")
     return base64.b64encode(buffer.getvalue()).decode()
 
 
@@ -251,6 +293,7 @@ def audit_paths(
     max_faces: int = MAX_FACES_DEFAULT,
 ) -> AuditReport:
     """Audit every file under ``paths``; ``progress(done, total, path)`` after each."""
+    started = _now()
     files = list(iter_media(paths))
     index = IdentityIndex(registry, engine.name, engine.dim)
     names = {s.id: s.display_name for s in registry.list_subjects()}
@@ -259,68 +302,44 @@ def audit_paths(
         items.append(_audit_one(registry, engine, index, names, path, max_faces))
         if progress is not None:
             progress(done, len(files), str(path))
-    return AuditReport(items)
+    run = RunInfo(
+        started=started,
+        finished=_now(),
+        home=str(registry.home.root),
+        db=hide_password(registry.db.url),
+        log_size=registry.log_size(),
+        engine=engine.name,
+        threshold=round(index.threshold, 4),
+        review_threshold=round(index.review_threshold, 4),
+        max_faces=max_faces,
+    )
+    return AuditReport(items, run)
 
 
-_STYLE = """
-body{font-family:system-ui,sans-serif;margin:2em;color:#222}
-table{border-collapse:collapse;width:100%;margin-bottom:2em}
-td,th{border:1px solid #ccc;padding:.4em;vertical-align:top;text-align:left}
-th{background:#f3f3f3}.bad{color:#a00;font-weight:600}.ok{color:#070}
-img{max-width:160px;border:1px solid #999}
-code{font-size:.85em}
-"""
+def _now() -> str:
+    return datetime.now(UTC).replace(microsecond=0).isoformat()
+
+
+def hide_password(url: str) -> str:
+    """``url`` with the password of its user part, if any, replaced by ``***``."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    port = f":{parts.port}" if parts.port is not None else ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}{port}"))
 
 
 def render_html(report: AuditReport, title: str = "Consentry audit") -> str:
-    """A self-contained HTML page: summary, findings with face crops, every file."""
-    esc = html.escape
-    rows = []
-    for item in report.items:
-        for finding in item.findings:
-            crop = (
-                f'<img alt="face" src="data:image/png;base64,{finding.crop_png}">'
-                if finding.crop_png
-                else ""
-            )
-            rows.append(
-                "<tr>"
-                f"<td>{crop}</td><td><code>{esc(item.path)}</code></td>"
-                f"<td>{esc(finding.name)}<br><code>{esc(finding.subject_id)}</code></td>"
-                f"<td>{finding.similarity:.3f}</td>"
-                f'<td class="bad">{esc(finding.reason)}</td>'
-                "</tr>"
-            )
-    files = []
-    for item in report.items:
-        state = esc((item.error and "unreadable") or item.manifest_state)
-        detail = esc(item.error) if item.error else esc(", ".join(item.codes))
-        files.append(
-            "<tr>"
-            f"<td><code>{esc(item.path)}</code></td><td>{state}</td>"
-            f"<td>{esc(item.consent)}</td><td>{item.faces}</td>"
-            f"<td>{len(item.findings)}</td><td><code>{detail}</code></td>"
-            "</tr>"
-        )
-    summary_class = "bad" if report.findings or report.unreadable else "ok"
-    return (
-        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        f"<title>{esc(title)}</title><style>{_STYLE}</style></head><body>"
-        f"<h1>{esc(title)}</h1>"
-        f'<p class="{summary_class}">{len(report.items)} file(s), {report.findings} '
-        f"finding(s), {report.unreadable} unreadable.</p>"
-        "<h2>Findings</h2><table><tr><th>face</th><th>file</th><th>subject</th>"
-        "<th>similarity</th><th>reason</th></tr>"
-        + ("".join(rows) or '<tr><td colspan="5">none</td></tr>')
-        + "</table><h2>Files</h2><table><tr><th>file</th><th>manifest</th><th>consent</th>"
-        "<th>faces</th><th>findings</th><th>codes / error</th></tr>"
-        + "".join(files)
-        + "</table></body></html>\n"
-    )
+    """The self-contained HTML page of :func:`consentry.provenance.audit_html.render_page`."""
+    return render_page(report.to_json(with_crops=True), title)
 
 
 def write_reports(report: AuditReport, json_file: Path | None, html_file: Path | None) -> None:
     if json_file is not None:
         json_file.write_text(json.dumps(report.to_json(), indent=2) + "\n")
     if html_file is not None:
-        html_file.write_text(render_html(report))
+        html_file.write_text(render_html(report), encoding="utf-8")
