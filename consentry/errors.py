@@ -2,7 +2,11 @@
 
 Every error a caller can act on derives from :class:`ConsentryError`. Each class
 carries the process exit code the CLI uses for it: ``1`` when a check failed or
-a request was refused, ``2`` when the input or the usage was wrong.
+a request was refused, ``2`` when the input or the usage was wrong, and the
+``code`` that names it in JSON, the same for the CLI's ``--json`` errors and the
+HTTP service's error bodies (a subclass shares its parent's code unless it sets
+its own). The README's table of error codes lists every class with its code, exit
+code and HTTP status; ``tests/unit/test_error_codes.py`` keeps the two equal.
 
 ::
 
@@ -14,6 +18,7 @@ a request was refused, ``2`` when the input or the usage was wrong.
     │   ├── NotFoundError             (2) no such subject, grantee, grant, entry
     │   │   └── AmbiguousNameError    (2) a name matches several records
     │   ├── JobLimitError             (2) a job parameter is outside the one ``Limits``
+    │   │   └── TooManyImagesError    (2) more images than a job may have
     │   ├── PriorFileError            (2) a prior file is not what its kind must be
     │   │                                 (a weights prior that is not safetensors)
     │   └── ImageError                (2) an image is unreadable, hostile, too large
@@ -60,6 +65,7 @@ a request was refused, ``2`` when the input or the usage was wrong.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import ClassVar
 
 __all__ = [
     "AmbiguousNameError",
@@ -100,6 +106,7 @@ __all__ = [
     "SignatureError",
     "StatementExpiredError",
     "TamperError",
+    "TooManyImagesError",
     "UnknownKeyError",
     "UnsupportedImageError",
     "VaultError",
@@ -114,9 +121,16 @@ class ConsentryError(Exception):
     at the command line (``"run 'consentry log verify'"``, ``"drop --subject-key"``):
     the CLI prints it on its own line after the message; it never changes what the
     error means and is not sent to HTTP clients, whose options differ.
+
+    ``code`` is the error's one machine-readable name, the same in the CLI's
+    ``--json`` error and the HTTP error body. A subclass inherits its parent's code
+    unless it declares its own (then it is a case callers tell apart), so a class
+    defined outside this module has a code too. Codes are stable: a client may match
+    on them.
     """
 
-    exit_code: int = 1
+    code: ClassVar[str] = "error"
+    exit_code: ClassVar[int] = 1
 
     def __init__(self, message: str = "", *, hint: str | None = None) -> None:
         super().__init__(message)
@@ -131,6 +145,7 @@ class ConsentryError(Exception):
 class InputError(ConsentryError):
     """The caller gave a bad argument, file or value."""
 
+    code = "bad_input"
     exit_code = 2
 
 
@@ -160,6 +175,8 @@ class CalibrationRejectedError(InputError):
 class NotFoundError(InputError):
     """A named record (subject, grantee, grant, log entry, key) does not exist."""
 
+    code = "not_found"
+
 
 class AmbiguousNameError(NotFoundError):
     """A name matches more than one record; use the id instead."""
@@ -169,9 +186,20 @@ class JobLimitError(InputError):
     """A job parameter (``field``: images, steps, size, strength) is outside the
     bounds of ``consentry.limits.Limits``; nothing ran or was logged."""
 
+    code = "bad_job"
+
     def __init__(self, field: str, message: str) -> None:
         self.field = field
         super().__init__(message)
+
+
+class TooManyImagesError(JobLimitError):
+    """A job gives more images than ``Limits.max_images`` (``field`` is ``images``)."""
+
+    code = "too_many_images"
+
+    def __init__(self, message: str) -> None:
+        super().__init__("images", message)
 
 
 class PriorFileError(InputError):
@@ -182,6 +210,8 @@ class PriorFileError(InputError):
 class ImageError(InputError):
     """An image is unreadable, hostile, too large, or not an allowed format."""
 
+    code = "bad_image"
+
 
 class UnsupportedImageError(ImageError):
     """The data is not one of the allowed image formats (judged by its magic bytes)."""
@@ -190,6 +220,8 @@ class UnsupportedImageError(ImageError):
 class ImageTooLargeError(ImageError):
     """The file has too many bytes, or its header declares too many pixels."""
 
+    code = "image_too_large"
+
 
 class CorruptImageError(ImageError):
     """The file is empty, truncated, or cannot be decoded."""
@@ -197,6 +229,8 @@ class CorruptImageError(ImageError):
 
 class RegistryError(ConsentryError):
     """The registry refused a state change."""
+
+    code = "conflict"
 
 
 class DuplicateError(RegistryError):
@@ -207,9 +241,13 @@ class ReviewError(RegistryError):
     """A review cannot be given (no such hold, already reviewed), or an approval does
     not apply to the job resubmitted under it (not approved, another job, expired)."""
 
+    code = "review"
+
 
 class ErasedError(RegistryError):
     """The subject's biometric data was erased; it cannot be used or re-enrolled from."""
+
+    code = "erased"
 
 
 class OptedOutError(RegistryError):
@@ -242,6 +280,8 @@ class PriorOwnerError(RegistryError):
 class SignatureError(ConsentryError):
     """A signature or a signed envelope does not verify."""
 
+    code = "signature_required"
+
 
 class UnknownKeyError(SignatureError):
     """The envelope is signed by a key the registry does not know."""
@@ -258,10 +298,13 @@ class NonCanonicalError(SignatureError):
 class StatementExpiredError(SignatureError):
     """A statement prepared for detached signing is past its ``sign_by`` time."""
 
+    code = "statement_expired"
+
 
 class EngineError(ConsentryError):
     """A face engine or its model files are missing, incomplete or fail verification."""
 
+    code = "engine_unavailable"
     exit_code = 2
 
 
@@ -271,6 +314,8 @@ class ModelHashError(EngineError):
 
 class GrantError(ConsentryError):
     """A grant does not authorise the request."""
+
+    code = "refused"
 
 
 class GrantExpiredError(GrantError):
@@ -288,6 +333,8 @@ class GrantRevokedError(GrantError):
 class ProvenanceError(ConsentryError):
     """Provenance could not be created or does not verify."""
 
+    code = "provenance"
+
 
 class CertificateError(ProvenanceError):
     """A certificate or chain is unusable: expired, wrong usage, out of order."""
@@ -302,6 +349,8 @@ class ManifestError(ProvenanceError):
 class LogError(ConsentryError):
     """The transparency log does not verify."""
 
+    code = "log_error"
+
 
 class ProofError(LogError):
     """An inclusion or consistency proof does not verify."""
@@ -314,6 +363,7 @@ class CheckpointError(LogError):
 class RollbackError(CheckpointError):
     """A checkpoint is smaller than one already trusted, or differs at equal size."""
 
+    code = "log_rolled_back"
     exit_code = 2
 
 

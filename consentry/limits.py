@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from consentry.errors import JobLimitError
+from consentry.errors import JobLimitError, TooManyImagesError
 
 __all__ = ["Limits"]
 
@@ -44,11 +44,12 @@ class Limits:
         strength: float | None = None,
         prompt: str | None = None,
     ) -> None:
-        """Raise :class:`~consentry.errors.JobLimitError` for the first parameter
+        """Raise :class:`~consentry.errors.JobLimitError` (for the images
+        :class:`~consentry.errors.TooManyImagesError`) for the first parameter
         outside its bound (None: not part of this job); the message states the bound.
         Checked before anything runs or is logged."""
         if images is not None and not 0 <= images <= self.max_images:
-            raise JobLimitError("images", f"{images} images: at most {self.max_images} per job")
+            raise TooManyImagesError(f"{images} images: at most {self.max_images} per job")
         if steps is not None and not 1 <= steps <= self.max_steps:
             raise JobLimitError("steps", f"steps must be 1..{self.max_steps} (got {steps})")
         if size is not None and (

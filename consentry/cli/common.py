@@ -6,8 +6,10 @@ Exit codes everywhere: 0 success, 1 a check failed or a request was refused,
 
 With ``--json`` an error is JSON too, on stdout where the command's answer would
 have been, and stderr stays empty: ``{"error": {"code", "message", "hint"}}``. The
-code is the error's class name in snake case without ``Error`` (``GrantRevokedError``
--> ``grant_revoked``, the base class -> ``consentry``; see :func:`error_code`);
+code is the error class's own ``code`` (:attr:`consentry.errors.ConsentryError.code`),
+the one the HTTP service answers for the same error (``NotFoundError`` ->
+``not_found``, ``GrantRevokedError`` -> ``refused``; see :func:`error_code`), else
+``failed`` for a check a command fails itself and ``interrupted`` for Ctrl-C;
 ``hint`` is null when there is none. Usage errors found by the option parser (an
 unknown option, a missing argument) are always text.
 """
@@ -15,7 +17,6 @@ unknown option, a missing argument) are always text.
 from __future__ import annotations
 
 import json
-import re
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -117,11 +118,8 @@ def emit_json(value: Any) -> None:
 
 
 def error_code(exc: ConsentryError | None) -> str:
-    """The JSON error code of ``exc``: its class name in snake case, less ``Error``."""
-    if exc is None:
-        return "failed"
-    name = type(exc).__name__.removesuffix("Error") or "error"
-    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+    """The JSON error code of ``exc``: its class's ``code`` (``failed`` for none)."""
+    return "failed" if exc is None else exc.code
 
 
 def emit_error(message: str, hint: str | None = None, code: str = "failed") -> None:

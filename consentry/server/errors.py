@@ -1,16 +1,21 @@
 """The service's errors: :class:`ApiError`, the one error body, and the one mapping
-from the :mod:`consentry.errors` tree to HTTP (status, code).
+from the :mod:`consentry.errors` tree to HTTP statuses.
 
 Invariants
 - Every error a client sees is ``{"error": {"code", "message"}}`` (:func:`error_body`).
-- A :class:`~consentry.errors.ConsentryError` is answered by the entry of the
-  nearest class in ``type(exc).__mro__`` that :data:`ERROR_MAP` holds: a class with
-  its own entry gets it, any other its nearest mapped ancestor, so the outcome does
-  not depend on the table's order. ``ConsentryError`` itself is mapped (400
-  ``error``): every class of the tree maps to a status.
+- A :class:`~consentry.errors.ConsentryError` is answered with its own ``code``
+  (the class's, the same the CLI prints with ``--json``) and the status of the
+  nearest class in ``type(exc).__mro__`` that :data:`ERROR_STATUS` holds: a class
+  with its own entry gets it, any other its nearest mapped ancestor, so the outcome
+  does not depend on the table's order. ``ConsentryError`` itself is mapped (400):
+  every class of the tree maps to a status.
 - A status of 500 or more says only the class name (details go to the server log),
   as does any unexpected exception (500 ``internal``, see :mod:`consentry.server.guard`).
 - ``hint`` (CLI advice) is never sent.
+- Codes that no class of the tree carries are the service's own: an :class:`ApiError`
+  (``unauthorized``, ``malformed_body``, ``no_model``...), a request that fails
+  validation (``invalid_request``) or an HTTP-level error (``not_found`` for an
+  unknown path, ``too_large``, ``method_not_allowed``).
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from consentry.errors import (
     ImageError,
     ImageTooLargeError,
     InputError,
+    JobLimitError,
     LogError,
     NotFoundError,
     ProvenanceError,
@@ -43,10 +49,11 @@ from consentry.errors import (
 )
 
 __all__ = [
-    "ERROR_MAP",
+    "ERROR_STATUS",
     "ApiError",
     "error_body",
     "error_response",
+    "http_status",
     "map_consentry",
     "register_error_handlers",
 ]
@@ -64,24 +71,26 @@ class ApiError(Exception):
         self.message = message
 
 
-# Class -> (status, code). Order is irrelevant: map_consentry walks the MRO.
-ERROR_MAP: dict[type[ConsentryError], tuple[int, str]] = {
-    ConsentryError: (400, "error"),
-    InputError: (400, "bad_input"),
-    NotFoundError: (404, "not_found"),
-    ImageError: (422, "bad_image"),
-    ImageTooLargeError: (413, "image_too_large"),
-    RegistryError: (409, "conflict"),
-    DuplicateError: (409, "conflict"),
-    ErasedError: (409, "erased"),
-    ReviewError: (409, "review"),
-    SignatureError: (403, "signature_required"),
-    StatementExpiredError: (403, "statement_expired"),
-    GrantError: (403, "refused"),
-    EngineError: (503, "engine_unavailable"),
-    LogError: (500, "log_error"),
-    RollbackError: (503, "log_rolled_back"),
-    ProvenanceError: (422, "provenance"),
+# Class -> HTTP status. Order is irrelevant: http_status walks the MRO. The code
+# is the class's own (``ConsentryError.code``), not this table's business.
+ERROR_STATUS: dict[type[ConsentryError], int] = {
+    ConsentryError: 400,
+    InputError: 400,
+    NotFoundError: 404,
+    JobLimitError: 422,
+    ImageError: 422,
+    ImageTooLargeError: 413,
+    RegistryError: 409,
+    DuplicateError: 409,
+    ErasedError: 409,
+    ReviewError: 409,
+    SignatureError: 403,
+    StatementExpiredError: 403,
+    GrantError: 403,
+    EngineError: 503,
+    LogError: 500,
+    RollbackError: 503,
+    ProvenanceError: 422,
 }
 
 _HTTP_CODES = {
@@ -94,15 +103,22 @@ _HTTP_CODES = {
 }
 
 
-def map_consentry(
-    exc: ConsentryError, table: dict[type[ConsentryError], tuple[int, str]] = ERROR_MAP
-) -> tuple[int, str]:
-    """(status, code) of the most specific class of ``exc`` that ``table`` maps."""
-    for kind in type(exc).__mro__:
-        found = table.get(kind)
+def http_status(
+    kind: type[ConsentryError], table: dict[type[ConsentryError], int] = ERROR_STATUS
+) -> int:
+    """The status of the most specific class of ``kind``'s MRO that ``table`` maps."""
+    for ancestor in kind.__mro__:
+        found = table.get(ancestor)
         if found is not None:
             return found
-    return 400, "error"  # unreachable for the default table (ConsentryError is mapped)
+    return 400  # unreachable for the default table (ConsentryError is mapped)
+
+
+def map_consentry(
+    exc: ConsentryError, table: dict[type[ConsentryError], int] = ERROR_STATUS
+) -> tuple[int, str]:
+    """(status, code) of ``exc``: the status by :func:`http_status`, its own code."""
+    return http_status(type(exc), table), exc.code
 
 
 def error_body(code: str, message: str) -> dict[str, Any]:

@@ -26,7 +26,6 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Request
 
-from consentry.errors import JobLimitError
 from consentry.faces.engine import FaceEngine
 from consentry.gate import Gateway, Receipt, RunRequest, run_job
 from consentry.generation.backends.base import Backend
@@ -72,14 +71,12 @@ class ServiceState:
         strength: float | None = None,
         prompt: str | None = None,
     ) -> None:
-        """The one ``Limits``, with the CLI's wording; 422 before anything runs."""
-        try:
-            self.limits.check_job(
-                images=images, steps=steps, size=size, strength=strength, prompt=prompt
-            )
-        except JobLimitError as exc:
-            code = "too_many_images" if exc.field == "images" else "bad_job"
-            raise ApiError(422, code, str(exc)) from None
+        """The one ``Limits``, with the CLI's wording; before anything runs, a
+        :class:`~consentry.errors.JobLimitError` (422 ``bad_job`` or
+        ``too_many_images``, by :mod:`consentry.server.errors`)."""
+        self.limits.check_job(
+            images=images, steps=steps, size=size, strength=strength, prompt=prompt
+        )
 
     def needs_model(self, prior_id: str | None) -> bool:
         """Every job runs the model but a personal restoration with an exemplars prior."""

@@ -35,7 +35,7 @@ router = APIRouter(tags=["admin"], dependencies=ADMIN)
 @router.post("/v1/subjects", status_code=201, responses=errors(409))
 def create_subject(state: ServiceDep, body: SubjectIn) -> dict[str, Any]:
     """Register a subject (no key: their grants are made by the operator)."""
-    row = state.registry.add_subject(body.name, body.aliases)
+    row = state.registry.add_subject(body.display_name, body.aliases)
     state.registry.checkpoint()
     return subject_json(row)
 
@@ -107,7 +107,7 @@ def create_grant(state: ServiceDep, body: GrantIn) -> dict[str, Any]:
         body.purposes,
         priors=body.priors,
         not_before=parse_until(body.not_before),
-        not_after=parse_until(body.until),
+        not_after=parse_until(body.not_after),
     )
     registry.checkpoint()
     return grant_json(registry.get_grant(row.id), "active")

@@ -69,7 +69,7 @@ def prepare_grant_route(state: ServiceDep, body: PrepareGrantIn) -> dict[str, An
         body.purposes,
         priors=body.priors,
         not_before=parse_until(body.not_before),
-        not_after=parse_until(body.until),
+        not_after=parse_until(body.not_after),
         sign_within=sign_window(body.sign_within_days),
     )
     return _prepared(envelope)
