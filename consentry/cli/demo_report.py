@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 __all__ = [
     "AUDIT_HTML",
     "AUDIT_JSON",
+    "COMPARISON_NAME",
     "OUTPUT_NAME",
     "STEPS",
     "TRUTH_PHOTO",
@@ -41,6 +42,7 @@ TRUTH_PHOTO = "obama2.jpg"  # held out: degraded to make the input, never enroll
 OUTPUT_NAME = "restored-allowed.png"
 AUDIT_JSON = "audit-report.json"
 AUDIT_HTML = "audit-report.html"
+COMPARISON_NAME = "comparison.png"  # six panels with identity scores, unsigned
 
 
 @dataclass
