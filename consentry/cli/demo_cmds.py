@@ -7,14 +7,20 @@ library calls the other commands use, with nothing mocked:
  2. enroll Barack Obama, Joe Biden and Eileen Collins from ``consentry/data/faces``;
  3. register Obama's kept photo as an exemplars prior;
  4. register the grantee "Demo Studio" and grant it ``restore`` naming that prior;
- 5. degrade a second, held-out photo of Obama (``obama2.jpg``: x8 box downscale, JPEG q60);
+ 5. degrade a second, held-out photo of Obama (``obama2.jpg``: x20 smaller, blur, noise,
+    JPEG q60) until its face is about 14 px, too small for a generic method to know who it
+    is, while the gateway still recognises him (at 21 it no longer does and fails closed);
  6. restore it as Demo Studio: allowed, signed, logged (plus an unsigned bicubic comparison);
  7. the same job as "Uninvited App", which holds no grant: refused, nothing released;
  8. revoke the grant and retry as Demo Studio: refused;
  9. verify the released output: it still verifies (consent is judged at its decision);
 10. audit the demo folder: the unsigned input is a finding, the signed output is not;
 11. checkpoint the log and verify all of it;
-12. measure the identity of the restoration and of bicubic against the held-out truth.
+12. compare: ``comparison.png`` shows the input, bicubic, Real-ESRGAN, the same method
+    with another person's (Biden's shipped) photo, the signed restoration and the truth,
+    each with its SFace and dlib cosine to the held-out truth
+    (:mod:`consentry.cli.demo_comparison`; the panels other than the signed output are
+    unsigned comparisons made in memory, like the bicubic one, never released).
 
 Invariants
 - The demo never touches an existing registry: ``--home`` must be a new or empty
