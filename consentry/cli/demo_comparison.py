@@ -22,7 +22,7 @@ Invariants
 - Every panel is scored at the same geometry: the truth's five landmarks carried into
   the panel's frame, aligned into the 256 px enrollment frame, embedded without
   detection (:mod:`consentry.generation.restoration.metrics`), cosine to the aligned
-  truth, by SFace and by dlib. The truth panel scores 1 by construction.
+  truth, by SFace and by dlib. The truth panel is the truth resampled: it scores near 1.
 - A panel that cannot be made (Real-ESRGAN's package missing) is drawn blank and
   labelled unavailable, with no scores; the others are unaffected.
 """
