@@ -110,6 +110,8 @@ F64 = npt.NDArray[np.float64]
 U8 = npt.NDArray[np.uint8]
 
 _FEATHER = 8.0
+DETAIL_GROW = 0.85
+DETAIL_FEATHER = 16.0
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 _MIN_LOW_RES = 4
 
@@ -136,6 +138,8 @@ class RestoreOptions:
     bbox_rotations: tuple[float, ...] = (-8.0, 0.0, 8.0)
     top_k: int = 1
     detail_gain: float = 1.0
+    detail_grow: float = DETAIL_GROW
+    detail_feather: float = DETAIL_FEATHER
     max_iterations: int = 8
     step: float = 1.0
     stop_factor: float = 1.0
@@ -151,6 +155,8 @@ class RestoreOptions:
             raise InputError("top_k must be at least 1")
         if not 0.0 <= self.detail_gain <= 4.0:
             raise InputError("detail_gain must lie in [0, 4]")
+        if not (0.2 <= self.detail_grow <= 1.5 and 1.0 <= self.detail_feather <= 64.0):
+            raise InputError("detail_grow must lie in [0.2, 1.5] and detail_feather in [1, 64]")
         if self.max_iterations < 0 or not 0.0 < self.step <= 2.0:
             raise InputError("max_iterations must be >= 0 and step in (0, 2]")
         if self.stop_factor < 0:
@@ -206,11 +212,12 @@ def _luma(image: npt.NDArray[np.floating] | U8) -> F32:
     return out
 
 
-@lru_cache(maxsize=4)
-def face_mask(size: int = EXEMPLAR_SIZE, grow: float = 1.0) -> F32:
+@lru_cache(maxsize=8)
+def face_mask(size: int = EXEMPLAR_SIZE, grow: float = 1.0, feather: float = _FEATHER) -> F32:
     """The feathered face ellipse of the exemplar frame at ``size`` px, values in [0, 1].
 
-    ``grow`` scales the ellipse axes. Read-only and cached.
+    ``grow`` scales the ellipse axes; ``feather`` (exemplar-frame px) is the half width
+    of the smoothstep ramp across the ellipse's edge. Read-only and cached.
     """
     k = size / EXEMPLAR_SIZE
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
@@ -219,7 +226,7 @@ def face_mask(size: int = EXEMPLAR_SIZE, grow: float = 1.0) -> F32:
     radius = np.sqrt(((xx - cx) / ax) ** 2 + ((yy - cy) / ay) ** 2)
     # Signed distance (approx., in px) outside the ellipse, then a smooth ramp.
     outside = (radius - 1.0) * min(ax, ay)
-    mask = np.clip(0.5 - outside / (2.0 * _FEATHER * k), 0.0, 1.0).astype(np.float32)
+    mask = np.clip(0.5 - outside / (2.0 * feather * k), 0.0, 1.0).astype(np.float32)
     out: F32 = (mask * mask * (3.0 - 2.0 * mask)).astype(np.float32)  # smoothstep
     out.setflags(write=False)
     return out
@@ -456,7 +463,10 @@ def restore(
     up_roi = up[y0:y1, x0:x1].astype(np.float32)
     # Face masks in the ROI: detail transfer and matching on the face; back-projection on
     # the exemplar frame (the whole frame for an aligned input).
-    detail_mask = _warp(face_mask(), to_exemplar, roi_w, roi_h)
+    face = _warp(face_mask(), to_exemplar, roi_w, roi_h)
+    detail_mask = _warp(
+        face_mask(EXEMPLAR_SIZE, opts.detail_grow, opts.detail_feather), to_exemplar, roi_w, roi_h
+    )
     if geometry.source == "aligned":
         bp_mask = np.ones((roi_h, roi_w), dtype=np.float32)
     else:
@@ -474,7 +484,7 @@ def restore(
             dtype=np.float32,
         )
     detail_mask *= bp_mask
-    match_weight = _box_down(detail_mask, scale).astype(np.float64)
+    match_weight = _box_down(face * bp_mask, scale).astype(np.float64)
     region_weight = (_box_down(bp_mask, scale) >= 0.99).astype(np.float32)
     if float(match_weight.sum()) < 1.0 or float(region_weight.sum()) < 1.0:
         raise ImageError("the located face is too small or outside the image")

@@ -4,7 +4,8 @@ Identity alone rewards copying an exemplar (DESIGN section 5), so results are ju
 on four things together: identity by the embedder the method used *and* by one it did
 not (:func:`identity_similarity` with ``"sface"`` and ``"dlib"``), pixel fidelity to
 the truth (:func:`psnr`, :func:`ssim`), and a copy score (:func:`copy_score`): is the
-output closer to an exemplar than the real face is?
+output closer to an exemplar than the real face is? Pasted detail is also checked for
+seams (:func:`seam_ratio`).
 
 Invariants
 - Images are ``H x W x 3`` ``uint8`` RGB; two images compared pixel-wise must have the
@@ -49,6 +50,8 @@ __all__ = [
     "face_weights",
     "identity_similarity",
     "psnr",
+    "seam_ratio",
+    "seam_weights",
     "ssim",
 ]
 
@@ -282,3 +285,44 @@ def copy_score(
         output_ssim=ssim(out_rgb, exemplar, mask=mask),
         truth_ssim=ssim(truth_rgb, exemplar, mask=mask),
     )
+
+
+_LUMA_WEIGHTS = np.array([0.299, 0.587, 0.114])
+
+
+def seam_weights(size: int) -> tuple[F64, F64]:
+    """``(boundary, interior)`` pixel weights of a ``size`` px exemplar-frame image for
+    :func:`seam_ratio`: the ring along the face ellipse's edge (``4 m (1 - m)`` of the
+    :func:`~consentry.generation.restoration.exemplar.face_mask` ``m``, 1 on the edge,
+    0 well inside and outside: where an exemplar's own face outline lands when it is
+    pasted), and the inner face (the ellipse shrunk to 0.6: eyes, nose, mouth)."""
+    edge = face_mask(size).astype(np.float64)
+    boundary: F64 = 4.0 * edge * (1.0 - edge)
+    interior: F64 = face_mask(size, 0.6).astype(np.float64)
+    return boundary, interior
+
+
+def seam_ratio(output: U8, base: U8, boundary: npt.ArrayLike, interior: npt.ArrayLike) -> float:
+    """How much sharper the transferred detail is along a boundary than inside: a seam score.
+
+    The detail is ``luma(output) - luma(base)`` (what a method added to ``base``, e.g. a
+    bicubic upsample); its gradient energy (squared 3 x 3 Sobel magnitude) is averaged
+    with the ``boundary`` weights and with the ``interior`` weights (``H x W``), and the
+    ratio returned. Detail blended in smoothly fades towards the boundary: the ratio is
+    well below 1. A hard-edged paste, or an exemplar's outline pasted inside the face,
+    puts strong edges on the boundary: the ratio reaches 1 and more. With no detail at
+    all inside, the ratio is ``inf`` (or 0 when there is none on the boundary either).
+    """
+    first, second = _pair(output, base)
+    w_edge = _weights(boundary, first.shape)
+    w_inner = _weights(interior, first.shape)
+    assert w_edge is not None and w_inner is not None
+    detail = first.astype(np.float64) @ _LUMA_WEIGHTS - second.astype(np.float64) @ _LUMA_WEIGHTS
+    gx = cv2.Sobel(detail, cv2.CV_64F, 1, 0, ksize=3)
+    gy = cv2.Sobel(detail, cv2.CV_64F, 0, 1, ksize=3)
+    energy = gx * gx + gy * gy
+    edge = float((energy * w_edge).sum() / w_edge.sum())
+    inner = float((energy * w_inner).sum() / w_inner.sum())
+    if inner <= 0.0:
+        return 0.0 if edge <= 0.0 else math.inf
+    return edge / inner
