@@ -227,6 +227,59 @@ def grantee_list(home: HomeOpt = None, db: DbOpt = None, as_json: JsonOpt = Fals
         typer.echo(f"{row.id}  {row.name}")
 
 
+@grantee_app.command("rotate-key")
+def grantee_rotate_key(
+    grantee: Annotated[str, typer.Argument(help="Grantee id or unique name.")],
+    reason: Annotated[
+        str, typer.Option("--reason", help="Why (signed into the log; optional).")
+    ] = "",
+    home: HomeOpt = None,
+    db: DbOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Give a grantee a new API key, printed once; their old key stops working.
+
+    The new key is stored only as its hash, in a signed ``grantee-key`` log entry
+    (the same change as POST /v1/grantees/{id}/rotate-key)."""
+    from consentry.registry.grantee_keys import rotate_grantee_key
+    from consentry.registry.views import grantee_key_change_json
+
+    with open_registry(home, db) as registry:
+        row, api_key = rotate_grantee_key(registry, grantee, reason)
+        registry.checkpoint()
+    if as_json:
+        emit_json(grantee_key_change_json(row) | {"api_key": api_key})
+        return
+    typer.echo(f"grantee id: {row.grantee_id}")
+    typer.echo(f"API key:    {api_key}")
+    typer.echo(f"rotation {row.id} (log index {row.log_index}): the old key no longer works.")
+    typer.echo("Store the API key now: it is not shown again.", err=True)
+
+
+@grantee_app.command("disable")
+def grantee_disable(
+    grantee: Annotated[str, typer.Argument(help="Grantee id or unique name.")],
+    reason: Annotated[str, typer.Option("--reason", help="Why (needed: signed into the log).")],
+    home: HomeOpt = None,
+    db: DbOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Disable a grantee for good: no API key of theirs works from then on.
+
+    Their grants and log entries stay. Final, and a signed ``grantee-key`` log entry
+    (the same change as POST /v1/grantees/{id}/disable)."""
+    from consentry.registry.grantee_keys import disable_grantee
+    from consentry.registry.views import grantee_key_change_json
+
+    with open_registry(home, db) as registry:
+        row = disable_grantee(registry, grantee, reason)
+        registry.checkpoint()
+    if as_json:
+        emit_json(grantee_key_change_json(row))
+        return
+    typer.echo(f"{row.grantee_id} disabled ({row.id}, log index {row.log_index})")
+
+
 # ---------------------------------------------------------------- grants
 def grant_command(
     subject: Annotated[str, typer.Argument(help="Subject id or unique name.")],

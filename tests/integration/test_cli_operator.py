@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from consentry.errors import SignatureError
+from consentry.registry.store import Registry
 from tests.support.cli import Cli, initialised
 
 OPT_OUT_ADVICE = "use 'consentry subject opt-out' instead"
@@ -42,3 +44,44 @@ def test_erasing_a_subject_who_did_not_opt_out_still_advises_it(cli: Cli) -> Non
     asked = cli("subject", "erase", "Grace Hopper")
     assert asked.code == 2
     assert OPT_OUT_ADVICE in _warning(asked.err)
+
+
+def _authenticates(cli: Cli, api_key: str) -> str | None:
+    """The grantee id ``api_key`` opens in a fresh process's registry, else None."""
+    with Registry.open(cli.home, cli.db_url) as registry:
+        try:
+            return registry.authenticate_grantee(api_key).id
+        except SignatureError:
+            return None
+
+
+def test_a_rotated_key_replaces_the_old_one_and_disabling_shuts_every_key_out(
+    cli: Cli,
+) -> None:
+    added = cli.json("grantee", "add", "Studio")
+    assert isinstance(added, dict)
+    grantee, first = added["id"], added["api_key"]
+    assert _authenticates(cli, first) == grantee
+
+    text = cli("grantee", "rotate-key", "Studio", "--reason", "laptop stolen")
+    assert text.code == 0, text.err
+    second = text.out.split("API key:")[1].split()[0]
+    assert "not shown again" in text.err
+    assert _authenticates(cli, first) is None  # the old key is refused
+    assert _authenticates(cli, second) == grantee
+    rotated = cli.json("grantee", "rotate-key", grantee)
+    assert isinstance(rotated, dict) and rotated["action"] == "rotate"
+    third = rotated["api_key"]
+    assert rotated["grantee"] == grantee and third not in (first, second)
+    assert _authenticates(cli, second) is None and _authenticates(cli, third) == grantee
+
+    no_reason = cli("grantee", "disable", "Studio")
+    assert no_reason.code == 2 and _authenticates(cli, third) == grantee
+    disabled = cli.json("grantee", "disable", "Studio", "--reason", "contract ended")
+    assert isinstance(disabled, dict) and disabled["action"] == "disable"
+    assert disabled["reason"] == "contract ended"
+    assert _authenticates(cli, third) is None
+    again = cli("grantee", "rotate-key", "Studio")  # final: no key can be issued again
+    assert again.code != 0 and "disabled" in again.err and "Traceback" not in again.err
+    assert _authenticates(cli, third) is None
+    assert "OK:" in cli.ok("log", "verify")  # both changes are signed entries
