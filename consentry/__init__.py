@@ -3,9 +3,10 @@
 The public surface is what this module exports (``__all__``): the registry, the
 gateway and its requests and receipts, media verification and audit, signing
 helpers, and every error of the one exception tree. Everything else is internal
-and may change between releases. The gateway, ``verify_media`` and the audit are
-imported on first use (they load the face engines), so ``import consentry`` stays
-light.
+and may change between releases. Only the errors are imported with the package;
+every other name is imported on first use (the registry loads SQLModel and
+cryptography, the gateway, ``verify_media`` and the audit load the face engines),
+so ``import consentry`` and ``consentry --help`` stay light.
 """
 
 from __future__ import annotations
@@ -57,14 +58,14 @@ from consentry.errors import (
     VaultError,
 )
 from consentry.lazy import lazy_exports
-from consentry.registry.signing import Envelope, SigningKey
-from consentry.registry.store import InclusionProof, Registry
-from consentry.registry.verify import LogReport
 
 if TYPE_CHECKING:
     from consentry.gate import CheckRequest, Gateway, Receipt, RunRequest, run_job
     from consentry.provenance.audit import AuditReport, audit_paths
     from consentry.provenance.verify import VerifyResult, verify_media
+    from consentry.registry.signing import Envelope, SigningKey
+    from consentry.registry.store import InclusionProof, Registry
+    from consentry.registry.verify import LogReport
 
 __all__ = [
     "AmbiguousNameError",
@@ -130,9 +131,14 @@ __version__ = "0.1.0"
 _LAZY: dict[str, str] = {
     "AuditReport": "consentry.provenance.audit",
     "CheckRequest": "consentry.gate",
+    "Envelope": "consentry.registry.signing",
     "Gateway": "consentry.gate",
+    "InclusionProof": "consentry.registry.store",
+    "LogReport": "consentry.registry.verify",
     "Receipt": "consentry.gate",
+    "Registry": "consentry.registry.store",
     "RunRequest": "consentry.gate",
+    "SigningKey": "consentry.registry.signing",
     "VerifyResult": "consentry.provenance.verify",
     "audit_paths": "consentry.provenance.audit",
     "run_job": "consentry.gate",

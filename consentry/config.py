@@ -37,7 +37,11 @@ import platformdirs
 from consentry.errors import ConfigError
 from consentry.fsutil import atomic_write
 
-__all__ = ["Home", "resolve_db_url", "resolve_home"]
+__all__ = ["WITNESS_DIR_ENV", "Home", "resolve_db_url", "resolve_home"]
+
+# The witness folder's variable (read by ``consentry.registry.witness``); here so the
+# CLI names it in ``--witness-dir`` without importing the witness code.
+WITNESS_DIR_ENV = "CONSENTRY_WITNESS_DIR"
 
 _SQLITE_PREFIX = "sqlite:///"
 

@@ -9,7 +9,6 @@ import typer
 
 from consentry.cli.common import HomeOpt, JsonOpt, emit_json
 from consentry.config import Home, resolve_home
-from consentry.provenance import certs
 
 __all__ = ["app"]
 
@@ -35,6 +34,8 @@ def _describe(cert: dict[str, Any]) -> str:
 @app.command("show")
 def show(home: HomeOpt = None, as_json: JsonOpt = False) -> None:
     """Show the active signing identity: its chain, root, algorithm and key."""
+    from consentry.provenance import certs
+
     info = certs.certs_info(_home_root(home))
     if as_json:
         emit_json(info)
@@ -56,6 +57,8 @@ def export_root(
     home: HomeOpt = None,
 ) -> None:
     """Write the root certificate readers must trust to verify this registry's outputs."""
+    from consentry.provenance import certs
+
     target = certs.export_root(_home_root(home), file)
     typer.echo(f"root certificate written to {target}")
 
@@ -75,6 +78,8 @@ def use(
     home: HomeOpt = None,
 ) -> None:
     """Sign manifests with your organisation's chain instead of the development PKI."""
+    from consentry.provenance import certs
+
     paths = certs.use_chain(_home_root(home), chain, key, root_file=root)
     typer.echo(f"signing identity: custom chain in {paths.custom_dir}")
 
@@ -88,6 +93,8 @@ def init(
     home: HomeOpt = None,
 ) -> None:
     """Create a development PKI (root -> intermediate -> signer) in a home without one."""
+    from consentry.provenance import certs
+
     if alg not in ("es256", "ed25519"):
         raise typer.BadParameter("--alg must be es256 or ed25519")
     chosen: certs.DevAlg = "es256" if alg == "es256" else "ed25519"

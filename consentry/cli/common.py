@@ -21,12 +21,14 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
 from consentry.errors import ConsentryError
-from consentry.registry.store import Registry
+
+if TYPE_CHECKING:
+    from consentry.registry.store import Registry
 
 __all__ = [
     "DbOpt",
@@ -141,6 +143,10 @@ def fail(message: str, code: int = 1) -> NoReturn:
 
 @contextmanager
 def open_registry(home: Path | None, db: str | None) -> Iterator[Registry]:
+    """The registry at ``home``/``db``, closed on leaving. The store (SQLModel,
+    cryptography) is imported here, not with the CLI, so ``--help`` stays fast."""
+    from consentry.registry.store import Registry
+
     registry = Registry.open(home, db)
     try:
         yield registry

@@ -12,36 +12,36 @@ from __future__ import annotations
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from consentry.cli.common import DbOpt, HomeOpt, JsonOpt, emit_json, open_registry
 from consentry.errors import InputError
-from consentry.registry.detached import (
-    describe,
-    prepare_key_change,
-    receipt_of,
-    sign_prepared,
-    sign_window,
-    submit,
-)
-from consentry.registry.signing import Envelope, SigningKey, key_id_of, load_public_key
-from consentry.registry.subject_view import make_request, verify_view
 
-__all__ = ["register", "sign_window", "write_prepared"]
+if TYPE_CHECKING:
+    from consentry.registry.signing import Envelope
+
+# consentry.registry.detached, .signing and .subject_view (SQLModel, cryptography) are
+# imported inside the commands, so the CLI starts without them.
+
+__all__ = ["register", "write_prepared"]
 
 _MAX_FILE = 1 << 20  # a prepared statement is a few hundred bytes
 
 
 def write_prepared(envelope: Envelope) -> None:
     """The prepared statement on stdout, its plain words on stderr."""
+    from consentry.registry.detached import describe
+
     for line in describe(envelope):
         typer.echo(line, err=True)
     sys.stdout.write(envelope.dumps() + "\n")
 
 
 def _read_envelope(path: Path) -> Envelope:
+    from consentry.registry.signing import Envelope
+
     try:
         with path.open("rb") as handle:
             data = handle.read(_MAX_FILE + 1)
@@ -71,6 +71,9 @@ def sign_command(
     """Read a prepared grant or revocation in plain words and sign it with your key.
 
     Needs only the file and the key: run it on your own device."""
+    from consentry.registry.detached import describe, sign_prepared
+    from consentry.registry.signing import SigningKey
+
     envelope = _read_envelope(statement)
     for line in describe(envelope):
         typer.echo(line, err=True)
@@ -87,6 +90,8 @@ def submit_command(
     as_json: JsonOpt = False,
 ) -> None:
     """Submit a grant or revocation the subject signed on their own device; prints its id."""
+    from consentry.registry.detached import receipt_of, submit
+
     envelope = _read_envelope(statement)
     with open_registry(home, db) as registry:
         row = submit(registry, envelope)
@@ -110,6 +115,9 @@ def me_command(
     """Your grants and every use of your likeness, fetched with a request signed by your
     key and verified offline against the operator's signed checkpoint."""
     import httpx  # only this command talks HTTP: kept off every other command's start-up
+
+    from consentry.registry.signing import SigningKey, key_id_of, load_public_key
+    from consentry.registry.subject_view import make_request, verify_view
 
     public = load_public_key(operator_key)
     request = make_request(SigningKey.load(key), subject, key_id_of(public), datetime.now(UTC))
@@ -153,6 +161,9 @@ def change_key_command(
     """Prepare a change of a subject's key (lost or compromised) for signing: by the new
     key and the old one, or with --by-operator by the new key alone; then 'consentry
     submit'. After it the old key signs nothing."""
+    from consentry.registry.detached import prepare_key_change, sign_window
+    from consentry.registry.signing import load_public_key
+
     with open_registry(home, db) as registry:
         envelope = prepare_key_change(
             registry,

@@ -123,12 +123,13 @@ def erase_command(
         why = "opt-out requested" if reason == "erasure requested" else reason
         opt_out_command(subject, why, yes, home, db, as_json)
         return
-    from consentry.registry.biometrics import ERASE_WARNING, erase_subject
+    from consentry.registry.biometrics import erase_subject, erase_warning
 
-    typer.echo(f"warning: {ERASE_WARNING}", err=True)
-    if not yes:
-        raise InputError("nothing erased: erasure is irreversible, run again with --yes")
     with open_registry(home, db) as registry:
+        warning = erase_warning(registry, subject)  # fitted to a subject who opted out
+        typer.echo(f"warning: {warning}", err=True)
+        if not yes:
+            raise InputError("nothing erased: erasure is irreversible, run again with --yes")
         row = erase_subject(registry, subject, reason)
         registry.checkpoint()
     if as_json:
@@ -138,7 +139,7 @@ def erase_command(
                 "subject": row.subject_id,
                 "log_index": row.log_index,
                 "protected": False,
-                "warning": ERASE_WARNING,
+                "warning": warning,
             }
         )
     else:

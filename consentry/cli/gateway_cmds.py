@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -24,8 +24,9 @@ from consentry.cli.common import (
     open_registry,
 )
 from consentry.cli.vocabulary import receipt_view
-from consentry.registry.refs import prior_id_of
-from consentry.registry.store import Registry
+
+if TYPE_CHECKING:
+    from consentry.registry.store import Registry
 
 __all__ = ["job_prior", "register"]
 
@@ -49,6 +50,8 @@ def named(reason: str, names: dict[str, str]) -> str:
 
 def job_prior(registry: Registry, ref: str | None) -> str | None:
     """The prior id for a job's ``--prior`` (an id, or the SHA-256 of one prior)."""
+    from consentry.registry.refs import prior_id_of
+
     if ref is None:
         return None
     with registry.db.read() as session:

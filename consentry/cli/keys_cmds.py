@@ -9,7 +9,6 @@ import typer
 
 from consentry.cli.common import DbOpt, HomeOpt, JsonOpt, emit_json, open_registry
 from consentry.errors import DuplicateError
-from consentry.registry.signing import SigningKey
 
 __all__ = ["app"]
 
@@ -62,6 +61,8 @@ def generate(
     out: Annotated[Path, typer.Argument(help="Where to write the private key (mode 0600).")],
 ) -> None:
     """Create an Ed25519 key pair for a subject: OUT (private) and OUT.pub (public)."""
+    from consentry.registry.signing import SigningKey
+
     public = out.with_name(out.name + ".pub")
     if out.exists() or public.exists():
         raise DuplicateError(f"{out} or {public} already exists; not overwriting")

@@ -20,9 +20,6 @@ from consentry.cli.common import DbOpt, HomeOpt, JsonOpt, emit_json, fail, open_
 from consentry.cli.witness_cmds import WitnessKeyOpt, parse_witness_keys, require_cosigned
 from consentry.config import Home, resolve_home
 from consentry.errors import InputError
-from consentry.registry import checkpoint as cp
-from consentry.registry.offline import verify_consistency_bundle, verify_inclusion_bundle
-from consentry.registry.signing import load_public_key
 
 __all__ = ["app"]
 
@@ -43,6 +40,8 @@ def _read_text(path: Path, what: str) -> str:
 @app.command("checkpoint")
 def checkpoint(home: HomeOpt = None, db: DbOpt = None, as_json: JsonOpt = False) -> None:
     """Sign a checkpoint of the log now and print it (signed-note text)."""
+    from consentry.registry import checkpoint as cp
+
     with open_registry(home, db) as registry:
         note = registry.checkpoint()
     if as_json:
@@ -127,6 +126,8 @@ def consistency(
     as_json: JsonOpt = False,
 ) -> None:
     """Consistency proof from an earlier checkpoint to the latest one."""
+    from consentry.registry import checkpoint as cp
+
     old_note = _read_text(old_checkpoint, "checkpoint")
     old, _ = cp.parse_checkpoint(old_note)
     with open_registry(home, db) as registry:
@@ -170,6 +171,9 @@ def verify_proof(
     CONSENTRY_HOME, else the per-user folder); the registry's database is never read.
     With --witness-key the proof's checkpoint must also carry that witness's cosignature.
     """
+    from consentry.registry.offline import verify_consistency_bundle, verify_inclusion_bundle
+    from consentry.registry.signing import load_public_key
+
     if not public_key:
         public_key = [Home(resolve_home(home)).operator_public]
     witnesses = parse_witness_keys(witness_key)

@@ -25,10 +25,8 @@ from consentry.cli import (
 )
 from consentry.cli.common import DbOpt, HomeOpt, emit_error, error_code, reset_json_errors
 from consentry.cli.quiet import quiet_third_party
+from consentry.config import WITNESS_DIR_ENV
 from consentry.errors import ConsentryError
-from consentry.provenance.certs import create_dev_pki
-from consentry.registry.store import Registry
-from consentry.registry.witness import WITNESS_DIR_ENV
 
 __all__ = ["app", "run"]
 
@@ -76,6 +74,9 @@ def main(
 @app.command("init")
 def init(home: HomeOpt = None, db: DbOpt = None) -> None:
     """Create a registry: operator key, database, first signed checkpoint, dev PKI."""
+    from consentry.provenance.certs import create_dev_pki
+    from consentry.registry.store import Registry
+
     registry = Registry.init(home, db)
     try:
         pki = create_dev_pki(registry.home.root)

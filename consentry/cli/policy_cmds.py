@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from consentry.cli.common import HomeOpt, JsonOpt, emit_json
 from consentry.config import Home, resolve_home
-from consentry.registry.grant_policy import GrantPolicy, policy_of
+
+if TYPE_CHECKING:
+    from consentry.registry.grant_policy import GrantPolicy
 
 __all__ = ["app"]
 
@@ -33,6 +35,8 @@ def _show(policy: GrantPolicy, as_json: bool) -> None:
 @app.command("show")
 def show(home: HomeOpt = None, as_json: JsonOpt = False) -> None:
     """Show the limits new grants must meet."""
+    from consentry.registry.grant_policy import policy_of
+
     _show(policy_of(Home(resolve_home(home))), as_json)
 
 
@@ -54,6 +58,8 @@ def set_policy(
     as_json: JsonOpt = False,
 ) -> None:
     """Change the limits; they apply to grants made from now on (signed ones stand)."""
+    from consentry.registry.grant_policy import GrantPolicy
+
     root = Home(resolve_home(home))
     values = root.read_config()
     current = GrantPolicy.from_config(values)

@@ -3,14 +3,18 @@ errors (and, on a terminal, our own progress bars), nothing else.
 
 Invariant: :func:`quiet_third_party` runs before any heavy library is imported (the
 command modules import torch, diffusers and transformers inside their functions), so
-the environment switches below are read by those libraries when they load. Warnings
-raised by ``consentry`` itself stay visible; with ``--verbose`` nothing is silenced.
+the environment switches below are read by those libraries when they load. A library
+already loaded by then (an embedding program, a test) read its environment too early:
+its own switches are thrown instead (diffusers' "Loading pipeline components" bar,
+transformers' "Loading weights" bar, the Hub's download bars). Warnings raised by
+``consentry`` itself stay visible; with ``--verbose`` nothing is silenced.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import sys
 import warnings
 
 __all__ = ["THIRD_PARTY_LOGGERS", "quiet_third_party"]
@@ -50,3 +54,23 @@ def quiet_third_party(verbose: bool = False) -> None:
     warnings.filterwarnings("default", module=r"consentry(\.|$)")
     for name in THIRD_PARTY_LOGGERS:
         logging.getLogger(name).setLevel(logging.ERROR)
+    _quiet_loaded_libraries()
+
+
+# module -> its functions that turn its progress bars and chatter off
+_SWITCHES = {
+    "diffusers.utils.logging": ("disable_progress_bar", "set_verbosity_error"),
+    "transformers.utils.logging": ("disable_progress_bar", "set_verbosity_error"),
+    "huggingface_hub.utils": ("disable_progress_bars",),
+}
+
+
+def _quiet_loaded_libraries() -> None:
+    """Throw the switches of the libraries already imported (they read the
+    environment at import, before it was set); the others are left unimported."""
+    for module, functions in _SWITCHES.items():
+        loaded = sys.modules.get(module)
+        for function in functions if loaded is not None else ():
+            switch = getattr(loaded, function, None)
+            if callable(switch):
+                switch()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -17,13 +17,14 @@ from consentry.cli import consent_cmds, faces_cmds, train_cmds
 from consentry.cli.common import DbOpt, HomeOpt, JsonOpt, emit_json, open_registry
 from consentry.errors import InputError
 from consentry.hashing import sha256_file
-from consentry.registry.detached import prepare_grant, prepare_revocation
-from consentry.registry.models import Grant
-from consentry.registry.refs import prior_sha256_of
-from consentry.registry.signing import SigningKey, load_public_key
-from consentry.registry.statements import format_time, parse_end_time, parse_time
-from consentry.registry.store import GrantStatus, Registry
-from consentry.registry.views import grant_json, grantee_json, prior_json, subject_json
+
+if TYPE_CHECKING:
+    from consentry.registry.models import Grant
+    from consentry.registry.signing import SigningKey
+    from consentry.registry.store import GrantStatus, Registry
+
+# The registry's modules (SQLModel, cryptography) are imported inside the commands,
+# so the CLI, and its --help, start without them.
 
 __all__ = ["register"]
 
@@ -56,10 +57,14 @@ SignWithinOpt = Annotated[
 
 
 def _subject_key(path: Path | None) -> SigningKey | None:
+    from consentry.registry.signing import SigningKey
+
     return None if path is None else SigningKey.load(path)
 
 
 def _time(value: str | None) -> datetime | None:
+    from consentry.registry.statements import parse_time
+
     return None if value is None else parse_time(value)
 
 
@@ -71,6 +76,8 @@ def _named_grant(
     grant: Grant, status: GrantStatus, subjects: dict[str, str], grantees: dict[str, str]
 ) -> dict[str, Any]:
     """A grant's JSON view with the subject's and grantee's names beside their ids."""
+    from consentry.registry.views import grant_json
+
     return grant_json(grant, status) | {
         "subject_name": subjects.get(grant.subject_id),
         "grantee_name": grantees.get(grant.grantee_id),
@@ -78,11 +85,15 @@ def _named_grant(
 
 
 def _prior_hashes(registry: Registry, refs: list[str] | None) -> list[str]:
+    from consentry.registry.refs import prior_sha256_of
+
     with registry.db.read() as session:
         return [prior_sha256_of(session, ref) for ref in refs or []]
 
 
 def _end_time(value: str | None) -> datetime | None:
+    from consentry.registry.statements import parse_end_time
+
     return None if value is None else parse_end_time(value)
 
 
@@ -105,6 +116,9 @@ def subject_add(
     share a name) with a warning on stderr, since that name no longer picks one
     subject: refer to either by id.
     """
+    from consentry.registry.signing import load_public_key
+    from consentry.registry.views import subject_json
+
     key = load_public_key(public_key) if public_key is not None else None
     with open_registry(home, db) as registry:
         same = [s.id for s in registry.list_subjects() if s.display_name == name.strip()]
@@ -125,6 +139,8 @@ def subject_add(
 @subject_app.command("list")
 def subject_list(home: HomeOpt = None, db: DbOpt = None, as_json: JsonOpt = False) -> None:
     """List subjects in registration order."""
+    from consentry.registry.views import subject_json
+
     with open_registry(home, db) as registry:
         rows = registry.list_subjects()
     if as_json:
@@ -144,6 +160,8 @@ def subject_show(
     as_json: JsonOpt = False,
 ) -> None:
     """Show one subject (by id or unique name) with their grants and priors."""
+    from consentry.registry.views import prior_json, subject_json
+
     with open_registry(home, db) as registry:
         row = registry.get_subject(subject)
         grants = registry.list_grants(subject=row.id)
@@ -180,6 +198,9 @@ def grantee_add(
     as_json: JsonOpt = False,
 ) -> None:
     """Register a grantee and print its API key (shown once, stored only hashed)."""
+    from consentry.registry.signing import load_public_key
+    from consentry.registry.views import grantee_json
+
     key = load_public_key(public_key) if public_key is not None else None
     with open_registry(home, db) as registry:
         row, api_key = registry.add_grantee(name, key)
@@ -195,6 +216,8 @@ def grantee_add(
 @grantee_app.command("list")
 def grantee_list(home: HomeOpt = None, db: DbOpt = None, as_json: JsonOpt = False) -> None:
     """List grantees."""
+    from consentry.registry.views import grantee_json
+
     with open_registry(home, db) as registry:
         rows = registry.list_grantees()
     if as_json:
@@ -202,6 +225,59 @@ def grantee_list(home: HomeOpt = None, db: DbOpt = None, as_json: JsonOpt = Fals
         return
     for row in rows:
         typer.echo(f"{row.id}  {row.name}")
+
+
+@grantee_app.command("rotate-key")
+def grantee_rotate_key(
+    grantee: Annotated[str, typer.Argument(help="Grantee id or unique name.")],
+    reason: Annotated[
+        str, typer.Option("--reason", help="Why (signed into the log; optional).")
+    ] = "",
+    home: HomeOpt = None,
+    db: DbOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Give a grantee a new API key, printed once; their old key stops working.
+
+    The new key is stored only as its hash, in a signed ``grantee-key`` log entry
+    (the same change as POST /v1/grantees/{id}/rotate-key)."""
+    from consentry.registry.grantee_keys import rotate_grantee_key
+    from consentry.registry.views import grantee_key_change_json
+
+    with open_registry(home, db) as registry:
+        row, api_key = rotate_grantee_key(registry, grantee, reason)
+        registry.checkpoint()
+    if as_json:
+        emit_json(grantee_key_change_json(row) | {"api_key": api_key})
+        return
+    typer.echo(f"grantee id: {row.grantee_id}")
+    typer.echo(f"API key:    {api_key}")
+    typer.echo(f"rotation {row.id} (log index {row.log_index}): the old key no longer works.")
+    typer.echo("Store the API key now: it is not shown again.", err=True)
+
+
+@grantee_app.command("disable")
+def grantee_disable(
+    grantee: Annotated[str, typer.Argument(help="Grantee id or unique name.")],
+    reason: Annotated[str, typer.Option("--reason", help="Why (needed: signed into the log).")],
+    home: HomeOpt = None,
+    db: DbOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Disable a grantee for good: no API key of theirs works from then on.
+
+    Their grants and log entries stay. Final, and a signed ``grantee-key`` log entry
+    (the same change as POST /v1/grantees/{id}/disable)."""
+    from consentry.registry.grantee_keys import disable_grantee
+    from consentry.registry.views import grantee_key_change_json
+
+    with open_registry(home, db) as registry:
+        row = disable_grantee(registry, grantee, reason)
+        registry.checkpoint()
+    if as_json:
+        emit_json(grantee_key_change_json(row))
+        return
+    typer.echo(f"{row.grantee_id} disabled ({row.id}, log index {row.log_index})")
 
 
 # ---------------------------------------------------------------- grants
@@ -248,6 +324,9 @@ def grant_command(
     as_json: JsonOpt = False,
 ) -> None:
     """Grant a grantee the use of a subject's likeness; prints the grant id."""
+    from consentry.registry.detached import prepare_grant, sign_window
+    from consentry.registry.views import grant_json
+
     evidence_sha256 = None
     if evidence is not None:
         try:
@@ -274,7 +353,7 @@ def grant_command(
                 not_after=_end_time(until),
                 constraints=parsed_constraints,
                 evidence_sha256=evidence_sha256,
-                sign_within=consent_cmds.sign_window(sign_within),
+                sign_within=sign_window(sign_within),
             )
         consent_cmds.write_prepared(envelope)
         return
@@ -308,11 +387,11 @@ def revoke_command(
     as_json: JsonOpt = False,
 ) -> None:
     """Revoke a grant; prints the revocation id."""
+    from consentry.registry.detached import prepare_revocation, sign_window
+
     if prepare:
         with open_registry(home, db) as registry:
-            envelope = prepare_revocation(
-                registry, grant_id, reason, consent_cmds.sign_window(sign_within)
-            )
+            envelope = prepare_revocation(registry, grant_id, reason, sign_window(sign_within))
         consent_cmds.write_prepared(envelope)
         return
     with open_registry(home, db) as registry:
@@ -344,6 +423,8 @@ def grants_command(
     as_json: JsonOpt = False,
 ) -> None:
     """List grants with their status now."""
+    from consentry.registry.statements import format_time
+
     with open_registry(home, db) as registry:
         rows = registry.list_grants(subject, grantee, active_only=active or review_due)
         now = format_time(registry.now())
@@ -388,7 +469,7 @@ def prior_add(
     ``--kind exemplars`` registers the subject's kept enrollment photos (enroll with
     --keep-photos) as the prior used by personalised restoration; it takes no file.
     """
-    from consentry.errors import InputError
+    from consentry.registry.views import prior_json
 
     kind = kind.replace("-", "_")
     with open_registry(home, db) as registry:
@@ -424,6 +505,8 @@ def prior_list(
     as_json: JsonOpt = False,
 ) -> None:
     """List registered priors."""
+    from consentry.registry.views import prior_json
+
     with open_registry(home, db) as registry:
         rows = registry.list_priors(subject)
     if as_json:

@@ -14,7 +14,6 @@ from typing import Annotated, Any
 import typer
 
 from consentry.cli.common import DbOpt, HomeOpt, JsonOpt, emit_json, open_registry
-from consentry.registry.reviews import get_hold, hold_json, pending_holds, record_review
 
 __all__ = ["app"]
 
@@ -37,6 +36,8 @@ def _face_line(face: dict[str, Any]) -> str:
 @app.command("list")
 def list_command(home: HomeOpt = None, db: DbOpt = None, as_json: JsonOpt = False) -> None:
     """The held jobs no review has judged yet, oldest first."""
+    from consentry.registry.reviews import hold_json, pending_holds
+
     with open_registry(home, db) as registry:
         holds = pending_holds(registry)
     if as_json:
@@ -59,6 +60,8 @@ def show_command(
     decision: IdArg, home: HomeOpt = None, db: DbOpt = None, as_json: JsonOpt = False
 ) -> None:
     """One held job: what was held and its review, if any."""
+    from consentry.registry.reviews import get_hold, hold_json
+
     with open_registry(home, db) as registry:
         hold, review = get_hold(registry, decision)
     if as_json:
@@ -81,6 +84,8 @@ def show_command(
 
 
 def _verdict(verdict: str, decision: str, note: str, reviewer: str, home: Any, db: Any) -> None:
+    from consentry.registry.reviews import record_review
+
     with open_registry(home, db) as registry:
         row = record_review(registry, decision, verdict, reviewer or "operator", note)
     typer.echo(f"{verdict} {decision}: review {row.id} (log index {row.log_index})")

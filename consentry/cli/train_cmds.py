@@ -130,11 +130,15 @@ def _train(
     db: str | None,
     as_json: bool,
 ) -> None:
+    from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
     from consentry.registry.views import prior_json
     from consentry.training.job import train_under_grant
 
+    # our bar is drawn on stderr and only on a terminal: piped, stdout carries the
+    # answer alone and stderr nothing but a one-line error (see consentry.cli.quiet)
+    console = Console(stderr=True)
     with (
         open_registry(home, db) as registry,
         Progress(
@@ -142,8 +146,9 @@ def _train(
             BarColumn(),
             TextColumn("{task.completed}/{task.total} loss {task.fields[loss]:.4f}"),
             TimeRemainingColumn(),
+            console=console,
             transient=as_json,
-            disable=as_json,
+            disable=as_json or not console.is_terminal,
         ) as bar,
     ):
         task = bar.add_task("train", total=config.steps, kind=config.kind, loss=0.0)

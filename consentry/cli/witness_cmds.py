@@ -13,16 +13,21 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from consentry.cli.common import DbOpt, HomeOpt, JsonOpt, emit_json
+from consentry.config import WITNESS_DIR_ENV
 from consentry.errors import CheckpointError, InputError
-from consentry.registry import checkpoint as cp
-from consentry.registry.signing import checkpoint_key_name, key_id_of, load_public_key
-from consentry.registry.witness import WITNESS_DIR_ENV, WitnessKey, WitnessStore, cosign
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    from consentry.registry.witness import WitnessKey, WitnessStore
+
+# The checkpoint, signing and witness modules (cryptography) are imported inside the
+# commands, so the CLI starts without them.
 
 __all__ = ["WitnessDirOpt", "WitnessKeyOpt", "app", "parse_witness_keys", "require_cosigned"]
 
@@ -54,6 +59,8 @@ WitnessKeyOpt = Annotated[
 
 def parse_witness_keys(values: Sequence[str] | None) -> list[tuple[str, Ed25519PublicKey]]:
     """``--witness-key`` values (key lines or files holding one) as (name, key)."""
+    from consentry.registry import checkpoint as cp
+
     keys: list[tuple[str, Ed25519PublicKey]] = []
     for value in values or ():
         text = value
@@ -71,15 +78,21 @@ def parse_witness_keys(values: Sequence[str] | None) -> list[tuple[str, Ed25519P
 
 def require_cosigned(note: str, keys: Sequence[tuple[str, Ed25519PublicKey]]) -> None:
     """Raise ``CheckpointError`` unless every witness key cosigned ``note``."""
+    from consentry.registry import checkpoint as cp
+
     for name, public in keys:
         cp.verify_cosignature(note, name, public)
 
 
 def _stores(witness_dir: Path | None) -> tuple[WitnessStore, WitnessStore]:
+    from consentry.registry.witness import WitnessStore
+
     return WitnessStore.resolve(witness_dir), WitnessStore.resolve(witness_dir, "cosigned")
 
 
 def _summary(note: str) -> dict[str, Any]:
+    from consentry.registry import checkpoint as cp
+
     checkpoint, signatures = cp.parse_checkpoint(note)
     return {
         "origin": checkpoint.origin,
@@ -98,6 +111,8 @@ def init(
     witness_dir: WitnessDirOpt = None,
 ) -> None:
     """Create this witness's co-signing key (0600) in the witness folder; print its key line."""
+    from consentry.registry.witness import WitnessKey
+
     store, _ = _stores(witness_dir)
     witness = WitnessKey.create(store, name)
     typer.echo(f"witness key:  {store.key_file}")
@@ -151,7 +166,10 @@ def cosign_command(
     cosigned note is printed, to be stored with 'consentry log add-cosignature'.
     Exit 2 (and nothing signed) for a checkpoint that does not extend it.
     """
+    from consentry.registry import checkpoint as cp
+    from consentry.registry.signing import checkpoint_key_name
     from consentry.registry.store import Registry
+    from consentry.registry.witness import WitnessKey, cosign
 
     seen, cosigned_store = _stores(witness_dir)
     witness = WitnessKey.load(seen)
@@ -182,6 +200,10 @@ def _cosign_bundle(
     bundle_file: Path, public_keys: list[Path], witness: WitnessKey, store: WitnessStore
 ) -> str:
     from datetime import UTC, datetime
+
+    from consentry.registry import checkpoint as cp
+    from consentry.registry.signing import checkpoint_key_name, key_id_of, load_public_key
+    from consentry.registry.witness import cosign
 
     if not public_keys:
         raise InputError("offline co-signing needs the operator's --public-key")

@@ -49,6 +49,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ERASE_WARNING",
     "MAX_PHOTOS_PER_ENROLLMENT",
+    "OPTED_OUT_ERASE_WARNING",
     "CalibrationState",
     "EngineInfo",
     "Sample",
@@ -59,6 +60,7 @@ __all__ = [
     "decrypt_photos",
     "enroll",
     "erase_subject",
+    "erase_warning",
     "has_enrollment",
     "is_erased",
     "is_opted_out",
@@ -79,6 +81,15 @@ ERASE_WARNING = (
     "unregistered face, and jobs with it are ALLOWED (unless refuse_unknown_faces is on); "
     "grants stay in the log. To keep refusing every job with their face or name, use "
     "'consentry subject opt-out' instead."
+)
+# The same for a subject who opted out already: pointing them to the opt-out is
+# wrong, and what erasure still takes away is their face's recognition.
+OPTED_OUT_ERASE_WARNING = (
+    "this subject opted out: their name and priors stay refused (the opt-out stands in "
+    "the log), but after erasure the gate no longer recognises their FACE: a photo of "
+    "them is an unregistered face, and jobs with it are ALLOWED (unless "
+    "refuse_unknown_faces is on). Their opt-out already keeps refusing their face "
+    "without erasing; erase only if they asked for their biometric data to be destroyed."
 )
 
 
@@ -264,6 +275,16 @@ def _number_embeddings(blobs: Sequence[BiometricBlob], index: int) -> None:
         if blob.kind == "embedding":
             blob.vector_id = index * 1000 + position
             position += 1
+
+
+def erase_warning(registry: Registry, subject: str) -> str:
+    """What erasing ``subject`` (id or unique name) takes away, in words: for one who
+    opted out (as the verified signed log says) their face's recognition only, else
+    every refusal of them."""
+    subject_id = registry.get_subject(subject).id
+    if opted_out_subjects(registry, [subject_id]):
+        return OPTED_OUT_ERASE_WARNING
+    return ERASE_WARNING
 
 
 def erase_subject(registry: Registry, subject: str, reason: str) -> Erasure:

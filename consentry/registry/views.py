@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from consentry.registry.models import Grant, Grantee, Prior, Subject
+from consentry.registry.models import Grant, Grantee, GranteeKeyChange, Prior, Subject
 from consentry.registry.store import GrantStatus
 
-__all__ = ["grant_json", "grantee_json", "prior_json", "subject_json"]
+__all__ = ["grant_json", "grantee_json", "grantee_key_change_json", "prior_json", "subject_json"]
 
 
 def subject_json(row: Subject) -> dict[str, Any]:
@@ -30,6 +30,18 @@ def grantee_json(row: Grantee) -> dict[str, Any]:
         "id": row.id,
         "name": row.name,
         "public_key": row.public_key,
+        "created_at": row.created_at,
+        "log_index": row.log_index,
+    }
+
+
+def grantee_key_change_json(row: GranteeKeyChange) -> dict[str, Any]:
+    """A signed key rotation or disabling of a grantee (never a key, nor its hash)."""
+    return {
+        "id": row.id,
+        "grantee": row.grantee_id,
+        "action": row.action,
+        "reason": row.reason,
         "created_at": row.created_at,
         "log_index": row.log_index,
     }

@@ -52,6 +52,7 @@ from pathlib import Path
 import platformdirs
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from consentry.config import WITNESS_DIR_ENV  # re-exported: defined where the CLI reads it
 from consentry.errors import CheckpointError, ConfigError, ProofError, RollbackError
 from consentry.fsutil import atomic_write
 from consentry.registry import checkpoint as cp
@@ -73,8 +74,6 @@ __all__ = [
     "operator_checkpoint",
     "resolve_witness_dir",
 ]
-
-WITNESS_DIR_ENV = "CONSENTRY_WITNESS_DIR"
 
 
 def resolve_witness_dir(explicit: Path | str | None = None) -> Path:

@@ -173,3 +173,35 @@ def test_prior_train_through_the_cli(
     assert trained["training"]["device"] == "cpu float32"
     assert trained["prior"]["details"]["device"] == "cpu float32"
     assert cli("log", "verify").code == 0
+
+
+def test_prior_train_keeps_library_output_off_stderr_unless_verbose(
+    tmp_path: Path, model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Piped, ``prior train`` prints its answer on stdout and nothing on stderr: no
+    diffusers "Loading pipeline components" bar, no library warning, no training bar
+    (ours is drawn on a terminal only); a refusal is its one error line. With
+    --verbose the library's output comes through (so the quiet run is quiet for a
+    reason)."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    for name in [k for k in os.environ if k.startswith(("TQDM_", "PYTHONWARN"))]:
+        monkeypatch.delenv(name)
+    monkeypatch.delenv("HF_HUB_DISABLE_PROGRESS_BARS", raising=False)
+    cli = Cli(tmp_path / "home")
+    cli.ok("init")
+    cli.ok("subject", "add", "Barack Obama")
+    cli.ok("subject", "enroll", "Barack Obama", str(PHOTOS / "obama.jpg"), "--keep-photos")
+    cli.ok("grantee", "add", "Studio")
+    args = (
+        "prior", "train", "Barack Obama", "--kind", "textual-inversion", "--model", str(model),
+        "--as", "Studio", "--steps", "1", "--resolution", "64", "--checkpoint-every", "0",
+    )  # fmt: skip
+    refused = cli(*args)
+    assert refused.code == 1 and refused.err.count("\n") == 1, refused.err
+    assert refused.err.startswith("error: no active grant") and refused.out == ""
+    cli.ok("grant", "Barack Obama", "--to", "Studio", "--purpose", "train")
+    trained = cli(*args)
+    assert trained.code == 0 and trained.err == "", trained.err
+    assert trained.out.startswith("pri_") and "training" not in trained.out.splitlines()[0]
+    verbose = cli("--verbose", *args, "--seed", "1")
+    assert verbose.code == 0 and "Loading pipeline components" in verbose.err

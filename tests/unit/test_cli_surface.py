@@ -56,7 +56,8 @@ def test_cli_start_up_loads_no_model_signing_or_index_library() -> None:
     code = (
         "import sys, consentry.cli.main\n"
         "heavy = ('torch', 'torchvision', 'diffusers', 'transformers', 'faiss', 'c2pa', 'cv2',\n"
-        "         'dlib', 'fastapi', 'uvicorn', 'iscc_core', 'numpy', 'PIL', 'httpx')\n"
+        "         'dlib', 'fastapi', 'uvicorn', 'iscc_core', 'numpy', 'PIL', 'httpx',\n"
+        "         'sqlmodel', 'sqlalchemy', 'cryptography', 'pydantic')\n"
         "print(','.join(m for m in heavy if m in sys.modules))\n"
     )
     result = subprocess.run(
@@ -81,3 +82,33 @@ def test_help_runs_without_loading_heavy_libraries() -> None:
     )
     assert "--steps" in result.stdout
     assert result.stdout.rstrip().endswith("LOADED")
+
+
+def test_top_level_help_loads_no_database_or_crypto_library() -> None:
+    """``python -m consentry --help`` (what a user types first) lists the commands
+    without importing the store's SQLModel/SQLAlchemy or cryptography: those cost
+    most of a second and no help text needs them."""
+    code = (
+        "import sys, runpy\n"
+        "sys.argv = ['consentry', '--help']\n"
+        "try:\n"
+        "    runpy.run_module('consentry', run_name='__main__')\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "heavy = ('sqlmodel', 'sqlalchemy', 'cryptography', 'pydantic', 'torch', 'numpy')\n"
+        "print('LOADED', ','.join(m for m in heavy if m in sys.modules))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
+    for command in ("grantee", "subject", "generate", "serve", "witness"):
+        assert command in result.stdout, command
+    assert result.stdout.rstrip().endswith("LOADED"), result.stdout[-300:]
+
+
+def test_python_dash_m_consentry_is_the_command() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "consentry", "--version"],
+        capture_output=True, text=True, timeout=120, check=True,
+    )  # fmt: skip
+    assert result.stdout == f"consentry {consentry.__version__}\n"

@@ -17,7 +17,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, File, Form, Request, UploadFile
 
 from consentry.identity.enroll import enroll_photo_bytes
-from consentry.registry.biometrics import ERASE_WARNING, erase_subject, opt_out_subject
+from consentry.registry.biometrics import erase_subject, erase_warning, opt_out_subject
 from consentry.registry.store import parse_until
 from consentry.registry.views import grant_json, subject_json
 from consentry.server.auth import ADMIN
@@ -70,8 +70,9 @@ def enroll_subject(
 @router.post("/v1/subjects/{subject}/erase", responses=errors(409))
 def erase(state: ServiceDep, subject: str, body: EraseIn) -> dict[str, Any]:
     """Crypto-erase a subject's biometric data; final."""
+    warning = erase_warning(state.registry, subject)  # fitted to a subject who opted out
     if not body.confirm:
-        raise ApiError(422, "confirm_required", f"erasure is final; {ERASE_WARNING}")
+        raise ApiError(422, "confirm_required", f"erasure is final; {warning}")
     row = erase_subject(state.registry, subject, body.reason)
     state.registry.checkpoint()
     return {
@@ -79,7 +80,7 @@ def erase(state: ServiceDep, subject: str, body: EraseIn) -> dict[str, Any]:
         "subject": row.subject_id,
         "log_index": row.log_index,
         "protected": False,
-        "warning": ERASE_WARNING,
+        "warning": warning,
     }
 
 

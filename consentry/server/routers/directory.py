@@ -30,8 +30,8 @@ from pydantic import BaseModel, Field
 
 from consentry.registry.consent import ConsentState
 from consentry.registry.grantee_keys import disable_grantee, rotate_grantee_key
-from consentry.registry.models import Grantee, GranteeKeyChange, Subject
-from consentry.registry.views import grantee_json, subject_json
+from consentry.registry.models import Grantee, Subject
+from consentry.registry.views import grantee_json, grantee_key_change_json, subject_json
 from consentry.server.auth import ADMIN
 from consentry.server.openapi_errors import errors
 from consentry.server.state import ServiceDep
@@ -73,13 +73,6 @@ class DisableIn(BaseModel):
     reason: str = Field(description="Why (signed into the log).")
 
 
-def _changed(row: GranteeKeyChange) -> dict[str, Any]:
-    fields = ("id", "grantee_id", "action", "reason", "created_at", "log_index")
-    found = {name: getattr(row, name) for name in fields}
-    found["grantee"] = found.pop("grantee_id")
-    return found
-
-
 @router.get("/v1/subjects")
 def list_subjects(state: ServiceDep) -> list[dict[str, Any]]:
     """Subjects in log order with their state (no biometric data)."""
@@ -117,7 +110,7 @@ def rotate_key(state: ServiceDep, grantee: str, body: KeyChangeIn) -> dict[str, 
     """A new API key for the grantee (shown once); the old one stops working."""
     row, api_key = rotate_grantee_key(state.registry, grantee, body.reason)
     state.registry.checkpoint()
-    return _changed(row) | {"api_key": api_key}
+    return grantee_key_change_json(row) | {"api_key": api_key}
 
 
 @router.post("/v1/grantees/{grantee}/disable", status_code=201, responses=errors(409))
@@ -125,4 +118,4 @@ def disable(state: ServiceDep, grantee: str, body: DisableIn) -> dict[str, Any]:
     """Disable the grantee: no key of theirs opens anything from then on; final."""
     row = disable_grantee(state.registry, grantee, body.reason)
     state.registry.checkpoint()
-    return _changed(row)
+    return grantee_key_change_json(row)
