@@ -80,6 +80,9 @@ class Finding:
     bbox: list[float]
     reason: str
     crop_png: str = ""  # base64 PNG of the face, for the HTML report
+    # False: the face scored in the review band or is not clearly one person (a
+    # reviewer's call, severity medium); True: a certain match (severity high)
+    certain: bool = True
 
 
 @dataclass
@@ -129,13 +132,16 @@ class AuditReport:
         by_severity = dict.fromkeys(SEVERITIES, 0)
         for item in self.items:
             value = asdict(item)
-            triage = triage_item(item.error, item.manifest_state, item.consent, len(item.findings))
+            certain = sum(1 for f in item.findings if f.certain)
+            triage = triage_item(
+                item.error, item.manifest_state, item.consent, len(item.findings), certain
+            )
             value["severity"], value["action"] = triage.severity, triage.action
             by_severity[triage.severity] += 1
             for finding in value["findings"]:
                 if not with_crops:
                     finding.pop("crop_png", None)
-                found = triage_finding(item.manifest_state, item.consent)
+                found = triage_finding(item.manifest_state, item.consent, finding["certain"])
                 finding["severity"], finding["action"] = found.severity, found.action
             items.append(value)
         return {
@@ -248,6 +254,7 @@ def audit_data(
                     bbox=seen.bbox,
                     reason=reason + _where(face),
                     crop_png=_crop(_pixels_of(views, face), face.face.bbox),
+                    certain=match.certain,
                 )
             )
     return item

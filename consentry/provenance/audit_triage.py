@@ -3,11 +3,14 @@
 Invariants
 - Pure functions of an audit item's recorded fields: the same item always gets the
   same severity and action, in the JSON and the HTML report alike.
-- ``high``: a registered subject's face without valid provenance for that subject
-  (every finding is high, and so is a file with a finding).
-- ``medium``: needs a person though no registered face was found: the file could not
-  be audited (unreadable, not an allowed image, over the face cap), or its manifest
-  is invalid or not signed by this registry's chain, or its consent check failed.
+- ``high``: a registered subject's face, matched with certainty, without valid
+  provenance for that subject (and a file with such a finding).
+- ``medium``: needs a person's eye: an *uncertain* match (the face scores in the
+  review band below the match threshold, or is not clearly one person: see
+  :mod:`consentry.identity.second_stage`), and a file whose findings are all
+  uncertain; or the file could not be audited (unreadable, not an allowed image,
+  over the face cap), or its manifest is invalid or not signed by this registry's
+  chain, or its consent check failed.
 - ``low``: no manifest and no registered face: nothing to act on.
 - ``info``: valid provenance (Trusted and consent holds, or recovered from its marks).
 """
@@ -34,9 +37,17 @@ def _consent_failed(consent: str) -> bool:
     return consent.startswith("failed")
 
 
-def triage_finding(manifest_state: str, consent: str) -> Triage:
+def triage_finding(manifest_state: str, consent: str, certain: bool = True) -> Triage:
     """A registered face lacking valid provenance in a file whose manifest is
-    ``manifest_state`` and consent ``consent`` (as :class:`AuditItem` records them)."""
+    ``manifest_state`` and consent ``consent`` (as :class:`AuditItem` records them);
+    ``certain``: the match is certain (not in the review band, not ambiguous)."""
+    if not certain:
+        return Triage(
+            "medium",
+            "Review by eye before acting: the face may be this subject (its score is in "
+            "the review band, or it is not clearly one person); if it is, treat it as a "
+            "high finding.",
+        )
     if manifest_state == "none" and consent != "recovered":
         action = (
             "Take down or hold: no provenance at all; publish only a release made "
@@ -65,8 +76,11 @@ def triage_finding(manifest_state: str, consent: str) -> Triage:
     return Triage("high", action)
 
 
-def triage_item(error: str, manifest_state: str, consent: str, findings: int) -> Triage:
-    """A whole file: its worst finding, else what its manifest and consent say."""
+def triage_item(
+    error: str, manifest_state: str, consent: str, findings: int, certain: int | None = None
+) -> Triage:
+    """A whole file: its worst finding, else what its manifest and consent say.
+    ``findings``: how many; ``certain``: how many of them are certain (None: all)."""
     if error:
         return Triage(
             "medium",
@@ -75,7 +89,8 @@ def triage_item(error: str, manifest_state: str, consent: str, findings: int) ->
             "audit again.",
         )
     if findings:
-        return Triage("high", triage_finding(manifest_state, consent).action)
+        sure = findings if certain is None else certain
+        return triage_finding(manifest_state, consent, certain=sure > 0)
     if manifest_state in ("invalid", "valid_untrusted"):
         return Triage(
             "medium",

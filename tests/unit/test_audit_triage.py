@@ -48,3 +48,36 @@ def test_a_file_without_findings(error: str, state: str, consent: str, severity:
 def test_ranks_order_the_severities() -> None:
     assert sorted(SEVERITIES, key=RANK.__getitem__, reverse=True) == list(SEVERITIES)
     assert SEVERITIES[0] == "high" and SEVERITIES[-1] == "info"
+
+
+@pytest.mark.parametrize("state", ["none", "valid_untrusted", "invalid", "trusted"])
+def test_an_uncertain_match_is_a_reviewers_call_not_a_takedown(state: str) -> None:
+    """A face in the review band (or not clearly one person) is medium with a review
+    action, whatever the manifest; a file is high as soon as one finding is certain."""
+    unsure = triage_finding(state, "none", certain=False)
+    assert unsure.severity == "medium" and unsure.action.startswith("Review by eye")
+    assert triage_item("", state, "none", 2, certain=0) == unsure
+    assert triage_item("", state, "none", 2, certain=1) == triage_finding(state, "none")
+    assert triage_item("", state, "none", 2).severity == "high"  # no count given: all certain
+
+
+def test_the_report_carries_each_findings_certainty_into_its_severity() -> None:
+    from consentry.provenance.audit import AuditItem, AuditReport, Finding
+
+    sure = Finding("sub_1", "Ada", 0.61, [0, 0, 1, 1], "no provenance")
+    unsure = Finding("sub_2", "Bea", 0.33, [2, 2, 1, 1], "no provenance", certain=False)
+    report = AuditReport(
+        [
+            AuditItem(path="both.jpg", manifest_state="none", consent="none",
+                      findings=[sure, unsure]),
+            AuditItem(path="unsure.jpg", manifest_state="none", consent="none",
+                      findings=[unsure]),
+        ]
+    )  # fmt: skip
+    both, only_unsure = report.to_json()["items"]
+    assert [f["severity"] for f in both["findings"]] == ["high", "medium"]
+    assert [f["certain"] for f in both["findings"]] == [True, False]
+    assert both["severity"] == "high"
+    assert only_unsure["severity"] == "medium"
+    assert only_unsure["action"].startswith("Review by eye")
+    assert report.to_json()["by_severity"] == {"high": 1, "medium": 1, "low": 0, "info": 0}
