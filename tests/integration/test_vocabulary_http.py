@@ -164,3 +164,18 @@ def test_openapi_documents_the_new_names_and_the_deprecated_aliases(site: Site) 
     assert grant["properties"]["until"]["deprecated"] is True
     assert "deprecated" not in grant["properties"]["not_after"]
     assert schemas["PrepareGrantIn"]["properties"]["until"]["deprecated"] is True
+
+
+def test_enrolling_too_many_photos_answers_the_trees_code_and_enrolls_nothing(site: Site) -> None:
+    """The enroll route's photo count speaks the tree's vocabulary (``too_many_images``,
+    422, as a check with too many images does), before any photo is read."""
+    from consentry.limits import Limits
+
+    subject = site.registry.get_subject("Ada")
+    before = site.registry.log_size()
+    most = Limits().max_images
+    files = [("photos", (f"p{n}.jpg", b"not read", "image/jpeg")) for n in range(most + 1)]
+    answer = site.http.post(f"/v1/subjects/{subject.id}/enroll", headers=ADMIN, files=files)
+    status, error = _http_error(answer)
+    assert (status, error["code"]) == (422, "too_many_images"), error
+    assert site.registry.log_size() == before  # nothing enrolled, nothing logged

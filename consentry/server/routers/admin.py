@@ -16,6 +16,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, Request, UploadFile
 
+from consentry.errors import InputError, TooManyImagesError
 from consentry.identity.enroll import enroll_photo_bytes
 from consentry.registry.biometrics import erase_subject, erase_warning, opt_out_subject
 from consentry.registry.store import parse_until
@@ -51,8 +52,10 @@ def enroll_subject(
     """Enroll a subject's face from photos: all pass the quality gates, or none."""
     parsed_all(http, "photos", len(photos))
     most = state.limits.max_images
-    if not photos or len(photos) > most:
-        raise ApiError(422, "bad_input", f"give 1..{most} photos")
+    if not photos:  # the same codes and statuses as the exception tree's (README table)
+        raise InputError("give at least one photo to enroll")
+    if len(photos) > most:
+        raise TooManyImagesError(f"{len(photos)} photos: give at most {most}")
     datas = [(p.filename or f"photo-{n}", p.file.read()) for n, p in enumerate(photos)]
     with state.faces_lock:
         row = enroll_photo_bytes(state.registry, state.engine, subject, datas, keep_photos)
