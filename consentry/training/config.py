@@ -30,6 +30,7 @@ from typing import Any, Literal, cast, get_args
 
 from consentry.errors import InputError
 from consentry.hashing import sha256_hex
+from consentry.registry.canonical import canonical_json  # no cryptography: CLI start-up
 
 __all__ = [
     "KINDS",
@@ -219,8 +220,6 @@ class TrainConfig:
 
     def to_json(self) -> str:
         """RFC 8785 canonical JSON of :meth:`to_dict` (what the registry records)."""
-        from consentry.registry.signing import canonical_json  # cryptography: off CLI start-up
-
         return canonical_json(self.to_dict()).decode("utf-8")
 
     def sha256(self) -> str:

@@ -188,7 +188,7 @@ def test_signature_batcher_checks_in_workers_and_keeps_order() -> None:
 )
 def test_plain_stack_walk_equals_the_recursive_rules(value: object) -> None:
     """The hot-path walk decides exactly as the reference spelling of the rules."""
-    from consentry.registry.signing import _plain, _plain_any
+    from consentry.registry.canonical import _plain, _plain_any
 
     assert _plain(value) == _plain_any(value)
 
