@@ -287,6 +287,9 @@ def test_audit_flags_a_registered_face_without_provenance(
     assert item["manifest_state"] == "none" and item["faces"] == 1
     assert [f["subject_id"] for f in item["findings"]] == [service.obama]
     assert "crop_png" not in item["findings"][0]
+    # the same triage as the CLI's report: a certain unconsented face is high
+    assert item["severity"] == "high" and item["findings"][0]["severity"] == "high"
+    assert item["findings"][0]["certain"] is True and item["action"]
     clean = client.post(
         "/v1/audit", headers=admin, files=[("file", _photo("astronaut.jpg"))]
     ).json()
@@ -295,3 +298,4 @@ def test_audit_flags_a_registered_face_without_provenance(
         "/v1/audit", headers=admin, files=[("file", ("x.png", b"not an image", "image/png"))]
     )
     assert junk.status_code == 200 and junk.json()["error"]
+    assert junk.json()["severity"] == "medium"  # could not be audited: a person looks

@@ -16,7 +16,6 @@ upload over ``MAX_BYTES_DEFAULT`` is a 413 before it is decoded.
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Request, UploadFile
@@ -24,7 +23,7 @@ from fastapi.responses import PlainTextResponse, Response
 
 from consentry.errors import ConsentryError, ImageTooLargeError
 from consentry.faces.images import MAX_BYTES_DEFAULT, load_image
-from consentry.provenance.audit import audit_data
+from consentry.provenance.audit import AuditReport, audit_data
 from consentry.provenance.verify import mime_of_bytes, verify_media
 from consentry.registry.checkpointer import tlog_proof
 from consentry.server.auth import AuthAny
@@ -99,9 +98,8 @@ def _audit(state: ServiceState, data: bytes, filename: str) -> dict[str, Any]:
         item = audit_data(registry, state.engine, state.gateway.index, names, data, filename)
     if item.faces > bounds.max_faces:
         raise too_many
-    result = asdict(item)
-    for finding in result["findings"]:
-        finding.pop("crop_png", None)
+    # the CLI report's item: severity and action included, face crops left out
+    result: dict[str, Any] = AuditReport([item]).to_json()["items"][0]
     return result
 
 
