@@ -142,10 +142,9 @@ def test_interrupted_training_resumes_from_its_checkpoint(world: World, model: P
     assert outcome.prior.kind == "textual_inversion"
 
 
-def test_prior_train_through_the_cli(
-    tmp_path: Path, model: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # two xdist workers on two cores
+def _trainable_home(tmp_path: Path, model: Path, steps: int) -> tuple[Cli, tuple[str, ...]]:
+    """A home with Obama enrolled (photos kept) and the grantee Studio, no grant yet;
+    and the ``prior train`` arguments of a ``steps``-step 64 px textual inversion."""
     cli = Cli(tmp_path / "home")
     cli.ok("init")
     cli.ok("subject", "add", "Barack Obama")
@@ -153,8 +152,16 @@ def test_prior_train_through_the_cli(
     cli.ok("grantee", "add", "Studio")
     args = (
         "prior", "train", "Barack Obama", "--kind", "textual-inversion", "--model", str(model),
-        "--as", "Studio", "--steps", "2", "--resolution", "64", "--checkpoint-every", "0",
+        "--as", "Studio", "--steps", str(steps), "--resolution", "64", "--checkpoint-every", "0",
     )  # fmt: skip
+    return cli, args
+
+
+def test_prior_train_through_the_cli(
+    tmp_path: Path, model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # two xdist workers on two cores
+    cli, args = _trainable_home(tmp_path, model, steps=2)
     refused = cli(*args)
     assert refused.code != 0 and "no active grant" in refused.err
     cli.ok("grant", "Barack Obama", "--to", "Studio", "--purpose", "train")
@@ -187,15 +194,7 @@ def test_prior_train_keeps_library_output_off_stderr_unless_verbose(
     for name in [k for k in os.environ if k.startswith(("TQDM_", "PYTHONWARN"))]:
         monkeypatch.delenv(name)
     monkeypatch.delenv("HF_HUB_DISABLE_PROGRESS_BARS", raising=False)
-    cli = Cli(tmp_path / "home")
-    cli.ok("init")
-    cli.ok("subject", "add", "Barack Obama")
-    cli.ok("subject", "enroll", "Barack Obama", str(PHOTOS / "obama.jpg"), "--keep-photos")
-    cli.ok("grantee", "add", "Studio")
-    args = (
-        "prior", "train", "Barack Obama", "--kind", "textual-inversion", "--model", str(model),
-        "--as", "Studio", "--steps", "1", "--resolution", "64", "--checkpoint-every", "0",
-    )  # fmt: skip
+    cli, args = _trainable_home(tmp_path, model, steps=1)
     refused = cli(*args)
     assert refused.code == 1 and refused.err.count("\n") == 1, refused.err
     assert refused.err.startswith("error: no active grant") and refused.out == ""
