@@ -109,12 +109,18 @@ class RowChecks:
         Rows decide nothing (the facts do); this names tampering where the gate
         would otherwise refuse or allow silently. Read order makes it race-free:
         S0 = the size followed so far (every entry below it was committed before
-        the rows are read, and its rows with it), then the rows, then a refresh in
-        the rows' read transaction, so every row read is of an entry the state
-        holds, and every entry below S0 must have its row. One Core read connection
-        (no ORM session), no query for the log's size: a caller that wants S0 to be
-        the log's size now refreshes first (``grant_facts`` does, and the gateway's
-        one refresh per job).
+        the rows are read, and its rows with it), then the rows, then a refresh
+        that starts after the rows' read (an entry commits with its rows, so every
+        row read is of an entry the refresh follows), and every entry below S0 must
+        have its row. One Core read connection (no ORM session), no query for the
+        log's size: a caller that wants S0 to be the log's size now refreshes first
+        (``grant_facts`` does, and the gateway's one refresh per job).
+
+        Lock order: the connection is returned to the pool before the refresh takes
+        the state's lock. Never wait for that lock holding a pooled connection: the
+        lock's holder may need one to read the tail, and on PostgreSQL (one pool of
+        15 for a process's readers and its writer) 15 checks holding one each while
+        waiting for the lock starved it until the pool's 30 s timeout.
         """
         wanted = sorted(set(subjects))
         if not wanted:
@@ -140,7 +146,7 @@ class RowChecks:
                     connection.execute(_REVOCATION_ROWS, {"ids": revoked_ids}),
                 )
             }
-            self.refresh(connection)
+        self.refresh()  # after the rows' read, with their connection back in the pool
         with self._lock:
             for subject_id in wanted:
                 self._check_subject_row(subject_id, subject_rows.get(subject_id), before)
