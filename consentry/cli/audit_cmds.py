@@ -7,7 +7,14 @@ from typing import Annotated
 
 import typer
 
-from consentry.cli.common import DbOpt, HomeOpt, open_registry, terminal_progress
+from consentry.cli.common import (
+    DbOpt,
+    HomeOpt,
+    emit_json,
+    json_report_target,
+    open_registry,
+    terminal_progress,
+)
 
 __all__ = ["register"]
 
@@ -15,7 +22,13 @@ __all__ = ["register"]
 def audit_command(
     paths: Annotated[list[Path], typer.Argument(help="Files and folders to audit.")],
     json_file: Annotated[
-        Path | None, typer.Option("--json", help="Write the JSON report to this file.")
+        Path | None,
+        typer.Option(
+            "--json",
+            help="Write the JSON report to this file; '-' prints it on stdout instead of "
+            "the text lines (an error too, as {error: {code, message, hint}}).",
+            callback=json_report_target,
+        ),
     ] = None,
     html_file: Annotated[
         Path | None, typer.Option("--html", help="Write the HTML report to this file.")
@@ -27,6 +40,7 @@ def audit_command(
     """Check every image: manifest, consent, and registered faces lacking provenance.
 
     Exit 1 when there are findings or unreadable files, 0 when everything is clean.
+    With ``--json -`` stdout holds only the JSON report (the exit code is the same).
     """
     from consentry.faces.engines import get_engine
     from consentry.provenance.audit import audit_paths, write_reports
@@ -34,7 +48,13 @@ def audit_command(
     face_engine = get_engine(engine)
     with open_registry(home, db) as registry, terminal_progress("auditing") as tick:
         report = audit_paths(registry, face_engine, paths, tick)
-    write_reports(report, json_file, html_file)
+    to_stdout = json_file is not None and str(json_file) == "-"
+    write_reports(report, None if to_stdout else json_file, html_file)
+    if to_stdout:
+        emit_json(report.to_json())
+        if report.findings or report.unreadable:
+            raise typer.Exit(1)
+        return
     for item in report.items:
         if item.error:
             typer.echo(f"UNREADABLE {item.path}: {item.error.removeprefix(f'{item.path}: ')}")

@@ -41,6 +41,7 @@ __all__ = [
     "error_code",
     "fail",
     "json_errors",
+    "json_report_target",
     "open_registry",
     "reset_json_errors",
     "terminal_progress",
@@ -71,6 +72,14 @@ _MODE = {"json": False}
 
 def _remember_json(value: bool) -> bool:
     if value:
+        _MODE["json"] = True
+    return value
+
+
+def json_report_target(value: Path | None) -> Path | None:
+    """Callback of a ``--json FILE`` option (``audit``): ``-`` means the report goes to
+    stdout, so this run's errors are JSON there too (as with the ``--json`` flag)."""
+    if value is not None and str(value) == "-":
         _MODE["json"] = True
     return value
 

@@ -135,6 +135,31 @@ def test_audit_cli_writes_json_and_html_and_exits_1(
     assert clean.code == 0 and "0 finding(s)" in clean.out
 
 
+def test_audit_json_dash_prints_only_the_report_on_stdout(
+    media: tuple[Cli, Path], tmp_path: Path
+) -> None:
+    """``--json -`` is stdout (no file named "-"), for a pipe: the report and nothing
+    else there, the same exit code; an error is JSON on stdout too."""
+    cli, folder = media
+    to_file = tmp_path / "audit.json"
+    assert cli("audit", str(folder), "--json", str(to_file)).code == 1
+    result = cli("audit", str(folder), "--json", "-", cwd=tmp_path)
+    assert result.code == 1, result.err
+    printed, written = json.loads(result.out), json.loads(to_file.read_text())
+    printed.pop("run"), written.pop("run")  # when and how long: one run's own
+    assert printed["findings"] == 2, printed
+    for one, other in zip(printed["items"], written["items"], strict=True):
+        assert one == other, (one, other)
+    assert printed == written
+    assert not (tmp_path / "-").exists()
+    clean = cli("audit", str(folder / "obama_signed.jpg"), "--json", "-")
+    assert clean.code == 0 and json.loads(clean.out)["findings"] == 0
+    missing = cli("audit", "--home", str(tmp_path / "nowhere"), "--json", "-", str(folder))
+    assert missing.code == 2
+    error = json.loads(missing.out)["error"]
+    assert error["code"] == "bad_input" and "no registry" in error["message"], missing.out
+
+
 def test_render_html_escapes_reasons() -> None:
     from consentry.provenance.audit import AuditItem, AuditReport, Finding
 

@@ -24,7 +24,7 @@ class Cli:
     home: Path
     db_url: str | None = None
 
-    def __call__(self, *args: str, home: bool = True) -> Result:
+    def __call__(self, *args: str, home: bool = True, cwd: Path | None = None) -> Result:
         env = {
             k: v
             for k, v in os.environ.items()
@@ -33,7 +33,9 @@ class Cli:
         argv = [sys.executable, "-m", "consentry.cli.main", *args]
         if home:
             env["CONSENTRY_HOME"] = str(self.home)
-        proc = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=120)
+        proc = subprocess.run(
+            argv, capture_output=True, text=True, env=env, timeout=120, cwd=cwd
+        )
         return Result(proc.returncode, proc.stdout, proc.stderr)
 
     def ok(self, *args: str) -> str:
