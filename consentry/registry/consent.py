@@ -38,7 +38,6 @@ Invariants
 from __future__ import annotations
 
 import bisect
-import dataclasses
 import json
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -66,12 +65,12 @@ from consentry.registry.consent_facts import (
 )
 from consentry.registry.consent_facts import strings as _strings
 from consentry.registry.consent_rows import RowChecks
+from consentry.registry.consent_snapshot import restore_body, snapshot_body
 from consentry.registry.frontier import Frontier, bind_prefix
 from consentry.registry.grantee_keys import GranteeKeyFollower
 from consentry.registry.log_checker import LogChecker
 from consentry.registry.models import LogEntry
 from consentry.registry.review_state import ReviewFollower
-from consentry.registry.signing import public_key_from_hex, public_key_hex
 from consentry.registry.vault import seal, unseal
 
 if TYPE_CHECKING:
@@ -109,6 +108,10 @@ class ConsentState(RowChecks, ReviewFollower, GranteeKeyFollower):
     def __init__(self, registry: Registry) -> None:
         self.registry = registry
         self._lock = threading.RLock()
+        # coalesced refreshes (see refresh): how many session-less refreshes began
+        # reading under the lock, and the number of the newest that completed
+        self._refreshes_begun = 0
+        self._refresh_completed = 0
         self._reset()
         self._snapshot_tried = False
         self._snapshot_size = 0
@@ -158,36 +161,58 @@ class ConsentState(RowChecks, ReviewFollower, GranteeKeyFollower):
         took the writer lock; the rows' check passes its read connection). Raises
         :class:`LogIntegrityError` when an entry does not verify (and on every later
         call).
+
+        Coalesced: a session-less call that waited for the lock while another
+        session-less refresh *began and completed* returns 0 without reading. That
+        refresh began its reads after this call was made, so it followed every entry
+        committed before this call, which is all this call promises. (The ticket is
+        the count of begun refreshes read before taking the lock; a refresh that had
+        already begun when this call came is not counted.) A refresh in a caller's
+        transaction always reads: it must see that transaction's view.
         """
+        ticket = self._refreshes_begun  # before the lock: what began after this call counts
         with self._lock:
             if self._broken is not None:
                 raise LogIntegrityError(self._broken, hint=_VERIFY_HINT)
-            if not self._snapshot_tried:
-                self._snapshot_tried = True
-                self._load_snapshot()
-            anchor = self.registry.log.witnessed_root  # proved before the reads below began
-            followed = 0
-            while True:  # in chunks: a first catch-up of a long log holds one chunk at a time
-                entries = self._tail(session)
-                if entries:
-                    with self._binding_session(session) as reader:
-                        self._bind(reader, entries, anchor)
-                for entry in entries:
-                    self._follow(entry)
-                followed += len(entries)
-                if len(entries) < TAIL_CHUNK:
-                    break
-            if followed and self.registry.key_id not in self._checker.keys:
-                self._fail(
-                    f"this home's operator key {self.registry.key_id[:16]} is not an operator "
-                    "key of the database's log: the log was replaced"
-                )
+            if session is not None:
+                return self._follow_tail(session)
+            if self._refresh_completed > ticket:
+                return 0  # covered by a refresh that began after this call
+            self._refreshes_begun += 1
+            number = self._refreshes_begun
+            followed = self._follow_tail(None)
+            self._refresh_completed = number
             # never under the caller's transaction (the writer lock); geometric spacing
             # keeps the cost of snapshots amortised O(1) per entry
             due = max(SNAPSHOT_EVERY, self._snapshot_size // 4)
-            if session is None and self._size - self._snapshot_size >= due:
+            if self._size - self._snapshot_size >= due:
                 self._save_snapshot()
             return followed
+
+    def _follow_tail(self, session: Session | Connection | None) -> int:
+        """Read, bind and follow every entry after the followed prefix (the lock held);
+        returns how many."""
+        if not self._snapshot_tried:
+            self._snapshot_tried = True
+            self._load_snapshot()
+        anchor = self.registry.log.witnessed_root  # proved before the reads below began
+        followed = 0
+        while True:  # in chunks: a first catch-up of a long log holds one chunk at a time
+            entries = self._tail(session)
+            if entries:
+                with self._binding_session(session) as reader:
+                    self._bind(reader, entries, anchor)
+            for entry in entries:
+                self._follow(entry)
+            followed += len(entries)
+            if len(entries) < TAIL_CHUNK:
+                break
+        if followed and self.registry.key_id not in self._checker.keys:
+            self._fail(
+                f"this home's operator key {self.registry.key_id[:16]} is not an operator "
+                "key of the database's log: the log was replaced"
+            )
+        return followed
 
     def _tail(self, session: Session | Connection | None) -> list[LogEntry]:
         """The next entries (at most ``TAIL_CHUNK``) at ``size`` and after, in index
@@ -374,33 +399,7 @@ class ConsentState(RowChecks, ReviewFollower, GranteeKeyFollower):
         key = self._snapshot_key()
         if key is None or self._size == 0 or self._unbound:
             return  # only a prefix bound to the log's tree is sealed
-        checker = self._checker
-        body = {
-            "size": self._size,
-            "root": self._frontier.root.hex(),
-            "frontier": self._frontier.to_json(),
-            "checker": {
-                "keys": {k: public_key_hex(v) for k, v in checker.keys.items()},
-                "active_key": checker.active_key,
-                "subject_keys": checker.subject_keys,
-                "grant_subject": checker.grant_subject,
-                "grantees": sorted(checker.grantees),
-                "erased": sorted(checker.erased),
-                "opted_out": sorted(checker.opted_out),
-                "key_span": checker.key_span,
-                "rotations": checker.rotations,
-            },
-            "subjects": [dataclasses.asdict(v) for v in self.subjects.values()],
-            "grantees": [dataclasses.asdict(v) for v in self.grantees.values()],
-            "grants": [dataclasses.asdict(v) for v in self.grants.values()],
-            "revoked": self.revoked,
-            "priors": [dataclasses.asdict(v) for v in self.priors.values()],
-            "erased": self.erased,
-            "opted_out": self.opted_out,
-            "thresholds": self.thresholds,
-            "events": [dataclasses.asdict(e) for e in self._events],
-            **self._reviews_body(),
-        }
+        body = snapshot_body(self)
         blob = _SNAPSHOT_MAGIC + seal(key, json.dumps(body).encode(), _SNAPSHOT_MAGIC)
         path = self._snapshot_path()
         try:
@@ -443,60 +442,13 @@ class ConsentState(RowChecks, ReviewFollower, GranteeKeyFollower):
                     f"{self._snapshot_path()}"
                 )
         try:
-            self._restore(body)
+            restore_body(self, body)
         except (ConsentryError, ValueError, KeyError, TypeError):
             self._reset()  # an unreadable snapshot: replay from 0
             return
         self._frontier, self._unbound = frontier, []
         self._proved_anchor = None  # the next bind proves the loaded frontier afresh
         self._size = self._snapshot_size = self.loaded_snapshot = size
-
-    def _restore(self, body: dict[str, Any]) -> None:
-        c = body["checker"]
-        checker = self._checker
-        checker.keys = {k: public_key_from_hex(v) for k, v in c["keys"].items()}
-        checker.active_key = c["active_key"]
-        checker.subject_keys = dict(c["subject_keys"])
-        checker.grant_subject = dict(c["grant_subject"])
-        checker.grantees = set(c["grantees"])
-        checker.erased = set(c["erased"])
-        checker.opted_out = set(c["opted_out"])
-        checker.key_span = {
-            k: (int(a), None if b is None else int(b)) for k, (a, b) in c["key_span"].items()
-        }
-        checker.rotations = {k: (int(a), str(b)) for k, (a, b) in c["rotations"].items()}
-        for v in body["subjects"]:
-            self.subjects[v["id"]] = SignedSubject(**{**v, "aliases": tuple(v["aliases"])})
-            self._newest_subject = max(self._newest_subject, int(v["index"]))
-        for v in body["grantees"]:
-            self.grantees[v["id"]] = SignedGrantee(**v)
-            self._grantees_named.setdefault(v["name"], []).append(v["id"])
-        for v in sorted(body["grants"], key=lambda g: int(g["index"])):
-            grant = SignedGrant(
-                **{**v, "purposes": tuple(v["purposes"]), "priors": tuple(v["priors"])}
-            )
-            self.grants[grant.id] = grant
-            self._by_subject.setdefault(grant.subject, []).append(grant.id)
-            for sha in grant.priors:
-                self._by_prior.setdefault(sha, []).append(grant.id)
-        self.revoked = {str(k): int(v) for k, v in body["revoked"].items()}
-        for v in body["priors"]:
-            self.priors[v["id"]] = SignedPrior(**v)
-            self._priors_of_sha.setdefault(v["sha256"], []).append(v["id"])
-        self.erased = {str(k): int(v) for k, v in body["erased"].items()}
-        self.opted_out = {str(k): int(v) for k, v in body["opted_out"].items()}
-        self.thresholds = {str(k): float(v) for k, v in body["thresholds"].items()}
-        self._restore_reviews(body)
-        for e in body["events"]:
-            enrollment = None
-            if e.get("enrollment") is not None:
-                raw = e["enrollment"]
-                enrollment = SignedEnrollment(
-                    raw["id"], raw["subject"], raw["engine"],
-                    tuple(SignedBlob(**b) for b in raw["blobs"]), int(raw["index"]),
-                )  # fmt: skip
-                self.enrollments[enrollment.id] = enrollment
-            self._event(BiometricEvent(**{**e, "enrollment": enrollment}))
 
     # ------------------------------------------------------------------ reading
     def events_since(self, index: int) -> list[BiometricEvent]:

@@ -22,6 +22,7 @@ Invariants
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING
@@ -57,6 +58,11 @@ class LogWitness:
         self._tree = tree  # the whole log's stored tree, in one read session
         # (size, leaf hash hex at size - 1) of the tree last proved to extend the witness
         self._witnessed_tail: tuple[int, str] | None = None
+        # coalesced cheap checks (see check_not_rolled_back): begun under the lock, and
+        # the number of the newest that passed
+        self._cheap_lock = threading.Lock()
+        self._cheap_begun = 0
+        self._cheap_passed = 0
         # (size, root) of that witnessed checkpoint: what the consent follower binds to
         self._witnessed_root: tuple[int, bytes] | None = None
 
@@ -101,7 +107,23 @@ class LogWitness:
         rollback under a running gateway therefore refuses the next job; a
         rewrite that keeps that leaf is caught by the full proof at the next
         checkpoint (before anything is released) and at every open.
+
+        Coalesced, as :meth:`ConsentState.refresh` is: a call that waited while another
+        check *began and passed* returns at once; that check read the database and the
+        witness state after this call was made. Only a pass covers: after a failure
+        every waiting call checks again (and fails the same way).
         """
+        ticket = self._cheap_begun  # before the lock: what began after this call counts
+        with self._cheap_lock:
+            if self._cheap_passed > ticket:
+                return
+            self._cheap_begun += 1
+            number = self._cheap_begun
+            self._check_tail_unchanged()
+            self._cheap_passed = number
+
+    def _check_tail_unchanged(self) -> None:
+        """The uncoalesced check of :meth:`check_not_rolled_back`."""
         seen = self._log.witness.latest_unchanged(self._log.origin)
         tail = self._witnessed_tail
         if tail is None or (seen is not None and seen.checkpoint.tree_size > tail[0]):
