@@ -11,15 +11,7 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING, Any
 
-from consentry.registry.consent_facts import (
-    BiometricEvent,
-    SignedBlob,
-    SignedEnrollment,
-    SignedGrant,
-    SignedGrantee,
-    SignedPrior,
-    SignedSubject,
-)
+from consentry.registry import consent_facts as facts
 from consentry.registry.signing import public_key_from_hex, public_key_hex
 
 if TYPE_CHECKING:
@@ -76,13 +68,13 @@ def restore_body(state: ConsentState, body: dict[str, Any]) -> None:
     }
     checker.rotations = {k: (int(a), str(b)) for k, (a, b) in c["rotations"].items()}
     for v in body["subjects"]:
-        state.subjects[v["id"]] = SignedSubject(**{**v, "aliases": tuple(v["aliases"])})
+        state.subjects[v["id"]] = facts.SignedSubject(**{**v, "aliases": tuple(v["aliases"])})
         state._newest_subject = max(state._newest_subject, int(v["index"]))
     for v in body["grantees"]:
-        state.grantees[v["id"]] = SignedGrantee(**v)
+        state.grantees[v["id"]] = facts.SignedGrantee(**v)
         state._grantees_named.setdefault(v["name"], []).append(v["id"])
     for v in sorted(body["grants"], key=lambda g: int(g["index"])):
-        grant = SignedGrant(
+        grant = facts.SignedGrant(
             **{**v, "purposes": tuple(v["purposes"]), "priors": tuple(v["priors"])}
         )
         state.grants[grant.id] = grant
@@ -91,7 +83,7 @@ def restore_body(state: ConsentState, body: dict[str, Any]) -> None:
             state._by_prior.setdefault(sha, []).append(grant.id)
     state.revoked = {str(k): int(v) for k, v in body["revoked"].items()}
     for v in body["priors"]:
-        state.priors[v["id"]] = SignedPrior(**v)
+        state.priors[v["id"]] = facts.SignedPrior(**v)
         state._priors_of_sha.setdefault(v["sha256"], []).append(v["id"])
     state.erased = {str(k): int(v) for k, v in body["erased"].items()}
     state.opted_out = {str(k): int(v) for k, v in body["opted_out"].items()}
@@ -101,9 +93,9 @@ def restore_body(state: ConsentState, body: dict[str, Any]) -> None:
         enrollment = None
         if e.get("enrollment") is not None:
             raw = e["enrollment"]
-            enrollment = SignedEnrollment(
+            enrollment = facts.SignedEnrollment(
                 raw["id"], raw["subject"], raw["engine"],
-                tuple(SignedBlob(**b) for b in raw["blobs"]), int(raw["index"]),
+                tuple(facts.SignedBlob(**b) for b in raw["blobs"]), int(raw["index"]),
             )  # fmt: skip
             state.enrollments[enrollment.id] = enrollment
-        state._event(BiometricEvent(**{**e, "enrollment": enrollment}))
+        state._event(facts.BiometricEvent(**{**e, "enrollment": enrollment}))
