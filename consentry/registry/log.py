@@ -89,7 +89,6 @@ __all__ = ["InclusionProof", "RegistryLog", "leaf_bytes"]
 
 Clock = Callable[[], datetime]
 
-_MAX_INDEX = select(func.max(LogEntry.idx))
 _LEAF_HASH_AT = select(LogEntry.leaf_hash).where(col(LogEntry.idx) == bindparam("idx"))
 _KEY_RETIRED = select(OperatorKey.retired_at_index).where(OperatorKey.key_id == bindparam("key_id"))
 _INSERTS: dict[type[Any], Any] = {}
@@ -285,9 +284,8 @@ class RegistryLog:
         write are caught up first (a truncated log is refused: ``tiles.sync``).
         """
         with session.no_autoflush:
-            last = session.execute(_MAX_INDEX).scalar()
-            index = 0 if last is None else int(last) + 1
-            if tiles.stored_size(session) != index:
+            index, stored = tiles.sizes(session)
+            if stored != index:
                 tiles.sync(session)  # leaves an older release wrote; refuses a truncated log
         return index
 

@@ -55,6 +55,7 @@ __all__ = [
     "parse_entry_bundle",
     "parse_tile_path",
     "range_nodes",
+    "sizes",
     "stored_size",
     "sync",
     "tile",
@@ -277,6 +278,20 @@ def log_size(session: Session) -> int:
     """``max(idx) + 1`` of the log entries."""
     last = session.execute(select(func.max(LogEntry.idx))).scalar()
     return 0 if last is None else int(last) + 1
+
+
+_SIZES = select(  # built once: one round trip for both sizes
+    select(func.max(LogEntry.idx)).scalar_subquery(), _STORED_MAX.scalar_subquery()
+)
+
+
+def sizes(session: Session) -> tuple[int, int]:
+    """``(log_size, stored_size)`` read by one statement (in one snapshot)."""
+    last_entry, last_stored = session.execute(_SIZES).one()
+    return (
+        0 if last_entry is None else int(last_entry) + 1,
+        0 if last_stored is None else int(last_stored) + 1,
+    )
 
 
 def sync(session: Session) -> int:
