@@ -109,12 +109,14 @@ class RowChecks:
         Rows decide nothing (the facts do); this names tampering where the gate
         would otherwise refuse or allow silently. Read order makes it race-free:
         S0 = the size followed so far (every entry below it was committed before
-        the rows are read, and its rows with it), then the rows, then a refresh
-        that starts after the rows' read (an entry commits with its rows, so every
-        row read is of an entry the refresh follows), and every entry below S0 must
-        have its row. One Core read connection (no ORM session), no query for the
-        log's size: a caller that wants S0 to be the log's size now refreshes first
-        (``grant_facts`` does, and the gateway's one refresh per job).
+        the rows are read, and its rows with it), then the rows, judged on the facts
+        (:meth:`_judge_rows`); only if they do not explain a row, a refresh that
+        starts after the rows' read (an entry commits with its rows, so every row
+        read is of an entry the refresh follows) and a second, final judgement.
+        Every entry below S0 must have its row. One Core read connection (no ORM
+        session), no query for the log's size: a caller that wants S0 to be the log's
+        size now refreshes first (``grant_facts`` does, and the gateway's one refresh
+        per job).
 
         Lock order: the connection is returned to the pool before the refresh takes
         the state's lock. Never wait for that lock holding a pooled connection: the
@@ -146,18 +148,41 @@ class RowChecks:
                     connection.execute(_REVOCATION_ROWS, {"ids": revoked_ids}),
                 )
             }
-        self.refresh()  # after the rows' read, with their connection back in the pool
+        rows = (subject_rows, grant_rows, revocation_rows)
+        try:  # first against the facts as followed: they explain the rows nearly always
+            self._judge_rows(wanted, before, rows)
+        except LogIntegrityError:
+            # a row of an entry committed since S0 looks forged until followed: refresh
+            # (after the rows' read, their connection back in the pool) and judge again
+            self.refresh()
+            self._judge_rows(wanted, before, rows)
+
+    def _judge_rows(
+        self,
+        wanted: list[str],
+        before: int,
+        rows: tuple[dict[str, _SubjectRow], dict[str, _GrantRow], dict[str, _RevocationRow]],
+    ) -> None:
+        """The verdict of :meth:`check_rows` on rows read after S0 = ``before``.
+
+        Judged on the facts followed so far (which hold every entry below S0), only
+        entries below S0 are required to have rows; a grant row the facts do not
+        explain raises. Following more entries can only explain more rows (one of a
+        grant at S0 or later), never fail one that passed: so a pass before the
+        refresh is the verdict the refreshed facts would give."""
+        subject_rows, grant_rows, revocation_rows = rows
+        unexplained = dict(grant_rows)
         with self._lock:
             for subject_id in wanted:
                 self._check_subject_row(subject_id, subject_rows.get(subject_id), before)
                 for grant_id in self._by_subject.get(subject_id, ()):
                     grant = self.grants[grant_id]
                     if grant.index < before:
-                        self._check_grant_row(grant, grant_rows.pop(grant_id, None))
+                        self._check_grant_row(grant, unexplained.pop(grant_id, None))
                         self._check_revocation_row(grant, revocation_rows.get(grant_id), before)
                     else:
-                        grant_rows.pop(grant_id, None)
-            for row in grant_rows.values():
+                        unexplained.pop(grant_id, None)
+            for row in unexplained.values():
                 signed = self.grants.get(row.id)
                 raise LogIntegrityError(
                     f"grant {row.id}: its row names subject {row.subject_id}, but "

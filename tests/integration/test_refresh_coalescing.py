@@ -107,6 +107,25 @@ def test_a_refresh_in_a_transaction_always_reads(registries: tuple[Registry, Reg
     assert subject.id in state.subjects
 
 
+def test_the_rows_check_refreshes_only_for_a_row_it_cannot_explain(
+    registries: tuple[Registry, Registry],
+) -> None:
+    """Rows the followed facts explain need no tail read; a grant committed since S0
+    (its row read, its entry not yet followed) is not called forged: the check
+    follows the log and judges again."""
+    gateway, other = registries
+    subject = other.add_subject("Ada Lovelace")
+    state = gateway.consent
+    state.refresh()
+    _, release, reads = _pause_first_tail(state)
+    release.set()
+    state.check_rows([subject.id])
+    assert reads[0] == 0  # explained by the facts: no tail read
+    grant = other.grant(subject.id, "Studio", ["generate"])  # after S0, before the rows
+    state.check_rows([subject.id])
+    assert reads[0] == 1 and grant.id in state.grants
+
+
 def test_a_failed_rollback_check_covers_no_waiting_call(
     tmp_path: Path, sqlite_url: str
 ) -> None:
