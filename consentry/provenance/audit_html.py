@@ -39,6 +39,7 @@ th[aria-sort=ascending]::after{content:" \\25B2"}
 th[aria-sort=descending]::after{content:" \\25BC"}
 th button{all:inherit;cursor:pointer;padding:0;border:0;background:none}
 .bad{color:#a00;font-weight:600}.ok{color:#070}
+.uncertain{color:#8a5a00;font-size:90%}
 .sev{display:inline-block;padding:.1em .5em;border-radius:.8em;font-weight:600}
 .sev-high{background:#fdd;color:#900}.sev-medium{background:#fec;color:#840}
 .sev-low{background:#eef;color:#336}.sev-info{background:#efe;color:#363}
@@ -157,6 +158,15 @@ def _attrs(severity: str, unreadable: bool) -> str:
     return f' data-severity="{_esc(severity)}"' + (' class="unreadable"' if unreadable else "")
 
 
+def _similarity(finding: dict[str, Any]) -> str:
+    """A finding's score, marked when the match is uncertain (the review band, or not
+    clearly one person): the reviewer sees why it is medium, not high."""
+    score = f"{finding['similarity']:.3f}"
+    if finding.get("certain", True):
+        return score
+    return f'{score}<br><span class="uncertain">uncertain match: review by eye</span>'
+
+
 def _review_rows(items: list[dict[str, Any]]) -> list[tuple[str, str]]:
     """(attributes, cells) of each review row, most severe first, else in file order."""
     rows: list[tuple[int, str, str]] = []
@@ -177,7 +187,7 @@ def _review_rows(items: list[dict[str, Any]]) -> list[tuple[str, str]]:
                     + _crop(finding)
                     + path
                     + _cell(subject, str(finding.get("name") or finding["subject_id"]).lower())
-                    + _cell(f"{finding['similarity']:.3f}", f"{finding['similarity']:.6f}")
+                    + _cell(_similarity(finding), f"{finding['similarity']:.6f}")
                     + manifest
                     + consent
                     + _cell(_esc(finding["reason"]), css="bad")

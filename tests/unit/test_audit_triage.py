@@ -81,3 +81,17 @@ def test_the_report_carries_each_findings_certainty_into_its_severity() -> None:
     assert only_unsure["severity"] == "medium"
     assert only_unsure["action"].startswith("Review by eye")
     assert report.to_json()["by_severity"] == {"high": 1, "medium": 1, "low": 0, "info": 0}
+
+
+def test_the_html_marks_an_uncertain_match_and_only_that() -> None:
+    from consentry.provenance.audit import AuditItem, AuditReport, Finding, render_html
+
+    sure = Finding("sub_1", "Ada", 0.61, [0, 0, 1, 1], "no provenance")
+    unsure = Finding("sub_2", "Bea", 0.33, [2, 2, 1, 1], "no provenance", certain=False)
+    page = render_html(
+        AuditReport([AuditItem(path="a.jpg", manifest_state="none", findings=[sure, unsure])])
+    )
+    assert page.count("uncertain match: review by eye") == 1
+    marked = page.index("uncertain match: review by eye")
+    assert page.rindex("0.330", 0, marked) > page.rindex("0.610", 0, marked)  # Bea's cell
+
