@@ -11,6 +11,7 @@ from consentry.cli.common import (
     DbOpt,
     HomeOpt,
     emit_json,
+    is_stdout,
     json_report_target,
     open_registry,
     terminal_progress,
@@ -48,7 +49,7 @@ def audit_command(
     face_engine = get_engine(engine)
     with open_registry(home, db) as registry, terminal_progress("auditing") as tick:
         report = audit_paths(registry, face_engine, paths, tick)
-    to_stdout = json_file is not None and str(json_file) == "-"
+    to_stdout = is_stdout(json_file)
     write_reports(report, None if to_stdout else json_file, html_file)
     if to_stdout:
         emit_json(report.to_json())

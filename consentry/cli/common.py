@@ -40,6 +40,7 @@ __all__ = [
     "emit_json",
     "error_code",
     "fail",
+    "is_stdout",
     "json_errors",
     "json_report_target",
     "open_registry",
@@ -76,10 +77,15 @@ def _remember_json(value: bool) -> bool:
     return value
 
 
+def is_stdout(path: Path | None) -> bool:
+    """Whether a ``--json FILE`` option names stdout (``-``)."""
+    return path is not None and str(path) == "-"
+
+
 def json_report_target(value: Path | None) -> Path | None:
     """Callback of a ``--json FILE`` option (``audit``): ``-`` means the report goes to
     stdout, so this run's errors are JSON there too (as with the ``--json`` flag)."""
-    if value is not None and str(value) == "-":
+    if is_stdout(value):
         _MODE["json"] = True
     return value
 

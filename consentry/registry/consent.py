@@ -53,6 +53,7 @@ from sqlmodel import Session
 from consentry.errors import AmbiguousNameError, ConsentryError, LogIntegrityError, NotFoundError
 from consentry.fsutil import atomic_write
 from consentry.registry import merkle, tiles
+from consentry.registry.coalesce import CoalescedRuns
 from consentry.registry.consent_facts import (
     BiometricEvent,
     SignedBlob,
@@ -108,10 +109,7 @@ class ConsentState(RowChecks, ReviewFollower, GranteeKeyFollower):
     def __init__(self, registry: Registry) -> None:
         self.registry = registry
         self._lock = threading.RLock()
-        # coalesced refreshes (see refresh): how many session-less refreshes began
-        # reading under the lock, and the number of the newest that completed
-        self._refreshes_begun = 0
-        self._refresh_completed = 0
+        self._refreshes = CoalescedRuns()  # session-less refreshes (see refresh)
         self._reset()
         self._snapshot_tried = False
         self._snapshot_size = 0
@@ -158,30 +156,25 @@ class ConsentState(RowChecks, ReviewFollower, GranteeKeyFollower):
 
         ``session``: read inside the caller's transaction (the decision's write
         transaction reads the tail there, so it sees every entry committed before it
-        took the writer lock; the rows' check passes its read connection). Raises
-        :class:`LogIntegrityError` when an entry does not verify (and on every later
-        call).
+        took the writer lock). Raises :class:`LogIntegrityError` when an entry does
+        not verify (and on every later call).
 
-        Coalesced: a session-less call that waited for the lock while another
-        session-less refresh *began and completed* returns 0 without reading. That
-        refresh began its reads after this call was made, so it followed every entry
-        committed before this call, which is all this call promises. (The ticket is
-        the count of begun refreshes read before taking the lock; a refresh that had
-        already begun when this call came is not counted.) A refresh in a caller's
-        transaction always reads: it must see that transaction's view.
+        Coalesced (:mod:`consentry.registry.coalesce`): a session-less call that
+        waited for the lock while another session-less refresh began after it and
+        completed returns 0 without reading. A refresh in a caller's transaction
+        always reads: it must see that transaction's view.
         """
-        ticket = self._refreshes_begun  # before the lock: what began after this call counts
+        ticket = self._refreshes.ticket()
         with self._lock:
             if self._broken is not None:
                 raise LogIntegrityError(self._broken, hint=_VERIFY_HINT)
             if session is not None:
                 return self._follow_tail(session)
-            if self._refresh_completed > ticket:
-                return 0  # covered by a refresh that began after this call
-            self._refreshes_begun += 1
-            number = self._refreshes_begun
+            if self._refreshes.covered(ticket):
+                return 0
+            number = self._refreshes.begin()
             followed = self._follow_tail(None)
-            self._refresh_completed = number
+            self._refreshes.completed(number)
             # never under the caller's transaction (the writer lock); geometric spacing
             # keeps the cost of snapshots amortised O(1) per entry
             due = max(SNAPSHOT_EVERY, self._snapshot_size // 4)

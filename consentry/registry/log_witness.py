@@ -34,6 +34,7 @@ from sqlmodel import Session, col, select
 from consentry.errors import ConsentryError, RollbackError
 from consentry.registry import checkpoint as cp
 from consentry.registry import merkle, tiles
+from consentry.registry.coalesce import CoalescedRuns
 from consentry.registry.models import CheckpointRow, LogEntry, OperatorKey
 from consentry.registry.signing import checkpoint_key_name, public_key_from_hex
 from consentry.registry.witness import check_extends
@@ -58,11 +59,8 @@ class LogWitness:
         self._tree = tree  # the whole log's stored tree, in one read session
         # (size, leaf hash hex at size - 1) of the tree last proved to extend the witness
         self._witnessed_tail: tuple[int, str] | None = None
-        # coalesced cheap checks (see check_not_rolled_back): begun under the lock, and
-        # the number of the newest that passed
-        self._cheap_lock = threading.Lock()
-        self._cheap_begun = 0
-        self._cheap_passed = 0
+        self._cheap_lock = threading.Lock()  # coalesced cheap checks (check_not_rolled_back)
+        self._cheap_checks = CoalescedRuns()
         # (size, root) of that witnessed checkpoint: what the consent follower binds to
         self._witnessed_root: tuple[int, bytes] | None = None
 
@@ -108,19 +106,17 @@ class LogWitness:
         rewrite that keeps that leaf is caught by the full proof at the next
         checkpoint (before anything is released) and at every open.
 
-        Coalesced, as :meth:`ConsentState.refresh` is: a call that waited while another
-        check *began and passed* returns at once; that check read the database and the
-        witness state after this call was made. Only a pass covers: after a failure
-        every waiting call checks again (and fails the same way).
+        Coalesced (:mod:`consentry.registry.coalesce`): a call that waited while another
+        check began after it and passed returns at once. Only a pass covers: after a
+        failure every waiting call checks again (and fails the same way).
         """
-        ticket = self._cheap_begun  # before the lock: what began after this call counts
+        ticket = self._cheap_checks.ticket()
         with self._cheap_lock:
-            if self._cheap_passed > ticket:
+            if self._cheap_checks.covered(ticket):
                 return
-            self._cheap_begun += 1
-            number = self._cheap_begun
+            number = self._cheap_checks.begin()
             self._check_tail_unchanged()
-            self._cheap_passed = number
+            self._cheap_checks.completed(number)
 
     def _check_tail_unchanged(self) -> None:
         """The uncoalesced check of :meth:`check_not_rolled_back`."""

@@ -24,16 +24,18 @@ from consentry.registry.store import Registry
 WAIT = 10.0
 
 
-def _pause_first_tail(state: ConsentState) -> tuple[threading.Event, threading.Event, list[int]]:
-    """Make the first tail read of ``state`` stop half-way (after its SELECT) until
-    released; count every tail read. Returns (paused, release, reads)."""
+def _watch_tail(
+    state: ConsentState, pause_first: bool = True
+) -> tuple[threading.Event, threading.Event, list[int]]:
+    """Count every tail read of ``state``; with ``pause_first``, the first one stops
+    half-way (after its SELECT) until released. Returns (paused, release, reads)."""
     paused, release, reads = threading.Event(), threading.Event(), [0]
     original: Callable[..., Any] = state._tail
 
     def tail(session: Any) -> Any:
         rows = original(session)
         reads[0] += 1
-        if reads[0] == 1:
+        if pause_first and reads[0] == 1:
             paused.set()
             assert release.wait(WAIT)
         return rows
@@ -67,7 +69,7 @@ def test_a_refresh_begun_before_the_call_does_not_cover_it(
 ) -> None:
     gateway, other = registries
     state = gateway.consent
-    paused, release, _ = _pause_first_tail(state)
+    paused, release, _ = _watch_tail(state)
     early, _ = _run(state.refresh)  # begins its reads before the grant exists
     assert paused.wait(WAIT)
     subject = other.add_subject("Ada Lovelace")  # committed after those reads
@@ -82,7 +84,7 @@ def test_a_refresh_begun_before_the_call_does_not_cover_it(
 def test_a_refresh_begun_after_the_call_covers_it(registries: tuple[Registry, Registry]) -> None:
     gateway, other = registries
     state = gateway.consent
-    paused, release, reads = _pause_first_tail(state)
+    paused, release, reads = _watch_tail(state)
     early, _ = _run(state.refresh)
     assert paused.wait(WAIT)
     subject = other.add_subject("Ada Lovelace")
@@ -117,8 +119,7 @@ def test_the_rows_check_refreshes_only_for_a_row_it_cannot_explain(
     subject = other.add_subject("Ada Lovelace")
     state = gateway.consent
     state.refresh()
-    _, release, reads = _pause_first_tail(state)
-    release.set()
+    _, _, reads = _watch_tail(state, pause_first=False)
     state.check_rows([subject.id])
     assert reads[0] == 0  # explained by the facts: no tail read
     grant = other.grant(subject.id, "Studio", ["generate"])  # after S0, before the rows
