@@ -219,7 +219,7 @@ class ConsentState(RowChecks, ReviewFollower, GranteeKeyFollower):
         elif session is not None:
             rows = session.execute(_TAIL, params).mappings().all()
         else:
-            with self.registry.db.reader.connect() as connection:
+            with self.registry.db.read_one() as connection:  # one statement, its own snapshot
                 rows = connection.execute(_TAIL, params).mappings().all()
         return [LogEntry.model_construct(**row) for row in rows]
 

@@ -16,8 +16,10 @@ import threading
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
-from sqlalchemy import Connection, Select, Table, bindparam
+from sqlalchemy import Connection, String, Table, bindparam, literal, null, or_, union_all
+from sqlalchemy import cast as cast_
 from sqlalchemy import select as core_select
+from sqlalchemy.sql.elements import BindParameter
 from sqlmodel import Session
 
 from consentry.errors import LogIntegrityError
@@ -74,17 +76,45 @@ class _RevocationRow(NamedTuple):
     log_index: int
 
 
-def _rows_of(model: Any, row: type[NamedTuple], column: str) -> Select[Any]:
-    """Core SELECT of ``row``'s columns of ``model``'s table where ``column`` IN :ids."""
-    table = _table(model)
-    return core_select(*(table.c[name] for name in row._fields)).where(
-        table.c[column].in_(bindparam("ids", expanding=True))
-    )
+_IDS: BindParameter[list[str]] = bindparam("ids", expanding=True)  # the subjects checked
+# the grant ids the facts hold for them
+_SIGNED: BindParameter[list[str]] = bindparam("signed", expanding=True)
+_S, _G, _R = (_table(model).c for model in (Subject, Grant, Revocation))
+_NONE = cast_(null(), String)
+# The three kinds of row in ONE statement (one snapshot, one round trip): a kind tag,
+# seven text columns and the log index; subject rows by id, grant rows by subject,
+# revocation rows of the signed grants and of every grant row of those subjects.
+_ROWS = union_all(
+    core_select(literal("s"), _S.id, _S.display_name, _S.aliases_json, _S.public_key,
+                _NONE, _NONE, _NONE, _S.log_index).where(_S.id.in_(_IDS)),
+    core_select(literal("g"), _G.id, _G.subject_id, _G.grantee_id, _G.purposes_json,
+                _G.priors_json, _G.not_before, _G.not_after, _G.log_index)
+    .where(_G.subject_id.in_(_IDS)),
+    core_select(literal("r"), _R.id, _R.grant_id, _NONE, _NONE, _NONE, _NONE, _NONE,
+                _R.log_index)
+    .where(or_(_R.grant_id.in_(_SIGNED),
+               _R.grant_id.in_(core_select(_G.id).where(_G.subject_id.in_(_IDS))))),
+)  # fmt: skip
+
+_Rows = tuple[dict[str, _SubjectRow], dict[str, _GrantRow], dict[str, _RevocationRow]]
 
 
-_SUBJECT_ROWS = _rows_of(Subject, _SubjectRow, "id")
-_GRANT_ROWS = _rows_of(Grant, _GrantRow, "subject_id")
-_REVOCATION_ROWS = _rows_of(Revocation, _RevocationRow, "grant_id")
+def _read_rows(connection: Connection, wanted: list[str], signed: list[str]) -> _Rows:
+    """The subject, grant and revocation rows of ``wanted`` (and revocation rows of
+    the ``signed`` grant ids), read by :data:`_ROWS`."""
+    subjects: dict[str, _SubjectRow] = {}
+    grants: dict[str, _GrantRow] = {}
+    revocations: dict[str, _RevocationRow] = {}
+    for kind, a, b, c, d, e, f, g, index in connection.execute(
+        _ROWS, {"ids": wanted, "signed": signed}
+    ):
+        if kind == "s":
+            subjects[a] = _SubjectRow(a, b, c, d, index)
+        elif kind == "g":
+            grants[a] = _GrantRow(a, b, c, d, e, f, g, index)
+        else:
+            revocations[b] = _RevocationRow(a, b, index)
+    return subjects, grants, revocations
 
 
 class RowChecks:
@@ -113,8 +143,9 @@ class RowChecks:
         (:meth:`_judge_rows`); only if they do not explain a row, a refresh that
         starts after the rows' read (an entry commits with its rows, so every row
         read is of an entry the refresh follows) and a second, final judgement.
-        Every entry below S0 must have its row. One Core read connection (no ORM
-        session), no query for the log's size: a caller that wants S0 to be the log's
+        Every entry below S0 must have its row. All the rows in ONE Core statement
+        outside any transaction (one snapshot, one round trip; no ORM session), no
+        query for the log's size: a caller that wants S0 to be the log's
         size now refreshes first (``grant_facts`` does, and the gateway's one refresh
         per job).
 
@@ -131,24 +162,8 @@ class RowChecks:
         with self._lock:
             before = self._size
             signed_ids = {g for s in wanted for g in self._by_subject.get(s, ())}
-        with self.registry.db.reader.connect() as connection:  # one read transaction
-            subject_rows = {
-                r.id: r
-                for r in map(_SubjectRow._make, connection.execute(_SUBJECT_ROWS, {"ids": wanted}))
-            }
-            grant_rows = {
-                r.id: r
-                for r in map(_GrantRow._make, connection.execute(_GRANT_ROWS, {"ids": wanted}))
-            }
-            revoked_ids = sorted(signed_ids | grant_rows.keys())
-            revocation_rows = {
-                r.grant_id: r
-                for r in map(
-                    _RevocationRow._make,
-                    connection.execute(_REVOCATION_ROWS, {"ids": revoked_ids}),
-                )
-            }
-        rows = (subject_rows, grant_rows, revocation_rows)
+        with self.registry.db.read_one() as connection:  # one statement: one snapshot
+            rows = _read_rows(connection, wanted, sorted(signed_ids))
         try:  # first against the facts as followed: they explain the rows nearly always
             self._judge_rows(wanted, before, rows)
         except LogIntegrityError:
@@ -161,7 +176,7 @@ class RowChecks:
         self,
         wanted: list[str],
         before: int,
-        rows: tuple[dict[str, _SubjectRow], dict[str, _GrantRow], dict[str, _RevocationRow]],
+        rows: _Rows,
     ) -> None:
         """The verdict of :meth:`check_rows` on rows read after S0 = ``before``.
 

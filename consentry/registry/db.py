@@ -6,6 +6,13 @@ and without duplicates by concurrent processes. On SQLite this is
 ``BEGIN IMMEDIATE`` on the writer engine; on PostgreSQL a transaction-scoped
 advisory lock. Readers never take the lock.
 
+Three engines: the writer, the reader (read transactions of several statements:
+SQLite ``BEGIN``; PostgreSQL READ COMMITTED, so there each statement sees its own
+snapshot anyway) and ``single`` for reads of exactly ONE statement outside any
+transaction (SQLite without ``BEGIN``, PostgreSQL ``AUTOCOMMIT``): the statement
+is its own snapshot, and the gate's per-check reads cost one round trip instead of
+three (``BEGIN``, the query, ``ROLLBACK``). Nothing is ever written through it.
+
 Within one process, writers first queue on a process-local lock and only then take
 a connection: at most one connection per process waits on (or holds) the database's
 writer lock. Without it, on PostgreSQL (one engine, one pool for readers and
@@ -25,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import event, inspect, text
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlmodel import Session, SQLModel, create_engine
 
@@ -43,7 +50,10 @@ def _sqlalchemy_url(url: str) -> str:
     return url
 
 
-def _sqlite_engine(url: str, immediate: bool) -> Engine:
+def _sqlite_engine(url: str, begin: str | None) -> Engine:
+    """A SQLite engine in WAL mode; ``begin`` is the statement that opens each
+    transaction (``BEGIN IMMEDIATE`` for the writer, ``BEGIN`` for the reader), None
+    for the one-statement reader (each statement in SQLite's own autocommit)."""
     engine = create_engine(url, connect_args={"timeout": 60, "check_same_thread": False})
 
     @event.listens_for(engine, "connect")
@@ -56,20 +66,25 @@ def _sqlite_engine(url: str, immediate: bool) -> Engine:
         cursor.execute("PRAGMA busy_timeout=60000")
         cursor.close()
 
-    @event.listens_for(engine, "begin")
-    def _on_begin(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+    if begin is not None:
+
+        @event.listens_for(engine, "begin")
+        def _on_begin(connection: Any) -> None:
+            connection.exec_driver_sql(begin)
 
     return engine
 
 
 @dataclass
 class Database:
-    """A reader engine and a writer engine over one registry database."""
+    """The engines over one registry database (see the module doc): ``reader`` for
+    read transactions, ``writer`` for writes under the writer lock, ``single`` for
+    one-statement reads outside any transaction."""
 
     url: str
     reader: Engine
     writer: Engine
+    single: Engine
     # writers of this process queue here before taking a connection (see the module
     # docstring); re-entrant, so a nested write fails as the database decides
     _writers: threading.RLock = field(default_factory=threading.RLock, repr=False)
@@ -79,10 +94,16 @@ class Database:
         sa_url = _sqlalchemy_url(url)
         try:
             if sa_url.startswith("sqlite"):
-                return cls(url, _sqlite_engine(sa_url, False), _sqlite_engine(sa_url, True))
+                return cls(
+                    url,
+                    _sqlite_engine(sa_url, "BEGIN"),
+                    _sqlite_engine(sa_url, "BEGIN IMMEDIATE"),
+                    _sqlite_engine(sa_url, None),
+                )
             if sa_url.startswith("postgresql+psycopg://"):
                 engine = create_engine(sa_url, pool_recycle=300)
-                return cls(url, engine, engine)
+                single = create_engine(sa_url, pool_recycle=300, isolation_level="AUTOCOMMIT")
+                return cls(url, engine, engine, single)
         except ArgumentError as exc:
             raise ConfigError(f"bad database URL {url!r}: {exc}") from exc
         raise ConfigError(f"unsupported database URL {url!r}: use sqlite:/// or postgresql://")
@@ -100,8 +121,18 @@ class Database:
         except OperationalError as exc:
             raise ConfigError(f"cannot open database {self.url}: {exc.orig}") from exc
 
+    @property
+    def engines(self) -> list[Engine]:
+        """Every distinct engine (for listeners and dispose)."""
+        return list({id(e): e for e in (self.reader, self.writer, self.single)}.values())
+
     def read(self) -> Session:
         return Session(self.reader, expire_on_commit=False)
+
+    def read_one(self) -> Connection:
+        """A pooled connection for ONE read statement outside any transaction (its
+        own snapshot); use as ``with db.read_one() as connection:``."""
+        return self.single.connect()
 
     @contextmanager
     def write(self) -> Iterator[Session]:
@@ -121,9 +152,8 @@ class Database:
                 raise
 
     def dispose(self) -> None:
-        self.reader.dispose()
-        if self.writer is not self.reader:
-            self.writer.dispose()
+        for engine in self.engines:
+            engine.dispose()
 
 
 # Columns added since release 0.1.0, with the value every older row takes, and

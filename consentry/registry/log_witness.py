@@ -126,7 +126,7 @@ class LogWitness:
             self.check()
             return
         size, leaf = tail
-        with self._log.db.reader.connect() as connection:  # one Core query, no ORM session
+        with self._log.db.read_one() as connection:  # one Core statement, no transaction
             found = connection.execute(_LEAF_HASH_AT, {"idx": size - 1}).first()
         if found is None or found[0] != leaf:
             raise RollbackError(

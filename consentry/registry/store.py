@@ -358,7 +358,7 @@ class Registry:
             signed = state.grantee_by_key_sha256(digest)
         if signed is None or not hmac.compare_digest(signed.key_sha256 or "", digest):
             raise SignatureError("unknown API key")
-        with self.db.reader.connect() as connection:
+        with self.db.read_one() as connection:
             found = connection.execute(_GRANTEE_BY_ID, {"id": signed.id}).first()
         if found is None or (found.name, found.api_key_sha256) != (
             signed.name,

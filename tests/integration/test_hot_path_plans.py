@@ -51,7 +51,7 @@ def _captured(registry: Registry) -> list[tuple[str, Any]]:
         if statement.lstrip().upper().startswith(("SELECT", "WITH")):
             statements.append((statement, params))
 
-    for engine in {registry.db.reader, registry.db.writer}:
+    for engine in registry.db.engines:
         event.listen(engine, "before_cursor_execute", capture)
     return statements
 
