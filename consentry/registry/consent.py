@@ -193,8 +193,7 @@ class ConsentState(RowChecks, ReviewFollower, GranteeKeyFollower):
         while True:  # in chunks: a first catch-up of a long log holds one chunk at a time
             entries = self._tail(session)
             if entries:
-                with self._binding_session(session) as reader:
-                    self._bind(reader, entries, anchor)
+                self._bind(session, entries, anchor)
             for entry in entries:
                 self._follow(entry)
             followed += len(entries)
@@ -242,11 +241,15 @@ class ConsentState(RowChecks, ReviewFollower, GranteeKeyFollower):
         raise LogIntegrityError(self._broken, hint=_VERIFY_HINT)
 
     def _bind(
-        self, reader: Session, entries: list[LogEntry], anchor: tuple[int, bytes] | None
+        self,
+        session: Session | Connection | None,
+        entries: list[LogEntry],
+        anchor: tuple[int, bytes] | None,
     ) -> None:
         """Bind the followed prefix plus ``entries`` to the log's tree, before any of
-        their facts is applied (see module doc). Stops at the first entry that
-        ``_follow`` will refuse (a gap, a leaf hash that differs from its content)."""
+        their facts is applied (see module doc), in ``session`` (the caller's
+        transaction) or in fresh reads. Stops at the first entry that ``_follow``
+        will refuse (a gap, a leaf hash that differs from its content)."""
         hashes: list[bytes] = []
         for expected, entry in enumerate(entries, start=self._size):
             digest = merkle.leaf_hash(entry.leaf_json.encode())
@@ -254,6 +257,49 @@ class ConsentState(RowChecks, ReviewFollower, GranteeKeyFollower):
                 break
             hashes.append(digest)
         pending = self._unbound + hashes
+        # The frontier grows by appending in memory, so it extends every tree it was
+        # proved to extend: under an unchanged anchor already proved, only the stored
+        # root at the new size must equal ours (no consistency proof again).
+        proved = anchor is not None and anchor == self._proved_anchor
+        if proved and pending and self._bound_in_one_read(session, pending):
+            return
+        with self._binding_session(session) as reader:
+            self._bind_stored(reader, pending, anchor, proved)
+
+    def _bound_in_one_read(
+        self, session: Session | Connection | None, pending: list[bytes]
+    ) -> bool:
+        """The common bind (anchor already proved, the stored tree covering every
+        pending leaf) in ONE statement: the stored root at the new size, read outside
+        any transaction (or in the caller's), must equal the extended frontier's. True
+        if bound; False leaves everything as it was for :meth:`_bind_stored`, which
+        decides (a stored tree that is shorter, has a node missing or malformed, or a
+        root that differs: it names what)."""
+        frontier = self._frontier.copy()
+        frontier.extend(pending)
+        try:
+            if session is None:
+                with self.registry.db.read_one() as connection:
+                    stored_root = tiles.StoredTree(connection, frontier.size).root
+            else:
+                stored_root = tiles.StoredTree(session, frontier.size).root
+        except LogIntegrityError:
+            return False
+        if stored_root != frontier.root:
+            return False
+        self._frontier, self._unbound = frontier, []
+        return True
+
+    def _bind_stored(
+        self,
+        reader: Session,
+        pending: list[bytes],
+        anchor: tuple[int, bytes] | None,
+        proved: bool,
+    ) -> None:
+        """The full bind of ``pending`` (the leaf hashes followed past the frontier):
+        as many as the stored tree covers, proved against ``anchor`` unless
+        ``proved``; the rest stay unbound."""
         start = self._frontier.size
         stored = tiles.stored_size(reader)
         take = max(0, min(len(pending), stored - start))
@@ -262,10 +308,6 @@ class ConsentState(RowChecks, ReviewFollower, GranteeKeyFollower):
             return
         frontier = self._frontier.copy()
         frontier.extend(pending[:take])
-        # The frontier grows by appending in memory, so it extends every tree it was
-        # proved to extend: under an unchanged anchor already proved, only the stored
-        # root at the new size must equal ours (no consistency proof again).
-        proved = anchor is not None and anchor == self._proved_anchor
         try:
             bind_prefix(
                 reader, frontier.size, frontier.root, None if proved else anchor, stored=stored

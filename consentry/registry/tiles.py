@@ -34,7 +34,7 @@ import functools
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
-from sqlalchemy import TextClause, func, insert, text
+from sqlalchemy import Connection, TextClause, func, insert, text
 from sqlmodel import Session, col, select
 
 from consentry.errors import LogIntegrityError, NotFoundError, RollbackError
@@ -124,7 +124,7 @@ def _nodes_statement(count: int) -> TextClause:
     )
 
 
-def _fetch(session: Session, nodes: Iterable[Node]) -> dict[Node, bytes]:
+def _fetch(session: Session | Connection, nodes: Iterable[Node]) -> dict[Node, bytes]:
     wanted = sorted(set(nodes))
     found: dict[Node, bytes] = {}
     for start in range(0, len(wanted), _BATCH):
@@ -144,19 +144,26 @@ class StoredTree:
     root or proof. ``size`` must not exceed :func:`stored_size`; a missing or
     malformed stored hash raises ``LogIntegrityError`` naming it."""
 
-    def __init__(self, session: Session, size: int) -> None:
-        self.session = session
+    def __init__(self, session: Session | Connection, size: int) -> None:
+        self._reads = session  # an ORM session, or a Core connection (one-statement reads)
         self.size = size
         self._cache: dict[Node, bytes] = {}
 
     def __len__(self) -> int:
         return self.size
 
+    @property
+    def session(self) -> Session:
+        """The ORM session the tree reads in (a tree made on one)."""
+        if not isinstance(self._reads, Session):
+            raise TypeError("this stored tree reads on a Core connection, not a session")
+        return self._reads
+
     def _load(self, nodes: Iterable[Node]) -> None:
         missing = {n for n in nodes if n not in self._cache}
         if not missing:
             return
-        found = _fetch(self.session, missing)
+        found = _fetch(self._reads, missing)
         for node in missing:
             value = found.get(node)
             if value is None or len(value) != merkle.HASH_SIZE:

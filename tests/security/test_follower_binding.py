@@ -24,7 +24,7 @@ from consentry.errors import LogIntegrityError, RollbackError
 from consentry.faces.engine import FaceEngine
 from consentry.faces.engines import get_engine
 from consentry.gate import CheckRequest, Gateway, is_integrity_failure
-from consentry.registry import consent, merkle
+from consentry.registry import consent, merkle, tiles
 from consentry.registry.decisions import record_decision
 from consentry.registry.store import Registry
 from tests.security.conftest import World, assert_reported, rebuild_tree_hashes
@@ -156,6 +156,87 @@ def test_a_log_rewritten_with_its_tree_after_the_open_is_refused_by_the_follower
         registry.close()
     with pytest.raises(RollbackError):
         reopen(w)
+
+
+def _refusal(w: World) -> None:
+    """One honest decision appended by the world's registry (a refusal: its writer
+    reads nothing of the consent state)."""
+    record_decision(w.registry, w.acme.id, "generate", False, ["a test refusal"], [], [],
+                    None, [], [])  # fmt: skip
+
+
+def _count_full_binds(registry: Registry, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Counts the follower's full binds (stored size read, then the covered part
+    bound); the common bind is one read of the stored root at the new size."""
+    calls: list[int] = []
+    full = registry.consent._bind_stored
+
+    def counted(*args: Any) -> None:
+        calls.append(1)
+        full(*args)
+
+    monkeypatch.setattr(registry.consent, "_bind_stored", counted)
+    return calls
+
+
+@pytest.mark.attack("log rewritten with its whole tree under a follower that is following it")
+def test_a_log_rewritten_with_its_tree_under_a_running_follower_is_refused_at_its_next_follow(
+    world: World, engine: FaceEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A running follower, its anchor proved, binds each new entry in one read: the
+    stored root at the new size must equal the root of every leaf it followed. The
+    revocation (followed long ago) is replaced by a replayed signed leaf and every
+    stored hash rebuilt (a consistent, other tree), then an honest decision is
+    appended on top of it: the follower refuses at that entry, and every job with it."""
+    w = world
+    w.registry.add_grantee("Filler Studio")  # the revocation is not the witnessed tail
+    w.registry.checkpoint()
+    registry = reopen(w)
+    try:
+        registry.consent.refresh()  # binds everything and proves the witnessed anchor
+        full_binds = _count_full_binds(registry, monkeypatch)
+        _refusal(w)
+        assert registry.consent.refresh() == 1 and full_binds == []  # the one-read bind
+        replace_revocation(w, tree="all")
+        _refusal(w)
+        with pytest.raises(LogIntegrityError, match="differ from the stored tree"):
+            registry.consent.refresh()
+        assert full_binds == [1]  # the one-read bind did not match: the full bind names it
+        assert_refused(registry, engine)
+    finally:
+        registry.close()
+
+
+def test_entries_the_stored_tree_does_not_cover_yet_are_followed_and_bound_later(
+    world: World, engine: FaceEngine
+) -> None:
+    """An entry with no stored hashes yet (written by an older release) is followed on
+    its signature and left unbound (the one-read bind finds a node missing and the
+    full bind binds what the stored tree covers); once the stored hashes catch up,
+    the next follow binds it with the entries after it."""
+    w = world
+    registry = reopen(w)
+    try:
+        registry.consent.refresh()
+        _refusal(w)
+        with w.registry.db.writer.begin() as conn:
+            last = conn.execute(text("SELECT max(idx) FROM log_entries")).scalar_one()
+            conn.execute(  # every stored node over the newest leaf
+                text("DELETE FROM log_tree_hashes WHERE idx = (:n / (1 << level))"), {"n": last}
+            )
+        assert registry.consent.refresh() == 1
+        assert registry.consent.size == last + 1
+        assert registry.consent._unbound  # followed, not bound yet
+        assert check(registry, engine, ALICE)[0]
+        with w.registry.db.write() as session:
+            tiles.sync(session)
+        _refusal(w)
+        registry.consent.refresh()
+        size = registry.consent.size
+        assert registry.consent._unbound == [] and registry.consent._frontier.size == size
+        assert check(registry, engine, ALICE)[0]
+    finally:
+        registry.close()
 
 
 def _fill(w: World, count: int) -> None:
