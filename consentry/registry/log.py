@@ -187,17 +187,24 @@ class RegistryLog:
         return self._append(session, [self._signed(row, key, cosigners)])[0]
 
     def record_many(
-        self, session: Session, rows: Sequence[Row], start: int | None = None
+        self,
+        session: Session,
+        rows: Sequence[Row],
+        start: int | None = None,
+        key: SigningKey | None = None,
     ) -> list[int]:
         """:meth:`record` for a batch (the sequencer's decisions): the key checked
         once, each row signed, all appended at consecutive indexes with one
         executemany per table. ``start``: the caller's :meth:`next_index`, read in
-        this same transaction (the writer lock held since); read here when not given."""
+        this same transaction (the writer lock held since); read here when not given.
+        ``key``: the caller's :meth:`checked_key` of a row read in this transaction;
+        checked here when not given."""
         if not rows:
             return []
         if any(isinstance(row, OperatorKey) for row in rows):
             raise InputError("operator keys are logged by the genesis or a key rotation")
-        key = self._signing_key(session)
+        if key is None:
+            key = self._signing_key(session)
         return self._append(session, [self._signed(row, key) for row in rows], start)
 
     def record_presigned(
@@ -258,6 +265,12 @@ class RegistryLog:
     def _signing_key(self, session: Session) -> SigningKey:
         """The operator key, after checking (in ``session``) that it is not retired."""
         found = session.execute(_KEY_RETIRED, {"key_id": self._key.key_id}).first()
+        return self.checked_key(None if found is None else (found[0],))
+
+    def checked_key(self, found: tuple[int | None] | None) -> SigningKey:
+        """The operator key, given its ``keys`` row's ``retired_at_index`` as read in
+        the caller's write transaction (``found`` None: no row). SignatureError when
+        the key is not in this registry, RetiredKeyError when it was retired."""
         if found is None:
             raise SignatureError(f"operator key {self._key.key_id[:16]} is not in this registry")
         if found[0] is not None:
@@ -285,9 +298,15 @@ class RegistryLog:
         """
         with session.no_autoflush:
             index, stored = tiles.sizes(session)
-            if stored != index:
+        return self.next_index_from(session, index, stored)
+
+    def next_index_from(self, session: Session, log_size: int, stored_size: int) -> int:
+        """:meth:`next_index` given the two sizes as the caller read them in ``session``
+        (the writer lock held) in one statement of its own."""
+        if stored_size != log_size:
+            with session.no_autoflush:
                 tiles.sync(session)  # leaves an older release wrote; refuses a truncated log
-        return index
+        return log_size
 
     def _append(
         self,

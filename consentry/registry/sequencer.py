@@ -21,17 +21,20 @@ commit):
 2. when the batch holds an allow, one ``registry.consent.refresh(session)``: the
    consent state then holds every entry committed before the lock was taken;
    a log that does not verify turns every allow of the batch into a refusal;
-3. the next index ``start`` (``registry.log.next_index``); with an allow in the
-   batch, ``consent.size`` must equal it (else every allow is refused);
-4. the grantee, grant and subject existence checks, one query for the batch's
-   distinct ids (rows, read in the writer's transaction, as before). A request
+3. ONE statement for the rest of what the batch reads: the log's sizes (the next
+   index ``start``, ``registry.log.next_index_from``), the operator key's row
+   (``registry.log.checked_key``, used at step 6) and step 4's existence checks;
+   with an allow in the batch, ``consent.size`` must equal ``start`` (else every
+   allow is refused);
+4. the grantee, grant and subject existence checks of the batch's distinct ids
+   (rows, read in the writer's transaction, as before). A request
    naming one that does not exist fails *alone* with its NotFoundError, before
    anything is written, and gets no index; the others are numbered gap-free, in
    queue order, without it;
 5. each allow re-checked at its own index ``start + position`` (``recheck_at``):
    a grant revoked or out of its window, a prior's owner erased, a subject opted
    out turn it into a logged refusal (``RACE_PREFIX``);
-6. ``registry.log.record_many``: the operator key checked once, each statement
+6. ``registry.log.record_many``: the operator key as checked at step 3, each statement
    signed, rows, log entries and stored tree hashes written with one executemany
    each, then the commit.
 
@@ -86,13 +89,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from sqlalchemy import bindparam, literal, or_, select, union_all
+from sqlalchemy import String, bindparam, cast, literal, or_, select, union_all
 from sqlalchemy.sql.elements import BindParameter
 from sqlmodel import Session
 
 from consentry.errors import ConsentryError, InputError, NotFoundError
+from consentry.registry import tiles
 from consentry.registry.decisions import DecisionRequest, decision_row, recheck_at
-from consentry.registry.models import Decision, Grant, Grantee, Subject
+from consentry.registry.models import Decision, Grant, Grantee, OperatorKey, Subject
 from consentry.registry.statements import format_time
 
 if TYPE_CHECKING:
@@ -271,13 +275,13 @@ class DecisionSequencer:
                 state.refresh(session)
             except ConsentryError as exc:
                 broken = f"integrity error: {exc}"
-        start = registry.log.next_index(session)
+        known = _known(session, requests, registry.log.key_id)  # and the log's sizes, the key
+        start = registry.log.next_index_from(session, *known.sizes)
         if broken is None and any(r.allowed for r in requests) and state.size != start:
             broken = (
                 f"integrity error: the consent state holds {state.size} entries but the "
                 f"log's next index is {start}"
             )
-        known = _known(session, requests)
         accepted: list[tuple[DecisionRequest, str]] = []
         for request in requests:
             missing = _missing(request, known)
@@ -297,7 +301,8 @@ class DecisionSequencer:
                 )  # fmt: skip
             row = decision_row(request, registry.new_id("dec"), moment, late, grantee_id)
             rows.append(row)
-        registry.log.record_many(session, rows, start=start)
+        key = registry.log.checked_key(known.key_row)
+        registry.log.record_many(session, rows, start=start, key=key)
         for (request, _), row in zip(accepted, rows, strict=True):
             outcomes[id(request)] = row
         return len(rows)
@@ -310,27 +315,39 @@ _SUBJECTS: BindParameter[list[str]] = bindparam("subjects", expanding=True)
 _GRANTEE = Grantee.__table__.c  # type: ignore[attr-defined]
 _GRANT = Grant.__table__.c  # type: ignore[attr-defined]
 _SUBJECT = Subject.__table__.c  # type: ignore[attr-defined]
-# one round trip for a batch's three existence checks (built once: cached compiled form)
+_KEY = OperatorKey.__table__.c  # type: ignore[attr-defined]
+# ONE round trip for what a batch reads before it appends (built once: cached compiled
+# form): the three existence checks, the log's two sizes (next_index) and the
+# operator key's retired_at_index (checked_key); numbers as text, one column type
 _EXISTING = union_all(
     select(literal("grantee").label("kind"), _GRANTEE.id, _GRANTEE.name).where(
         or_(_GRANTEE.id.in_(_REFS), _GRANTEE.name.in_(_REFS))
     ),
     select(literal("grant"), _GRANT.id, _GRANT.id).where(_GRANT.id.in_(_GRANTS)),
     select(literal("subject"), _SUBJECT.id, _SUBJECT.id).where(_SUBJECT.id.in_(_SUBJECTS)),
-)
+    select(literal("sizes"), cast(tiles.LAST_LOG_INDEX, String),
+           cast(tiles.LAST_STORED_INDEX, String)),
+    select(literal("key"), _KEY.key_id, cast(_KEY.retired_at_index, String))
+    .where(_KEY.key_id == bindparam("key_id")),
+)  # fmt: skip
 
 
 @dataclass
 class _Known:
-    """Which of a batch's grantee refs, grant ids and subject ids have rows."""
+    """What the batch read found: which of its grantee refs, grant ids and subject
+    ids have rows; the log's ``(size, stored size)``; the operator key's row as
+    ``(retired_at_index,)``, None when it has none."""
 
     grantees: dict[str, str]  # ref (id or unique name) -> grantee id
     grants: set[str]
     subjects: set[str]
+    sizes: tuple[int, int] = (0, 0)
+    key_row: tuple[int | None] | None = None
 
 
-def _known(session: Session, requests: Sequence[DecisionRequest]) -> _Known:
-    """The batch's existence checks, one query per ``_CHUNK`` ids of each kind. A
+def _known(session: Session, requests: Sequence[DecisionRequest], key_id: str) -> _Known:
+    """The batch read (:data:`_EXISTING`), one query per ``_CHUNK`` ids of each kind
+    (the sizes and the key row come with each, identical under the writer lock). A
     grantee ref that is some grantee's id names that one, else the one so named
     (names are unique), as in the single-decision lookup."""
     refs = sorted({r.grantee for r in requests})
@@ -344,15 +361,20 @@ def _known(session: Session, requests: Sequence[DecisionRequest]) -> _Known:
             "refs": refs[at : at + _CHUNK],
             "grants": grant_ids[at : at + _CHUNK],
             "subjects": subject_ids[at : at + _CHUNK],
+            "key_id": key_id,
         }
-        for kind, found_id, name in session.execute(_EXISTING, part):
+        for kind, first, second in session.execute(_EXISTING, part):
             if kind == "grantee":
-                ids.add(str(found_id))
-                by_name[str(name)] = str(found_id)
+                ids.add(str(first))
+                by_name[str(second)] = str(first)
             elif kind == "grant":
-                known.grants.add(str(found_id))
-            else:
-                known.subjects.add(str(found_id))
+                known.grants.add(str(first))
+            elif kind == "subject":
+                known.subjects.add(str(first))
+            elif kind == "sizes":
+                known.sizes = tiles.sizes_from(first, second)
+            elif kind == "key":
+                known.key_row = (None if second is None else int(second),)
     known.grantees = {ref: by_name[ref] for ref in refs if ref in by_name}
     known.grantees.update({ref: ref for ref in refs if ref in ids})  # an id wins over a name
     return known

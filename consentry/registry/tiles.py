@@ -42,6 +42,8 @@ from consentry.registry import merkle
 from consentry.registry.models import LogEntry, TreeHash
 
 __all__ = [
+    "LAST_LOG_INDEX",
+    "LAST_STORED_INDEX",
     "TILE_HEIGHT",
     "TILE_WIDTH",
     "StoredTree",
@@ -56,6 +58,7 @@ __all__ = [
     "parse_tile_path",
     "range_nodes",
     "sizes",
+    "sizes_from",
     "stored_size",
     "sync",
     "tile",
@@ -287,17 +290,25 @@ def log_size(session: Session) -> int:
     return 0 if last is None else int(last) + 1
 
 
-_SIZES = select(  # built once: one round trip for both sizes
-    select(func.max(LogEntry.idx)).scalar_subquery(), _STORED_MAX.scalar_subquery()
-)
+# the largest log index and the largest stored leaf index (None: none), as scalar
+# subqueries a caller may put in a statement of its own (the sequencer's batch read)
+LAST_LOG_INDEX = select(func.max(LogEntry.idx)).scalar_subquery()
+LAST_STORED_INDEX = _STORED_MAX.scalar_subquery()
+_SIZES = select(LAST_LOG_INDEX, LAST_STORED_INDEX)  # built once: one round trip for both
 
 
 def sizes(session: Session) -> tuple[int, int]:
     """``(log_size, stored_size)`` read by one statement (in one snapshot)."""
     last_entry, last_stored = session.execute(_SIZES).one()
+    return sizes_from(last_entry, last_stored)
+
+
+def sizes_from(last_entry: object, last_stored: object) -> tuple[int, int]:
+    """``(log_size, stored_size)`` from the values of :data:`LAST_LOG_INDEX` and
+    :data:`LAST_STORED_INDEX` (None, an int, or its decimal text)."""
     return (
-        0 if last_entry is None else int(last_entry) + 1,
-        0 if last_stored is None else int(last_stored) + 1,
+        0 if last_entry is None else int(str(last_entry)) + 1,
+        0 if last_stored is None else int(str(last_stored)) + 1,
     )
 
 
