@@ -151,6 +151,21 @@ class Database:
                 session.rollback()
                 raise
 
+    @contextmanager
+    def pipelined(self, session: Session) -> Iterator[None]:
+        """Statements of ``session`` (a write transaction) sent without waiting for
+        each one's answer, all answered at the block's end (psycopg's pipeline mode
+        on PostgreSQL: one round trip for the block); a no-op on SQLite. For
+        statements whose results nobody reads (inserts); an error is raised at the
+        block's end at the latest, and the caller's transaction then rolls back."""
+        if not self.is_postgres:
+            yield
+            return
+        raw = session.connection().connection.dbapi_connection
+        assert raw is not None
+        with raw.pipeline():
+            yield
+
     def dispose(self) -> None:
         for engine in self.engines:
             engine.dispose()

@@ -319,8 +319,10 @@ class RegistryLog:
         Only the ``record*`` methods above call it (they build each tuple from its row).
 
         Each row's ``log_index`` is set to its leaf's index. Rows of one table, the
-        log entries and the stored tree hashes each go in with one executemany
-        (``tiles.integrate`` once for the batch, ``tiles.append_leaf`` for one leaf).
+        log entries and the stored tree hashes (``tiles.rows_to_store``, which reads
+        the stored right edge first) each go in with one executemany, all three
+        pipelined (``Database.pipelined``: one round trip on PostgreSQL); a conflict
+        with a stored row is a DuplicateError and the transaction rolls back.
         ``start``: the caller's :meth:`next_index`, read in this same transaction
         (the writer lock held since, so it is still the next index); read here when
         not given.
@@ -351,13 +353,12 @@ class RegistryLog:
             )
             digests.append(digest)
         try:
-            for model, rows in tables.items():
-                session.execute(_insert_for(model), rows)
-            session.execute(_insert_for(LogEntry), entries)
-            if len(digests) == 1:
-                tiles.append_leaf(session, start, digests[0])
-            else:
-                tiles.integrate(session, start, digests)
+            tree_rows = tiles.rows_to_store(session, start, digests)  # reads the right edge
+            with self.db.pipelined(session):  # the inserts in one round trip (PostgreSQL)
+                for model, rows in tables.items():
+                    session.execute(_insert_for(model), rows)
+                session.execute(_insert_for(LogEntry), entries)
+                tiles.insert_rows(session, tree_rows)
         except IntegrityError as exc:
             _, kind, record_id, _ = items[0]
             what = f"{kind} {record_id}" if len(items) == 1 else f"one of {len(items)} records"

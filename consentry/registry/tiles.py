@@ -6,7 +6,8 @@ for every complete subtree of the log's RFC 9162 Merkle tree, its hash at
 
 Invariants
 ----------
-* Written only by :func:`append_leaf` / :func:`integrate`, inside the same write
+* Written only by :func:`append_leaf` / :func:`integrate` / :func:`insert_rows`
+  (of :func:`rows_to_store`), inside the same write
   transaction as the leaf that completes the subtree (``Registry.append``), so a
   crash leaves both or neither; rows are never updated. An append writes the leaf
   hash plus one hash per subtree it completes: two rows amortised.
@@ -52,11 +53,13 @@ __all__ = [
     "encode_tile_index",
     "entry_bundle",
     "first_stored_mismatch",
+    "insert_rows",
     "integrate",
     "log_size",
     "parse_entry_bundle",
     "parse_tile_path",
     "range_nodes",
+    "rows_to_store",
     "sizes",
     "sizes_from",
     "stored_size",
@@ -262,26 +265,51 @@ def integrate(session: Session, start: int, leaf_hashes: Iterable[bytes]) -> int
     """Store the hashes of leaves ``start, start + 1, ...`` (bulk: catch-up, upgrade,
     bench), batching inserts; returns the new stored size. Leaves before ``start``
     must already be stored."""
-    stack = _frontier(session, start)
     rows: list[dict[str, object]] = []
     index = start
-    for value in leaf_hashes:
-        rows.append({"level": 0, "idx": index, "hash": value})
-        node, level = value, 0
-        position = index
-        while stack and stack[-1][0] == level:
-            node = merkle.node_hash(stack.pop()[1], node)
-            level += 1
-            position >>= 1
-            rows.append({"level": level, "idx": position, "hash": node})
-        stack.append((level, node))
-        index += 1
+    for row in _rows_to_store(_frontier(session, start), start, leaf_hashes):
+        rows.append(row)
+        if row["level"] == 0:
+            index += 1
         if len(rows) >= _CHUNK:
             session.execute(_INSERT, rows)
             rows = []
     if rows:
         session.execute(_INSERT, rows)
     return index
+
+
+def rows_to_store(
+    session: Session, start: int, leaf_hashes: Sequence[bytes]
+) -> list[dict[str, object]]:
+    """The stored-hash rows of leaves ``start, start + 1, ...`` (the leaves and every
+    subtree they complete), reading only the stored right edge at ``start``; the
+    caller inserts them (:func:`insert_rows`) in its write transaction. For a batch
+    (bounded); :func:`integrate` streams a long catch-up."""
+    return list(_rows_to_store(_frontier(session, start), start, leaf_hashes))
+
+
+def insert_rows(session: Session, rows: list[dict[str, object]]) -> None:
+    """Insert rows made by :func:`rows_to_store`."""
+    if rows:
+        session.execute(_INSERT, rows)
+
+
+def _rows_to_store(
+    stack: list[tuple[int, bytes]], start: int, leaf_hashes: Iterable[bytes]
+) -> Iterator[dict[str, object]]:
+    index = start
+    for value in leaf_hashes:
+        yield {"level": 0, "idx": index, "hash": value}
+        node, level = value, 0
+        position = index
+        while stack and stack[-1][0] == level:
+            node = merkle.node_hash(stack.pop()[1], node)
+            level += 1
+            position >>= 1
+            yield {"level": level, "idx": position, "hash": node}
+        stack.append((level, node))
+        index += 1
 
 
 def log_size(session: Session) -> int:

@@ -1,0 +1,44 @@
+"""An append whose row conflicts with a stored one: a DuplicateError, nothing
+appended, and the registry keeps working (its inserts are sent pipelined on
+PostgreSQL, so the error comes back at the pipeline's end, not at the statement)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from consentry import Registry
+from consentry.errors import DuplicateError
+from consentry.registry.decisions import record_decision
+from consentry.registry.models import Decision
+
+
+@pytest.fixture
+def registry(tmp_path: Path, db_url: str) -> Iterator[Registry]:
+    reg = Registry.init(tmp_path / "home", db_url)
+    reg.add_grantee("Studio")
+    yield reg
+    reg.close()
+
+
+def _refusal(registry: Registry) -> Decision:
+    return record_decision(registry, "Studio", "generate", False, ["a test refusal"],
+                           [], [], None, [], [])  # fmt: skip
+
+
+def test_a_conflicting_row_appends_nothing_and_the_next_append_works(registry: Registry) -> None:
+    first = _refusal(registry)
+    size = registry.log_size()
+    replayed = Decision(**first.model_dump())  # the same primary key
+    with (
+        pytest.raises(DuplicateError, match="conflicts with an existing record"),
+        registry.db.write() as session,
+    ):
+        registry.log.record_many(session, [replayed])
+    assert registry.log_size() == size  # no entry, no stored hash, no row
+    assert registry.verify_log().ok
+    second = _refusal(registry)  # the connection and the stored tree are intact
+    assert second.log_index == size and registry.log_size() == size + 1
+    assert registry.verify_log().ok
