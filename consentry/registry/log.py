@@ -264,7 +264,7 @@ class RegistryLog:
 
     def _signing_key(self, session: Session) -> SigningKey:
         """The operator key, after checking (in ``session``) that it is not retired."""
-        found = session.execute(_KEY_RETIRED, {"key_id": self._key.key_id}).first()
+        found = session.connection().execute(_KEY_RETIRED, {"key_id": self._key.key_id}).first()
         return self.checked_key(None if found is None else (found[0],))
 
     def checked_key(self, found: tuple[int | None] | None) -> SigningKey:
@@ -353,12 +353,14 @@ class RegistryLog:
             )
             digests.append(digest)
         try:
-            tree_rows = tiles.rows_to_store(session, start, digests)  # reads the right edge
+            session.flush()  # what autoflush did before the first insert: Core from here
+            connection = session.connection()
+            tree_rows = tiles.rows_to_store(connection, start, digests)  # reads the right edge
             with self.db.pipelined(session):  # the inserts in one round trip (PostgreSQL)
                 for model, rows in tables.items():
-                    session.execute(_insert_for(model), rows)
-                session.execute(_insert_for(LogEntry), entries)
-                tiles.insert_rows(session, tree_rows)
+                    connection.execute(_insert_for(model), rows)
+                connection.execute(_insert_for(LogEntry), entries)
+                tiles.insert_rows(connection, tree_rows)
         except IntegrityError as exc:
             _, kind, record_id, _ = items[0]
             what = f"{kind} {record_id}" if len(items) == 1 else f"one of {len(items)} records"

@@ -363,7 +363,7 @@ def _known(session: Session, requests: Sequence[DecisionRequest], key_id: str) -
             "subjects": subject_ids[at : at + _CHUNK],
             "key_id": key_id,
         }
-        for kind, first, second in session.execute(_EXISTING, part):
+        for kind, first, second in session.connection().execute(_EXISTING, part):
             if kind == "grantee":
                 ids.add(str(first))
                 by_name[str(second)] = str(first)

@@ -40,6 +40,7 @@ from sqlmodel import Session, col, select
 
 from consentry.errors import LogIntegrityError, NotFoundError, RollbackError
 from consentry.registry import merkle
+from consentry.registry.db import core
 from consentry.registry.models import LogEntry, TreeHash
 
 __all__ = [
@@ -109,7 +110,7 @@ _STORED_MAX = select(func.max(TreeHash.idx)).where(TreeHash.level == 0)  # built
 
 def stored_size(session: Session) -> int:
     """How many leaves have stored hashes (level-0 rows are gap-free from 0)."""
-    last = session.execute(_STORED_MAX).scalar()
+    last = core(session).execute(_STORED_MAX).scalar()
     return 0 if last is None else int(last) + 1
 
 
@@ -139,7 +140,7 @@ def _fetch(session: Session | Connection, nodes: Iterable[Node]) -> dict[Node, b
         for i, (level, idx) in enumerate(part):
             params[f"l{i}"] = level
             params[f"i{i}"] = idx
-        rows = session.execute(_nodes_statement(len(part)), params)
+        rows = core(session).execute(_nodes_statement(len(part)), params)
         for level, idx, value in rows:
             found[(int(level), int(idx))] = bytes(value)
     return found
@@ -249,7 +250,7 @@ def append_leaf(session: Session, index: int, leaf_hash: bytes) -> None:
     session.execute(_INSERT, rows)
 
 
-def _frontier(session: Session, size: int) -> list[tuple[int, bytes]]:
+def _frontier(session: Session | Connection, size: int) -> list[tuple[int, bytes]]:
     """The stored complete subtrees left of ``size``, as a (level, hash) stack."""
     nodes = range_nodes(0, size)
     found = _fetch(session, nodes)
@@ -280,7 +281,7 @@ def integrate(session: Session, start: int, leaf_hashes: Iterable[bytes]) -> int
 
 
 def rows_to_store(
-    session: Session, start: int, leaf_hashes: Sequence[bytes]
+    session: Session | Connection, start: int, leaf_hashes: Sequence[bytes]
 ) -> list[dict[str, object]]:
     """The stored-hash rows of leaves ``start, start + 1, ...`` (the leaves and every
     subtree they complete), reading only the stored right edge at ``start``; the
@@ -289,10 +290,10 @@ def rows_to_store(
     return list(_rows_to_store(_frontier(session, start), start, leaf_hashes))
 
 
-def insert_rows(session: Session, rows: list[dict[str, object]]) -> None:
-    """Insert rows made by :func:`rows_to_store`."""
+def insert_rows(session: Session | Connection, rows: list[dict[str, object]]) -> None:
+    """Insert rows made by :func:`rows_to_store` (Core: see ``db.core``)."""
     if rows:
-        session.execute(_INSERT, rows)
+        core(session).execute(_INSERT, rows)
 
 
 def _rows_to_store(
@@ -327,7 +328,7 @@ _SIZES = select(LAST_LOG_INDEX, LAST_STORED_INDEX)  # built once: one round trip
 
 def sizes(session: Session) -> tuple[int, int]:
     """``(log_size, stored_size)`` read by one statement (in one snapshot)."""
-    last_entry, last_stored = session.execute(_SIZES).one()
+    last_entry, last_stored = core(session).execute(_SIZES).one()
     return sizes_from(last_entry, last_stored)
 
 
