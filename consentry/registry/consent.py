@@ -46,8 +46,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, cast
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from sqlalchemy import Connection, Table, bindparam
-from sqlalchemy import select as core_select
+from sqlalchemy import Connection, Table
 from sqlmodel import Session
 
 from consentry.errors import AmbiguousNameError, ConsentryError, LogIntegrityError, NotFoundError
@@ -67,10 +66,12 @@ from consentry.registry.consent_facts import (
 from consentry.registry.consent_facts import strings as _strings
 from consentry.registry.consent_rows import RowChecks
 from consentry.registry.consent_snapshot import restore_body, snapshot_body
+from consentry.registry.db import core
 from consentry.registry.frontier import Frontier, bind_prefix
 from consentry.registry.grantee_keys import GranteeKeyFollower
 from consentry.registry.log_checker import LogChecker
 from consentry.registry.models import LogEntry
+from consentry.registry.raw_sql import RawStatement
 from consentry.registry.review_state import ReviewFollower
 from consentry.registry.vault import seal, unseal
 
@@ -90,11 +91,10 @@ __all__ = [
 
 
 _LOG = cast(Table, LogEntry.__table__)  # type: ignore[attr-defined]
-_TAIL = (
-    core_select(*_LOG.columns)
-    .where(_LOG.c.idx >= bindparam("start"))
-    .order_by(_LOG.c.idx)
-    .limit(bindparam("limit"))
+_TAIL_COLUMNS = ("idx", "kind", "record_id", "leaf_json", "leaf_hash", "created_at")
+_TAIL = RawStatement(  # on the cursor (raw_sql): it runs several times per decision
+    f"SELECT {', '.join(_TAIL_COLUMNS)} FROM {_LOG.name} WHERE idx >= :start "
+    "ORDER BY idx LIMIT :limit"
 )
 _VERIFY_HINT = "run 'consentry log verify'"
 TAIL_CHUNK = 5_000  # entries read, bound and followed at a time
@@ -208,19 +208,19 @@ class ConsentState(RowChecks, ReviewFollower, GranteeKeyFollower):
 
     def _tail(self, session: Session | Connection | None) -> list[LogEntry]:
         """The next entries (at most ``TAIL_CHUNK``) at ``size`` and after, in index
-        order: one Core SELECT on the
-        caller's transaction or on a fresh read connection (no ORM session or object
-        loading: this runs several times per decision). The entries are plain values
-        read from the rows; :meth:`_follow` verifies each before anything is applied."""
+        order: one SELECT on the cursor (``raw_sql``: this runs several times per
+        decision) in the caller's transaction or on a one-statement connection. The
+        entries are plain values read from the rows; :meth:`_follow` verifies each
+        before anything is applied."""
         params = {"start": self._size, "limit": TAIL_CHUNK}
-        if isinstance(session, Session):
-            rows = session.connection().execute(_TAIL, params).mappings().all()
-        elif session is not None:
-            rows = session.execute(_TAIL, params).mappings().all()
+        if session is not None:
+            rows = _TAIL.rows(core(session), params)
         else:
             with self.registry.db.read_one() as connection:  # one statement, its own snapshot
-                rows = connection.execute(_TAIL, params).mappings().all()
-        return [LogEntry.model_construct(**row) for row in rows]
+                rows = _TAIL.rows(connection, params)
+        return [
+            LogEntry.model_construct(**dict(zip(_TAIL_COLUMNS, row, strict=True))) for row in rows
+        ]
 
     @contextmanager
     def _binding_session(self, session: Session | Connection | None) -> Iterator[Session]:

@@ -11,20 +11,19 @@ Invariants
 
 from __future__ import annotations
 
+import functools
 import json
 import threading
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
-from sqlalchemy import Connection, String, Table, bindparam, literal, null, or_, union_all
-from sqlalchemy import cast as cast_
-from sqlalchemy import select as core_select
-from sqlalchemy.sql.elements import BindParameter
+from sqlalchemy import Connection, Table
 from sqlmodel import Session
 
 from consentry.errors import LogIntegrityError
 from consentry.registry.consent_facts import SignedGrant, SignedSubject
 from consentry.registry.models import Grant, Revocation, Subject
+from consentry.registry.raw_sql import RawStatement
 
 if TYPE_CHECKING:
     from consentry.registry.store import Registry
@@ -76,37 +75,41 @@ class _RevocationRow(NamedTuple):
     log_index: int
 
 
-_IDS: BindParameter[list[str]] = bindparam("ids", expanding=True)  # the subjects checked
-# the grant ids the facts hold for them
-_SIGNED: BindParameter[list[str]] = bindparam("signed", expanding=True)
-_S, _G, _R = (_table(model).c for model in (Subject, Grant, Revocation))
-_NONE = cast_(null(), String)
-# The three kinds of row in ONE statement (one snapshot, one round trip): a kind tag,
-# seven text columns and the log index; subject rows by id, grant rows by subject,
-# revocation rows of the signed grants and of every grant row of those subjects.
-_ROWS = union_all(
-    core_select(literal("s"), _S.id, _S.display_name, _S.aliases_json, _S.public_key,
-                _NONE, _NONE, _NONE, _S.log_index).where(_S.id.in_(_IDS)),
-    core_select(literal("g"), _G.id, _G.subject_id, _G.grantee_id, _G.purposes_json,
-                _G.priors_json, _G.not_before, _G.not_after, _G.log_index)
-    .where(_G.subject_id.in_(_IDS)),
-    core_select(literal("r"), _R.id, _R.grant_id, _NONE, _NONE, _NONE, _NONE, _NONE,
-                _R.log_index)
-    .where(or_(_R.grant_id.in_(_SIGNED),
-               _R.grant_id.in_(core_select(_G.id).where(_G.subject_id.in_(_IDS))))),
-)  # fmt: skip
+_SUBJECTS, _GRANTS, _REVOCATIONS = (_table(m).name for m in (Subject, Grant, Revocation))
+
+
+@functools.lru_cache(maxsize=256)
+def _rows_statement(subjects: int, signed: int) -> RawStatement:
+    """The three kinds of row in ONE statement (one snapshot, one round trip), on the
+    cursor (``raw_sql``): a kind tag, seven text columns and the log index; subject
+    rows by id (``:s0``...), grant rows by subject, revocation rows of the signed
+    grant ids (``:g0``...) and of every grant row of those subjects. One text per
+    pair of counts (``subjects`` >= 1)."""
+    ids = ", ".join(f":s{i}" for i in range(subjects))
+    of_signed = f"grant_id IN ({', '.join(f':g{i}' for i in range(signed))}) OR " if signed else ""
+    return RawStatement(
+        f"SELECT 's', id, display_name, aliases_json, public_key, NULL, NULL, NULL, log_index "
+        f"FROM {_SUBJECTS} WHERE id IN ({ids}) "
+        f"UNION ALL SELECT 'g', id, subject_id, grantee_id, purposes_json, priors_json, "
+        f"not_before, not_after, log_index FROM {_GRANTS} WHERE subject_id IN ({ids}) "
+        f"UNION ALL SELECT 'r', id, grant_id, NULL, NULL, NULL, NULL, NULL, log_index "
+        f"FROM {_REVOCATIONS} WHERE {of_signed}"
+        f"grant_id IN (SELECT id FROM {_GRANTS} WHERE subject_id IN ({ids}))"
+    )
+
 
 _Rows = tuple[dict[str, _SubjectRow], dict[str, _GrantRow], dict[str, _RevocationRow]]
 
 
 def _read_rows(connection: Connection, wanted: list[str], signed: list[str]) -> _Rows:
     """The subject, grant and revocation rows of ``wanted`` (and revocation rows of
-    the ``signed`` grant ids), read by :data:`_ROWS`."""
+    the ``signed`` grant ids), read by :func:`_rows_statement`."""
     subjects: dict[str, _SubjectRow] = {}
     grants: dict[str, _GrantRow] = {}
     revocations: dict[str, _RevocationRow] = {}
-    for kind, a, b, c, d, e, f, g, index in connection.execute(
-        _ROWS, {"ids": wanted, "signed": signed}
+    params = {f"s{i}": v for i, v in enumerate(wanted)} | {f"g{i}": v for i, v in enumerate(signed)}
+    for kind, a, b, c, d, e, f, g, index in _rows_statement(len(wanted), len(signed)).rows(
+        connection, params
     ):
         if kind == "s":
             subjects[a] = _SubjectRow(a, b, c, d, index)

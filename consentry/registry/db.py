@@ -31,19 +31,20 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import event, inspect, text
+from sqlalchemy import event, inspect
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlmodel import Session, SQLModel, create_engine
 
 from consentry.errors import ConfigError
 from consentry.registry import models  # noqa: F401  (registers the tables)
+from consentry.registry.raw_sql import RawStatement
 
 __all__ = ["Database", "core"]
 
 _WRITER_LOCK_ID = 0x436F6E73  # "Cons": the advisory lock every PostgreSQL writer takes
-_PG_LOCK = text("SELECT pg_advisory_xact_lock(:k)")
-_SQLITE_BEGIN = text("SELECT 1")
+_PG_LOCK = RawStatement("SELECT pg_advisory_xact_lock(:k)")
+_SQLITE_BEGIN = RawStatement("SELECT 1")
 
 
 def _sqlalchemy_url(url: str) -> str:
@@ -152,9 +153,9 @@ class Database:
         Queues on the process's writer lock before it takes a connection."""
         with self._writers, Session(self.writer, expire_on_commit=False) as session:
             if self.is_postgres:
-                session.connection().execute(_PG_LOCK, {"k": _WRITER_LOCK_ID})
+                _PG_LOCK.rows(session.connection(), {"k": _WRITER_LOCK_ID})
             else:
-                session.connection().execute(_SQLITE_BEGIN)  # opens BEGIN IMMEDIATE now
+                _SQLITE_BEGIN.rows(session.connection(), {})  # opens BEGIN IMMEDIATE now
             try:
                 yield session
                 session.commit()

@@ -28,7 +28,6 @@ from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from sqlalchemy import bindparam
 from sqlmodel import Session, col, select
 
 from consentry.errors import ConsentryError, RollbackError
@@ -36,6 +35,7 @@ from consentry.registry import checkpoint as cp
 from consentry.registry import merkle, tiles
 from consentry.registry.coalesce import CoalescedRuns
 from consentry.registry.models import CheckpointRow, LogEntry, OperatorKey
+from consentry.registry.raw_sql import RawStatement
 from consentry.registry.signing import checkpoint_key_name, public_key_from_hex
 from consentry.registry.witness import check_extends
 
@@ -44,7 +44,7 @@ if TYPE_CHECKING:
 
 __all__ = ["LogWitness"]
 
-_LEAF_HASH_AT = select(LogEntry.leaf_hash).where(col(LogEntry.idx) == bindparam("idx"))
+_LEAF_HASH_AT = RawStatement(f"SELECT leaf_hash FROM {LogEntry.__tablename__} WHERE idx = :idx")
 _VERIFY_HINT = "run 'consentry log verify'"
 
 
@@ -127,7 +127,7 @@ class LogWitness:
             return
         size, leaf = tail
         with self._log.db.read_one() as connection:  # one Core statement, no transaction
-            found = connection.execute(_LEAF_HASH_AT, {"idx": size - 1}).first()
+            found = _LEAF_HASH_AT.first(connection, {"idx": size - 1})
         if found is None or found[0] != leaf:
             raise RollbackError(
                 f"rollback: the log no longer holds entry {size - 1} as witnessed "

@@ -61,6 +61,7 @@ from consentry.registry.models import (
     Revocation,
     Subject,
 )
+from consentry.registry.raw_sql import RawStatement
 from consentry.registry.refs import find_subject
 from consentry.registry.rules import (
     GrantStatus,
@@ -93,6 +94,10 @@ __all__ = ["GrantStatus", "InclusionProof", "Registry", "leaf_bytes", "parse_unt
 Clock = Callable[[], datetime]
 _GRANTEE_BY_ID = select(*Grantee.__table__.columns).where(  # type: ignore[attr-defined]
     Grantee.__table__.c.id == bindparam("id")  # type: ignore[attr-defined]
+)
+_GRANTEE_COLUMNS = tuple(c.name for c in Grantee.__table__.columns)  # type: ignore[attr-defined]
+_GRANTEE_ROW = RawStatement(
+    f"SELECT {', '.join(_GRANTEE_COLUMNS)} FROM {Grantee.__tablename__} WHERE id = :id"
 )
 
 
@@ -358,16 +363,17 @@ class Registry:
             signed = state.grantee_by_key_sha256(digest)
         if signed is None or not hmac.compare_digest(signed.key_sha256 or "", digest):
             raise SignatureError("unknown API key")
-        with self.db.read_one() as connection:
-            found = connection.execute(_GRANTEE_BY_ID, {"id": signed.id}).first()
-        if found is None or (found.name, found.api_key_sha256) != (
+        with self.db.read_one() as connection:  # on the cursor: once per HTTP request
+            found = _GRANTEE_ROW.first(connection, {"id": signed.id})
+        row = None if found is None else dict(zip(_GRANTEE_COLUMNS, found, strict=True))
+        if row is None or (row["name"], row["api_key_sha256"]) != (
             signed.name,
             signed.api_key_sha256,
         ):
             raise LogIntegrityError(
                 f"grantee {signed.id}: its row is missing or differs from the signed log"
             )
-        return Grantee(**found._asdict())
+        return Grantee(**row)
 
     # ------------------------------------------------------------------ grants
     def grant(

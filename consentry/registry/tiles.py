@@ -35,13 +35,14 @@ import functools
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
-from sqlalchemy import Connection, TextClause, func, insert, text
+from sqlalchemy import Connection, func, insert
 from sqlmodel import Session, col, select
 
 from consentry.errors import LogIntegrityError, NotFoundError, RollbackError
 from consentry.registry import merkle
 from consentry.registry.db import core
 from consentry.registry.models import LogEntry, TreeHash
+from consentry.registry.raw_sql import RawStatement
 
 __all__ = [
     "LAST_LOG_INDEX",
@@ -123,9 +124,10 @@ _BATCH = 200
 
 
 @functools.lru_cache(maxsize=_BATCH)
-def _nodes_statement(count: int) -> TextClause:
+def _nodes_statement(count: int) -> RawStatement:
+    """Run on the cursor (``raw_sql``): the lookup behind every root, proof and bind."""
     pairs = ", ".join(f"(:l{i}, :i{i})" for i in range(count))
-    return text(
+    return RawStatement(
         f"SELECT t.level, t.idx, t.hash FROM (VALUES {pairs}) AS v "
         f"JOIN {TreeHash.__tablename__} AS t ON t.level = v.column1 AND t.idx = v.column2"
     )
@@ -140,7 +142,7 @@ def _fetch(session: Session | Connection, nodes: Iterable[Node]) -> dict[Node, b
         for i, (level, idx) in enumerate(part):
             params[f"l{i}"] = level
             params[f"i{i}"] = idx
-        rows = core(session).execute(_nodes_statement(len(part)), params)
+        rows = _nodes_statement(len(part)).rows(core(session), params)
         for level, idx, value in rows:
             found[(int(level), int(idx))] = bytes(value)
     return found

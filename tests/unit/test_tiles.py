@@ -163,8 +163,8 @@ def test_node_lookups_search_the_primary_key_instead_of_scanning(db: Database) -
     statement = tiles._nodes_statement(3)
     params = {"l0": 0, "i0": 5, "l1": 1, "i1": 7, "l2": 8, "i2": 1}
     with db.read() as session:
-        plan = session.execute(text("EXPLAIN QUERY PLAN " + statement.text), params).fetchall()
-        found = session.execute(statement, params).fetchall()
+        plan = session.execute(text("EXPLAIN QUERY PLAN " + statement.sql), params).fetchall()
+        found = statement.rows(session.connection(), params)
     details = [str(row[-1]) for row in plan]
     assert any("SEARCH t USING PRIMARY KEY" in d for d in details), details
     assert not any(d.startswith("SCAN t") or "SCAN log_tree_hashes" in d for d in details)
