@@ -33,10 +33,14 @@ import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from tests.pgserver import PostgresServer, ThrowawayPostgres
+
+if TYPE_CHECKING:
+    from consentry import Registry
 
 pytest_plugins = ["tests.attack_tally"]  # the attack tally (see tests/attack_tally.py)
 
@@ -116,3 +120,14 @@ def db_url(request: pytest.FixtureRequest) -> str:
     fixture = "sqlite_url" if request.param == "sqlite" else "postgres_url"
     url: str = request.getfixturevalue(fixture)
     return url
+
+
+@pytest.fixture
+def studio_registry(tmp_path: Path, db_url: str) -> Iterator[Registry]:
+    """A fresh registry on each backend with one grantee, "Studio"."""
+    from consentry import Registry
+
+    registry = Registry.init(tmp_path / "home", db_url)
+    registry.add_grantee("Studio")
+    yield registry
+    registry.close()

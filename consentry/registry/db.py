@@ -33,7 +33,7 @@ from typing import Any
 
 from sqlalchemy import event, inspect
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
 from sqlmodel import Session, SQLModel, create_engine
 
 from consentry.errors import ConfigError
@@ -175,8 +175,12 @@ class Database:
             return
         raw = session.connection().connection.dbapi_connection
         assert raw is not None
-        with raw.pipeline():
-            yield
+        dbapi_error = self.writer.dialect.loaded_dbapi.Error
+        try:
+            with raw.pipeline():
+                yield
+        except dbapi_error as exc:  # raised by the pipeline's sync, not wrapped: wrap it
+            raise DBAPIError.instance(None, None, exc, dbapi_error) from exc
 
     def dispose(self) -> None:
         for engine in self.engines:

@@ -4,9 +4,6 @@ PostgreSQL, so the error comes back at the pipeline's end, not at the statement)
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 
 from consentry import Registry
@@ -15,20 +12,15 @@ from consentry.registry.decisions import record_decision
 from consentry.registry.models import Decision
 
 
-@pytest.fixture
-def registry(tmp_path: Path, db_url: str) -> Iterator[Registry]:
-    reg = Registry.init(tmp_path / "home", db_url)
-    reg.add_grantee("Studio")
-    yield reg
-    reg.close()
-
-
 def _refusal(registry: Registry) -> Decision:
     return record_decision(registry, "Studio", "generate", False, ["a test refusal"],
                            [], [], None, [], [])  # fmt: skip
 
 
-def test_a_conflicting_row_appends_nothing_and_the_next_append_works(registry: Registry) -> None:
+def test_a_conflicting_row_appends_nothing_and_the_next_append_works(
+    studio_registry: Registry,
+) -> None:
+    registry = studio_registry
     first = _refusal(registry)
     size = registry.log_size()
     replayed = Decision(**first.model_dump())  # the same primary key

@@ -3,8 +3,6 @@ through SQLAlchemy, in the caller's transaction, seen by statement listeners."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,15 +14,8 @@ from consentry.registry.raw_sql import RawStatement
 _ENTRY = RawStatement("SELECT idx, kind FROM log_entries WHERE idx = :i OR idx = :i + :step")
 
 
-@pytest.fixture
-def registry(tmp_path: Path, db_url: str) -> Iterator[Registry]:
-    reg = Registry.init(tmp_path / "home", db_url)
-    reg.add_grantee("Studio")
-    yield reg
-    reg.close()
-
-
-def test_rows_equal_sqlalchemy_s_and_listeners_see_the_statement(registry: Registry) -> None:
+def test_rows_equal_sqlalchemy_s_and_listeners_see_the_statement(studio_registry: Registry) -> None:
+    registry = studio_registry
     seen: list[tuple[str, Any]] = []
 
     def listen(_c: Any, _cur: Any, statement: str, params: Any, *_: Any) -> None:
@@ -43,7 +34,8 @@ def test_rows_equal_sqlalchemy_s_and_listeners_see_the_statement(registry: Regis
     assert ("%(i)s" in seen[0][0]) is postgres and (":i" in seen[0][0]) is not postgres
 
 
-def test_a_raw_read_runs_in_the_caller_s_transaction(registry: Registry) -> None:
+def test_a_raw_read_runs_in_the_caller_s_transaction(studio_registry: Registry) -> None:
+    registry = studio_registry
     size = registry.log_size()
     with registry.db.write() as session:
         session.connection().execute(
