@@ -146,8 +146,8 @@ class RowChecks:
         (:meth:`_judge_rows`); only if they do not explain a row, a refresh that
         starts after the rows' read (an entry commits with its rows, so every row
         read is of an entry the refresh follows) and a second, final judgement.
-        Every entry below S0 must have its row. All the rows in ONE Core statement
-        outside any transaction (one snapshot, one round trip; no ORM session), no
+        Every entry below S0 must have its row. All the rows in ONE statement on the
+        cursor (``raw_sql``), outside any transaction (one snapshot, one round trip), no
         query for the log's size: a caller that wants S0 to be the log's
         size now refreshes first (``grant_facts`` does, and the gateway's one refresh
         per job).

@@ -126,7 +126,7 @@ class LogWitness:
             self.check()
             return
         size, leaf = tail
-        with self._log.db.read_one() as connection:  # one Core statement, no transaction
+        with self._log.db.read_one() as connection:  # one statement, no transaction
             found = _LEAF_HASH_AT.first(connection, {"idx": size - 1})
         if found is None or found[0] != leaf:
             raise RollbackError(
