@@ -114,7 +114,8 @@ class Database:
                 )
             if sa_url.startswith("postgresql+psycopg://"):
                 engine = create_engine(sa_url, pool_recycle=300)
-                single = create_engine(sa_url, pool_recycle=300, isolation_level="AUTOCOMMIT")
+                # the same pool (one budget of connections per process), AUTOCOMMIT per checkout
+                single = engine.execution_options(isolation_level="AUTOCOMMIT")
                 return cls(url, engine, engine, single)
         except ArgumentError as exc:
             raise ConfigError(f"bad database URL {url!r}: {exc}") from exc
@@ -135,8 +136,13 @@ class Database:
 
     @property
     def engines(self) -> list[Engine]:
-        """Every distinct engine (for listeners and dispose)."""
-        return list({id(e): e for e in (self.reader, self.writer, self.single)}.values())
+        """One engine per connection pool (for listeners and dispose): on PostgreSQL
+        ``single`` shares the reader's pool, and a listener on the reader sees its
+        statements too (SQLAlchemy joins an option engine's events to its parent's)."""
+        distinct: dict[int, Engine] = {}
+        for engine in (self.reader, self.writer, self.single):
+            distinct.setdefault(id(engine.pool), engine)  # the first: the option engine's parent
+        return list(distinct.values())
 
     def read(self) -> Session:
         return Session(self.reader, expire_on_commit=False)
