@@ -11,7 +11,9 @@ SQLite ``BEGIN``; PostgreSQL READ COMMITTED, so there each statement sees its ow
 snapshot anyway) and ``single`` for reads of exactly ONE statement outside any
 transaction (SQLite without ``BEGIN``, PostgreSQL ``AUTOCOMMIT``): the statement
 is its own snapshot, and the gate's per-check reads cost one round trip instead of
-three (``BEGIN``, the query, ``ROLLBACK``). Nothing is ever written through it.
+three (``BEGIN``, the query, ``ROLLBACK``). Nothing is ever written through it. On
+PostgreSQL it has its own pool (:data:`SINGLE_POOL_SIZE`): a process opens at most
+25 connections.
 
 Within one process, writers first queue on a process-local lock and only then take
 a connection: at most one connection per process waits on (or holds) the database's
@@ -43,6 +45,10 @@ from consentry.registry.raw_sql import RawStatement
 __all__ = ["Database", "core"]
 
 _WRITER_LOCK_ID = 0x436F6E73  # "Cons": the advisory lock every PostgreSQL writer takes
+SINGLE_POOL_SIZE = 5
+"""PostgreSQL connections of the one-statement engine: this many kept, as many more
+on demand. With the reader/writer pool (SQLAlchemy's default 5 + 10), a process opens
+at most 25 connections."""
 _PG_LOCK = RawStatement("SELECT pg_advisory_xact_lock(:k)")
 _SQLITE_BEGIN = RawStatement("SELECT 1")
 
@@ -114,8 +120,13 @@ class Database:
                 )
             if sa_url.startswith("postgresql+psycopg://"):
                 engine = create_engine(sa_url, pool_recycle=300)
-                # the same pool (one budget of connections per process), AUTOCOMMIT per checkout
-                single = engine.execution_options(isolation_level="AUTOCOMMIT")
+                # its own small pool: a one-statement read holds a connection for one
+                # round trip (an AUTOCOMMIT option engine on the shared pool cost about
+                # 25 us more per read, switching the level at every checkout)
+                single = create_engine(
+                    sa_url, pool_recycle=300, isolation_level="AUTOCOMMIT",
+                    pool_size=SINGLE_POOL_SIZE, max_overflow=SINGLE_POOL_SIZE,
+                )  # fmt: skip
                 return cls(url, engine, engine, single)
         except ArgumentError as exc:
             raise ConfigError(f"bad database URL {url!r}: {exc}") from exc
@@ -136,12 +147,11 @@ class Database:
 
     @property
     def engines(self) -> list[Engine]:
-        """One engine per connection pool (for listeners and dispose): on PostgreSQL
-        ``single`` shares the reader's pool, and a listener on the reader sees its
-        statements too (SQLAlchemy joins an option engine's events to its parent's)."""
+        """One engine per connection pool (for listeners and dispose); on PostgreSQL
+        the reader is the writer."""
         distinct: dict[int, Engine] = {}
         for engine in (self.reader, self.writer, self.single):
-            distinct.setdefault(id(engine.pool), engine)  # the first: the option engine's parent
+            distinct.setdefault(id(engine.pool), engine)
         return list(distinct.values())
 
     def read(self) -> Session:
